@@ -1,0 +1,202 @@
+//! Every data-plane counter is declared once, here (VPP style): the drop reasons and the
+//! per-worker event counters. Workers bump plain `u64`s they own; `publish` copies them
+//! into the worker's `SharedCounters` slot with relaxed stores (plain moves on x86, no
+//! locked instructions, no contention), and the control thread sums slots on scrape.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! drop_reasons {
+    ($($variant:ident => $name:literal, $help:literal;)*) => {
+        /// Why a packet was dropped. The label value of `flowgate_packets_dropped_total`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason { $($variant),* }
+        impl DropReason {
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant),*];
+            pub const COUNT: usize = Self::ALL.len();
+            pub fn name(self) -> &'static str {
+                match self { $(DropReason::$variant => $name),* }
+            }
+            pub fn help(self) -> &'static str {
+                match self { $(DropReason::$variant => $help),* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    EthTruncated => "eth_truncated", "frame shorter than an Ethernet header";
+    NotOurMac => "not_our_mac", "destination MAC neither the port's nor broadcast";
+    UnknownEthertype => "unknown_ethertype", "neither IPv4 nor ARP";
+    MultiSegment => "multi_segment", "chained mbuf (the data room is sized to hold frames whole)";
+    ArpMalformed => "arp_malformed", "ARP that is not Ethernet/IPv4 or is truncated";
+    ArpNotForUs => "arp_not_for_us", "ARP neither asking for nor answering the appliance";
+    Ipv4Truncated => "ipv4_truncated", "shorter than an IPv4 header";
+    Ipv4BadVersion => "ipv4_bad_version", "IP version field not 4";
+    Ipv4BadIhl => "ipv4_bad_ihl", "IHL below 5 or past the frame";
+    Ipv4BadTotalLength => "ipv4_bad_total_length", "total length below the header or past the frame";
+    Ipv4BadChecksum => "ipv4_bad_checksum", "IPv4 header checksum wrong";
+    Ipv4Options => "ipv4_options", "IPv4 options present";
+    Ipv4BadSource => "ipv4_bad_source", "source address is multicast, broadcast, loopback or ours";
+    TcpTruncated => "tcp_truncated", "shorter than a TCP header";
+    TcpBadOffset => "tcp_bad_offset", "TCP data offset below 5 or past the segment";
+    TcpIllegalFlags => "tcp_illegal_flags", "illegal TCP flag combination (SYN+FIN, SYN+RST, none, xmas)";
+    UdpTruncated => "udp_truncated", "shorter than a UDP header";
+    UdpBadLength => "udp_bad_length", "UDP length below 8 or past the datagram";
+    IcmpTruncated => "icmp_truncated", "shorter than an ICMP header";
+    IcmpBadChecksum => "icmp_bad_checksum", "ICMP checksum wrong";
+    TtlExceeded => "ttl_exceeded", "TTL reached 0 (time exceeded sent)";
+    NoRoute => "no_route", "no route to the destination";
+    FragNeeded => "frag_needed", "larger than the egress MTU with DF set (frag-needed sent)";
+    FragFailed => "frag_failed", "fragmentation impossible (no buffers, or header too long)";
+    NeighborUnresolved => "neighbor_unresolved", "next hop did not answer ARP in time, or the wait queue was full";
+    NoExceptionPath => "no_exception_path", "for the appliance, not data plane, and no exception port";
+    IcmpRateLimited => "icmp_rate_limited", "ICMP error not sent: rate limit";
+    UnsupportedIcmp => "unsupported_icmp", "ICMP to the appliance other than echo request";
+    TxFull => "tx_full", "the port's TX queue refused the packet";
+    HandoffFull => "handoff_full", "the owner core's handoff ring was full";
+}
+
+macro_rules! worker_counters {
+    ($($field:ident => $help:literal;)*) => {
+        /// Event counters a worker owns (everything except drops).
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct EventCounters { $(pub $field: u64),* }
+        impl EventCounters {
+            pub const FIELDS: &'static [(&'static str, &'static str)] = &[$((stringify!($field), $help)),*];
+            pub fn values(&self) -> Vec<u64> { vec![$(self.$field),*] }
+            pub fn from_values(v: &[u64]) -> Self {
+                let mut it = v.iter().copied();
+                EventCounters { $($field: it.next().unwrap_or(0)),* }
+            }
+        }
+    };
+}
+
+worker_counters! {
+    rx_packets => "packets taken from rx queues by workers";
+    forwarded_packets => "IPv4 packets routed to an egress port";
+    icmp_echo_requests => "ICMP echo requests to the appliance's own addresses (answered)";
+    icmp_time_exceeded_sent => "ICMP time exceeded messages sent";
+    icmp_frag_needed_sent => "ICMP fragmentation-needed messages sent";
+    fragments_created => "IPv4 fragments created for a smaller egress MTU";
+    arp_requests_sent => "ARP requests sent to resolve next hops";
+    arp_replies_sent => "ARP replies sent for the appliance's addresses";
+    exception_to_kernel => "packets sent to the kernel on the exception port";
+    exception_from_kernel => "packets from the kernel on the exception port";
+    neighbor_held => "packets held while their next hop was resolved";
+    handoff_sent => "packets passed to another worker through a handoff ring";
+    handoff_received => "packets received from another worker's handoff ring";
+    config_updates => "config snapshots applied by the worker";
+}
+
+/// One worker's counters, owned and bumped by that worker only.
+#[derive(Debug, Clone)]
+pub struct Counters {
+    pub drops: [u64; DropReason::COUNT],
+    pub events: EventCounters,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            drops: [0; DropReason::COUNT],
+            events: EventCounters::default(),
+        }
+    }
+}
+
+impl Counters {
+    #[inline]
+    pub fn drop(&mut self, r: DropReason) {
+        self.drops[r as usize] += 1;
+    }
+    pub fn add(&mut self, other: &Counters) {
+        for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
+            *a += *b;
+        }
+        let a = self.events.values();
+        let b = other.events.values();
+        let sum: Vec<u64> = a.iter().zip(b.iter()).map(|(x, y)| x + y).collect();
+        self.events = EventCounters::from_values(&sum);
+    }
+}
+
+/// Where a worker publishes its counters for the control thread.
+pub struct SharedCounters {
+    drops: Vec<AtomicU64>,
+    events: Vec<AtomicU64>,
+    /// Extra per-worker gauges/counters published by later stages (NAT, LB) by index.
+    pub extra: Vec<AtomicU64>,
+}
+
+impl SharedCounters {
+    pub fn new(extra: usize) -> Self {
+        SharedCounters {
+            drops: (0..DropReason::COUNT).map(|_| AtomicU64::new(0)).collect(),
+            events: (0..EventCounters::FIELDS.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            extra: (0..extra).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Called by the owning worker between bursts.
+    pub fn publish(&self, c: &Counters) {
+        for (slot, v) in self.drops.iter().zip(c.drops.iter()) {
+            slot.store(*v, Ordering::Relaxed);
+        }
+        for (slot, v) in self.events.iter().zip(c.events.values()) {
+            slot.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Called by the control thread.
+    pub fn read(&self) -> Counters {
+        let mut c = Counters::default();
+        for (d, slot) in c.drops.iter_mut().zip(self.drops.iter()) {
+            *d = slot.load(Ordering::Relaxed);
+        }
+        let v: Vec<u64> = self
+            .events
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .collect();
+        c.events = EventCounters::from_values(&v);
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_unique_and_snake_case() {
+        let mut names: Vec<&str> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
+        for n in names {
+            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()));
+        }
+    }
+
+    #[test]
+    fn publish_read_roundtrip_and_sum() {
+        let mut c = Counters::default();
+        c.drop(DropReason::NoRoute);
+        c.events.forwarded_packets = 7;
+        c.events.config_updates = 2;
+        let s = SharedCounters::new(0);
+        s.publish(&c);
+        let r = s.read();
+        assert_eq!(r.drops[DropReason::NoRoute as usize], 1);
+        assert_eq!(r.events, c.events);
+        let mut total = Counters::default();
+        total.add(&r);
+        total.add(&r);
+        assert_eq!(total.events.forwarded_packets, 14);
+        assert_eq!(total.drops[DropReason::NoRoute as usize], 2);
+    }
+}

@@ -1,0 +1,654 @@
+//! The per-core run-to-completion pipeline.
+//!
+//! ```text
+//!  rx burst ─► ingress: parse + validate ─► local? ── ARP ─────────► reply in place ─► tx
+//!                │                             ├── ICMP echo ────► reply in place ─► tx
+//!                │                             └── other ────────► exception port (kernel)
+//!                └► transit ─► [stateful stages: NAT, LB] ─► route (LPM) ─► TTL / MTU
+//!                                 ─► neighbor (ARP; hold while resolving) ─► tx buffer
+//! ```
+//!
+//! `Pipeline` is plain Rust over `PacketBuf`, so every decision is unit-tested on
+//! `VecBuf`s; `worker` runs it on DPDK mbufs. Every packet ends in exactly one of:
+//! transmitted, held for ARP (bounded), or dropped with a counted reason.
+
+pub mod counters;
+pub mod frag;
+pub mod handoff;
+pub mod icmp_out;
+pub mod neighbor;
+pub mod route;
+pub mod worker;
+
+use crate::packet::{BufAlloc, PacketBuf};
+use crate::wire::{
+    arp, EtherType, EthernetFrame, IcmpPacket, Ipv4Packet, MacAddr, Malformed, TcpPacket,
+    UdpPacket, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+};
+use counters::{Counters, DropReason};
+use neighbor::{Held, NeighborTable, PendingQueue, Resolution};
+use route::Fib;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+const ETH: usize = 14;
+
+/// Where the pipeline puts packets it is done with.
+pub trait Output<B> {
+    /// Queue `pkt` for transmission on `port`.
+    fn tx(&mut self, port: u16, pkt: B);
+    /// Free `pkt` (its drop reason is already counted).
+    fn discard(&mut self, pkt: B);
+}
+
+impl From<Malformed> for DropReason {
+    fn from(m: Malformed) -> DropReason {
+        match m {
+            Malformed::EthTruncated => DropReason::EthTruncated,
+            Malformed::ArpMalformed => DropReason::ArpMalformed,
+            Malformed::Ipv4Truncated => DropReason::Ipv4Truncated,
+            Malformed::Ipv4BadVersion => DropReason::Ipv4BadVersion,
+            Malformed::Ipv4BadIhl => DropReason::Ipv4BadIhl,
+            Malformed::Ipv4BadTotalLength => DropReason::Ipv4BadTotalLength,
+            Malformed::Ipv4BadChecksum => DropReason::Ipv4BadChecksum,
+            Malformed::Ipv4Options => DropReason::Ipv4Options,
+            Malformed::TcpTruncated => DropReason::TcpTruncated,
+            Malformed::TcpBadOffset => DropReason::TcpBadOffset,
+            Malformed::TcpIllegalFlags => DropReason::TcpIllegalFlags,
+            Malformed::UdpTruncated => DropReason::UdpTruncated,
+            Malformed::UdpBadLength => DropReason::UdpBadLength,
+            Malformed::IcmpTruncated => DropReason::IcmpTruncated,
+            Malformed::IcmpBadChecksum => DropReason::IcmpBadChecksum,
+        }
+    }
+}
+
+/// Tunables of one pipeline instance (from the config, in TSC cycles where timed).
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineParams {
+    pub tsc_hz: u64,
+    pub neighbor_capacity: usize,
+    pub neighbor_timeout_s: u32,
+    pub pending_max: usize,
+    /// ICMP errors per second a worker may send (RFC 1812 4.3.2.8 rate limiting).
+    pub icmp_errors_per_s: u32,
+}
+
+impl PipelineParams {
+    pub fn for_tests() -> Self {
+        PipelineParams {
+            tsc_hz: 1_000_000_000,
+            neighbor_capacity: 1024,
+            neighbor_timeout_s: 300,
+            pending_max: 64,
+            icmp_errors_per_s: 1000,
+        }
+    }
+}
+
+/// A token bucket refilled from the TSC.
+#[derive(Debug, Clone)]
+struct TokenBucket {
+    tokens: u64,
+    cap: u64,
+    cycles_per_token: u64,
+    last: u64,
+}
+
+impl TokenBucket {
+    fn new(per_s: u32, tsc_hz: u64) -> Self {
+        let per_s = per_s.max(1) as u64;
+        TokenBucket {
+            tokens: per_s.min(100),
+            cap: per_s.min(100),
+            cycles_per_token: (tsc_hz / per_s).max(1),
+            last: 0,
+        }
+    }
+    #[inline]
+    fn take(&mut self, now: u64) -> bool {
+        let add = now.wrapping_sub(self.last) / self.cycles_per_token;
+        if add > 0 {
+            self.tokens = (self.tokens + add).min(self.cap);
+            self.last = now;
+        }
+        if self.tokens > 0 {
+            self.tokens -= 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What ingress decided.
+enum Step {
+    Tx(u16),
+    Drop(DropReason),
+    /// Used up here (e.g. an ARP reply we learned from); not a drop.
+    Consumed,
+    /// For the appliance, not data plane: to the kernel.
+    Exception,
+    /// Transit traffic: route it.
+    Forward,
+    /// Sent by the kernel on the exception port: route it without a TTL decrement.
+    Originated,
+}
+
+/// One worker's forwarding state. Owned by that worker; nothing in it is shared.
+pub struct Pipeline<B> {
+    pub fib: Arc<Fib>,
+    pub neighbors: NeighborTable,
+    pub pending: PendingQueue<B>,
+    pub counters: Counters,
+    /// Neighbors learned since the worker last reported to the control thread.
+    pub learned: Vec<(u16, Ipv4Addr, MacAddr)>,
+    icmp_bucket: TokenBucket,
+    /// MAC of the kernel's side of the exception tap, learned from its frames.
+    kernel_mac: Option<MacAddr>,
+    pending_timeout: u64,
+    /// Reused list of packets released from `pending` (no allocation per resolution).
+    released: Vec<Held<B>>,
+    params: PipelineParams,
+}
+
+const LEARNED_MAX: usize = 64;
+
+impl<B: PacketBuf> Pipeline<B> {
+    pub fn new(fib: Arc<Fib>, params: PipelineParams) -> Self {
+        let hz = params.tsc_hz;
+        Pipeline {
+            fib,
+            neighbors: NeighborTable::new(
+                params.neighbor_capacity,
+                params.neighbor_timeout_s as u64 * hz,
+                hz,
+            ),
+            pending: PendingQueue::new(params.pending_max),
+            counters: Counters::default(),
+            learned: Vec::with_capacity(LEARNED_MAX),
+            icmp_bucket: TokenBucket::new(params.icmp_errors_per_s, hz),
+            kernel_mac: None,
+            pending_timeout: 3 * hz,
+            released: Vec::with_capacity(params.pending_max),
+            params,
+        }
+    }
+
+    pub fn params(&self) -> &PipelineParams {
+        &self.params
+    }
+
+    /// Swap in a new forwarding snapshot (between bursts).
+    pub fn set_fib(&mut self, fib: Arc<Fib>) {
+        self.fib = fib;
+        self.counters.events.config_updates += 1;
+    }
+
+    /// Process one received packet to its end: transmitted, held, or dropped.
+    #[inline]
+    pub fn handle<A, O>(&mut self, mut pkt: B, rx_port: u16, now: u64, alloc: &mut A, out: &mut O)
+    where
+        A: BufAlloc<Buf = B>,
+        O: Output<B>,
+    {
+        self.counters.events.rx_packets += 1;
+        match self.ingress(&mut pkt, rx_port, now) {
+            Step::Tx(port) => out.tx(port, pkt),
+            Step::Drop(r) => {
+                self.counters.drop(r);
+                out.discard(pkt);
+            }
+            Step::Consumed => out.discard(pkt),
+            Step::Exception => self.to_kernel(pkt, out),
+            Step::Forward => self.forward(pkt, rx_port, false, now, alloc, out),
+            Step::Originated => self.forward(pkt, rx_port, true, now, alloc, out),
+        }
+    }
+
+    fn ingress(&mut self, pkt: &mut B, rx_port: u16, now: u64) -> Step {
+        let fib = &self.fib;
+        let Some(port) = fib.port(rx_port) else {
+            return Step::Drop(DropReason::NoRoute);
+        };
+        let port_mac = port.mac;
+        let from_kernel = port.exception;
+        let d = pkt.data();
+        let eth = match EthernetFrame::new_checked(d) {
+            Ok(e) => e,
+            Err(m) => return Step::Drop(m.into()),
+        };
+        let dst_mac = eth.dst_addr();
+        let ethertype = eth.ethertype();
+        if from_kernel {
+            self.kernel_mac = Some(eth.src_addr());
+        } else if dst_mac != port_mac && !dst_mac.is_broadcast() {
+            return Step::Drop(DropReason::NotOurMac);
+        }
+        match ethertype {
+            EtherType::ARP => self.arp_input(pkt, rx_port, port_mac, from_kernel, now),
+            EtherType::IPV4 => self.ipv4_input(pkt, rx_port, port_mac, from_kernel),
+            _ => Step::Drop(DropReason::UnknownEthertype),
+        }
+    }
+
+    fn arp_input(
+        &mut self,
+        pkt: &mut B,
+        rx_port: u16,
+        port_mac: MacAddr,
+        from_kernel: bool,
+        now: u64,
+    ) -> Step {
+        let (op, sender_mac, sender_ip, target_ip) = {
+            let a = match arp::ArpPacket::new_checked(&pkt.data()[ETH..]) {
+                Ok(a) => a,
+                Err(_) => return Step::Drop(DropReason::ArpMalformed),
+            };
+            (
+                a.operation(),
+                a.sender_hw_addr(),
+                a.sender_ip(),
+                a.target_ip(),
+            )
+        };
+        if from_kernel {
+            // The kernel resolves its next hops through us: answer every request with
+            // the tap's own MAC so its traffic comes to the pipeline to be routed.
+            if op == arp::ARP_REQUEST {
+                arp_reply(pkt, port_mac, target_ip);
+                self.counters.events.arp_replies_sent += 1;
+                return Step::Tx(rx_port);
+            }
+            return Step::Consumed;
+        }
+        let for_us = self.fib.local_port(target_ip) == Some(rx_port);
+        let on_link = self.fib.on_link(rx_port, sender_ip);
+        if on_link && (for_us || op == arp::ARP_REPLY) && !sender_mac.is_multicast() {
+            self.learn(rx_port, sender_ip, sender_mac, now);
+        }
+        if op == arp::ARP_REQUEST && for_us {
+            arp_reply(pkt, port_mac, target_ip);
+            self.counters.events.arp_replies_sent += 1;
+            return Step::Tx(rx_port);
+        }
+        if op == arp::ARP_REPLY && for_us {
+            return Step::Consumed;
+        }
+        Step::Drop(DropReason::ArpNotForUs)
+    }
+
+    fn learn(&mut self, port: u16, ip: Ipv4Addr, mac: MacAddr, now: u64) {
+        let known = matches!(self.neighbors.lookup_quiet(port, ip), Some(m) if m == mac);
+        self.neighbors.learn(port, ip, mac, now);
+        if !known && self.learned.len() < LEARNED_MAX {
+            self.learned.push((port, ip, mac));
+        }
+    }
+
+    fn ipv4_input(&mut self, pkt: &mut B, rx_port: u16, port_mac: MacAddr, from_kernel: bool) -> Step {
+        let (total, dst, src, proto, is_frag, first_frag) = {
+            let ip = match Ipv4Packet::new_checked(&pkt.data()[ETH..]) {
+                Ok(ip) => ip,
+                Err(m) => return Step::Drop(m.into()),
+            };
+            if !ip.verify_checksum() {
+                return Step::Drop(DropReason::Ipv4BadChecksum);
+            }
+            if ip.has_options() {
+                return Step::Drop(DropReason::Ipv4Options);
+            }
+            (
+                ip.total_len() as usize,
+                ip.dst_addr(),
+                ip.src_addr(),
+                ip.protocol(),
+                ip.is_fragment(),
+                ip.frag_offset() == 0,
+            )
+        };
+        if bad_source(src) || (!from_kernel && self.fib.local_port(src).is_some()) {
+            return Step::Drop(DropReason::Ipv4BadSource);
+        }
+        // Drop Ethernet padding: from here on the frame is exactly the IP packet.
+        pkt.set_len(ETH + total);
+        if first_frag {
+            if let Err(r) = check_l4(pkt.data(), proto, is_frag) {
+                return Step::Drop(r);
+            }
+        }
+        if from_kernel {
+            self.counters.events.exception_from_kernel += 1;
+            return Step::Originated;
+        }
+        if self.fib.local_port(dst).is_some() {
+            if proto == IPPROTO_ICMP && !is_frag {
+                let t = pkt.data()[ETH + 20];
+                if t == IcmpPacket::<&[u8]>::ECHO_REQUEST {
+                    if let Err(r) = verify_icmp(pkt.data()) {
+                        return Step::Drop(r);
+                    }
+                    icmp_out::echo_reply_in_place(pkt.data_mut(), port_mac);
+                    self.counters.events.icmp_echo_requests += 1;
+                    return Step::Tx(rx_port);
+                }
+            }
+            return if self.fib.exception_port.is_some() {
+                Step::Exception
+            } else if proto == IPPROTO_ICMP {
+                Step::Drop(DropReason::UnsupportedIcmp)
+            } else {
+                Step::Drop(DropReason::NoExceptionPath)
+            };
+        }
+        if dst.is_broadcast() || self.is_directed_broadcast(rx_port, dst) {
+            return if self.fib.exception_port.is_some() {
+                Step::Exception
+            } else {
+                Step::Drop(DropReason::NoExceptionPath)
+            };
+        }
+        if dst.is_multicast() {
+            return Step::Drop(DropReason::NoRoute);
+        }
+        // Stateful stages (NAT gateway, load balancer) attach here: they rewrite the
+        // packet before the route lookup, so a translated destination is what is routed.
+        Step::Forward
+    }
+
+    fn is_directed_broadcast(&self, port: u16, dst: Ipv4Addr) -> bool {
+        self.fib.port(port).is_some_and(|p| {
+            p.addresses
+                .iter()
+                .any(|a| a.len < 31 && u32::from(dst) == u32::from(a.network()) | !a.mask())
+        })
+    }
+
+    fn to_kernel<O: Output<B>>(&mut self, mut pkt: B, out: &mut O) {
+        let Some(exc) = self.fib.exception_port else {
+            self.counters.drop(DropReason::NoExceptionPath);
+            out.discard(pkt);
+            return;
+        };
+        let mac = self.fib.port(exc).map(|p| p.mac).unwrap_or(MacAddr::ZERO);
+        let mut eth = EthernetFrame::new_unchecked(pkt.data_mut());
+        eth.set_dst_addr(self.kernel_mac.unwrap_or(MacAddr::BROADCAST));
+        eth.set_src_addr(mac);
+        self.counters.events.exception_to_kernel += 1;
+        out.tx(exc, pkt);
+    }
+
+    /// Route a packet: TTL, MTU (fragment or frag-needed), neighbor, transmit.
+    fn forward<A, O>(&mut self, mut pkt: B, rx_port: u16, originated: bool, now: u64, alloc: &mut A, out: &mut O)
+    where
+        A: BufAlloc<Buf = B>,
+        O: Output<B>,
+    {
+        let (dst, ttl, total, df) = {
+            let ip = Ipv4Packet::new_unchecked(&pkt.data()[ETH..]);
+            (ip.dst_addr(), ip.ttl(), ip.total_len() as u32, ip.dont_frag())
+        };
+        let Some(nh) = self.fib.route(dst).copied() else {
+            self.counters.drop(DropReason::NoRoute);
+            out.discard(pkt);
+            return;
+        };
+        if !originated && ttl <= 1 {
+            self.counters.drop(DropReason::TtlExceeded);
+            if self.icmp_error(&mut pkt, rx_port, 11, 0, 0, now) {
+                self.counters.events.icmp_time_exceeded_sent += 1;
+                out.tx(rx_port, pkt);
+            } else {
+                out.discard(pkt);
+            }
+            return;
+        }
+        if total > nh.mtu && df {
+            self.counters.drop(DropReason::FragNeeded);
+            if !originated && self.icmp_error(&mut pkt, rx_port, 3, 4, nh.mtu & 0xffff, now) {
+                self.counters.events.icmp_frag_needed_sent += 1;
+                out.tx(rx_port, pkt);
+            } else {
+                out.discard(pkt);
+            }
+            return;
+        }
+        if !originated {
+            let mut ip = Ipv4Packet::new_unchecked(&mut pkt.data_mut()[ETH..]);
+            ip.decrement_ttl();
+        }
+        clamp_mss(&mut pkt, nh.mtu);
+        let nh_ip = nh.neighbor(dst);
+        match self.neighbors.lookup(nh.port, nh_ip, now) {
+            Resolution::Known(mac) => self.emit(pkt, nh.port, mac, nh.mtu, alloc, out),
+            Resolution::Stale(mac) => {
+                self.send_arp_request(nh.port, nh_ip, alloc, out);
+                self.emit(pkt, nh.port, mac, nh.mtu, alloc, out)
+            }
+            Resolution::Unknown { send_request } => {
+                if send_request {
+                    self.send_arp_request(nh.port, nh_ip, alloc, out);
+                }
+                let held = Held {
+                    pkt,
+                    port: nh.port,
+                    next_hop: nh_ip,
+                    mtu: nh.mtu,
+                    since: now,
+                };
+                match self.pending.push(held) {
+                    Ok(()) => self.counters.events.neighbor_held += 1,
+                    Err(h) => {
+                        self.counters.drop(DropReason::NeighborUnresolved);
+                        out.discard(h.pkt);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Transmit a routed packet to a resolved next hop, fragmenting if needed.
+    fn emit<A, O>(&mut self, mut pkt: B, port: u16, mac: MacAddr, mtu: u32, alloc: &mut A, out: &mut O)
+    where
+        A: BufAlloc<Buf = B>,
+        O: Output<B>,
+    {
+        let src_mac = self.fib.port(port).map(|p| p.mac).unwrap_or(MacAddr::ZERO);
+        {
+            let mut eth = EthernetFrame::new_unchecked(pkt.data_mut());
+            eth.set_dst_addr(mac);
+            eth.set_src_addr(src_mac);
+        }
+        if pkt.len() - ETH > mtu as usize {
+            let mut n = 0u64;
+            let r = frag::fragment(&pkt, mtu, alloc, |f| {
+                n += 1;
+                out.tx(port, f)
+            });
+            self.counters.events.fragments_created += n;
+            if r.is_none() {
+                self.counters.drop(DropReason::FragFailed);
+            } else {
+                self.counters.events.forwarded_packets += 1;
+            }
+            out.discard(pkt);
+            return;
+        }
+        self.counters.events.forwarded_packets += 1;
+        out.tx(port, pkt);
+    }
+
+    /// Build an ICMP error in place (rate limited). False: the caller drops the packet.
+    fn icmp_error(&mut self, pkt: &mut B, rx_port: u16, t: u8, code: u8, rest: u32, now: u64) -> bool {
+        if !self.icmp_bucket.take(now) {
+            self.counters.drop(DropReason::IcmpRateLimited);
+            return false;
+        }
+        // Never answer an ICMP error with an ICMP error (RFC 1812 4.3.2.7).
+        {
+            let d = pkt.data();
+            let ip = Ipv4Packet::new_unchecked(&d[ETH..]);
+            if ip.protocol() == IPPROTO_ICMP && ip.frag_offset() == 0 {
+                if let Ok(icmp) = IcmpPacket::new_checked(ip.payload()) {
+                    if icmp.is_error() {
+                        return false;
+                    }
+                }
+            }
+            if ip.frag_offset() != 0 {
+                return false;
+            }
+        }
+        let (Some(port), Some(src)) = (self.fib.port(rx_port), self.fib.source_address(rx_port)) else {
+            return false;
+        };
+        icmp_out::icmp_error_in_place(pkt, port.mac, t, code, rest, src)
+    }
+
+    fn send_arp_request<A, O>(&mut self, port: u16, target: Ipv4Addr, alloc: &mut A, out: &mut O)
+    where
+        A: BufAlloc<Buf = B>,
+        O: Output<B>,
+    {
+        let Some(p) = self.fib.port(port) else { return };
+        let src = p
+            .addresses
+            .iter()
+            .find(|a| a.contains(target))
+            .or(p.addresses.first())
+            .map(|a| a.addr);
+        let (Some(src), mac) = (src, p.mac) else { return };
+        if let Some(mut b) = alloc.alloc() {
+            if icmp_out::build_arp_request(&mut b, mac, src, target) {
+                self.counters.events.arp_requests_sent += 1;
+                out.tx(port, b);
+            } else {
+                out.discard(b);
+            }
+        }
+    }
+
+    /// A neighbor became known (learned here or told by the control thread): send
+    /// what was waiting for it.
+    pub fn neighbor_resolved<A, O>(&mut self, port: u16, ip: Ipv4Addr, mac: MacAddr, now: u64, alloc: &mut A, out: &mut O)
+    where
+        A: BufAlloc<Buf = B>,
+        O: Output<B>,
+    {
+        self.neighbors.learn(port, ip, mac, now);
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut ready = std::mem::take(&mut self.released);
+        self.pending.release(port, ip, |h| ready.push(h));
+        for h in ready.drain(..) {
+            self.emit(h.pkt, h.port, mac, h.mtu, alloc, out);
+        }
+        self.released = ready;
+    }
+
+    /// Release what `learned` recorded to its own pending queue (after a burst).
+    pub fn release_learned<A, O>(&mut self, now: u64, alloc: &mut A, out: &mut O)
+    where
+        A: BufAlloc<Buf = B>,
+        O: Output<B>,
+    {
+        if self.pending.is_empty() {
+            return;
+        }
+        for i in 0..self.learned.len() {
+            let (port, ip, mac) = self.learned[i];
+            self.neighbor_resolved(port, ip, mac, now, alloc, out);
+        }
+    }
+
+    /// Periodic work (drain-timer paced): expire held packets.
+    pub fn poll_timers<O: Output<B>>(&mut self, now: u64, out: &mut O) {
+        let mut expired = 0;
+        self.pending.expire(now, self.pending_timeout, |h| {
+            expired += 1;
+            out.discard(h.pkt)
+        });
+        self.counters.drops[DropReason::NeighborUnresolved as usize] += expired;
+        self.neighbors
+            .expire_incomplete(now, self.pending_timeout.saturating_mul(10));
+    }
+
+    /// Free everything still held (shutdown).
+    pub fn shutdown<O: Output<B>>(&mut self, out: &mut O) {
+        self.pending.drain(|h| out.discard(h.pkt));
+    }
+}
+
+fn arp_reply<B: PacketBuf>(pkt: &mut B, mac: MacAddr, ip: Ipv4Addr) {
+    // ARP frames may arrive padded; the reply is the same size.
+    icmp_out::arp_reply_in_place(pkt.data_mut(), mac, ip);
+}
+
+#[inline]
+fn bad_source(src: Ipv4Addr) -> bool {
+    src.is_multicast() || src.is_broadcast() || src.is_loopback() || src.is_unspecified()
+}
+
+/// Transport header checks on the first (or only) fragment.
+#[inline]
+fn check_l4(frame: &[u8], proto: u8, is_frag: bool) -> Result<(), DropReason> {
+    let ip = Ipv4Packet::new_unchecked(&frame[ETH..]);
+    let l4 = ip.payload();
+    match proto {
+        IPPROTO_TCP => {
+            let tcp = TcpPacket::new_checked(l4).map_err(DropReason::from)?;
+            if !tcp.flags_legal() {
+                return Err(DropReason::TcpIllegalFlags);
+            }
+        }
+        IPPROTO_UDP => {
+            if is_frag {
+                // The UDP length covers the whole datagram, not this fragment.
+                if l4.len() < UdpPacket::<&[u8]>::HEADER_LEN {
+                    return Err(DropReason::UdpTruncated);
+                }
+            } else {
+                UdpPacket::new_checked(l4).map_err(DropReason::from)?;
+            }
+        }
+        IPPROTO_ICMP => {
+            IcmpPacket::new_checked(l4).map_err(DropReason::from)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn verify_icmp(frame: &[u8]) -> Result<(), DropReason> {
+    let ip = Ipv4Packet::new_unchecked(&frame[ETH..]);
+    let icmp = IcmpPacket::new_checked(ip.payload()).map_err(DropReason::from)?;
+    if icmp.verify_checksum() {
+        Ok(())
+    } else {
+        Err(DropReason::IcmpBadChecksum)
+    }
+}
+
+/// Clamp the MSS option of a TCP SYN to what fits the egress MTU (SPEC §4).
+#[inline]
+fn clamp_mss<B: PacketBuf>(pkt: &mut B, mtu: u32) {
+    let d = pkt.data_mut();
+    let mut ip = Ipv4Packet::new_unchecked(&mut d[ETH..]);
+    if ip.protocol() != IPPROTO_TCP || ip.frag_offset() != 0 {
+        return;
+    }
+    let mut tcp = TcpPacket::new_unchecked(ip.payload_mut());
+    if tcp.flags() & TcpPacket::<&[u8]>::SYN == 0 {
+        return;
+    }
+    let limit = mtu.saturating_sub(40).min(u16::MAX as u32) as u16;
+    if let Some((_, mss)) = tcp.mss_option() {
+        if mss > limit {
+            tcp.set_mss_option(limit);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

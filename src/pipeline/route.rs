@@ -1,0 +1,258 @@
+//! The forwarding information base: ports, the appliance's own addresses, and static
+//! routes with longest-prefix match. Built by the control thread from a config, handed
+//! to workers as an immutable `Arc<Fib>` snapshot (read-copy-update: a worker swaps its
+//! pointer between bursts; nothing on the packet path locks).
+
+use crate::config::{Config, Ipv4Net, PortRole};
+use crate::wire::MacAddr;
+use hashbrown::HashMap;
+use std::net::Ipv4Addr;
+
+/// A port as the pipeline sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortInfo {
+    pub id: u16,
+    pub name: String,
+    pub mac: MacAddr,
+    pub mtu: u32,
+    pub addresses: Vec<Ipv4Net>,
+    pub exception: bool,
+}
+
+/// Where a matched route sends a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextHop {
+    pub port: u16,
+    /// Gateway; `None` means the destination is on-link.
+    pub via: Option<Ipv4Addr>,
+    pub mtu: u32,
+}
+
+impl NextHop {
+    /// The address to resolve with ARP for destination `dst`.
+    #[inline]
+    pub fn neighbor(&self, dst: Ipv4Addr) -> Ipv4Addr {
+        self.via.unwrap_or(dst)
+    }
+}
+
+/// Longest-prefix match over a handful of prefix lengths: one hash table per length,
+/// probed from the longest. Lookups cost one probe per distinct length in use
+/// (typically 2-4), independent of the number of routes.
+#[derive(Debug, Clone)]
+pub struct Lpm<V> {
+    /// (prefix length, mask, table keyed by the masked address), longest first.
+    levels: Vec<(u8, u32, HashMap<u32, V>)>,
+}
+
+impl<V> Default for Lpm<V> {
+    fn default() -> Self {
+        Lpm { levels: Vec::new() }
+    }
+}
+
+#[inline]
+fn mask(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - len as u32)
+    }
+}
+
+impl<V: Clone> Lpm<V> {
+    pub fn new() -> Self {
+        Lpm { levels: Vec::new() }
+    }
+
+    /// Insert or replace the value for `prefix/len`.
+    pub fn insert(&mut self, prefix: Ipv4Addr, len: u8, v: V) {
+        let m = mask(len);
+        let key = u32::from(prefix) & m;
+        match self.levels.iter_mut().find(|(l, _, _)| *l == len) {
+            Some((_, _, t)) => {
+                t.insert(key, v);
+            }
+            None => {
+                let mut t = HashMap::new();
+                t.insert(key, v);
+                self.levels.push((len, m, t));
+                self.levels.sort_by(|a, b| b.0.cmp(&a.0));
+            }
+        }
+    }
+
+    #[inline]
+    pub fn lookup(&self, addr: Ipv4Addr) -> Option<&V> {
+        let a = u32::from(addr);
+        for (_, m, t) in &self.levels {
+            if let Some(v) = t.get(&(a & *m)) {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    pub fn len(&self) -> usize {
+        self.levels.iter().map(|(_, _, t)| t.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One immutable forwarding snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Fib {
+    /// Indexed by DPDK port id.
+    ports: Vec<Option<PortInfo>>,
+    routes: Lpm<NextHop>,
+    /// The appliance's own addresses -> the port they live on.
+    local: HashMap<u32, u16>,
+    pub exception_port: Option<u16>,
+    /// Monotonic id of the config this snapshot came from.
+    pub generation: u64,
+}
+
+impl Fib {
+    /// Build a snapshot from a validated config and the ports' runtime facts
+    /// (`port_ids[i]`, `macs[i]` belong to `cfg.ports[i]`).
+    pub fn build(cfg: &Config, port_ids: &[u16], macs: &[MacAddr], generation: u64) -> Fib {
+        let mut fib = Fib {
+            generation,
+            ..Fib::default()
+        };
+        for (i, p) in cfg.ports.iter().enumerate() {
+            let id = port_ids[i];
+            let info = PortInfo {
+                id,
+                name: p.name.clone(),
+                mac: macs[i],
+                mtu: p.mtu,
+                addresses: p.addresses.clone(),
+                exception: p.role == PortRole::Exception,
+            };
+            if info.exception {
+                fib.exception_port = Some(id);
+            } else {
+                for a in &p.addresses {
+                    fib.local.insert(u32::from(a.addr), id);
+                    // Connected route for the port's subnet.
+                    fib.routes.insert(
+                        a.addr,
+                        a.len,
+                        NextHop {
+                            port: id,
+                            via: None,
+                            mtu: p.mtu,
+                        },
+                    );
+                }
+            }
+            let idx = id as usize;
+            if fib.ports.len() <= idx {
+                fib.ports.resize(idx + 1, None);
+            }
+            fib.ports[idx] = Some(info);
+        }
+        for r in &cfg.routes {
+            if let Some(i) = cfg.ports.iter().position(|p| p.name == r.port) {
+                let port_mtu = cfg.ports[i].mtu;
+                fib.routes.insert(
+                    r.prefix.addr,
+                    r.prefix.len,
+                    NextHop {
+                        port: port_ids[i],
+                        via: r.via,
+                        mtu: r.mtu.unwrap_or(port_mtu).min(port_mtu),
+                    },
+                );
+            }
+        }
+        fib
+    }
+
+    #[inline]
+    pub fn port(&self, id: u16) -> Option<&PortInfo> {
+        self.ports.get(id as usize).and_then(|p| p.as_ref())
+    }
+
+    pub fn ports(&self) -> impl Iterator<Item = &PortInfo> {
+        self.ports.iter().flatten()
+    }
+
+    /// The port owning `addr` if it is one of the appliance's own addresses.
+    #[inline]
+    pub fn local_port(&self, addr: Ipv4Addr) -> Option<u16> {
+        self.local.get(&u32::from(addr)).copied()
+    }
+
+    #[inline]
+    pub fn route(&self, dst: Ipv4Addr) -> Option<&NextHop> {
+        self.routes.lookup(dst)
+    }
+
+    /// The appliance's address on `port` to use as source of ICMP errors sent there
+    /// (the first address of the port; else any address of the appliance).
+    pub fn source_address(&self, port: u16) -> Option<Ipv4Addr> {
+        self.port(port)
+            .and_then(|p| p.addresses.first().map(|a| a.addr))
+            .or_else(|| {
+                self.ports()
+                    .filter(|p| !p.exception)
+                    .find_map(|p| p.addresses.first().map(|a| a.addr))
+            })
+    }
+
+    /// Is `addr` inside a subnet directly attached to `port`?
+    pub fn on_link(&self, port: u16, addr: Ipv4Addr) -> bool {
+        self.port(port)
+            .map(|p| p.addresses.iter().any(|a| a.contains(addr)))
+            .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn lpm_prefers_longest() {
+        let mut l = Lpm::new();
+        l.insert(a("0.0.0.0"), 0, 0);
+        l.insert(a("10.0.0.0"), 8, 8);
+        l.insert(a("10.1.0.0"), 16, 16);
+        l.insert(a("10.1.2.3"), 32, 32);
+        assert_eq!(l.lookup(a("10.1.2.3")), Some(&32));
+        assert_eq!(l.lookup(a("10.1.2.4")), Some(&16));
+        assert_eq!(l.lookup(a("10.2.0.1")), Some(&8));
+        assert_eq!(l.lookup(a("192.0.2.1")), Some(&0));
+        assert_eq!(l.len(), 4);
+    }
+
+    #[test]
+    fn lpm_masks_host_bits_on_insert_and_replaces() {
+        let mut l = Lpm::new();
+        l.insert(a("198.51.100.77"), 24, 1);
+        assert_eq!(l.lookup(a("198.51.100.1")), Some(&1));
+        l.insert(a("198.51.100.0"), 24, 2);
+        assert_eq!(l.lookup(a("198.51.100.200")), Some(&2));
+        assert_eq!(l.lookup(a("198.51.101.1")), None);
+        assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn lpm_empty_and_host_route() {
+        let mut l: Lpm<u8> = Lpm::new();
+        assert!(l.is_empty());
+        assert_eq!(l.lookup(a("1.2.3.4")), None);
+        l.insert(a("1.2.3.4"), 32, 9);
+        assert_eq!(l.lookup(a("1.2.3.4")), Some(&9));
+        assert_eq!(l.lookup(a("1.2.3.5")), None);
+    }
+}

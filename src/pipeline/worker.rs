@@ -1,0 +1,171 @@
+//! A worker lcore: polls its (port, queue) pairs, runs each packet through the
+//! `Pipeline`, transmits through per-port TX buffers drained on a timer (l3fwd), and
+//! between bursts polls its control channel (config snapshots, learned neighbors).
+
+use super::counters::{DropReason, SharedCounters};
+use super::route::Fib;
+use super::{Output, Pipeline, PipelineParams};
+use crate::pmd::{self, FreeBatch, Mbuf, MbufAlloc, Mempool, RxBurst, TxBuffer, BURST};
+use crate::wire::MacAddr;
+use crossbeam_channel::{Receiver, Sender};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Control thread -> worker.
+pub enum CtlMsg {
+    /// A new forwarding snapshot (config reload).
+    Fib(Arc<Fib>),
+    /// A neighbor another worker learned.
+    Neighbor { port: u16, ip: Ipv4Addr, mac: MacAddr },
+}
+
+/// Worker -> control thread.
+#[derive(Debug, Clone, Copy)]
+pub enum WorkerEvent {
+    Learned {
+        worker: usize,
+        port: u16,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+    },
+}
+
+/// Everything a worker is given at launch.
+pub struct WorkerSetup {
+    pub index: usize,
+    /// (port id, rx queue) pairs this worker polls.
+    pub rx: Vec<(u16, u16)>,
+    /// The tx queue this worker owns on every port.
+    pub tx_queue: u16,
+    pub port_ids: Vec<u16>,
+    pub pool: Mempool,
+    pub fib: Arc<Fib>,
+    pub params: PipelineParams,
+    pub burst: usize,
+    pub tx_drain_us: u32,
+    pub idle_sleep_us: u32,
+    pub ctl: Receiver<CtlMsg>,
+    pub events: Sender<WorkerEvent>,
+    pub counters: Arc<SharedCounters>,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// TX side of a worker: one TxBuffer per port, dropped packets freed in bulk.
+struct TxSide {
+    bufs: Vec<Option<TxBuffer>>,
+    free: FreeBatch,
+    tx_refused: u64,
+}
+
+impl Output<Mbuf> for TxSide {
+    #[inline]
+    fn tx(&mut self, port: u16, pkt: Mbuf) {
+        match self.bufs.get_mut(port as usize).and_then(|b| b.as_mut()) {
+            Some(b) => self.tx_refused += b.push(pkt).dropped as u64,
+            None => {
+                self.tx_refused += 1;
+                self.free.push(pkt);
+            }
+        }
+    }
+    #[inline]
+    fn discard(&mut self, pkt: Mbuf) {
+        self.free.push(pkt);
+    }
+}
+
+impl TxSide {
+    fn flush(&mut self) {
+        for b in self.bufs.iter_mut().flatten() {
+            self.tx_refused += b.flush().dropped as u64;
+        }
+        self.free.flush();
+    }
+}
+
+/// The worker's main loop. Returns 0 when `stop` is set.
+pub fn run(setup: WorkerSetup) -> i32 {
+    let hz = pmd::tsc_hz();
+    let drain_cycles = (hz / 1_000_000).max(1) * setup.tx_drain_us as u64;
+    let mut pipeline: Pipeline<Mbuf> = Pipeline::new(setup.fib.clone(), setup.params);
+    let mut alloc = MbufAlloc { pool: setup.pool };
+    let max_port = setup.port_ids.iter().copied().max().unwrap_or(0) as usize;
+    let mut tx = TxSide {
+        bufs: (0..=max_port)
+            .map(|p| {
+                setup
+                    .port_ids
+                    .contains(&(p as u16))
+                    .then(|| TxBuffer::new(p as u16, setup.tx_queue))
+            })
+            .collect(),
+        free: FreeBatch::default(),
+        tx_refused: 0,
+    };
+    let burst_size = setup.burst.clamp(1, BURST);
+    let mut burst = RxBurst::default();
+    let mut last_drain = pmd::rdtsc();
+
+    while !setup.stop.load(Ordering::Relaxed) {
+        let mut got = 0;
+        for &(port, queue) in &setup.rx {
+            let n = burst.rx(port, queue, burst_size);
+            if n == 0 {
+                continue;
+            }
+            got += n;
+            let now = pmd::rdtsc();
+            burst.prefetch_ahead(0);
+            while let Some(m) = burst.take() {
+                burst.prefetch_ahead(1);
+                if m.nb_segs() != 1 {
+                    pipeline.counters.drop(DropReason::MultiSegment);
+                    tx.discard(m);
+                    continue;
+                }
+                pipeline.handle(m, port, now, &mut alloc, &mut tx);
+            }
+            if !pipeline.learned.is_empty() {
+                pipeline.release_learned(now, &mut alloc, &mut tx);
+                for &(port, ip, mac) in &pipeline.learned {
+                    let _ = setup.events.try_send(WorkerEvent::Learned {
+                        worker: setup.index,
+                        port,
+                        ip,
+                        mac,
+                    });
+                }
+                pipeline.learned.clear();
+            }
+        }
+        let now = pmd::rdtsc();
+        if now.wrapping_sub(last_drain) >= drain_cycles || got == 0 {
+            tx.flush();
+            last_drain = now;
+            pipeline.poll_timers(now, &mut tx);
+            while let Ok(msg) = setup.ctl.try_recv() {
+                match msg {
+                    CtlMsg::Fib(f) => pipeline.set_fib(f),
+                    CtlMsg::Neighbor { port, ip, mac } => {
+                        pipeline.neighbor_resolved(port, ip, mac, now, &mut alloc, &mut tx)
+                    }
+                }
+            }
+            tx.flush();
+            pipeline.counters.drops[DropReason::TxFull as usize] = tx.tx_refused;
+            setup.counters.publish(&pipeline.counters);
+            if got == 0 && setup.idle_sleep_us > 0 {
+                std::thread::sleep(std::time::Duration::from_micros(
+                    setup.idle_sleep_us as u64,
+                ));
+            }
+        }
+    }
+    pipeline.shutdown(&mut tx);
+    tx.flush();
+    pipeline.counters.drops[DropReason::TxFull as usize] = tx.tx_refused;
+    setup.counters.publish(&pipeline.counters);
+    0
+}
+
