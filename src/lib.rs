@@ -1,6 +1,10 @@
 //! flowgate: a DPDK poll-mode NAT gateway and network load balancer.
 pub mod config;
+pub mod control;
 pub mod packet;
+pub mod pipeline;
 pub mod pmd;
 pub mod wire;
-pub mod pipeline;
+#[macro_use]
+pub mod log;
+pub mod metrics;

@@ -1,1 +1,81 @@
-fn main() {}
+//! flowgate command line.
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "flowgate",
+    version,
+    about = "DPDK poll-mode NAT gateway and network load balancer",
+    after_help = "Examples:\n  \
+  flowgate check-config conf/test-af-packet.yaml\n  \
+  flowgate run -c conf/test-af-packet.yaml\n  \
+  flowgate run -c conf/ec2-ena-one-armed.yaml -- --log-level=pmd.net.ena:debug\n\n\
+  Signals: SIGHUP reloads the config (a bad file is refused, the running config stays);\n  \
+  SIGINT/SIGTERM stop and print per-port statistics."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the appliance.
+    Run {
+        /// Config file (YAML).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Extra EAL arguments, after `--`.
+        #[arg(last = true)]
+        eal: Vec<String>,
+    },
+    /// Validate a config file; errors are printed as FILE:LINE:COLUMN: field: problem.
+    CheckConfig {
+        file: PathBuf,
+        /// Report every error instead of the first.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run { config, eal } => match flowgate::control::run(&config, &eal) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("flowgate: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::CheckConfig { file, all } => check_config(&file, all),
+    }
+}
+
+fn check_config(file: &std::path::Path, all: bool) -> ExitCode {
+    match flowgate::config::load(file) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(first) => {
+            if all {
+                let text = std::fs::read_to_string(file).unwrap_or_default();
+                let name = file.display().to_string();
+                match flowgate::config::parse_unvalidated(&text, &name) {
+                    Ok(cfg) => {
+                        for e in cfg.validate_all(&text, &name) {
+                            eprintln!("{e}");
+                        }
+                    }
+                    Err(e) => eprintln!("{e}"),
+                }
+            } else {
+                eprintln!("{first}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -178,7 +178,9 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), DropReason::COUNT);
         for n in names {
-            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()));
+            assert!(n
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()));
         }
     }
 

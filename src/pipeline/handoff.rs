@@ -20,7 +20,9 @@ impl<T> HandoffMesh<T> {
     pub fn new(n: usize, size: usize) -> Self {
         HandoffMesh {
             n,
-            rings: (0..n * n).map(|_| Arc::new(ArrayQueue::new(size))).collect(),
+            rings: (0..n * n)
+                .map(|_| Arc::new(ArrayQueue::new(size)))
+                .collect(),
         }
     }
 

@@ -286,7 +286,13 @@ impl<B: PacketBuf> Pipeline<B> {
         }
     }
 
-    fn ipv4_input(&mut self, pkt: &mut B, rx_port: u16, port_mac: MacAddr, from_kernel: bool) -> Step {
+    fn ipv4_input(
+        &mut self,
+        pkt: &mut B,
+        rx_port: u16,
+        port_mac: MacAddr,
+        from_kernel: bool,
+    ) -> Step {
         let (total, dst, src, proto, is_frag, first_frag) = {
             let ip = match Ipv4Packet::new_checked(&pkt.data()[ETH..]) {
                 Ok(ip) => ip,
@@ -379,14 +385,26 @@ impl<B: PacketBuf> Pipeline<B> {
     }
 
     /// Route a packet: TTL, MTU (fragment or frag-needed), neighbor, transmit.
-    fn forward<A, O>(&mut self, mut pkt: B, rx_port: u16, originated: bool, now: u64, alloc: &mut A, out: &mut O)
-    where
+    fn forward<A, O>(
+        &mut self,
+        mut pkt: B,
+        rx_port: u16,
+        originated: bool,
+        now: u64,
+        alloc: &mut A,
+        out: &mut O,
+    ) where
         A: BufAlloc<Buf = B>,
         O: Output<B>,
     {
         let (dst, ttl, total, df) = {
             let ip = Ipv4Packet::new_unchecked(&pkt.data()[ETH..]);
-            (ip.dst_addr(), ip.ttl(), ip.total_len() as u32, ip.dont_frag())
+            (
+                ip.dst_addr(),
+                ip.ttl(),
+                ip.total_len() as u32,
+                ip.dont_frag(),
+            )
         };
         let Some(nh) = self.fib.route(dst).copied() else {
             self.counters.drop(DropReason::NoRoute);
@@ -448,8 +466,15 @@ impl<B: PacketBuf> Pipeline<B> {
     }
 
     /// Transmit a routed packet to a resolved next hop, fragmenting if needed.
-    fn emit<A, O>(&mut self, mut pkt: B, port: u16, mac: MacAddr, mtu: u32, alloc: &mut A, out: &mut O)
-    where
+    fn emit<A, O>(
+        &mut self,
+        mut pkt: B,
+        port: u16,
+        mac: MacAddr,
+        mtu: u32,
+        alloc: &mut A,
+        out: &mut O,
+    ) where
         A: BufAlloc<Buf = B>,
         O: Output<B>,
     {
@@ -479,7 +504,15 @@ impl<B: PacketBuf> Pipeline<B> {
     }
 
     /// Build an ICMP error in place (rate limited). False: the caller drops the packet.
-    fn icmp_error(&mut self, pkt: &mut B, rx_port: u16, t: u8, code: u8, rest: u32, now: u64) -> bool {
+    fn icmp_error(
+        &mut self,
+        pkt: &mut B,
+        rx_port: u16,
+        t: u8,
+        code: u8,
+        rest: u32,
+        now: u64,
+    ) -> bool {
         if !self.icmp_bucket.take(now) {
             self.counters.drop(DropReason::IcmpRateLimited);
             return false;
@@ -499,7 +532,8 @@ impl<B: PacketBuf> Pipeline<B> {
                 return false;
             }
         }
-        let (Some(port), Some(src)) = (self.fib.port(rx_port), self.fib.source_address(rx_port)) else {
+        let (Some(port), Some(src)) = (self.fib.port(rx_port), self.fib.source_address(rx_port))
+        else {
             return false;
         };
         icmp_out::icmp_error_in_place(pkt, port.mac, t, code, rest, src)
@@ -517,7 +551,9 @@ impl<B: PacketBuf> Pipeline<B> {
             .find(|a| a.contains(target))
             .or(p.addresses.first())
             .map(|a| a.addr);
-        let (Some(src), mac) = (src, p.mac) else { return };
+        let (Some(src), mac) = (src, p.mac) else {
+            return;
+        };
         if let Some(mut b) = alloc.alloc() {
             if icmp_out::build_arp_request(&mut b, mac, src, target) {
                 self.counters.events.arp_requests_sent += 1;
@@ -530,8 +566,15 @@ impl<B: PacketBuf> Pipeline<B> {
 
     /// A neighbor became known (learned here or told by the control thread): send
     /// what was waiting for it.
-    pub fn neighbor_resolved<A, O>(&mut self, port: u16, ip: Ipv4Addr, mac: MacAddr, now: u64, alloc: &mut A, out: &mut O)
-    where
+    pub fn neighbor_resolved<A, O>(
+        &mut self,
+        port: u16,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        now: u64,
+        alloc: &mut A,
+        out: &mut O,
+    ) where
         A: BufAlloc<Buf = B>,
         O: Output<B>,
     {

@@ -85,9 +85,7 @@ impl NeighborTable {
 
     /// The MAC known for a neighbor, without side effects.
     pub fn lookup_quiet(&self, port: u16, ip: Ipv4Addr) -> Option<MacAddr> {
-        self.entries
-            .get(&(port, u32::from(ip)))
-            .and_then(|e| e.mac)
+        self.entries.get(&(port, u32::from(ip))).and_then(|e| e.mac)
     }
 
     #[inline]

@@ -17,7 +17,11 @@ pub enum CtlMsg {
     /// A new forwarding snapshot (config reload).
     Fib(Arc<Fib>),
     /// A neighbor another worker learned.
-    Neighbor { port: u16, ip: Ipv4Addr, mac: MacAddr },
+    Neighbor {
+        port: u16,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+    },
 }
 
 /// Worker -> control thread.
@@ -156,9 +160,7 @@ pub fn run(setup: WorkerSetup) -> i32 {
             pipeline.counters.drops[DropReason::TxFull as usize] = tx.tx_refused;
             setup.counters.publish(&pipeline.counters);
             if got == 0 && setup.idle_sleep_us > 0 {
-                std::thread::sleep(std::time::Duration::from_micros(
-                    setup.idle_sleep_us as u64,
-                ));
+                std::thread::sleep(std::time::Duration::from_micros(setup.idle_sleep_us as u64));
             }
         }
     }
@@ -168,4 +170,3 @@ pub fn run(setup: WorkerSetup) -> i32 {
     setup.counters.publish(&pipeline.counters);
     0
 }
-

@@ -329,14 +329,17 @@ impl TxBuffer {
         // SAFETY: ptrs[0..len] are owned mbufs; the PMD takes ownership of the first
         // `sent`, the rest stay ours and are freed once below.
         let sent = unsafe {
-            ffi::rte_eth_tx_burst(self.port, self.queue, self.ptrs.as_mut_ptr(), self.len as u16)
+            ffi::rte_eth_tx_burst(
+                self.port,
+                self.queue,
+                self.ptrs.as_mut_ptr(),
+                self.len as u16,
+            )
         } as usize;
         let dropped = self.len - sent;
         if dropped > 0 {
             // SAFETY: the unsent tail is still owned by us.
-            unsafe {
-                ffi::rte_pktmbuf_free_bulk(self.ptrs.as_mut_ptr().add(sent), dropped as u32)
-            };
+            unsafe { ffi::rte_pktmbuf_free_bulk(self.ptrs.as_mut_ptr().add(sent), dropped as u32) };
         }
         self.len = 0;
         TxResult {

@@ -24,12 +24,14 @@ impl Mempool {
             return Err(err(format!("mempool {name}: data room {room} > 65535"), 22));
         }
         // SAFETY: cname is a valid C string; socket -1 = any.
-        let p = unsafe {
-            ffi::rte_pktmbuf_pool_create(cname.as_ptr(), n, cache, 0, room as u16, -1)
-        };
-        NonNull::new(p)
-            .map(|ptr| Mempool { ptr })
-            .ok_or_else(|| err(format!("rte_pktmbuf_pool_create({name}, {n} mbufs)"), rte_errno()))
+        let p =
+            unsafe { ffi::rte_pktmbuf_pool_create(cname.as_ptr(), n, cache, 0, room as u16, -1) };
+        NonNull::new(p).map(|ptr| Mempool { ptr }).ok_or_else(|| {
+            err(
+                format!("rte_pktmbuf_pool_create({name}, {n} mbufs)"),
+                rte_errno(),
+            )
+        })
     }
 
     pub fn as_ptr(&self) -> *mut ffi::rte_mempool {

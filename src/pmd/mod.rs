@@ -5,7 +5,12 @@
 //! per-packet code reads and writes mbuf fields directly from Rust.
 
 pub mod ffi {
-    #![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code)]
+    #![allow(
+        non_upper_case_globals,
+        non_camel_case_types,
+        non_snake_case,
+        dead_code
+    )]
     #![allow(clippy::all, clippy::pedantic)]
     include!(concat!(env!("OUT_DIR"), "/dpdk_bindings.rs"));
 }
@@ -14,6 +19,7 @@ mod eal;
 mod mbuf;
 mod mempool;
 mod port;
+pub mod signal;
 
 pub use eal::{
     launch_on_lcore, lcore_id, main_lcore, rdtsc, tsc_hz, wait_all_lcores, Eal, LcoreHandle,

@@ -89,7 +89,10 @@ impl Port {
         // SAFETY: valid port id and out-pointer.
         let rc = unsafe { ffi::rte_eth_dev_info_get(id, &mut info) };
         if rc != 0 {
-            return Err(err(format!("port {}: rte_eth_dev_info_get", setup.name), rc));
+            return Err(err(
+                format!("port {}: rte_eth_dev_info_get", setup.name),
+                rc,
+            ));
         }
         let driver = if info.driver_name.is_null() {
             String::from("?")
@@ -144,7 +147,10 @@ impl Port {
         // SAFETY: valid port id; conf lives across the call.
         let rc = unsafe { ffi::rte_eth_dev_configure(id, setup.queues, setup.queues, &conf) };
         if rc != 0 {
-            return Err(err(format!("port {}: rte_eth_dev_configure", setup.name), rc));
+            return Err(err(
+                format!("port {}: rte_eth_dev_configure", setup.name),
+                rc,
+            ));
         }
         let mut nb_rxd = setup.rx_desc;
         let mut nb_txd = setup.tx_desc;

@@ -1,0 +1,305 @@
+//! The control thread (EAL main lcore): starts the EAL, ports and workers, serves
+//! metrics, fans learned neighbors out to workers, reloads the config on SIGHUP, and
+//! stops everything on SIGINT/SIGTERM with a testpmd-style per-port summary.
+
+use crate::config::{self, Config, PortRole};
+use crate::metrics::{self, Telemetry};
+use crate::pipeline::counters::SharedCounters;
+use crate::pipeline::route::Fib;
+use crate::pipeline::worker::{self, CtlMsg, WorkerEvent, WorkerSetup};
+use crate::pipeline::PipelineParams;
+use crate::pmd::{self, signal, Eal, Mempool, Port, PortSetup};
+use crate::wire::MacAddr;
+use crate::{error, info};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use hashbrown::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// EAL arguments for `cfg`: the config's own, an lcore list if it gave none, one
+/// `--vdev`/`-a` per port, then whatever the command line passed after `--`.
+pub fn eal_args(cfg: &Config, extra: &[String]) -> Vec<String> {
+    let given: Vec<String> = cfg.eal.args.iter().chain(extra.iter()).cloned().collect();
+    let has = |flags: &[&str]| {
+        given.iter().any(|a| {
+            flags
+                .iter()
+                .any(|f| a == f || a.starts_with(&format!("{f}=")))
+        })
+    };
+    let mut args = cfg.eal.args.clone();
+    if !has(&["-l", "--lcores", "-c"]) {
+        let mut l: Vec<u32> = vec![cfg.lcores.main];
+        l.extend(cfg.lcores.workers.iter().copied());
+        let list: Vec<String> = l.iter().map(|x| x.to_string()).collect();
+        args.push("-l".into());
+        args.push(list.join(","));
+    }
+    if !has(&["--main-lcore"]) {
+        args.push("--main-lcore".into());
+        args.push(cfg.lcores.main.to_string());
+    }
+    for p in &cfg.ports {
+        let s = port_setup(cfg, p, 1);
+        args.extend(s.eal_args());
+    }
+    args.extend(extra.iter().cloned());
+    args
+}
+
+fn port_setup(cfg: &Config, p: &config::PortConfig, workers: u16) -> PortSetup {
+    let _ = cfg;
+    PortSetup {
+        name: p.name.clone(),
+        device: p.device.clone(),
+        mtu: p.mtu,
+        // rx queues as configured; every worker owns one tx queue on every port.
+        queues: p.queues.max(workers),
+        rx_desc: p.rx_desc,
+        tx_desc: p.tx_desc,
+    }
+}
+
+/// Which (port, queue) pairs each worker polls: queue q of a port goes to worker
+/// q % workers (the exception port's single queue to worker 0).
+pub fn rx_assignment(cfg: &Config, port_ids: &[u16], workers: usize) -> Vec<Vec<(u16, u16)>> {
+    let mut a = vec![Vec::new(); workers];
+    for (i, p) in cfg.ports.iter().enumerate() {
+        let queues = if p.role == PortRole::Exception {
+            1
+        } else {
+            p.queues
+        };
+        for q in 0..queues {
+            a[q as usize % workers].push((port_ids[i], q));
+        }
+    }
+    a
+}
+
+fn params(cfg: &Config) -> PipelineParams {
+    PipelineParams {
+        tsc_hz: pmd::tsc_hz(),
+        neighbor_capacity: 4096,
+        neighbor_timeout_s: cfg.neighbor.timeout_s,
+        pending_max: cfg.neighbor.pending_max as usize,
+        icmp_errors_per_s: 1000,
+    }
+}
+
+/// What a reload may change without restarting: routes and neighbor settings. Ports,
+/// lcores, mempool and EAL arguments need a restart.
+fn reload_compatible(old: &Config, new: &Config) -> Result<(), String> {
+    if old.ports != new.ports {
+        return Err("ports changed (restart needed)".into());
+    }
+    if old.lcores != new.lcores {
+        return Err("lcores changed (restart needed)".into());
+    }
+    if old.mempool != new.mempool || old.eal != new.eal {
+        return Err("mempool or eal changed (restart needed)".into());
+    }
+    if old.metrics != new.metrics {
+        return Err("metrics.listen changed (restart needed)".into());
+    }
+    Ok(())
+}
+
+/// Run the appliance until SIGINT/SIGTERM.
+pub fn run(config_path: &Path, extra_eal: &[String]) -> Result<(), String> {
+    let cfg = config::load(config_path).map_err(|e| e.to_string())?;
+    crate::log::set_level(cfg.log_level);
+    let args = eal_args(&cfg, extra_eal);
+    info!("EAL arguments: {}", args.join(" "));
+    let eal = Eal::init(&args).map_err(|e| e.to_string())?;
+    signal::install();
+    let result = run_with_eal(&cfg, config_path.to_path_buf());
+    drop(eal);
+    result
+}
+
+fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
+    let n_workers = cfg.lcores.workers.len();
+    let pool = Mempool::create(
+        "fg_pkt_pool",
+        cfg.mempool.mbufs,
+        cfg.mempool.cache,
+        cfg.mempool.data_room,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut ports = Vec::new();
+    for p in &cfg.ports {
+        let port =
+            Port::start(&port_setup(cfg, p, n_workers as u16), pool).map_err(|e| e.to_string())?;
+        info!(
+            "port {} (id {}, {}): mac {} mtu {} queues {} link {} rss-key {}",
+            port.name,
+            port.id,
+            port.driver,
+            MacAddr(port.mac),
+            port.mtu,
+            port.queues,
+            if port.link_up { "up" } else { "down" },
+            if port.rss_key_programmable {
+                "programmable"
+            } else {
+                "fixed"
+            }
+        );
+        ports.push(port);
+    }
+    let port_ids: Vec<u16> = ports.iter().map(|p| p.id).collect();
+    let macs: Vec<MacAddr> = ports.iter().map(|p| MacAddr(p.mac)).collect();
+    let mut generation = 1;
+    let fib = Arc::new(Fib::build(cfg, &port_ids, &macs, generation));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ev_tx, ev_rx): (Sender<WorkerEvent>, Receiver<WorkerEvent>) = bounded(4096);
+    let assignment = rx_assignment(cfg, &port_ids, n_workers);
+    let mut ctl_txs = Vec::new();
+    let mut shared = Vec::new();
+    for (i, &lcore) in cfg.lcores.workers.iter().enumerate() {
+        let (ctx, crx) = bounded::<CtlMsg>(1024);
+        let counters = Arc::new(SharedCounters::new(0));
+        let setup = WorkerSetup {
+            index: i,
+            rx: assignment[i].clone(),
+            tx_queue: i as u16,
+            port_ids: port_ids.clone(),
+            pool,
+            fib: fib.clone(),
+            params: params(cfg),
+            burst: cfg.worker.burst as usize,
+            tx_drain_us: cfg.worker.tx_drain_us,
+            idle_sleep_us: cfg.worker.idle_sleep_us,
+            ctl: crx,
+            events: ev_tx.clone(),
+            counters: counters.clone(),
+            stop: stop.clone(),
+        };
+        pmd::launch_on_lcore(lcore, move || worker::run(setup)).map_err(|e| e.to_string())?;
+        info!("worker {i} on lcore {lcore} polls {:?}", assignment[i]);
+        ctl_txs.push(ctx);
+        shared.push(counters);
+    }
+
+    let telemetry = Arc::new(Telemetry::new(ports.clone(), pool, shared));
+    if let Err(e) = metrics::serve(cfg.metrics.listen, telemetry.clone()) {
+        signal::request_stop();
+        stop.store(true, Ordering::Relaxed);
+        pmd::wait_all_lcores();
+        return Err(format!(
+            "metrics: cannot listen on {}: {e}",
+            cfg.metrics.listen
+        ));
+    }
+    info!(
+        "running: {} port(s), {n_workers} worker(s), metrics on http://{}/metrics",
+        ports.len(),
+        cfg.metrics.listen
+    );
+
+    let mut current = cfg.clone();
+    let mut neighbors: HashSet<(u16, u32)> = HashSet::new();
+    while !signal::stop_requested() {
+        std::thread::sleep(Duration::from_millis(20));
+        // Fan learned neighbors out to the other workers.
+        while let Ok(WorkerEvent::Learned {
+            worker,
+            port,
+            ip,
+            mac,
+        }) = ev_rx.try_recv()
+        {
+            neighbors.insert((port, u32::from(ip)));
+            for (i, c) in ctl_txs.iter().enumerate() {
+                if i != worker {
+                    let _ = c.try_send(CtlMsg::Neighbor { port, ip, mac });
+                }
+            }
+        }
+        telemetry
+            .neighbor_entries
+            .store(neighbors.len() as u64, Ordering::Relaxed);
+        if signal::take_reload() {
+            match config::load(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|new| reload_compatible(&current, &new).map(|_| new))
+            {
+                Ok(new) => {
+                    generation += 1;
+                    let fib = Arc::new(Fib::build(&new, &port_ids, &macs, generation));
+                    for c in &ctl_txs {
+                        // A full channel would mean a stuck worker; block briefly.
+                        let _ = c.send_timeout(CtlMsg::Fib(fib.clone()), Duration::from_secs(1));
+                    }
+                    telemetry.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                    telemetry
+                        .config_generation
+                        .store(generation, Ordering::Relaxed);
+                    crate::log::set_level(new.log_level);
+                    info!(
+                        "config reloaded from {} (generation {generation})",
+                        path.display()
+                    );
+                    current = new;
+                }
+                Err(e) => {
+                    telemetry.reloads_refused.fetch_add(1, Ordering::Relaxed);
+                    error!("config reload refused, keeping the running config: {e}");
+                }
+            }
+        }
+    }
+
+    info!("stopping");
+    stop.store(true, Ordering::Relaxed);
+    pmd::wait_all_lcores();
+    print_summary(&telemetry);
+    for p in &ports {
+        p.stop();
+    }
+    for p in &ports {
+        p.close();
+    }
+    Ok(())
+}
+
+fn print_summary(t: &Telemetry) {
+    let line = "-".repeat(22);
+    for p in &t.ports {
+        let s = p.stats();
+        println!(
+            "\n  {line} Forward statistics for port {} ({}) {line}",
+            p.id, p.name
+        );
+        println!(
+            "  RX-packets: {:<14} RX-missed: {:<14} RX-bytes:  {}",
+            s.rx_packets, s.rx_missed, s.rx_bytes
+        );
+        println!(
+            "  RX-errors: {:<15} RX-nombuf: {}",
+            s.rx_errors, s.rx_nombuf
+        );
+        println!(
+            "  TX-packets: {:<14} TX-errors: {:<14} TX-bytes:  {}",
+            s.tx_packets, s.tx_errors, s.tx_bytes
+        );
+    }
+    let tot = t.totals();
+    let dropped: u64 = tot.drops.iter().sum();
+    println!(
+        "\n  Pipeline: forwarded {}  dropped {}  (see flowgate_packets_dropped_total)",
+        tot.events.forwarded_packets, dropped
+    );
+    if dropped > 0 {
+        for r in crate::pipeline::counters::DropReason::ALL {
+            let v = tot.drops[*r as usize];
+            if v > 0 {
+                println!("    {:<24} {v}", r.name());
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Prometheus metrics: a registry built from the workers' published counters on every
+//! scrape, served at `/metrics` by a small synchronous HTTP server on a control thread.
+
+use crate::pipeline::counters::{Counters, DropReason, EventCounters, SharedCounters};
+use crate::pmd::{Mempool, Port};
+use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Adds more metric families to a scrape (the NAT and LB stages register these).
+pub type Collector = Box<dyn Fn(&Registry) + Send + Sync>;
+
+/// Everything a scrape reads. Owned by the control thread, shared with the HTTP thread.
+pub struct Telemetry {
+    pub ports: Vec<Port>,
+    pub pool: Mempool,
+    pub workers: Vec<Arc<SharedCounters>>,
+    pub neighbor_entries: AtomicU64,
+    pub reloads_ok: AtomicU64,
+    pub reloads_refused: AtomicU64,
+    pub config_generation: AtomicU64,
+    pub collectors: Mutex<Vec<Collector>>,
+}
+
+impl Telemetry {
+    pub fn new(ports: Vec<Port>, pool: Mempool, workers: Vec<Arc<SharedCounters>>) -> Self {
+        Telemetry {
+            ports,
+            pool,
+            workers,
+            neighbor_entries: AtomicU64::new(0),
+            reloads_ok: AtomicU64::new(0),
+            reloads_refused: AtomicU64::new(0),
+            config_generation: AtomicU64::new(1),
+            collectors: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sum of every worker's counters.
+    pub fn totals(&self) -> Counters {
+        let mut t = Counters::default();
+        for w in &self.workers {
+            t.add(&w.read());
+        }
+        t
+    }
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definition");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+/// Prometheus text for the current state.
+pub fn render(t: &Telemetry) -> String {
+    let r = Registry::new();
+
+    let build = gauge_vec(
+        &r,
+        "flowgate_build_info",
+        "Build information",
+        &["version", "dpdk"],
+    );
+    build
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), &crate::pmd::dpdk_version()])
+        .set(1);
+
+    let port_counters: [(&str, &str); 8] = [
+        ("rx_packets", "Packets received by the port"),
+        ("tx_packets", "Packets transmitted by the port"),
+        ("rx_bytes", "Bytes received by the port"),
+        ("tx_bytes", "Bytes transmitted by the port"),
+        ("rx_errors", "Erroneous packets received"),
+        ("tx_errors", "Failed transmissions"),
+        (
+            "rx_missed",
+            "Packets dropped by the port because rx queues were full",
+        ),
+        ("rx_nombuf", "rx mbuf allocation failures"),
+    ];
+    let pcs: Vec<IntCounterVec> = port_counters
+        .iter()
+        .map(|(n, h)| counter_vec(&r, &format!("flowgate_port_{n}_total"), h, &["port"]))
+        .collect();
+    let link = gauge_vec(
+        &r,
+        "flowgate_port_link_up",
+        "1 if the link is up",
+        &["port"],
+    );
+    let xstats = counter_vec(
+        &r,
+        "flowgate_port_xstats_total",
+        "Driver extended statistics (ENA allowance counters on EC2)",
+        &["port", "stat"],
+    );
+    for p in &t.ports {
+        let s = p.stats();
+        let vals = [
+            s.rx_packets,
+            s.tx_packets,
+            s.rx_bytes,
+            s.tx_bytes,
+            s.rx_errors,
+            s.tx_errors,
+            s.rx_missed,
+            s.rx_nombuf,
+        ];
+        for (c, v) in pcs.iter().zip(vals) {
+            c.with_label_values(&[&p.name]).inc_by(v);
+        }
+        link.with_label_values(&[&p.name])
+            .set(p.link_up_now() as i64);
+        for (name, v) in p.xstats() {
+            xstats.with_label_values(&[&p.name, &name]).inc_by(v);
+        }
+    }
+
+    let totals = t.totals();
+    let drops = counter_vec(
+        &r,
+        "flowgate_packets_dropped_total",
+        "Packets dropped by the data plane, by reason",
+        &["reason"],
+    );
+    for reason in DropReason::ALL {
+        drops
+            .with_label_values(&[reason.name()])
+            .inc_by(totals.drops[*reason as usize]);
+    }
+    let per_worker = counter_vec(
+        &r,
+        "flowgate_worker_rx_packets_total",
+        "Packets taken from rx queues, per worker",
+        &["worker"],
+    );
+    for (i, w) in t.workers.iter().enumerate() {
+        per_worker
+            .with_label_values(&[&i.to_string()])
+            .inc_by(w.read().events.rx_packets);
+    }
+    let icmp_err = counter_vec(
+        &r,
+        "flowgate_icmp_errors_sent_total",
+        "ICMP errors the appliance sent, by type",
+        &["type"],
+    );
+    icmp_err
+        .with_label_values(&["time_exceeded"])
+        .inc_by(totals.events.icmp_time_exceeded_sent);
+    icmp_err
+        .with_label_values(&["frag_needed"])
+        .inc_by(totals.events.icmp_frag_needed_sent);
+    for ((field, help), v) in EventCounters::FIELDS.iter().zip(totals.events.values()) {
+        if field.starts_with("icmp_") && field.ends_with("_sent") || *field == "rx_packets" {
+            continue; // exported above with labels
+        }
+        let c = counter_vec(&r, &format!("flowgate_{field}_total"), help, &[]);
+        c.with_label_values(&[]).inc_by(v);
+    }
+
+    let g = |name: &str, help: &str, v: u64| {
+        gauge_vec(&r, name, help, &[])
+            .with_label_values(&[])
+            .set(v as i64);
+    };
+    g(
+        "flowgate_neighbor_entries",
+        "Resolved ARP neighbors known to the control thread",
+        t.neighbor_entries.load(Ordering::Relaxed),
+    );
+    g(
+        "flowgate_mempool_mbufs_in_use",
+        "mbufs allocated from the packet pool (rx rings, in flight, held)",
+        t.pool.in_use() as u64,
+    );
+    g(
+        "flowgate_mempool_mbufs_available",
+        "mbufs free in the packet pool",
+        t.pool.available() as u64,
+    );
+    g(
+        "flowgate_config_generation",
+        "Generation of the config the workers run (1 = as started)",
+        t.config_generation.load(Ordering::Relaxed),
+    );
+    g("flowgate_workers", "Worker lcores", t.workers.len() as u64);
+    let reloads = counter_vec(
+        &r,
+        "flowgate_config_reloads_total",
+        "Config reloads (SIGHUP) by result",
+        &["result"],
+    );
+    reloads
+        .with_label_values(&["ok"])
+        .inc_by(t.reloads_ok.load(Ordering::Relaxed));
+    reloads
+        .with_label_values(&["refused"])
+        .inc_by(t.reloads_refused.load(Ordering::Relaxed));
+
+    if let Ok(cs) = t.collectors.lock() {
+        for c in cs.iter() {
+            c(&r);
+        }
+    }
+
+    let mut buf = Vec::new();
+    TextEncoder::new()
+        .encode(&r.gather(), &mut buf)
+        .expect("text encoding");
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// Serve `/metrics` on `addr` from a background thread.
+pub fn serve(addr: SocketAddr, t: Arc<Telemetry>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr)?;
+    let h = std::thread::Builder::new()
+        .name("fg-metrics".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                if let Ok(s) = conn {
+                    let _ = handle(s, &t);
+                }
+                if crate::pmd::signal::stop_requested() {
+                    break;
+                }
+            }
+        })?;
+    Ok(h)
+}
+
+fn handle(mut s: TcpStream, t: &Telemetry) -> std::io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut reader = BufReader::new(s.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    // Drain the request headers.
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+            break;
+        }
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("");
+    let path = parts.next().unwrap_or("");
+    let (status, ctype, body) = match (method, path) {
+        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", render(t)),
+        ("GET", "/") | ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
+        _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+    };
+    write!(
+        s,
+        "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    s.flush()
+}
