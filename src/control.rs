@@ -5,6 +5,7 @@
 use crate::config::{self, Config, PortRole};
 use crate::metrics::{self, Telemetry};
 use crate::pipeline::counters::SharedCounters;
+use crate::pipeline::handoff::{HandoffMesh, HANDOFF_RING_SIZE};
 use crate::pipeline::route::Fib;
 use crate::pipeline::worker::{self, CtlMsg, WorkerEvent, WorkerSetup};
 use crate::pipeline::PipelineParams;
@@ -158,6 +159,7 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     let (ev_tx, ev_rx): (Sender<WorkerEvent>, Receiver<WorkerEvent>) = bounded(4096);
     let assignment = rx_assignment(cfg, &port_ids, n_workers);
+    let mesh: HandoffMesh<pmd::Mbuf> = HandoffMesh::new(n_workers, HANDOFF_RING_SIZE);
     let mut ctl_txs = Vec::new();
     let mut shared = Vec::new();
     for (i, &lcore) in cfg.lcores.workers.iter().enumerate() {
@@ -178,6 +180,8 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
             events: ev_tx.clone(),
             counters: counters.clone(),
             stop: stop.clone(),
+            handoff: mesh.endpoints(i),
+            stages: None,
         };
         pmd::launch_on_lcore(lcore, move || worker::run(setup)).map_err(|e| e.to_string())?;
         info!("worker {i} on lcore {lcore} polls {:?}", assignment[i]);

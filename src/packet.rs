@@ -41,6 +41,10 @@ pub trait PacketBuf {
     fn rss_hash(&self) -> u32 {
         0
     }
+    /// Port the packet was received on (kept across a handoff to another worker).
+    fn rx_port(&self) -> u16 {
+        0
+    }
 }
 
 /// Where the slow path gets new buffers (ARP requests, IP fragments).

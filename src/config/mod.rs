@@ -4,8 +4,22 @@
 //! `ConfigError` whose Display is `FILE:LINE:COLUMN: field: what is wrong`.
 //! The running appliance only ever swaps in a config that `load` accepted.
 
+mod error;
+mod locate;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use error::{ConfigError, FieldPath, Segment, FILE_FIELD};
+pub use locate::{Locator, Pos};
+pub use validate::{SectionCheck, Validator, SECTIONS};
+
+use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use std::fmt;
 use std::net::Ipv4Addr;
+use std::path::Path;
+use std::str::FromStr;
 
 /// An IPv4 prefix such as `10.0.1.0/24`, or an interface address such as `10.0.1.1/24`
 /// (the host bits are kept: `addr` is what was written).
@@ -245,5 +259,199 @@ impl Default for NeighborConfig {
     }
 }
 
-// TODO(config helper): Deserialize for Ipv4Net ("a.b.c.d/len"), ConfigError with
-// FILE:LINE:COLUMN, load(), validate(), tests.
+// ---------------------------------------------------------------------------------------
+// Ipv4Net
+
+impl Ipv4Net {
+    /// `None` when `len > 32`.
+    pub fn new(addr: Ipv4Addr, len: u8) -> Option<Self> {
+        (len <= 32).then_some(Ipv4Net { addr, len })
+    }
+
+    /// The netmask as a host-order integer (`0xffffff00` for /24, 0 for /0).
+    pub fn mask(&self) -> u32 {
+        match self.len {
+            0 => 0,
+            n => u32::MAX << (32 - u32::from(n.min(32))),
+        }
+    }
+
+    /// The address with the host bits cleared (`10.0.1.0` for `10.0.1.1/24`).
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+    }
+
+    /// The address with the host bits set (`10.0.1.255` for `10.0.1.1/24`).
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
+    }
+
+    /// Whether `addr` is inside this prefix.
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        (u32::from(addr) ^ u32::from(self.addr)) & self.mask() == 0
+    }
+
+    /// Whether the two prefixes share any address (one contains the other).
+    pub fn overlaps(&self, other: &Ipv4Net) -> bool {
+        (u32::from(self.addr) ^ u32::from(other.addr)) & (self.mask() & other.mask()) == 0
+    }
+}
+
+impl fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl FromStr for Ipv4Net {
+    type Err = String;
+
+    /// `a.b.c.d/len` with len 0..=32. A bare address is refused: the length must be written.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let Some((addr, len)) = s.split_once('/') else {
+            return Err(format!(
+                "`{s}` has no prefix length; write address/len, e.g. `{s}/24` or `{s}/32`"
+            ));
+        };
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("`{s}`: `{addr}` is not an IPv4 address"))?;
+        let len = match len.parse::<u8>() {
+            Ok(n) if n <= 32 && len.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => {
+                return Err(format!(
+                    "`{s}`: prefix length `{len}` is not a number in 0..=32"
+                ))
+            }
+        };
+        Ok(Ipv4Net { addr, len })
+    }
+}
+
+impl<'de> Deserialize<'de> for Ipv4Net {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NetVisitor;
+        impl Visitor<'_> for NetVisitor {
+            type Value = Ipv4Net;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an IPv4 prefix such as 10.0.1.1/24")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Ipv4Net, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(NetVisitor)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Loading
+
+/// Reads, parses and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::whole_file(&file, format!("cannot read the file: {e}")))?;
+    parse_str(&text, &file)
+}
+
+/// Parses and validates `text`; errors name `file`.
+pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let cfg = parse_unvalidated(text, file)?;
+    cfg.validate(text, file)?;
+    Ok(cfg)
+}
+
+/// Parses `text` (syntax, types, unknown fields) without the semantic checks.
+pub fn parse_unvalidated(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| parse_error(e, text, file))
+}
+
+impl Config {
+    /// The semantic checks: the first error, placed at its field's line and column in
+    /// `text` (the YAML this config was parsed from; "" puts errors at 1:1).
+    pub fn validate(&self, text: &str, file: &str) -> Result<(), ConfigError> {
+        match self.validate_all(text, file).into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Every semantic error, in check order (see `SECTIONS`).
+    pub fn validate_all(&self, text: &str, file: &str) -> Vec<ConfigError> {
+        let mut v = Validator::new(text, file);
+        validate::run_all(self, &mut v);
+        v.into_errors()
+    }
+}
+
+/// Maps a serde_yaml error to a `ConfigError`: serde_yaml gives the position,
+/// serde_path_to_error the field.
+fn parse_error(
+    err: serde_path_to_error::Error<serde_yaml::Error>,
+    text: &str,
+    file: &str,
+) -> ConfigError {
+    let mut path = FieldPath::root();
+    for seg in err.path() {
+        path.push(match seg {
+            serde_path_to_error::Segment::Seq { index } => Segment::Index(*index),
+            serde_path_to_error::Segment::Map { key } => Segment::Key(key.clone()),
+            serde_path_to_error::Segment::Enum { variant } => Segment::Key(variant.clone()),
+            serde_path_to_error::Segment::Unknown => Segment::Key("?".to_string()),
+        });
+    }
+    let inner = err.inner();
+    let location = inner.location();
+
+    // serde_yaml's Display is "[PATH: ]MESSAGE[ at line L column C][, while ...]": keep the
+    // message alone, since the path and position get their own places.
+    let mut message = inner.to_string();
+    if let Some(l) = &location {
+        let at = format!(" at line {} column {}", l.line(), l.column());
+        message = message.replacen(&at, "", 1);
+    }
+    let mut prefix = Some(path.clone());
+    while let Some(p) = prefix {
+        if !p.is_root() {
+            if let Some(rest) = message.strip_prefix(&format!("{p}: ")) {
+                message = rest.to_string();
+                break;
+            }
+        }
+        prefix = p.parent();
+    }
+    // serde reports a missing or duplicated field at the enclosing mapping: name the field
+    // itself, and place a duplicate at its second occurrence (the locator keeps the last).
+    let field_in = |prefix: &str| {
+        message
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix('`'))
+            .filter(|name| !name.contains('`'))
+            .map(str::to_string)
+    };
+    let mut located = None;
+    if let Some(name) = field_in("missing field `") {
+        path = path.key(&name);
+    } else if let Some(name) = field_in("duplicate field `") {
+        path = path.key(&name);
+        located = Locator::new(text).find(&path);
+    }
+
+    let (line, column) = match (located, location) {
+        (Some(pos), _) => (pos.line, pos.column),
+        (None, Some(l)) => (l.line(), l.column()),
+        (None, None) => {
+            let pos = Locator::new(text).locate(&path);
+            (pos.line, pos.column)
+        }
+    };
+    ConfigError {
+        file: file.to_string(),
+        line,
+        column,
+        field: path.to_field(),
+        message,
+    }
+}

@@ -39,6 +39,13 @@ pub trait Output<B> {
     fn tx(&mut self, port: u16, pkt: B);
     /// Free `pkt` (its drop reason is already counted).
     fn discard(&mut self, pkt: B);
+    /// Pass `pkt` to worker `worker`, which owns its flow. Returns false (and frees
+    /// the packet) when that worker's ring is full.
+    fn handoff(&mut self, worker: usize, pkt: B) -> bool {
+        let _ = worker;
+        self.discard(pkt);
+        false
+    }
 }
 
 impl From<Malformed> for DropReason {
@@ -121,6 +128,27 @@ impl TokenBucket {
     }
 }
 
+/// What a stateful stage (NAT, LB) decided about a transit packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageVerdict {
+    /// Not this stage's traffic: route unchanged.
+    Pass,
+    /// Rewritten; route by the new destination.
+    Translated,
+    /// Rewritten into a reply to the sender (e.g. a TCP RST); route it as originated.
+    Respond,
+    /// Owned by another worker: hand it over unchanged.
+    Handoff(usize),
+    Drop(DropReason),
+}
+
+/// The stateful stages a worker runs between ingress and routing.
+pub trait Stages<B> {
+    fn process(&mut self, pkt: &mut B, now: u64) -> StageVerdict;
+    /// Amortized timer work between bursts.
+    fn poll(&mut self, now: u64);
+}
+
 /// What ingress decided.
 enum Step {
     Tx(u16),
@@ -138,6 +166,8 @@ enum Step {
 /// One worker's forwarding state. Owned by that worker; nothing in it is shared.
 pub struct Pipeline<B> {
     pub fib: Arc<Fib>,
+    /// NAT / LB stages, when the config has any.
+    pub stages: Option<Box<dyn Stages<B> + Send>>,
     pub neighbors: NeighborTable,
     pub pending: PendingQueue<B>,
     pub counters: Counters,
@@ -159,6 +189,7 @@ impl<B: PacketBuf> Pipeline<B> {
         let hz = params.tsc_hz;
         Pipeline {
             fib,
+            stages: None,
             neighbors: NeighborTable::new(
                 params.neighbor_capacity,
                 params.neighbor_timeout_s as u64 * hz,
@@ -384,32 +415,19 @@ impl<B: PacketBuf> Pipeline<B> {
         out.tx(exc, pkt);
     }
 
-    /// Route a packet: TTL, MTU (fragment or frag-needed), neighbor, transmit.
-    fn forward<A, O>(
-        &mut self,
-        mut pkt: B,
-        rx_port: u16,
-        originated: bool,
-        now: u64,
-        alloc: &mut A,
-        out: &mut O,
-    ) where
+    /// Route a packet: TTL, MTU (fragment or frag-needed), stateful stages, neighbor,
+    /// transmit.
+    ///
+    /// The TTL and DF/MTU checks run on the packet as received, before any translation,
+    /// so the ICMP errors they cause quote what the sender sent and go back to it.
+    fn forward<A, O>(&mut self, mut pkt: B, rx_port: u16, originated: bool, now: u64, alloc: &mut A, out: &mut O)
+    where
         A: BufAlloc<Buf = B>,
         O: Output<B>,
     {
         let (dst, ttl, total, df) = {
             let ip = Ipv4Packet::new_unchecked(&pkt.data()[ETH..]);
-            (
-                ip.dst_addr(),
-                ip.ttl(),
-                ip.total_len() as u32,
-                ip.dont_frag(),
-            )
-        };
-        let Some(nh) = self.fib.route(dst).copied() else {
-            self.counters.drop(DropReason::NoRoute);
-            out.discard(pkt);
-            return;
+            (ip.dst_addr(), ip.ttl(), ip.total_len() as u32, ip.dont_frag())
         };
         if !originated && ttl <= 1 {
             self.counters.drop(DropReason::TtlExceeded);
@@ -421,14 +439,58 @@ impl<B: PacketBuf> Pipeline<B> {
             }
             return;
         }
-        if total > nh.mtu && df {
-            self.counters.drop(DropReason::FragNeeded);
-            if !originated && self.icmp_error(&mut pkt, rx_port, 3, 4, nh.mtu & 0xffff, now) {
-                self.counters.events.icmp_frag_needed_sent += 1;
-                out.tx(rx_port, pkt);
-            } else {
-                out.discard(pkt);
+        if let Some(nh) = self.fib.route(dst) {
+            if total > nh.mtu && df {
+                let mtu = nh.mtu;
+                self.counters.drop(DropReason::FragNeeded);
+                if !originated && self.icmp_error(&mut pkt, rx_port, 3, 4, mtu & 0xffff, now) {
+                    self.counters.events.icmp_frag_needed_sent += 1;
+                    out.tx(rx_port, pkt);
+                } else {
+                    out.discard(pkt);
+                }
+                return;
             }
+        }
+        let mut originated = originated;
+        let mut dst = dst;
+        if let Some(stages) = self.stages.as_mut() {
+            match stages.process(&mut pkt, now) {
+                StageVerdict::Pass => {}
+                StageVerdict::Translated => {
+                    dst = Ipv4Packet::new_unchecked(&pkt.data()[ETH..]).dst_addr();
+                }
+                StageVerdict::Respond => {
+                    originated = true;
+                    dst = Ipv4Packet::new_unchecked(&pkt.data()[ETH..]).dst_addr();
+                }
+                StageVerdict::Handoff(w) => {
+                    if out.handoff(w, pkt) {
+                        self.counters.events.handoff_sent += 1;
+                    } else {
+                        self.counters.drop(DropReason::HandoffFull);
+                    }
+                    return;
+                }
+                StageVerdict::Drop(r) => {
+                    self.counters.drop(r);
+                    out.discard(pkt);
+                    return;
+                }
+            }
+        }
+        let Some(nh) = self.fib.route(dst).copied() else {
+            self.counters.drop(DropReason::NoRoute);
+            out.discard(pkt);
+            return;
+        };
+        if (pkt.len() - ETH) as u32 > nh.mtu
+            && Ipv4Packet::new_unchecked(&pkt.data()[ETH..]).dont_frag()
+        {
+            // Only reachable after a translation changed the route; the sender is on
+            // the far side of the translation, so no ICMP (it would quote the rewrite).
+            self.counters.drop(DropReason::FragNeeded);
+            out.discard(pkt);
             return;
         }
         if !originated {
@@ -463,6 +525,17 @@ impl<B: PacketBuf> Pipeline<B> {
                 }
             }
         }
+    }
+
+    /// A packet another worker handed over because this worker owns its flow.
+    pub fn handle_handoff<A, O>(&mut self, pkt: B, now: u64, alloc: &mut A, out: &mut O)
+    where
+        A: BufAlloc<Buf = B>,
+        O: Output<B>,
+    {
+        self.counters.events.handoff_received += 1;
+        let rx_port = pkt.rx_port();
+        self.forward(pkt, rx_port, false, now, alloc, out);
     }
 
     /// Transmit a routed packet to a resolved next hop, fragmenting if needed.
@@ -605,8 +678,11 @@ impl<B: PacketBuf> Pipeline<B> {
         }
     }
 
-    /// Periodic work (drain-timer paced): expire held packets.
+    /// Periodic work (drain-timer paced): expire held packets and stage state.
     pub fn poll_timers<O: Output<B>>(&mut self, now: u64, out: &mut O) {
+        if let Some(s) = self.stages.as_mut() {
+            s.poll(now);
+        }
         let mut expired = 0;
         self.pending.expire(now, self.pending_timeout, |h| {
             expired += 1;

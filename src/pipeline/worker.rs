@@ -3,6 +3,7 @@
 //! between bursts polls its control channel (config snapshots, learned neighbors).
 
 use super::counters::{DropReason, SharedCounters};
+use super::handoff::HandoffEndpoints;
 use super::route::Fib;
 use super::{Output, Pipeline, PipelineParams};
 use crate::pmd::{self, FreeBatch, Mbuf, MbufAlloc, Mempool, RxBurst, TxBuffer, BURST};
@@ -53,6 +54,10 @@ pub struct WorkerSetup {
     pub events: Sender<WorkerEvent>,
     pub counters: Arc<SharedCounters>,
     pub stop: Arc<AtomicBool>,
+    /// Rings to and from the other workers (return traffic of flows they own).
+    pub handoff: HandoffEndpoints<Mbuf>,
+    /// NAT / LB stages for this worker, if configured.
+    pub stages: Option<Box<dyn super::Stages<Mbuf> + Send>>,
 }
 
 /// TX side of a worker: one TxBuffer per port, dropped packets freed in bulk.
@@ -60,6 +65,7 @@ struct TxSide {
     bufs: Vec<Option<TxBuffer>>,
     free: FreeBatch,
     tx_refused: u64,
+    handoff: HandoffEndpoints<Mbuf>,
 }
 
 impl Output<Mbuf> for TxSide {
@@ -77,6 +83,17 @@ impl Output<Mbuf> for TxSide {
     fn discard(&mut self, pkt: Mbuf) {
         self.free.push(pkt);
     }
+    #[inline]
+    fn handoff(&mut self, worker: usize, pkt: Mbuf) -> bool {
+        match self.handoff.out.get(worker).map(|r| r.push(pkt)) {
+            Some(Ok(())) => true,
+            Some(Err(pkt)) => {
+                self.free.push(pkt);
+                false
+            }
+            None => false,
+        }
+    }
 }
 
 impl TxSide {
@@ -93,6 +110,8 @@ pub fn run(setup: WorkerSetup) -> i32 {
     let hz = pmd::tsc_hz();
     let drain_cycles = (hz / 1_000_000).max(1) * setup.tx_drain_us as u64;
     let mut pipeline: Pipeline<Mbuf> = Pipeline::new(setup.fib.clone(), setup.params);
+    pipeline.stages = setup.stages;
+    let inbound = setup.handoff.inbound.clone();
     let mut alloc = MbufAlloc { pool: setup.pool };
     let max_port = setup.port_ids.iter().copied().max().unwrap_or(0) as usize;
     let mut tx = TxSide {
@@ -106,6 +125,7 @@ pub fn run(setup: WorkerSetup) -> i32 {
             .collect(),
         free: FreeBatch::default(),
         tx_refused: 0,
+        handoff: setup.handoff,
     };
     let burst_size = setup.burst.clamp(1, BURST);
     let mut burst = RxBurst::default();
@@ -142,6 +162,16 @@ pub fn run(setup: WorkerSetup) -> i32 {
                 }
                 pipeline.learned.clear();
             }
+        }
+        for ring in &inbound {
+            let mut n = 0;
+            let now = pmd::rdtsc();
+            while n < BURST {
+                let Some(m) = ring.pop() else { break };
+                pipeline.handle_handoff(m, now, &mut alloc, &mut tx);
+                n += 1;
+            }
+            got += n;
         }
         let now = pmd::rdtsc();
         if now.wrapping_sub(last_drain) >= drain_cycles || got == 0 {

@@ -154,6 +154,10 @@ impl PacketBuf for Mbuf {
         true
     }
     #[inline]
+    fn rx_port(&self) -> u16 {
+        self.m().port
+    }
+    #[inline]
     fn rss_hash(&self) -> u32 {
         let m = self.m();
         // SAFETY: reading a u32 from a plain-data union is always defined.
