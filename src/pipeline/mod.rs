@@ -293,7 +293,8 @@ impl<B: PacketBuf> Pipeline<B> {
             }
             return Step::Consumed;
         }
-        let for_us = self.fib.local_port(target_ip) == Some(rx_port);
+        let for_us =
+            self.fib.local_port(target_ip) == Some(rx_port) || self.fib.is_proxy_arp(target_ip);
         let on_link = self.fib.on_link(rx_port, sender_ip);
         if on_link && (for_us || op == arp::ARP_REPLY) && !sender_mac.is_multicast() {
             self.learn(rx_port, sender_ip, sender_mac, now);

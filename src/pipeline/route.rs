@@ -111,6 +111,9 @@ pub struct Fib {
     /// The appliance's own addresses -> the port they live on.
     local: HashMap<u32, u16>,
     pub exception_port: Option<u16>,
+    /// Addresses the appliance answers ARP for on every data port without owning them
+    /// as interface addresses: the NAT gateways' public IPs.
+    proxy_arp: HashMap<u32, ()>,
     /// Monotonic id of the config this snapshot came from.
     pub generation: u64,
 }
@@ -171,6 +174,16 @@ impl Fib {
             }
         }
         fib
+    }
+
+    /// Answer ARP for `addr` on every data port (NAT public addresses).
+    pub fn add_proxy_arp(&mut self, addr: Ipv4Addr) {
+        self.proxy_arp.insert(u32::from(addr), ());
+    }
+
+    #[inline]
+    pub fn is_proxy_arp(&self, addr: Ipv4Addr) -> bool {
+        !self.proxy_arp.is_empty() && self.proxy_arp.contains_key(&u32::from(addr))
     }
 
     #[inline]
