@@ -824,7 +824,7 @@ fn conf_examples_say_what_the_brief_says() {
     let af = load(&conf_dir().join("test-af-packet.yaml")).unwrap();
     assert_eq!(
         af.ports[0].device,
-        "net_af_packet0,iface=fgc0,framesz=10240,blocksz=16384"
+        "net_af_packet0,iface=fgc0,framesz=10240,blocksz=20480"
     );
     assert_eq!(af.ports[0].addresses, vec![net("10.0.1.1/24")]);
     assert!(af.ports[1].device.starts_with("net_af_packet1,iface=fgs0,"));
