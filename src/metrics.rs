@@ -121,6 +121,18 @@ pub fn render(t: &Telemetry) -> String {
         }
         link.with_label_values(&[&p.name])
             .set(p.link_up_now() as i64);
+        info.with_label_values(&[
+            &p.name,
+            &p.driver,
+            &p.mtu.to_string(),
+            &p.queues.to_string(),
+            if p.rss_key_programmable {
+                "programmable"
+            } else {
+                "fixed"
+            },
+        ])
+        .set(1);
         for (name, v) in p.xstats() {
             xstats.with_label_values(&[&p.name, &name]).inc_by(v);
         }
