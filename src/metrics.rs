@@ -98,6 +98,14 @@ pub fn render(t: &Telemetry) -> String {
         "1 if the link is up",
         &["port"],
     );
+    let port_info = gauge_vec(
+        &r,
+        "flowgate_port_info",
+        "Port facts: driver, MTU, queues, and whether the RSS key is programmable \
+         (programmable: NAT picks ports whose return traffic hashes to the owner's queue; \
+         fixed: return traffic reaching another worker goes through a handoff ring)",
+        &["port", "driver", "mtu", "queues", "rss_key"],
+    );
     let xstats = counter_vec(
         &r,
         "flowgate_port_xstats_total",
@@ -121,18 +129,20 @@ pub fn render(t: &Telemetry) -> String {
         }
         link.with_label_values(&[&p.name])
             .set(p.link_up_now() as i64);
-        info.with_label_values(&[
-            &p.name,
-            &p.driver,
-            &p.mtu.to_string(),
-            &p.queues.to_string(),
-            if p.rss_key_programmable {
-                "programmable"
-            } else {
-                "fixed"
-            },
-        ])
-        .set(1);
+        let rss = if p.rss_key_programmable {
+            "programmable"
+        } else {
+            "fixed"
+        };
+        port_info
+            .with_label_values(&[
+                p.name.as_str(),
+                p.driver.as_str(),
+                &p.mtu.to_string(),
+                &p.queues.to_string(),
+                rss,
+            ])
+            .set(1);
         for (name, v) in p.xstats() {
             xstats.with_label_values(&[&p.name, &name]).inc_by(v);
         }
