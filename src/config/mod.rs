@@ -6,12 +6,14 @@
 
 mod error;
 mod locate;
+mod nat;
 #[cfg(test)]
 mod tests;
 mod validate;
 
 pub use error::{ConfigError, FieldPath, Segment, FILE_FIELD};
 pub use locate::{Locator, Pos};
+pub use nat::{NatGatewayConfig, NatMode, NatPortRange, NatTimeouts};
 pub use validate::{SectionCheck, Validator, SECTIONS};
 
 use serde::de::{self, Deserializer, Visitor};
@@ -50,6 +52,9 @@ pub struct Config {
     pub neighbor: NeighborConfig,
     #[serde(default)]
     pub log_level: LogLevel,
+    /// NAT gateways (tenants); none by default.
+    #[serde(default)]
+    pub nat_gateways: Vec<NatGatewayConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

@@ -88,6 +88,7 @@ pub const SECTIONS: &[SectionCheck] = &[
     check_exception,
     check_worker,
     check_neighbor,
+    super::nat::check_nat_gateways,
 ];
 
 /// Runs every section check.

@@ -1,0 +1,499 @@
+//! `nat_gateways:` — Hyperplane-style NAT gateways (SPEC.md §2).
+//!
+//! Each gateway is a tenant: the traffic of its inside prefixes leaves with one of its
+//! public IPs as source. Defaults are AWS NAT Gateway's numbers.
+
+use super::validate::Validator;
+use super::{Config, Ipv4Net};
+use serde::Deserialize;
+use std::net::Ipv4Addr;
+
+/// At most this many public IPs per gateway (AWS allows 8 EIPs per NAT gateway).
+pub const MAX_PUBLIC_IPS: usize = 8;
+/// Flow-table capacity bounds per gateway per worker core.
+pub const FLOWS_MIN: u32 = 16;
+pub const FLOWS_MAX: u32 = 16 * 1024 * 1024;
+/// Longest timeout accepted (one day): the timer wheel re-arms longer deadlines anyway, but
+/// a typo such as 3500000 is caught.
+pub const TIMEOUT_MAX_S: u32 = 86_400;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NatGatewayConfig {
+    /// Tenant name, unique among gateways (metrics label).
+    pub id: String,
+    /// Sources translated by this gateway (non-empty).
+    pub inside_prefixes: Vec<Ipv4Net>,
+    /// 1..=8 public addresses; ports are allocated from each of them in turn.
+    pub public_ips: Vec<Ipv4Addr>,
+    #[serde(default)]
+    pub port_range: NatPortRange,
+    /// Concurrent mappings per (public IP, remote IP, remote port, protocol). Default
+    /// 55000, or the size of the port range when that is smaller.
+    #[serde(default)]
+    pub max_connections_per_destination: Option<u32>,
+    #[serde(default)]
+    pub timeouts: NatTimeouts,
+    /// Flow-table capacity per worker core (preallocated). Default 200000: with the
+    /// table's power-of-two index that is ~53 bytes per flow (see `nat::flow`).
+    #[serde(default = "default_flows_per_core")]
+    pub flows_per_core: u32,
+    #[serde(default)]
+    pub mode: NatMode,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NatPortRange {
+    /// First source port handed out (inclusive). Default 1024.
+    #[serde(default = "default_first_port")]
+    pub first: u32,
+    /// Last source port (inclusive). Default 65535.
+    #[serde(default = "default_last_port")]
+    pub last: u32,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NatTimeouts {
+    /// Idle timeout of an established TCP connection. Default 350 s.
+    #[serde(default = "default_350")]
+    pub tcp_established_s: u32,
+    /// SYN sent but not answered, or FIN/RST seen. Default 60 s.
+    #[serde(default = "default_60")]
+    pub tcp_transitory_s: u32,
+    /// Default 350 s.
+    #[serde(default = "default_350")]
+    pub udp_s: u32,
+    /// ICMP query (echo). Default 60 s.
+    #[serde(default = "default_60")]
+    pub icmp_s: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NatMode {
+    /// AWS NAT Gateway: address-and-port-dependent mapping and filtering (symmetric NAT),
+    /// TCP/ICMP fragments dropped.
+    #[default]
+    Aws,
+    /// RFC 4787/5382: endpoint-independent mapping, address-dependent filtering,
+    /// hairpinning.
+    Rfc4787,
+}
+
+fn default_flows_per_core() -> u32 {
+    200_000
+}
+fn default_first_port() -> u32 {
+    1024
+}
+fn default_last_port() -> u32 {
+    65535
+}
+fn default_350() -> u32 {
+    350
+}
+fn default_60() -> u32 {
+    60
+}
+
+impl Default for NatPortRange {
+    fn default() -> Self {
+        NatPortRange {
+            first: default_first_port(),
+            last: default_last_port(),
+        }
+    }
+}
+
+impl Default for NatTimeouts {
+    fn default() -> Self {
+        NatTimeouts {
+            tcp_established_s: 350,
+            tcp_transitory_s: 60,
+            udp_s: 350,
+            icmp_s: 60,
+        }
+    }
+}
+
+impl NatPortRange {
+    /// Number of ports (0 when empty or inverted).
+    pub fn size(&self) -> u32 {
+        if self.last >= self.first {
+            self.last - self.first + 1
+        } else {
+            0
+        }
+    }
+}
+
+impl NatGatewayConfig {
+    /// The per-destination limit in force (the default is clamped to the range size).
+    pub fn connection_limit(&self) -> u32 {
+        self.max_connections_per_destination
+            .unwrap_or_else(|| 55_000.min(self.port_range.size()))
+    }
+}
+
+/// The `nat_gateways` section check (registered in `validate::SECTIONS`).
+pub(super) fn check_nat_gateways(cfg: &Config, v: &mut Validator<'_>) {
+    for (i, g) in cfg.nat_gateways.iter().enumerate() {
+        let base = format!("nat_gateways[{i}]");
+        if g.id.is_empty() {
+            v.fail(format!("{base}.id"), "id is empty; name the gateway (tenant)");
+        } else if let Some(j) = cfg.nat_gateways[..i].iter().position(|o| o.id == g.id) {
+            v.fail(
+                format!("{base}.id"),
+                format!("duplicate gateway id `{}` (also nat_gateways[{j}].id)", g.id),
+            );
+        }
+
+        if g.inside_prefixes.is_empty() {
+            v.fail(
+                format!("{base}.inside_prefixes"),
+                "at least one inside prefix is required (e.g. [10.0.1.0/24])",
+            );
+        }
+        for (k, p) in g.inside_prefixes.iter().enumerate() {
+            if p.addr != p.network() {
+                v.fail(
+                    format!("{base}.inside_prefixes[{k}]"),
+                    format!(
+                        "prefix {p} has host bits set; did you mean {}/{}?",
+                        p.network(),
+                        p.len
+                    ),
+                );
+            }
+        }
+
+        if g.public_ips.is_empty() || g.public_ips.len() > MAX_PUBLIC_IPS {
+            v.fail(
+                format!("{base}.public_ips"),
+                format!(
+                    "{} public IPs; a gateway needs 1..={MAX_PUBLIC_IPS}",
+                    g.public_ips.len()
+                ),
+            );
+        }
+        for (k, ip) in g.public_ips.iter().enumerate() {
+            check_public_ip(cfg, i, k, *ip, v);
+        }
+
+        let r = g.port_range;
+        let rbase = format!("{base}.port_range");
+        let first_ok = v.in_range(format!("{rbase}.first"), r.first, 1, 65535, "");
+        let last_ok = v.in_range(format!("{rbase}.last"), r.last, 1, 65535, "");
+        if first_ok && last_ok && r.first > r.last {
+            v.fail(
+                format!("{rbase}.last"),
+                format!(
+                    "port range {}..={} is empty (last below first)",
+                    r.first, r.last
+                ),
+            );
+        }
+        if let Some(limit) = g.max_connections_per_destination {
+            let size = r.size();
+            if size > 0 {
+                v.in_range(
+                    format!("{base}.max_connections_per_destination"),
+                    limit,
+                    1,
+                    size,
+                    " (at most the number of ports in port_range)",
+                );
+            }
+        }
+
+        let t = g.timeouts;
+        let tbase = format!("{base}.timeouts");
+        for (name, val) in [
+            ("tcp_established_s", t.tcp_established_s),
+            ("tcp_transitory_s", t.tcp_transitory_s),
+            ("udp_s", t.udp_s),
+            ("icmp_s", t.icmp_s),
+        ] {
+            v.in_range(format!("{tbase}.{name}"), val, 1, TIMEOUT_MAX_S, "");
+        }
+        v.in_range(
+            format!("{base}.flows_per_core"),
+            g.flows_per_core,
+            FLOWS_MIN,
+            FLOWS_MAX,
+            " (flows preallocated per worker core)",
+        );
+    }
+}
+
+fn check_public_ip(cfg: &Config, i: usize, k: usize, ip: Ipv4Addr, v: &mut Validator<'_>) {
+    let path = format!("nat_gateways[{i}].public_ips[{k}]");
+    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
+        v.fail(path, format!("{ip} cannot be a public (source) address"));
+        return;
+    }
+    if let Some(l) = cfg.nat_gateways[i].public_ips[..k]
+        .iter()
+        .position(|&o| o == ip)
+    {
+        v.fail(
+            path,
+            format!("{ip} is listed twice (also nat_gateways[{i}].public_ips[{l}])"),
+        );
+        return;
+    }
+    for (j, o) in cfg.nat_gateways[..i].iter().enumerate() {
+        if let Some(l) = o.public_ips.iter().position(|&x| x == ip) {
+            v.fail(
+                path,
+                format!(
+                    "{ip} already belongs to gateway `{}` (nat_gateways[{j}].public_ips[{l}]); \
+                     a public IP belongs to one gateway",
+                    o.id
+                ),
+            );
+            return;
+        }
+    }
+    for (pi, p) in cfg.ports.iter().enumerate() {
+        if let Some(ai) = p.addresses.iter().position(|a| a.addr == ip) {
+            v.fail(
+                path,
+                format!(
+                    "{ip} is the address of port `{}` (ports[{pi}].addresses[{ai}]); public IPs \
+                     must be addresses of their own",
+                    p.name
+                ),
+            );
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse_str;
+    use super::*;
+
+    const BASE: &str = "\
+lcores:
+  workers: [1]
+ports:
+  - name: inside
+    device: net_tap0,iface=a
+    addresses: [10.0.1.1/24]
+  - name: outside
+    device: net_tap1,iface=b
+    addresses: [203.0.113.1/24]
+nat_gateways:
+  - id: tenant-a
+    inside_prefixes: [10.0.1.0/24]
+    public_ips: [203.0.113.10, 203.0.113.11]
+    port_range: {first: 1024, last: 2047}
+    max_connections_per_destination: 1000
+    timeouts: {tcp_established_s: 10, tcp_transitory_s: 5, udp_s: 10, icmp_s: 5}
+    flows_per_core: 4096
+    mode: aws
+  - id: tenant-b
+    inside_prefixes: [10.0.2.0/24]
+    public_ips: [203.0.113.20]
+";
+
+    /// BASE with line `n` (1-based) replaced.
+    fn edit(n: usize, new: &str) -> String {
+        BASE.lines()
+            .enumerate()
+            .map(|(i, l)| if i + 1 == n { new } else { l })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    }
+
+    #[track_caller]
+    fn rejects(text: &str, field: &str, line: usize, needle: &str) {
+        match parse_str(text, "t.yaml") {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => {
+                assert_eq!(e.field, field, "{e}");
+                assert_eq!(e.line, line, "{e}");
+                assert!(e.message.contains(needle), "{e}\nshould mention {needle:?}");
+                assert!(e.to_string().starts_with(&format!("t.yaml:{line}:")), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn base_parses_with_defaults() {
+        let cfg = parse_str(BASE, "t.yaml").unwrap();
+        assert_eq!(cfg.nat_gateways.len(), 2);
+        let a = &cfg.nat_gateways[0];
+        assert_eq!(a.port_range.size(), 1024);
+        assert_eq!(a.connection_limit(), 1000);
+        assert_eq!(a.mode, NatMode::Aws);
+        let b = &cfg.nat_gateways[1];
+        assert_eq!(b.port_range, NatPortRange { first: 1024, last: 65535 });
+        assert_eq!(b.connection_limit(), 55_000);
+        assert_eq!(b.timeouts, NatTimeouts::default());
+        assert_eq!(b.timeouts.tcp_established_s, 350);
+        assert_eq!(b.timeouts.icmp_s, 60);
+        assert_eq!(b.flows_per_core, 200_000);
+        // No section at all: no gateways.
+        let none = BASE.split("nat_gateways:").next().unwrap();
+        assert!(parse_str(none, "t.yaml").unwrap().nat_gateways.is_empty());
+    }
+
+    #[test]
+    fn default_limit_clamped_to_small_range() {
+        let t = edit(14, "    port_range: {first: 2000, last: 2009}")
+            .replace("    max_connections_per_destination: 1000\n", "");
+        let cfg = parse_str(&t, "t.yaml").unwrap();
+        assert_eq!(cfg.nat_gateways[0].connection_limit(), 10);
+    }
+
+    #[test]
+    fn rfc4787_mode_parses() {
+        let cfg = parse_str(&edit(18, "    mode: rfc4787"), "t.yaml").unwrap();
+        assert_eq!(cfg.nat_gateways[0].mode, NatMode::Rfc4787);
+        rejects(&edit(18, "    mode: cone"), "nat_gateways[0].mode", 18, "unknown variant");
+    }
+
+    #[test]
+    fn duplicate_id() {
+        rejects(&edit(19, "  - id: tenant-a"), "nat_gateways[1].id", 19, "duplicate gateway id");
+        rejects(&edit(11, "  - id: \"\""), "nat_gateways[0].id", 11, "empty");
+    }
+
+    #[test]
+    fn inside_prefixes_rules() {
+        rejects(
+            &edit(12, "    inside_prefixes: []"),
+            "nat_gateways[0].inside_prefixes",
+            12,
+            "at least one",
+        );
+        rejects(
+            &edit(12, "    inside_prefixes: [10.0.1.5/24]"),
+            "nat_gateways[0].inside_prefixes[0]",
+            12,
+            "host bits",
+        );
+    }
+
+    #[test]
+    fn public_ip_count() {
+        rejects(&edit(13, "    public_ips: []"), "nat_gateways[0].public_ips", 13, "1..=8");
+        let nine: Vec<String> = (10..19).map(|i| format!("203.0.113.{i}")).collect();
+        rejects(
+            &edit(13, &format!("    public_ips: [{}]", nine.join(", "))),
+            "nat_gateways[0].public_ips",
+            13,
+            "1..=8",
+        );
+    }
+
+    #[test]
+    fn public_ip_overlaps() {
+        rejects(
+            &edit(21, "    public_ips: [203.0.113.11]"),
+            "nat_gateways[1].public_ips[0]",
+            21,
+            "already belongs to gateway `tenant-a`",
+        );
+        rejects(
+            &edit(13, "    public_ips: [203.0.113.10, 203.0.113.10]"),
+            "nat_gateways[0].public_ips[1]",
+            13,
+            "listed twice",
+        );
+        rejects(
+            &edit(21, "    public_ips: [203.0.113.1]"),
+            "nat_gateways[1].public_ips[0]",
+            21,
+            "address of port `outside`",
+        );
+        rejects(
+            &edit(21, "    public_ips: [255.255.255.255]"),
+            "nat_gateways[1].public_ips[0]",
+            21,
+            "cannot be a public",
+        );
+    }
+
+    #[test]
+    fn port_range_rules() {
+        rejects(
+            &edit(14, "    port_range: {first: 0, last: 2047}"),
+            "nat_gateways[0].port_range.first",
+            14,
+            "out of range 1..=65535",
+        );
+        rejects(
+            &edit(14, "    port_range: {first: 1024, last: 65536}"),
+            "nat_gateways[0].port_range.last",
+            14,
+            "out of range 1..=65535",
+        );
+        rejects(
+            &edit(14, "    port_range: {first: 3000, last: 2047}"),
+            "nat_gateways[0].port_range.last",
+            14,
+            "empty",
+        );
+    }
+
+    #[test]
+    fn limit_above_range_size() {
+        rejects(
+            &edit(15, "    max_connections_per_destination: 1025"),
+            "nat_gateways[0].max_connections_per_destination",
+            15,
+            "out of range 1..=1024",
+        );
+        rejects(
+            &edit(15, "    max_connections_per_destination: 0"),
+            "nat_gateways[0].max_connections_per_destination",
+            15,
+            "out of range",
+        );
+    }
+
+    #[test]
+    fn timeouts_at_least_one_second() {
+        for (field, line) in [
+            ("{tcp_established_s: 0, tcp_transitory_s: 5, udp_s: 10, icmp_s: 5}", "tcp_established_s"),
+            ("{tcp_established_s: 10, tcp_transitory_s: 0, udp_s: 10, icmp_s: 5}", "tcp_transitory_s"),
+            ("{tcp_established_s: 10, tcp_transitory_s: 5, udp_s: 0, icmp_s: 5}", "udp_s"),
+            ("{tcp_established_s: 10, tcp_transitory_s: 5, udp_s: 10, icmp_s: 0}", "icmp_s"),
+        ] {
+            rejects(
+                &edit(16, &format!("    timeouts: {field}")),
+                &format!("nat_gateways[0].timeouts.{line}"),
+                16,
+                "out of range 1..=",
+            );
+        }
+    }
+
+    #[test]
+    fn flows_per_core_bounded() {
+        rejects(
+            &edit(17, "    flows_per_core: 1"),
+            "nat_gateways[0].flows_per_core",
+            17,
+            "out of range",
+        );
+        rejects(
+            &edit(17, "    flows_per_core: 100000000"),
+            "nat_gateways[0].flows_per_core",
+            17,
+            "out of range",
+        );
+    }
+
+    #[test]
+    fn unknown_field_refused() {
+        rejects(&edit(18, "    mood: aws"), "nat_gateways[0].mood", 18, "unknown field");
+    }
+}
