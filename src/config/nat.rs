@@ -142,11 +142,17 @@ pub(super) fn check_nat_gateways(cfg: &Config, v: &mut Validator<'_>) {
     for (i, g) in cfg.nat_gateways.iter().enumerate() {
         let base = format!("nat_gateways[{i}]");
         if g.id.is_empty() {
-            v.fail(format!("{base}.id"), "id is empty; name the gateway (tenant)");
+            v.fail(
+                format!("{base}.id"),
+                "id is empty; name the gateway (tenant)",
+            );
         } else if let Some(j) = cfg.nat_gateways[..i].iter().position(|o| o.id == g.id) {
             v.fail(
                 format!("{base}.id"),
-                format!("duplicate gateway id `{}` (also nat_gateways[{j}].id)", g.id),
+                format!(
+                    "duplicate gateway id `{}` (also nat_gateways[{j}].id)",
+                    g.id
+                ),
             );
         }
 
@@ -333,7 +339,13 @@ nat_gateways:
         assert_eq!(a.connection_limit(), 1000);
         assert_eq!(a.mode, NatMode::Aws);
         let b = &cfg.nat_gateways[1];
-        assert_eq!(b.port_range, NatPortRange { first: 1024, last: 65535 });
+        assert_eq!(
+            b.port_range,
+            NatPortRange {
+                first: 1024,
+                last: 65535
+            }
+        );
         assert_eq!(b.connection_limit(), 55_000);
         assert_eq!(b.timeouts, NatTimeouts::default());
         assert_eq!(b.timeouts.tcp_established_s, 350);
@@ -356,12 +368,22 @@ nat_gateways:
     fn rfc4787_mode_parses() {
         let cfg = parse_str(&edit(18, "    mode: rfc4787"), "t.yaml").unwrap();
         assert_eq!(cfg.nat_gateways[0].mode, NatMode::Rfc4787);
-        rejects(&edit(18, "    mode: cone"), "nat_gateways[0].mode", 18, "unknown variant");
+        rejects(
+            &edit(18, "    mode: cone"),
+            "nat_gateways[0].mode",
+            18,
+            "unknown variant",
+        );
     }
 
     #[test]
     fn duplicate_id() {
-        rejects(&edit(19, "  - id: tenant-a"), "nat_gateways[1].id", 19, "duplicate gateway id");
+        rejects(
+            &edit(19, "  - id: tenant-a"),
+            "nat_gateways[1].id",
+            19,
+            "duplicate gateway id",
+        );
         rejects(&edit(11, "  - id: \"\""), "nat_gateways[0].id", 11, "empty");
     }
 
@@ -383,7 +405,12 @@ nat_gateways:
 
     #[test]
     fn public_ip_count() {
-        rejects(&edit(13, "    public_ips: []"), "nat_gateways[0].public_ips", 13, "1..=8");
+        rejects(
+            &edit(13, "    public_ips: []"),
+            "nat_gateways[0].public_ips",
+            13,
+            "1..=8",
+        );
         let nine: Vec<String> = (10..19).map(|i| format!("203.0.113.{i}")).collect();
         rejects(
             &edit(13, &format!("    public_ips: [{}]", nine.join(", "))),
@@ -462,10 +489,22 @@ nat_gateways:
     #[test]
     fn timeouts_at_least_one_second() {
         for (field, line) in [
-            ("{tcp_established_s: 0, tcp_transitory_s: 5, udp_s: 10, icmp_s: 5}", "tcp_established_s"),
-            ("{tcp_established_s: 10, tcp_transitory_s: 0, udp_s: 10, icmp_s: 5}", "tcp_transitory_s"),
-            ("{tcp_established_s: 10, tcp_transitory_s: 5, udp_s: 0, icmp_s: 5}", "udp_s"),
-            ("{tcp_established_s: 10, tcp_transitory_s: 5, udp_s: 10, icmp_s: 0}", "icmp_s"),
+            (
+                "{tcp_established_s: 0, tcp_transitory_s: 5, udp_s: 10, icmp_s: 5}",
+                "tcp_established_s",
+            ),
+            (
+                "{tcp_established_s: 10, tcp_transitory_s: 0, udp_s: 10, icmp_s: 5}",
+                "tcp_transitory_s",
+            ),
+            (
+                "{tcp_established_s: 10, tcp_transitory_s: 5, udp_s: 0, icmp_s: 5}",
+                "udp_s",
+            ),
+            (
+                "{tcp_established_s: 10, tcp_transitory_s: 5, udp_s: 10, icmp_s: 0}",
+                "icmp_s",
+            ),
         ] {
             rejects(
                 &edit(16, &format!("    timeouts: {field}")),
@@ -494,6 +533,11 @@ nat_gateways:
 
     #[test]
     fn unknown_field_refused() {
-        rejects(&edit(18, "    mood: aws"), "nat_gateways[0].mood", 18, "unknown field");
+        rejects(
+            &edit(18, "    mood: aws"),
+            "nat_gateways[0].mood",
+            18,
+            "unknown field",
+        );
     }
 }

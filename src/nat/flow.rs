@@ -1,0 +1,335 @@
+//! The per-worker, per-gateway flow table: a preallocated slab of compact entries, reachable
+//! from both directions through two hashbrown index tables holding only a `u32` slab index.
+//!
+//! Why two indexes of `u32` rather than one map per direction holding the entry: the entry
+//! is stored once (32 bytes) and each index costs 4 bytes + 1 control byte per bucket.
+//! Both indexes are created with the full capacity up front and the slab never grows past
+//! it, so inserting never reallocates or rehashes on the packet path.
+
+use super::expiry::NIL;
+use hashbrown::HashTable;
+use std::net::Ipv4Addr;
+
+/// One side of a mapping as seen on the wire: `local` is the inside endpoint (inside index)
+/// or the public endpoint (outside index). ICMP echo uses the identifier as `local_port`
+/// and 0 as `remote_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    pub proto: u8,
+    pub local_ip: u32,
+    pub local_port: u16,
+    pub remote_ip: u32,
+    pub remote_port: u16,
+}
+
+impl Key {
+    pub fn new(proto: u8, local: Ipv4Addr, lport: u16, remote: Ipv4Addr, rport: u16) -> Key {
+        Key {
+            proto,
+            local_ip: u32::from(local),
+            local_port: lport,
+            remote_ip: u32::from(remote),
+            remote_port: rport,
+        }
+    }
+}
+
+/// TCP/flow state bits kept in `Flow::state`.
+pub mod st {
+    /// Low 3 bits: the TCP state (see `tcp_state`); 0 for UDP/ICMP.
+    pub const TCP_MASK: u8 = 0x07;
+    /// A packet came back from the remote (UDP/ICMP "established").
+    pub const SEEN_REPLY: u8 = 0x08;
+    /// `seq_out` / `seq_in` hold a sequence number seen in that direction.
+    pub const SEQ_OUT_VALID: u8 = 0x10;
+    pub const SEQ_IN_VALID: u8 = 0x20;
+    /// Unindexed, waiting for the wheel to free the slot.
+    pub const DEAD: u8 = 0x80;
+}
+
+/// A mapping. Addresses are host-order `u32`s to keep the entry at 32 bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flow {
+    pub inside_ip: u32,
+    pub remote_ip: u32,
+    pub public_ip: u32,
+    pub inside_port: u16,
+    pub remote_port: u16,
+    pub public_port: u16,
+    pub proto: u8,
+    pub state: u8,
+    /// Expiry tick (see `expiry`): refreshed by every packet.
+    pub deadline: u32,
+    /// Last sequence number seen from the inside / from the remote (TCP).
+    pub seq_out: u32,
+    pub seq_in: u32,
+}
+
+impl Flow {
+    pub fn in_key(&self) -> Key {
+        Key {
+            proto: self.proto,
+            local_ip: self.inside_ip,
+            local_port: self.inside_port,
+            remote_ip: self.remote_ip,
+            remote_port: self.remote_port,
+        }
+    }
+    pub fn out_key(&self) -> Key {
+        Key {
+            proto: self.proto,
+            local_ip: self.public_ip,
+            local_port: self.public_port,
+            remote_ip: self.remote_ip,
+            remote_port: self.remote_port,
+        }
+    }
+    pub fn inside(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.inside_ip)
+    }
+    pub fn public(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.public_ip)
+    }
+    pub fn remote(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.remote_ip)
+    }
+    pub fn is_dead(&self) -> bool {
+        self.state & st::DEAD != 0
+    }
+}
+
+/// Keyed 64-bit mix of a key (not cryptographic; the per-worker random seed keeps an
+/// outsider from aiming many keys at one bucket chain).
+#[inline]
+pub fn hash_key(seed: u64, k: &Key) -> u64 {
+    let a = (u64::from(k.local_ip) << 32) | u64::from(k.remote_ip);
+    let b = (u64::from(k.proto) << 32) | (u64::from(k.local_port) << 16) | u64::from(k.remote_port);
+    mix2(seed, a, b)
+}
+
+#[inline]
+pub fn mix2(seed: u64, a: u64, b: u64) -> u64 {
+    let mut h = (a ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h = (h.rotate_left(31) ^ b).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    h ^= h >> 29;
+    h = h.wrapping_mul(0x1656_67B1_9E37_79F9);
+    h ^ (h >> 32)
+}
+
+pub struct FlowTable {
+    flows: Vec<Flow>,
+    /// Wheel link of an armed flow, or free-list link of a free slot.
+    pub next: Vec<u32>,
+    free_head: u32,
+    by_in: HashTable<u32>,
+    by_out: HashTable<u32>,
+    /// Slots in use (live or dead-but-not-yet-freed).
+    used: usize,
+    /// Live (indexed) flows.
+    live: usize,
+    seed: u64,
+}
+
+impl FlowTable {
+    pub fn new(capacity: usize, seed: u64) -> FlowTable {
+        let cap = capacity.clamp(1, (u32::MAX - 1) as usize);
+        let next: Vec<u32> = (1..=cap as u32)
+            .map(|i| if i as usize == cap { NIL } else { i })
+            .collect();
+        FlowTable {
+            flows: vec![Flow::default(); cap],
+            next,
+            free_head: 0,
+            by_in: HashTable::with_capacity(cap),
+            by_out: HashTable::with_capacity(cap),
+            used: 0,
+            live: 0,
+            seed,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.flows.len()
+    }
+    /// Live flows (reachable by lookup).
+    pub fn len(&self) -> usize {
+        self.live
+    }
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+    /// Bytes held by the slab, the link array and both indexes.
+    pub fn memory_bytes(&self) -> usize {
+        self.flows.len() * std::mem::size_of::<Flow>()
+            + self.next.len() * 4
+            + self.by_in.allocation_size()
+            + self.by_out.allocation_size()
+    }
+
+    pub fn get(&self, idx: u32) -> Option<&Flow> {
+        self.flows.get(idx as usize)
+    }
+    pub fn get_mut(&mut self, idx: u32) -> Option<&mut Flow> {
+        self.flows.get_mut(idx as usize)
+    }
+
+    #[inline]
+    pub fn lookup_in(&self, k: &Key) -> Option<u32> {
+        let flows = &self.flows;
+        self.by_in
+            .find(hash_key(self.seed, k), |&i| {
+                flows.get(i as usize).is_some_and(|f| f.in_key() == *k)
+            })
+            .copied()
+    }
+
+    #[inline]
+    pub fn lookup_out(&self, k: &Key) -> Option<u32> {
+        let flows = &self.flows;
+        self.by_out
+            .find(hash_key(self.seed, k), |&i| {
+                flows.get(i as usize).is_some_and(|f| f.out_key() == *k)
+            })
+            .copied()
+    }
+
+    /// Stores `flow` and indexes it both ways. `None` when the table is full (nothing
+    /// changes). The caller must have checked that neither key is present, and must arm
+    /// the returned slot in the timer wheel.
+    pub fn insert(&mut self, flow: Flow) -> Option<u32> {
+        // Both indexes were sized for `capacity` entries; refusing at `capacity` keeps
+        // hashbrown from ever growing (the hasher closures below are then never called).
+        if self.free_head == NIL || self.live >= self.flows.len() {
+            return None;
+        }
+        let idx = self.free_head;
+        let slot = self.flows.get_mut(idx as usize)?;
+        *slot = flow;
+        self.free_head = self.next.get(idx as usize).copied().unwrap_or(NIL);
+        self.used += 1;
+        self.live += 1;
+        let seed = self.seed;
+        let flows = &self.flows;
+        self.by_in
+            .insert_unique(hash_key(seed, &flow.in_key()), idx, |&i| {
+                flows
+                    .get(i as usize)
+                    .map_or(0, |f| hash_key(seed, &f.in_key()))
+            });
+        self.by_out
+            .insert_unique(hash_key(seed, &flow.out_key()), idx, |&i| {
+                flows
+                    .get(i as usize)
+                    .map_or(0, |f| hash_key(seed, &f.out_key()))
+            });
+        Some(idx)
+    }
+
+    /// Removes the flow from both indexes and marks it dead; its slot stays allocated (it
+    /// is still linked in the timer wheel) until `free`.
+    pub fn unindex(&mut self, idx: u32) {
+        let Some(f) = self.flows.get(idx as usize).copied() else {
+            return;
+        };
+        if f.is_dead() {
+            return;
+        }
+        if let Ok(e) = self
+            .by_in
+            .find_entry(hash_key(self.seed, &f.in_key()), |&i| i == idx)
+        {
+            e.remove();
+        }
+        if let Ok(e) = self
+            .by_out
+            .find_entry(hash_key(self.seed, &f.out_key()), |&i| i == idx)
+        {
+            e.remove();
+        }
+        if let Some(f) = self.flows.get_mut(idx as usize) {
+            f.state |= st::DEAD;
+        }
+        self.live -= 1;
+    }
+
+    /// Returns a dead slot to the free list (called by the wheel once it unlinked it).
+    pub fn free(&mut self, idx: u32) {
+        let (Some(f), Some(link)) = (
+            self.flows.get_mut(idx as usize),
+            self.next.get_mut(idx as usize),
+        ) else {
+            return;
+        };
+        if !f.is_dead() {
+            return;
+        }
+        *f = Flow::default();
+        *link = self.free_head;
+        self.free_head = idx;
+        self.used -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(n: u32) -> Flow {
+        Flow {
+            inside_ip: 0x0a00_0001,
+            remote_ip: 0x0808_0808,
+            public_ip: 0xcb00_710a,
+            inside_port: n as u16,
+            remote_port: 53,
+            public_port: 10_000 + n as u16,
+            proto: 17,
+            ..Flow::default()
+        }
+    }
+
+    #[test]
+    fn both_ways_bounded_and_slots_reused() {
+        let mut t = FlowTable::new(100, 7);
+        let mut idx = Vec::new();
+        for n in 0..100 {
+            idx.push(t.insert(flow(n)).unwrap());
+        }
+        assert_eq!(t.insert(flow(100)), None, "full");
+        assert_eq!(t.len(), 100);
+        let f = flow(42);
+        assert_eq!(t.lookup_in(&f.in_key()), Some(idx[42]));
+        assert_eq!(t.lookup_out(&f.out_key()), Some(idx[42]));
+        t.unindex(idx[42]);
+        assert_eq!(t.lookup_in(&f.in_key()), None);
+        assert_eq!(t.lookup_out(&f.out_key()), None);
+        assert_eq!(t.insert(flow(100)), None, "dead slot not yet freed");
+        t.free(idx[42]);
+        let again = t.insert(flow(100)).unwrap();
+        assert_eq!(again, idx[42]);
+        assert_eq!(t.lookup_out(&flow(100).out_key()), Some(again));
+        for n in 0..100 {
+            if n != 42 {
+                assert_eq!(t.lookup_in(&flow(n).in_key()), Some(idx[n as usize]));
+            }
+        }
+    }
+
+    #[test]
+    fn flow_entry_size() {
+        // Reported in docs: the entry itself, and what the table costs per flow overall.
+        let cap = 200_000;
+        let t = FlowTable::new(cap, 1);
+        let per_flow = t.memory_bytes() as f64 / cap as f64;
+        println!(
+            "size_of::<Flow>() = {} B, wheel/free link = 4 B, index entry = {} B + 1 control byte \
+             (x2 indexes); {} flows: {} bytes total = {:.1} B/flow",
+            std::mem::size_of::<Flow>(),
+            std::mem::size_of::<u32>(),
+            cap,
+            t.memory_bytes(),
+            per_flow
+        );
+        assert_eq!(std::mem::size_of::<Flow>(), 32);
+        assert!(per_flow <= 64.0, "{per_flow}");
+    }
+}
