@@ -8,3 +8,4 @@ pub mod wire;
 #[macro_use]
 pub mod log;
 pub mod metrics;
+pub mod nat;

@@ -55,6 +55,17 @@ drop_reasons! {
     UnsupportedIcmp => "unsupported_icmp", "ICMP to the appliance other than echo request";
     TxFull => "tx_full", "the port's TX queue refused the packet";
     HandoffFull => "handoff_full", "the owner core's handoff ring was full";
+    NatNoMapping => "nat_no_mapping", "NAT: inbound to a public IP with no mapping (unsolicited)";
+    NatPortExhausted => "nat_port_exhausted", "NAT: no free public port toward this destination";
+    NatTableFull => "nat_table_full", "NAT: the worker's flow table is full";
+    NatTcpOutOfWindow => "nat_tcp_out_of_window", "NAT: TCP sequence number far outside the window";
+    NatFragmentNotAllowed => "nat_fragment_not_allowed", "NAT: TCP or ICMP fragment (aws mode)";
+    NatFragmentNoFlow => "nat_fragment_no_flow", "NAT: non-first fragment without a tracked first fragment";
+    NatUnsupportedProtocol => "nat_unsupported_protocol", "NAT: protocol or ICMP type the NAT does not translate";
+    NatIcmpErrorNoMapping => "nat_icmp_error_no_mapping", "NAT: ICMP error quoting a flow with no mapping";
+    NatIcmpErrorMalformed => "nat_icmp_error_malformed", "NAT: ICMP error with a bad checksum or truncated quote";
+    NatFiltered => "nat_filtered", "NAT: inbound refused by address-dependent filtering (rfc4787 mode)";
+    NatIdleTimeoutRst => "nat_idle_timeout_rst", "NAT: inside TCP packet with no mapping (idle timeout); RST sent back";
 }
 
 macro_rules! worker_counters {

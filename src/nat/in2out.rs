@@ -1,0 +1,352 @@
+//! Inside -> outside: source NAT, flow creation, and the TCP RST for unknown connections.
+
+use super::flow::{st, Key};
+use super::frag::FragKey;
+use super::icmp_error::{self, Side};
+use super::{be16, split_l3_l4, tcp_state, Ip, NatVerdict, NatWorker};
+use crate::packet::PacketBuf;
+use crate::pipeline::counters::DropReason;
+use crate::wire::icmp::{ECHO_REQUEST, HEADER_LEN as ICMP_HDR};
+use crate::wire::tcp::{ACK, FIN, RST, SYN};
+use crate::wire::{
+    EthernetFrame, IcmpPacket, Ipv4Packet, TcpPacket, UdpPacket, IPPROTO_ICMP, IPPROTO_TCP,
+    IPPROTO_UDP,
+};
+use std::net::Ipv4Addr;
+
+impl NatWorker {
+    pub(super) fn in2out<B: PacketBuf>(
+        &mut self,
+        gi: usize,
+        pkt: &mut B,
+        ip: &Ip,
+        t: u32,
+    ) -> NatVerdict {
+        if let Some(c) = self.counters.get_mut(gi) {
+            c.packets_in_from_source += 1;
+            c.bytes_in_from_source += ip.len as u64;
+        }
+        if ip.is_fragment() && ip.proto != IPPROTO_UDP {
+            // Only UDP fragments are tracked (AWS drops TCP and ICMP fragments).
+            return self.drop(gi, DropReason::NatFragmentNotAllowed);
+        }
+        let v = if ip.is_later_fragment() {
+            self.in2out_later_fragment(gi, pkt, ip, t)
+        } else {
+            match ip.proto {
+                IPPROTO_TCP => self.in2out_tcp(gi, pkt, ip, t),
+                IPPROTO_UDP => self.in2out_udp(gi, pkt, ip, t),
+                IPPROTO_ICMP => self.in2out_icmp(gi, pkt, ip, t),
+                _ => Err(DropReason::NatUnsupportedProtocol),
+            }
+        };
+        match v {
+            Ok(NatVerdict::Translated) => {
+                if let Some(c) = self.counters.get_mut(gi) {
+                    c.packets_out_to_destination += 1;
+                    c.bytes_out_to_destination += ip.len as u64;
+                }
+                NatVerdict::Translated
+            }
+            Ok(v) => v,
+            Err(r) => self.drop(gi, r),
+        }
+    }
+
+    fn in2out_later_fragment<B: PacketBuf>(
+        &mut self,
+        gi: usize,
+        pkt: &mut B,
+        ip: &Ip,
+        t: u32,
+    ) -> Result<NatVerdict, DropReason> {
+        let key = FragKey {
+            src: u32::from(ip.src),
+            dst: u32::from(ip.dst),
+            ident: ip.ident,
+            proto: ip.proto,
+            dir: 0,
+        };
+        let g = self.gws.get(gi).ok_or(DropReason::NatFragmentNoFlow)?;
+        let new = g
+            .frags
+            .lookup(&key, t)
+            .ok_or(DropReason::NatFragmentNoFlow)?;
+        let (hdr, _) = split_l3_l4(pkt.data_mut(), ip).ok_or(DropReason::NatFragmentNoFlow)?;
+        Ipv4Packet::new_unchecked(hdr).rewrite_src(Ipv4Addr::from(new));
+        Ok(NatVerdict::Translated)
+    }
+
+    fn in2out_tcp<B: PacketBuf>(
+        &mut self,
+        gi: usize,
+        pkt: &mut B,
+        ip: &Ip,
+        t: u32,
+    ) -> Result<NatVerdict, DropReason> {
+        let (sport, dport, flags, seq) = {
+            let l4 = pkt.data().get(14 + ip.hl..14 + ip.len).unwrap_or(&[]);
+            let tcp = TcpPacket::new_unchecked(l4);
+            (
+                tcp.src_port(),
+                tcp.dst_port(),
+                tcp.flags(),
+                tcp.seq_number(),
+            )
+        };
+        let key = Key::new(IPPROTO_TCP, ip.src, sport, ip.dst, dport);
+        let idx = match self.lookup_in(gi, &key, t) {
+            Some(idx) => idx,
+            None => {
+                if flags & RST != 0 {
+                    return Err(DropReason::NatNoMapping);
+                }
+                if flags & (SYN | ACK) != SYN {
+                    // No mapping (idle timeout, or never had one): tell the host the
+                    // connection is gone, as AWS does.
+                    if make_rst(pkt, ip) {
+                        if let Some(c) = self.counters.get_mut(gi) {
+                            c.drop(DropReason::NatIdleTimeoutRst);
+                        }
+                        return Ok(NatVerdict::Respond);
+                    }
+                    return Err(DropReason::NatNoMapping);
+                }
+                let idx = self.create(
+                    gi,
+                    IPPROTO_TCP,
+                    (ip.src, sport),
+                    (ip.dst, dport),
+                    tcp_state::SYN_SENT,
+                    t,
+                )?;
+                if let Some(f) = self.flow_mut(gi, idx) {
+                    f.seq_out = seq;
+                    f.state |= st::SEQ_OUT_VALID;
+                }
+                return self.snat(gi, idx, pkt, ip);
+            }
+        };
+        let f = self.flow(gi, idx).ok_or(DropReason::NatNoMapping)?;
+        let tcp_st = f.state & st::TCP_MASK;
+        let new_syn = flags & (SYN | ACK) == SYN;
+        if new_syn && tcp_st == tcp_state::CLOSING {
+            // The host reuses the 5-tuple (after TIME_WAIT): a new connection on the mapping.
+            if let Some(f) = self.flow_mut(gi, idx) {
+                f.state = (f.state & !(st::TCP_MASK | st::SEQ_IN_VALID)) | tcp_state::SYN_SENT;
+                f.seq_out = seq;
+                f.state |= st::SEQ_OUT_VALID;
+            }
+        } else {
+            let last = (f.state & st::SEQ_OUT_VALID != 0).then_some(f.seq_out);
+            if !new_syn && !tcp_state::seq_ok(last, seq) {
+                return Err(DropReason::NatTcpOutOfWindow);
+            }
+            let (ns, established) = tcp_state::next(tcp_st, flags, true);
+            if established {
+                if let Some(c) = self.counters.get_mut(gi) {
+                    c.connections_established += 1;
+                }
+            }
+            if let Some(f) = self.flow_mut(gi, idx) {
+                f.state = (f.state & !st::TCP_MASK) | ns | st::SEQ_OUT_VALID;
+                f.seq_out = seq;
+            }
+        }
+        self.touch(gi, idx, t);
+        self.snat(gi, idx, pkt, ip)
+    }
+
+    fn in2out_udp<B: PacketBuf>(
+        &mut self,
+        gi: usize,
+        pkt: &mut B,
+        ip: &Ip,
+        t: u32,
+    ) -> Result<NatVerdict, DropReason> {
+        let l4 = pkt.data().get(14 + ip.hl..14 + ip.len).unwrap_or(&[]);
+        let (sport, dport) = (be16(l4, 0), be16(l4, 2));
+        let key = Key::new(IPPROTO_UDP, ip.src, sport, ip.dst, dport);
+        let idx = match self.lookup_in(gi, &key, t) {
+            Some(idx) => {
+                self.touch(gi, idx, t);
+                idx
+            }
+            None => self.create(gi, IPPROTO_UDP, (ip.src, sport), (ip.dst, dport), 0, t)?,
+        };
+        if ip.more {
+            // First fragment of a datagram: later fragments follow this mapping.
+            let f = self.flow(gi, idx).ok_or(DropReason::NatNoMapping)?;
+            let key = FragKey {
+                src: u32::from(ip.src),
+                dst: u32::from(ip.dst),
+                ident: ip.ident,
+                proto: IPPROTO_UDP,
+                dir: 0,
+            };
+            if let Some(g) = self.gws.get_mut(gi) {
+                g.frags.insert(key, f.public_ip, t);
+            }
+        }
+        self.snat(gi, idx, pkt, ip)
+    }
+
+    fn in2out_icmp<B: PacketBuf>(
+        &mut self,
+        gi: usize,
+        pkt: &mut B,
+        ip: &Ip,
+        t: u32,
+    ) -> Result<NatVerdict, DropReason> {
+        let msg = pkt.data().get(14 + ip.hl..14 + ip.len).unwrap_or(&[]);
+        if msg.len() < ICMP_HDR {
+            return Err(DropReason::NatUnsupportedProtocol);
+        }
+        let icmp = IcmpPacket::new_unchecked(msg);
+        let ty = icmp.msg_type();
+        if icmp_error::is_translated_error(ty) {
+            return self.in2out_icmp_error(gi, pkt, ip, t);
+        }
+        if ty != ECHO_REQUEST {
+            return Err(DropReason::NatUnsupportedProtocol);
+        }
+        let id = icmp.echo_ident();
+        let key = Key::new(IPPROTO_ICMP, ip.src, id, ip.dst, 0);
+        let idx = match self.lookup_in(gi, &key, t) {
+            Some(idx) => {
+                self.touch(gi, idx, t);
+                idx
+            }
+            None => self.create(gi, IPPROTO_ICMP, (ip.src, id), (ip.dst, 0), 0, t)?,
+        };
+        self.snat(gi, idx, pkt, ip)
+    }
+
+    /// An error from an inside host about a packet that came in through the NAT (e.g. port
+    /// unreachable for a UDP reply): the quoted destination is the inside endpoint and
+    /// becomes the public one again.
+    fn in2out_icmp_error<B: PacketBuf>(
+        &mut self,
+        gi: usize,
+        pkt: &mut B,
+        ip: &Ip,
+        t: u32,
+    ) -> Result<NatVerdict, DropReason> {
+        let msg = pkt.data().get(14 + ip.hl..14 + ip.len).unwrap_or(&[]);
+        let q = icmp_error::parse(msg)?;
+        if q.dst != ip.src || q.proto == IPPROTO_ICMP {
+            return Err(DropReason::NatIcmpErrorNoMapping);
+        }
+        let key = Key::new(q.proto, q.dst, q.dport, q.src, q.sport);
+        let idx = self
+            .lookup_in(gi, &key, t)
+            .ok_or(DropReason::NatIcmpErrorNoMapping)?;
+        let f = self
+            .flow(gi, idx)
+            .ok_or(DropReason::NatIcmpErrorNoMapping)?;
+        let (hdr, msg) =
+            split_l3_l4(pkt.data_mut(), ip).ok_or(DropReason::NatIcmpErrorMalformed)?;
+        icmp_error::rewrite(msg, &q, Side::Dst, f.public(), f.public_port);
+        Ipv4Packet::new_unchecked(hdr).rewrite_src(f.public());
+        Ok(NatVerdict::Translated)
+    }
+
+    /// Rewrites source address and port (identifier) to the flow's public endpoint.
+    fn snat<B: PacketBuf>(
+        &mut self,
+        gi: usize,
+        idx: u32,
+        pkt: &mut B,
+        ip: &Ip,
+    ) -> Result<NatVerdict, DropReason> {
+        let f = self.flow(gi, idx).ok_or(DropReason::NatNoMapping)?;
+        let (hdr, l4) = split_l3_l4(pkt.data_mut(), ip).ok_or(DropReason::NatNoMapping)?;
+        let old = Ipv4Packet::new_unchecked(hdr).rewrite_src(f.public());
+        match ip.proto {
+            IPPROTO_TCP => {
+                let mut p = TcpPacket::new_unchecked(l4);
+                p.rewrite_src_port(f.public_port);
+                p.adjust_checksum_for_addr(old, f.public());
+            }
+            IPPROTO_UDP => {
+                let mut p = UdpPacket::new_unchecked(l4);
+                p.rewrite_src_port(f.public_port);
+                p.adjust_checksum_for_addr(old, f.public());
+            }
+            _ => {
+                IcmpPacket::new_unchecked(l4).rewrite_echo_ident(f.public_port);
+            }
+        }
+        Ok(NatVerdict::Translated)
+    }
+}
+
+/// Turns a TCP segment into the RST its peer would send if it had no connection (RFC 793
+/// "Reset Generation"): from the remote to the inside host, no payload, no options.
+/// False if the frame is too short to hold the reply.
+pub(super) fn make_rst<B: PacketBuf>(pkt: &mut B, ip: &Ip) -> bool {
+    const IP_LEN: usize = 20;
+    const TCP_LEN: usize = 20;
+    let (sport, dport, seq, ack, flags, seg_len) = {
+        let l4 = pkt.data().get(14 + ip.hl..14 + ip.len).unwrap_or(&[]);
+        let tcp = TcpPacket::new_unchecked(l4);
+        let payload = l4.len().saturating_sub(tcp.header_len()) as u32;
+        (
+            tcp.src_port(),
+            tcp.dst_port(),
+            tcp.seq_number(),
+            tcp.ack_number(),
+            tcp.flags(),
+            payload,
+        )
+    };
+    if pkt.len() < 14 + IP_LEN + TCP_LEN || !pkt.set_len(14 + IP_LEN + TCP_LEN) {
+        return false;
+    }
+    let frame = pkt.data_mut();
+    {
+        let mut eth = EthernetFrame::new_unchecked(&mut *frame);
+        let (s, d) = (eth.src_addr(), eth.dst_addr());
+        eth.set_src_addr(d);
+        eth.set_dst_addr(s);
+    }
+    let Some(rest) = frame.get_mut(14..) else {
+        return false;
+    };
+    let (hdr, seg) = rest.split_at_mut(IP_LEN.min(rest.len()));
+    {
+        let mut h = Ipv4Packet::new_unchecked(&mut *hdr);
+        h.set_version_ihl(5);
+        h.set_tos(0);
+        h.set_total_len((IP_LEN + TCP_LEN) as u16);
+        h.set_ident(0);
+        h.set_flags_frag(true, false, 0);
+        h.set_ttl(64);
+        h.set_protocol(IPPROTO_TCP);
+        h.set_src_addr(ip.dst);
+        h.set_dst_addr(ip.src);
+        h.fill_checksum();
+    }
+    if let Some(b) = seg.get_mut(12) {
+        // Data offset 5 words, reserved bits clear.
+        *b = 0x50;
+    }
+    let mut tcp = TcpPacket::new_unchecked(seg);
+    tcp.set_src_port(dport);
+    tcp.set_dst_port(sport);
+    if flags & ACK != 0 {
+        tcp.set_seq_number(ack);
+        tcp.set_ack_number(0);
+        tcp.set_flags(RST);
+    } else {
+        let len = seg_len + u32::from(flags & SYN != 0) + u32::from(flags & FIN != 0);
+        tcp.set_seq_number(0);
+        tcp.set_ack_number(seq.wrapping_add(len));
+        tcp.set_flags(RST | ACK);
+    }
+    tcp.set_header_len(TCP_LEN);
+    tcp.set_window(0);
+    tcp.set_urgent_ptr(0);
+    tcp.fill_checksum(ip.dst, ip.src);
+    true
+}

@@ -1,0 +1,462 @@
+//! NAT gateway (SPEC.md §2): Hyperplane-style source NAT, one `NatWorker` per worker core.
+//!
+//! Layout (after VPP's nat44-ed): `in2out` / `out2in` translate, `flow` holds the flow table
+//! (one slab entry per connection, indexed by its inside and its outside 5-tuple), `ports`
+//! allocates public ports (per-destination uniqueness, per-worker slices, RSS steering),
+//! `expiry` is the timer wheel, `tcp_state` the connection tracking, `icmp_error` the
+//! RFC 5508 rewriting of quoted headers, `frag` the UDP fragment tracking, `toeplitz` the
+//! RSS hash, `counters` the CloudWatch-like per-gateway counters.
+//!
+//! Ownership: every worker owns its flows outright. A flow is created by the worker that
+//! sees its first outbound packet (RSS keeps a 5-tuple on one queue), with a port from that
+//! worker's slice, so `owner_of(port)` names the worker holding the state for return
+//! traffic; out2in on another worker yields `Handoff(owner)`. No locks, no shared state.
+//!
+//! Packet path: no allocation (all tables are preallocated and refuse to grow), no
+//! syscalls, no logging, no panics (all buffer access is bounds-checked).
+
+pub mod counters;
+pub mod expiry;
+pub mod flow;
+pub mod frag;
+pub mod icmp_error;
+mod in2out;
+mod out2in;
+pub mod ports;
+pub mod tcp_state;
+#[cfg(test)]
+mod tests;
+pub mod toeplitz;
+
+pub use counters::GatewayCounters;
+pub use ports::RssSteering;
+
+use crate::config::{Ipv4Net, NatGatewayConfig, NatMode};
+use crate::packet::PacketBuf;
+use crate::pipeline::counters::DropReason;
+use crate::wire::{Ipv4Packet, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use expiry::TimerWheel;
+use flow::{st, Flow, FlowTable, Key};
+use frag::FragTable;
+use ports::{PortAllocator, Rng};
+use std::net::Ipv4Addr;
+
+/// Timer resolution: timeouts are honoured to within 1/16 s (plus `expire` call spacing).
+pub const TICKS_PER_S: u64 = 16;
+/// 8192 slots of 1/16 s: a 512 s span covers the default 350 s timeouts in one turn.
+pub const WHEEL_SLOTS: usize = 8192;
+/// Work bound of one `expire` call, per gateway: flows examined, and empty slots stepped.
+pub const EXPIRE_FLOW_BUDGET: u32 = 256;
+pub const EXPIRE_SLOT_BUDGET: u32 = 256;
+
+/// What the pipeline does with a packet after `NatWorker::process`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatVerdict {
+    /// Not NAT traffic (no gateway's inside prefix as source, no public IP as
+    /// destination): route unchanged.
+    Pass,
+    /// Rewritten (in2out or out2in); route by the new destination.
+    Translated,
+    /// Rewritten into a reply toward the original sender (TCP RST for a connection with no
+    /// mapping, e.g. after its idle timeout); route it as a packet the appliance originates.
+    Respond,
+    /// Return traffic owned by another worker: hand the packet to that worker unchanged.
+    Handoff(usize),
+    Drop(DropReason),
+}
+
+/// One gateway's state on one worker.
+pub(crate) struct Gateway {
+    inside: Vec<Ipv4Net>,
+    public_ips: Vec<Ipv4Addr>,
+    #[allow(dead_code)]
+    mode: NatMode,
+    /// Timeouts in ticks.
+    to_tcp_est: u32,
+    to_tcp_trans: u32,
+    to_udp: u32,
+    to_icmp: u32,
+    flows: FlowTable,
+    wheel: TimerWheel,
+    ports: PortAllocator,
+    frags: FragTable,
+}
+
+impl Gateway {
+    fn timeout(&self, proto: u8, state: u8) -> u32 {
+        match proto {
+            IPPROTO_TCP if tcp_state::is_established(state & st::TCP_MASK) => self.to_tcp_est,
+            IPPROTO_TCP => self.to_tcp_trans,
+            IPPROTO_UDP => self.to_udp,
+            _ => self.to_icmp,
+        }
+    }
+}
+
+pub struct NatWorker {
+    worker: usize,
+    n_workers: usize,
+    /// TSC cycles per tick.
+    tick_len: u64,
+    gws: Vec<Gateway>,
+    counters: Vec<GatewayCounters>,
+    /// Public IP -> gateway index (built once; lookups never allocate).
+    public: hashbrown::HashMap<u32, usize>,
+    rng: Rng,
+    steering: Option<RssSteering>,
+    last_sweep: u32,
+}
+
+/// The IPv4 facts the translators need, read once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ip {
+    /// Header length and total length.
+    hl: usize,
+    len: usize,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    ident: u16,
+    /// Fragment offset in 8-byte units, and MF.
+    frag_off: u16,
+    more: bool,
+}
+
+impl Ip {
+    fn parse(frame: &[u8]) -> Option<Ip> {
+        let p = Ipv4Packet::new_checked(frame.get(14..)?).ok()?;
+        Some(Ip {
+            hl: p.header_len(),
+            len: usize::from(p.total_len()),
+            src: p.src_addr(),
+            dst: p.dst_addr(),
+            proto: p.protocol(),
+            ident: p.ident(),
+            frag_off: p.frag_offset(),
+            more: p.more_frags(),
+        })
+    }
+    fn is_fragment(&self) -> bool {
+        self.more || self.frag_off != 0
+    }
+    /// A fragment other than the first: no transport header.
+    fn is_later_fragment(&self) -> bool {
+        self.frag_off != 0
+    }
+}
+
+/// The IP header and the IP payload of the frame, mutable.
+pub(crate) fn split_l3_l4<'a>(
+    frame: &'a mut [u8],
+    ip: &Ip,
+) -> Option<(&'a mut [u8], &'a mut [u8])> {
+    let pkt = frame.get_mut(14..14 + ip.len)?;
+    if ip.hl > pkt.len() {
+        return None;
+    }
+    Some(pkt.split_at_mut(ip.hl))
+}
+
+/// Read a big-endian u16 (0 when out of bounds).
+#[inline]
+pub(crate) fn be16(d: &[u8], off: usize) -> u16 {
+    match d.get(off..off + 2) {
+        Some(&[a, b]) => u16::from_be_bytes([a, b]),
+        _ => 0,
+    }
+}
+
+impl NatWorker {
+    pub fn new(
+        gateways: &[NatGatewayConfig],
+        worker: usize,
+        n_workers: usize,
+        tsc_hz: u64,
+    ) -> NatWorker {
+        let n_workers = n_workers.max(1);
+        let worker = worker.min(n_workers - 1);
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let mut rng = Rng::new(clock ^ ((worker as u64) << 48) ^ tsc_hz);
+        let tick_len = (tsc_hz / TICKS_PER_S).max(1);
+        let ticks =
+            |s: u32| (u64::from(s.max(1)) * TICKS_PER_S).min(u64::from(u32::MAX / 4)) as u32;
+        let mut public = hashbrown::HashMap::new();
+        let mut gws = Vec::with_capacity(gateways.len());
+        for (gi, g) in gateways.iter().enumerate() {
+            for ip in &g.public_ips {
+                public.entry(u32::from(*ip)).or_insert(gi);
+            }
+            let first = g.port_range.first.clamp(1, 65535) as u16;
+            let last = g.port_range.last.clamp(1, 65535) as u16;
+            gws.push(Gateway {
+                inside: g.inside_prefixes.clone(),
+                public_ips: g.public_ips.clone(),
+                mode: g.mode,
+                to_tcp_est: ticks(g.timeouts.tcp_established_s),
+                to_tcp_trans: ticks(g.timeouts.tcp_transitory_s),
+                to_udp: ticks(g.timeouts.udp_s),
+                to_icmp: ticks(g.timeouts.icmp_s),
+                flows: FlowTable::new(g.flows_per_core as usize, rng.next_u64()),
+                wheel: TimerWheel::new(WHEEL_SLOTS, 0),
+                ports: PortAllocator::new(
+                    first,
+                    last,
+                    g.connection_limit(),
+                    worker,
+                    n_workers,
+                    rng.next_u64(),
+                ),
+                frags: FragTable::new(rng.next_u64()),
+            });
+        }
+        NatWorker {
+            worker,
+            n_workers,
+            tick_len,
+            counters: vec![GatewayCounters::default(); gws.len()],
+            gws,
+            public,
+            rng,
+            steering: None,
+            last_sweep: 0,
+        }
+    }
+
+    /// RSS-aware allocation: when set, new ports are chosen so that the NIC steers return
+    /// traffic to this worker's queue (bounded retries, see `ports`).
+    pub fn set_rss_steering(&mut self, s: Option<RssSteering>) {
+        self.steering = s;
+    }
+
+    #[inline]
+    fn tick(&self, now: u64) -> u32 {
+        (now / self.tick_len) as u32
+    }
+
+    /// Transit IPv4 packet (Ethernet frame at data()[0..]; IPv4 header at 14 already
+    /// validated; L4 header validated on first fragments; frame trimmed to 14+total_len).
+    /// Called before routing and before the TTL decrement.
+    pub fn process<B: PacketBuf>(&mut self, pkt: &mut B, now: u64) -> NatVerdict {
+        let Some(ip) = Ip::parse(pkt.data()) else {
+            return NatVerdict::Pass;
+        };
+        let t = self.tick(now);
+        if let Some(&gi) = self.public.get(&u32::from(ip.dst)) {
+            return self.out2in(gi, pkt, &ip, t);
+        }
+        let src = ip.src;
+        if let Some(gi) = self
+            .gws
+            .iter()
+            .position(|g| g.inside.iter().any(|p| p.contains(src)))
+        {
+            return self.in2out(gi, pkt, &ip, t);
+        }
+        NatVerdict::Pass
+    }
+
+    /// Amortized expiry, called between bursts: per gateway at most
+    /// `EXPIRE_FLOW_BUDGET` flows and `EXPIRE_SLOT_BUDGET` wheel slots.
+    pub fn expire(&mut self, now: u64) {
+        let t = self.tick(now);
+        let sweep = t != self.last_sweep;
+        self.last_sweep = t;
+        for (g, c) in self.gws.iter_mut().zip(self.counters.iter_mut()) {
+            let mut slots = EXPIRE_SLOT_BUDGET;
+            for _ in 0..EXPIRE_FLOW_BUDGET {
+                let Some(idx) = g.wheel.pop_due(&g.flows.next, t, &mut slots) else {
+                    break;
+                };
+                let Some(f) = g.flows.get(idx).copied() else {
+                    continue;
+                };
+                if f.is_dead() {
+                    g.flows.free(idx);
+                } else if expiry::is_due(f.deadline, t) {
+                    g.flows.unindex(idx);
+                    g.flows.free(idx);
+                    c.idle_timeouts += 1;
+                    c.active_connections = c.active_connections.saturating_sub(1);
+                } else {
+                    g.wheel.arm(&mut g.flows.next, idx, f.deadline);
+                }
+            }
+            if sweep {
+                g.frags.sweep(t);
+            }
+        }
+    }
+
+    /// Per gateway, this worker's values.
+    pub fn counters(&self) -> &[GatewayCounters] {
+        &self.counters
+    }
+
+    /// Active flows on this worker (all gateways).
+    pub fn flows(&self) -> usize {
+        self.gws.iter().map(|g| g.flows.len()).sum()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.gws.iter().map(|g| g.flows.capacity()).sum()
+    }
+
+    /// Which worker owns return traffic to (public ip, public port or ICMP id). A port
+    /// outside the gateway's range has no owner: the asking worker handles (drops) it.
+    pub fn owner_of(&self, gateway: usize, _public_ip: Ipv4Addr, port: u16) -> usize {
+        self.gws
+            .get(gateway)
+            .and_then(|g| g.ports.owner_of(port))
+            .unwrap_or(self.worker)
+    }
+
+    /// `Some(owner)` when return traffic for `port` belongs to another worker.
+    fn handoff(&self, gi: usize, port: u16) -> Option<usize> {
+        if self.n_workers < 2 {
+            return None;
+        }
+        let o = self.gws.get(gi)?.ports.owner_of(port)?;
+        (o != self.worker).then_some(o)
+    }
+
+    fn drop(&mut self, gi: usize, r: DropReason) -> NatVerdict {
+        if let Some(c) = self.counters.get_mut(gi) {
+            c.drop(r);
+        }
+        NatVerdict::Drop(r)
+    }
+
+    /// Kills an expired-but-not-yet-collected flow found by a lookup (the wheel frees it).
+    fn kill(&mut self, gi: usize, idx: u32) {
+        let (Some(g), Some(c)) = (self.gws.get_mut(gi), self.counters.get_mut(gi)) else {
+            return;
+        };
+        g.flows.unindex(idx);
+        c.idle_timeouts += 1;
+        c.active_connections = c.active_connections.saturating_sub(1);
+    }
+
+    /// Live flow by inside key (an expired one is removed first and not returned).
+    fn lookup_in(&mut self, gi: usize, k: &Key, t: u32) -> Option<u32> {
+        let g = self.gws.get(gi)?;
+        let idx = g.flows.lookup_in(k)?;
+        self.live_or_kill(gi, idx, t)
+    }
+
+    fn lookup_out(&mut self, gi: usize, k: &Key, t: u32) -> Option<u32> {
+        let g = self.gws.get(gi)?;
+        let idx = g.flows.lookup_out(k)?;
+        self.live_or_kill(gi, idx, t)
+    }
+
+    fn live_or_kill(&mut self, gi: usize, idx: u32, t: u32) -> Option<u32> {
+        let f = self.gws.get(gi)?.flows.get(idx)?;
+        if expiry::is_due(f.deadline, t) {
+            self.kill(gi, idx);
+            return None;
+        }
+        Some(idx)
+    }
+
+    /// New mapping for an inside endpoint toward a remote: picks a public IP (starting at a
+    /// random one, then in turn) and a port, stores and arms the flow.
+    fn create(
+        &mut self,
+        gi: usize,
+        proto: u8,
+        inside: (Ipv4Addr, u16),
+        remote: (Ipv4Addr, u16),
+        state: u8,
+        t: u32,
+    ) -> Result<u32, DropReason> {
+        let NatWorker {
+            gws,
+            counters,
+            rng,
+            steering,
+            worker,
+            ..
+        } = self;
+        let (Some(g), Some(c)) = (gws.get_mut(gi), counters.get_mut(gi)) else {
+            return Err(DropReason::NatNoMapping);
+        };
+        c.connection_attempts += 1;
+        if g.flows.len() >= g.flows.capacity() {
+            return Err(DropReason::NatTableFull);
+        }
+        let n_ips = g.public_ips.len() as u32;
+        let start = rng.below(n_ips);
+        let mut chosen = None;
+        for i in 0..n_ips {
+            let Some(&pip) = g.public_ips.get(((start + i) % n_ips) as usize) else {
+                continue;
+            };
+            let dest = (u64::from(u32::from(remote.0)) << 32)
+                | (u64::from(remote.1) << 16)
+                | (u64::from(proto) << 8)
+                | u64::from((start + i) % n_ips);
+            let flows = &g.flows;
+            let steer = steering.as_ref();
+            let w = *worker;
+            let port = g.ports.allocate(rng, dest, |p| {
+                flows
+                    .lookup_out(&Key::new(proto, pip, p, remote.0, remote.1))
+                    .is_none()
+                    && steer.is_none_or(|s| {
+                        s.steers_to(w, proto != IPPROTO_ICMP, remote.0, remote.1, pip, p)
+                    })
+            });
+            if let Some(p) = port {
+                chosen = Some((pip, p));
+                break;
+            }
+        }
+        let Some((pip, pport)) = chosen else {
+            c.port_allocation_errors += 1;
+            return Err(DropReason::NatPortExhausted);
+        };
+        let mut f = Flow {
+            inside_ip: u32::from(inside.0),
+            remote_ip: u32::from(remote.0),
+            public_ip: u32::from(pip),
+            inside_port: inside.1,
+            remote_port: remote.1,
+            public_port: pport,
+            proto,
+            state,
+            ..Flow::default()
+        };
+        f.deadline = t.wrapping_add(g.timeout(proto, state));
+        let Some(idx) = g.flows.insert(f) else {
+            return Err(DropReason::NatTableFull);
+        };
+        g.wheel.arm(&mut g.flows.next, idx, f.deadline);
+        c.active_connections += 1;
+        Ok(idx)
+    }
+
+    /// Refreshes a flow's deadline for its (possibly new) state.
+    fn touch(&mut self, gi: usize, idx: u32, t: u32) {
+        let Some(g) = self.gws.get_mut(gi) else {
+            return;
+        };
+        let Some(f) = g.flows.get(idx) else {
+            return;
+        };
+        let d = t.wrapping_add(g.timeout(f.proto, f.state));
+        if let Some(f) = g.flows.get_mut(idx) {
+            f.deadline = d;
+        }
+    }
+
+    fn flow(&self, gi: usize, idx: u32) -> Option<Flow> {
+        self.gws.get(gi)?.flows.get(idx).copied()
+    }
+
+    fn flow_mut(&mut self, gi: usize, idx: u32) -> Option<&mut Flow> {
+        self.gws.get_mut(gi)?.flows.get_mut(idx)
+    }
+}

@@ -1,0 +1,278 @@
+//! Outside -> inside: return traffic to a public IP, matched by the outside 5-tuple.
+
+use super::flow::{st, Key};
+use super::frag::FragKey;
+use super::icmp_error::{self, Side};
+use super::{be16, split_l3_l4, tcp_state, Ip, NatVerdict, NatWorker};
+use crate::packet::PacketBuf;
+use crate::pipeline::counters::DropReason;
+use crate::wire::icmp::{ECHO_REPLY, HEADER_LEN as ICMP_HDR};
+use crate::wire::{
+    IcmpPacket, Ipv4Packet, TcpPacket, UdpPacket, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+};
+use std::net::Ipv4Addr;
+
+impl NatWorker {
+    pub(super) fn out2in<B: PacketBuf>(
+        &mut self,
+        gi: usize,
+        pkt: &mut B,
+        ip: &Ip,
+        t: u32,
+    ) -> NatVerdict {
+        // Ownership first: the packet is handed over untouched and counted by its owner.
+        if let Some(port) = self.return_port(pkt.data(), ip) {
+            if let Some(owner) = self.handoff(gi, port) {
+                return NatVerdict::Handoff(owner);
+            }
+        }
+        if let Some(c) = self.counters.get_mut(gi) {
+            c.packets_in_from_destination += 1;
+            c.bytes_in_from_destination += ip.len as u64;
+        }
+        let v = if ip.is_fragment() && ip.proto != IPPROTO_UDP {
+            Err(DropReason::NatFragmentNotAllowed)
+        } else if ip.is_later_fragment() {
+            self.out2in_later_fragment(gi, pkt, ip, t)
+        } else {
+            match ip.proto {
+                IPPROTO_TCP => self.out2in_tcp(gi, pkt, ip, t),
+                IPPROTO_UDP => self.out2in_udp(gi, pkt, ip, t),
+                IPPROTO_ICMP => self.out2in_icmp(gi, pkt, ip, t),
+                _ => Err(DropReason::NatUnsupportedProtocol),
+            }
+        };
+        match v {
+            Ok(NatVerdict::Translated) => {
+                if let Some(c) = self.counters.get_mut(gi) {
+                    c.packets_out_to_source += 1;
+                    c.bytes_out_to_source += ip.len as u64;
+                }
+                NatVerdict::Translated
+            }
+            Ok(v) => v,
+            Err(r) => self.drop(gi, r),
+        }
+    }
+
+    /// The public port (or ICMP identifier) that decides which worker owns this packet.
+    fn return_port(&self, frame: &[u8], ip: &Ip) -> Option<u16> {
+        if ip.is_later_fragment() {
+            return None;
+        }
+        let l4 = frame.get(14 + ip.hl..14 + ip.len)?;
+        match ip.proto {
+            IPPROTO_TCP | IPPROTO_UDP if l4.len() >= 4 => Some(be16(l4, 2)),
+            IPPROTO_ICMP if l4.len() >= ICMP_HDR => {
+                let ty = l4.first().copied()?;
+                if ty == ECHO_REPLY {
+                    Some(be16(l4, 4))
+                } else if icmp_error::is_translated_error(ty) {
+                    icmp_error::parse(l4).ok().map(|q| q.sport)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn out2in_later_fragment<B: PacketBuf>(
+        &mut self,
+        gi: usize,
+        pkt: &mut B,
+        ip: &Ip,
+        t: u32,
+    ) -> Result<NatVerdict, DropReason> {
+        let key = FragKey {
+            src: u32::from(ip.src),
+            dst: u32::from(ip.dst),
+            ident: ip.ident,
+            proto: ip.proto,
+            dir: 1,
+        };
+        let g = self.gws.get(gi).ok_or(DropReason::NatFragmentNoFlow)?;
+        let new = g
+            .frags
+            .lookup(&key, t)
+            .ok_or(DropReason::NatFragmentNoFlow)?;
+        let (hdr, _) = split_l3_l4(pkt.data_mut(), ip).ok_or(DropReason::NatFragmentNoFlow)?;
+        Ipv4Packet::new_unchecked(hdr).rewrite_dst(Ipv4Addr::from(new));
+        Ok(NatVerdict::Translated)
+    }
+
+    fn out2in_tcp<B: PacketBuf>(
+        &mut self,
+        gi: usize,
+        pkt: &mut B,
+        ip: &Ip,
+        t: u32,
+    ) -> Result<NatVerdict, DropReason> {
+        let (sport, dport, flags, seq) = {
+            let l4 = pkt.data().get(14 + ip.hl..14 + ip.len).unwrap_or(&[]);
+            let tcp = TcpPacket::new_unchecked(l4);
+            (
+                tcp.src_port(),
+                tcp.dst_port(),
+                tcp.flags(),
+                tcp.seq_number(),
+            )
+        };
+        let key = Key::new(IPPROTO_TCP, ip.dst, dport, ip.src, sport);
+        let idx = self
+            .lookup_out(gi, &key, t)
+            .ok_or(DropReason::NatNoMapping)?;
+        let f = self.flow(gi, idx).ok_or(DropReason::NatNoMapping)?;
+        let tcp_st = f.state & st::TCP_MASK;
+        let last = (f.state & st::SEQ_IN_VALID != 0).then_some(f.seq_in);
+        // The SYN-ACK sets the remote's initial sequence number.
+        if flags & tcp::SYN == 0 && !tcp_state::seq_ok(last, seq) {
+            return Err(DropReason::NatTcpOutOfWindow);
+        }
+        let (ns, established) = tcp_state::next(tcp_st, flags, false);
+        if established {
+            if let Some(c) = self.counters.get_mut(gi) {
+                c.connections_established += 1;
+            }
+        }
+        if let Some(f) = self.flow_mut(gi, idx) {
+            f.state = (f.state & !st::TCP_MASK) | ns | st::SEQ_IN_VALID | st::SEEN_REPLY;
+            f.seq_in = seq;
+        }
+        self.touch(gi, idx, t);
+        self.dnat(gi, idx, pkt, ip)
+    }
+
+    fn out2in_udp<B: PacketBuf>(
+        &mut self,
+        gi: usize,
+        pkt: &mut B,
+        ip: &Ip,
+        t: u32,
+    ) -> Result<NatVerdict, DropReason> {
+        let l4 = pkt.data().get(14 + ip.hl..14 + ip.len).unwrap_or(&[]);
+        let (sport, dport) = (be16(l4, 0), be16(l4, 2));
+        let key = Key::new(IPPROTO_UDP, ip.dst, dport, ip.src, sport);
+        let idx = self
+            .lookup_out(gi, &key, t)
+            .ok_or(DropReason::NatNoMapping)?;
+        self.first_reply(gi, idx);
+        self.touch(gi, idx, t);
+        if ip.more {
+            let f = self.flow(gi, idx).ok_or(DropReason::NatNoMapping)?;
+            let key = FragKey {
+                src: u32::from(ip.src),
+                dst: u32::from(ip.dst),
+                ident: ip.ident,
+                proto: IPPROTO_UDP,
+                dir: 1,
+            };
+            if let Some(g) = self.gws.get_mut(gi) {
+                g.frags.insert(key, f.inside_ip, t);
+            }
+        }
+        self.dnat(gi, idx, pkt, ip)
+    }
+
+    fn out2in_icmp<B: PacketBuf>(
+        &mut self,
+        gi: usize,
+        pkt: &mut B,
+        ip: &Ip,
+        t: u32,
+    ) -> Result<NatVerdict, DropReason> {
+        let msg = pkt.data().get(14 + ip.hl..14 + ip.len).unwrap_or(&[]);
+        if msg.len() < ICMP_HDR {
+            return Err(DropReason::NatUnsupportedProtocol);
+        }
+        let icmp = IcmpPacket::new_unchecked(msg);
+        let ty = icmp.msg_type();
+        if icmp_error::is_translated_error(ty) {
+            return self.out2in_icmp_error(gi, pkt, ip, t);
+        }
+        if ty != ECHO_REPLY {
+            // Echo requests to a public IP and anything else: unsolicited.
+            return Err(DropReason::NatNoMapping);
+        }
+        let key = Key::new(IPPROTO_ICMP, ip.dst, icmp.echo_ident(), ip.src, 0);
+        let idx = self
+            .lookup_out(gi, &key, t)
+            .ok_or(DropReason::NatNoMapping)?;
+        self.first_reply(gi, idx);
+        self.touch(gi, idx, t);
+        self.dnat(gi, idx, pkt, ip)
+    }
+
+    /// An error about a packet that left through the NAT: the quoted source is the public
+    /// endpoint; it becomes the inside endpoint again, and so does the outer destination.
+    fn out2in_icmp_error<B: PacketBuf>(
+        &mut self,
+        gi: usize,
+        pkt: &mut B,
+        ip: &Ip,
+        t: u32,
+    ) -> Result<NatVerdict, DropReason> {
+        let msg = pkt.data().get(14 + ip.hl..14 + ip.len).unwrap_or(&[]);
+        let q = icmp_error::parse(msg)?;
+        if q.src != ip.dst {
+            return Err(DropReason::NatIcmpErrorNoMapping);
+        }
+        let key = Key::new(q.proto, q.src, q.sport, q.dst, q.dport);
+        let idx = self
+            .lookup_out(gi, &key, t)
+            .ok_or(DropReason::NatIcmpErrorNoMapping)?;
+        let f = self
+            .flow(gi, idx)
+            .ok_or(DropReason::NatIcmpErrorNoMapping)?;
+        let (hdr, msg) =
+            split_l3_l4(pkt.data_mut(), ip).ok_or(DropReason::NatIcmpErrorMalformed)?;
+        icmp_error::rewrite(msg, &q, Side::Src, f.inside(), f.inside_port);
+        Ipv4Packet::new_unchecked(hdr).rewrite_dst(f.inside());
+        Ok(NatVerdict::Translated)
+    }
+
+    /// UDP/ICMP: the first packet back counts the connection as established.
+    fn first_reply(&mut self, gi: usize, idx: u32) {
+        let mut first = false;
+        if let Some(f) = self.flow_mut(gi, idx) {
+            first = f.state & st::SEEN_REPLY == 0;
+            f.state |= st::SEEN_REPLY;
+        }
+        if first {
+            if let Some(c) = self.counters.get_mut(gi) {
+                c.connections_established += 1;
+            }
+        }
+    }
+
+    /// Rewrites destination address and port (identifier) to the flow's inside endpoint.
+    fn dnat<B: PacketBuf>(
+        &mut self,
+        gi: usize,
+        idx: u32,
+        pkt: &mut B,
+        ip: &Ip,
+    ) -> Result<NatVerdict, DropReason> {
+        let f = self.flow(gi, idx).ok_or(DropReason::NatNoMapping)?;
+        let (hdr, l4) = split_l3_l4(pkt.data_mut(), ip).ok_or(DropReason::NatNoMapping)?;
+        let old = Ipv4Packet::new_unchecked(hdr).rewrite_dst(f.inside());
+        match ip.proto {
+            IPPROTO_TCP => {
+                let mut p = TcpPacket::new_unchecked(l4);
+                p.rewrite_dst_port(f.inside_port);
+                p.adjust_checksum_for_addr(old, f.inside());
+            }
+            IPPROTO_UDP => {
+                let mut p = UdpPacket::new_unchecked(l4);
+                p.rewrite_dst_port(f.inside_port);
+                p.adjust_checksum_for_addr(old, f.inside());
+            }
+            _ => {
+                IcmpPacket::new_unchecked(l4).rewrite_echo_ident(f.inside_port);
+            }
+        }
+        Ok(NatVerdict::Translated)
+    }
+}
+
+use crate::wire::tcp;
