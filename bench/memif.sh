@@ -1,0 +1,366 @@
+#!/usr/bin/env bash
+# bench/memif.sh — link benchmark: flowgate against dpdk-testpmd on the same net_memif link.
+#
+#   generator                               device under test (DUT)
+#   dpdk-testpmd --forward-mode=flowgen     (a) dpdk-testpmd --forward-mode=macswap
+#   net_memif client  ====== memif ======   (b) flowgate, routing one-armed
+#   fwd lcore on cpu 0                      (c) flowgate, NAT one-armed (flows established)
+#                                           fwd lcore / worker on cpu 1
+#
+# Both processes get one forwarding core each; their main (control) lcores share the other
+# cpu with the peer's forwarding core (`--lcores 0@1,1@0` for the generator), as a 2-core
+# machine has nothing else to give. In one invocation the DUTs alternate (a, b, c, a, b, c,
+# ...) for --rounds rounds; each run lasts --duration seconds. The rate is what the
+# generator receives back (testpmd's `Rx-pps`, median of the per-second samples after two
+# warm-up seconds); flowgate's own forwarded counter (/metrics) is reported beside it.
+#
+# testpmd 22.11's flowgen ignores --eth-peer and --tx-ip: it always sends
+#   00:01:02:03:04:00 > 00:01:02:03:04:01, 10.254.0.0:1000 > 10.253.0.N:1001 (UDP),
+# N = 0 .. --flows - 1. So the DUT's memif port gets MAC 00:01:02:03:04:01, flowgate's port
+# address is 10.254.0.1/16 and it routes 10.253.0.0/16 back out the same port via
+# 10.254.0.2 (the generator). flowgate learns that neighbor from ARP (there is no static
+# neighbor in the config, and flowgen answers no ARP): before each flowgate run a short
+# "primer" testpmd (io forwarding from a pcap file to a memif client) sends one ARP request
+# from 10.254.0.2 / 00:01:02:03:04:00 for 10.254.0.1, which flowgate answers and learns
+# (neighbor.timeout_s is a day, so the entry never goes stale during the run).
+#
+# Ends with `key: value` lines: *_mpps_median/min/max, route_vs_testpmd_macswap,
+# nat_vs_testpmd_macswap (ratios of medians; `n/a (reason)` when not measurable).
+#
+# Usage: bench/memif.sh [--rounds N] [--duration S] [--flows N] [--pkt-size B]
+#                       [--mode macswap|route|nat]... [--flowgate PATH] [--smoke]
+# Needs: root, hugepages (>= 1 GiB free), dpdk-testpmd (Debian dpdk), flowgate built
+# (cargo build --release). Every process it starts is stopped on exit.
+set -euo pipefail
+
+ROUNDS=3
+DURATION=5
+FLOWS=1024
+PKT=64
+MODES=()
+FLOWGATE=""
+TESTPMD=${TESTPMD:-dpdk-testpmd}
+METRICS_ADDR=127.0.0.1:9190
+SMOKE=0
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rounds) ROUNDS=$2; shift 2 ;;
+        --duration) DURATION=$2; shift 2 ;;
+        --flows) FLOWS=$2; shift 2 ;;
+        --pkt-size) PKT=$2; shift 2 ;;
+        --mode) MODES+=("$2"); shift 2 ;;
+        --modes) IFS=', ' read -r -a MODES <<<"$2"; shift 2 ;;
+        --flowgate) FLOWGATE=$2; shift 2 ;;
+        --smoke) SMOKE=1; shift ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+        *) echo "memif.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+if [ "$SMOKE" = 1 ]; then
+    ROUNDS=1; DURATION=2
+fi
+[ ${#MODES[@]} -gt 0 ] || MODES=(macswap route nat)
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+if [ -z "$FLOWGATE" ]; then
+    for c in "${CARGO_TARGET_DIR:-$ROOT/target}/release/flowgate" "$ROOT/target/release/flowgate"; do
+        if [ -x "$c" ]; then FLOWGATE=$c; break; fi
+    done
+fi
+
+WORK=$(mktemp -d /tmp/flowgate-memif.XXXXXX)
+SOCK=$WORK/memif.sock
+PIDS=()
+
+cleanup() {
+    local p
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] || continue
+        if alive "$p"; then kill -INT "$p" 2>/dev/null || true; fi
+    done
+    sleep 0.5
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] || continue
+        if alive "$p"; then kill -KILL "$p" 2>/dev/null || true; fi
+    done
+    if [ "${KEEP_WORK:-0}" != 1 ]; then rm -rf "$WORK"; else echo "logs kept in $WORK" >&2; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+die() { echo "memif.sh: $*" >&2; exit 1; }
+
+command -v "$TESTPMD" >/dev/null || die "$TESTPMD not found (apt-get install dpdk)"
+[ "$(id -u)" = 0 ] || die "needs root (hugepages, DPDK)"
+free_hp=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
+hp_kb=$(awk '/Hugepagesize/ {print $2}' /proc/meminfo)
+if [ $((free_hp * hp_kb)) -lt $((1024 * 1024)) ]; then
+    want=$(( $(awk '/HugePages_Total/ {print $2}' /proc/meminfo) + 1024 * 1024 / hp_kb ))
+    echo "$want" > /proc/sys/vm/nr_hugepages 2>/dev/null || true
+    free_hp=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)
+    [ $((free_hp * hp_kb)) -ge $((1024 * 1024)) ] || die "needs >= 1 GiB of free hugepages"
+fi
+
+# --- helpers ------------------------------------------------------------------------
+
+median() { tr ' ' '\n' | awk 'NF' | sort -n | awk '{a[NR]=$1} END { if (NR == 0) print ""; else if (NR % 2) print a[(NR+1)/2]; else printf "%.0f\n", (a[NR/2] + a[NR/2+1]) / 2 }'; }
+minmax() { tr ' ' '\n' | awk 'NF' | sort -n | awk 'NR == 1 {mn=$1} {mx=$1} END { if (NR) print mn, mx }'; }
+
+# testpmd EAL arguments shared by every instance: no PCI scan, private in-memory runtime.
+eal_common() { echo "--no-pci --in-memory -m 512 --log-level=lib.eal:warning"; }
+
+# Is process $1 running (not gone, not a zombie)?
+alive() { [ -e "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+
+wait_gone() { # pid timeout_s
+    local i
+    for i in $(seq 1 $(( $2 * 10 ))); do
+        alive "$1" || return 0
+        sleep 0.1
+    done
+    kill -KILL "$1" 2>/dev/null || true
+}
+
+stop_pid() { # pid signal
+    kill -"$2" "$1" 2>/dev/null || true
+    wait_gone "$1" 5
+}
+
+# Start "$@" in the background with output to $SPAWN_LOG, detached from this shell's job
+# table (testpmd's memif server may crash when its peer disconnects; that is not news).
+# Prints the pid.
+spawn() {
+    local pidf; pidf=$(mktemp "$WORK/pid.XXXXXX")
+    ( "$@" > "$SPAWN_LOG" 2>&1 < /dev/null & echo $! > "$pidf" )
+    cat "$pidf"
+}
+
+# Sum of a metric's samples on /metrics (0 if absent).
+metric() {
+    curl -s --max-time 2 "http://$METRICS_ADDR/metrics" 2>/dev/null |
+        awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $NF } END { printf "%.0f\n", s + 0 }'
+}
+
+# flowgate config for one-armed routing (and NAT, when $1 = nat).
+write_config() {
+    local mode=$1 f=$WORK/flowgate-$1.yaml
+    cat > "$f" <<EOF
+# generated by bench/memif.sh: flowgate one-armed on a net_memif server port
+eal:
+  args: [--file-prefix, fgb-dut, --no-pci, --in-memory, --log-level=lib.eal:warning]
+lcores:
+  main: 0
+  workers: [1]
+mempool:
+  mbufs: 16383
+  cache: 256
+  data_room: 2176
+ports:
+  - name: link
+    device: net_memif0,role=server,socket=$SOCK,id=0,mac=00:01:02:03:04:01
+    addresses: [10.254.0.1/16]
+    mtu: 1500
+    queues: 1
+    role: data
+routes:
+  - prefix: 10.253.0.0/16
+    port: link
+    via: 10.254.0.2
+metrics:
+  listen: $METRICS_ADDR
+worker:
+  burst: 32
+  tx_drain_us: 100
+  idle_sleep_us: 0
+neighbor:
+  timeout_s: 86400
+  pending_max: 64
+log_level: info
+EOF
+    if [ "$mode" = nat ]; then
+        cat >> "$f" <<EOF
+# Every flowgen packet (10.254.0.0:1000 > 10.253.0.N:1001) leaves with the public source
+# 198.18.0.1; the first packet of each of the --flows destinations creates its mapping,
+# every later one hits an established flow.
+nat_gateways:
+  - id: bench
+    inside_prefixes: [10.254.0.0/16]
+    public_ips: [198.18.0.1]
+    flows_per_core: $(( FLOWS * 2 > 1024 ? FLOWS * 2 : 1024 ))
+EOF
+    fi
+    echo "$f"
+}
+
+# One ARP request 10.254.0.2 (00:01:02:03:04:00) -> who-has 10.254.0.1, as a pcap file.
+write_arp_pcap() {
+    python3 - "$WORK/arp.pcap" <<'EOF'
+import struct, sys
+eth = bytes.fromhex("ffffffffffff" "000102030400" "0806")
+arp = bytes.fromhex("0001" "0800" "06" "04" "0001" "000102030400" "0afe0002"
+                    "000000000000" "0afe0001")
+frame = (eth + arp).ljust(60, b"\0")
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<IHHiIII", 0xa1b2c3d4, 2, 4, 0, 0, 65535, 1))
+    for i in range(3):
+        f.write(struct.pack("<IIII", 0, i, len(frame), len(frame)) + frame)
+EOF
+}
+
+# Send the ARP request to the DUT over memif (testpmd io forwarding pcap -> memif).
+prime_arp() {
+    local log=$WORK/primer.log
+    { sleep 2; echo "start"; sleep 1; echo "stop"; sleep 0.2; echo "quit"; } |
+        timeout 15 "$TESTPMD" --lcores 0@1,1@0 $(eal_common) --file-prefix fgb-prime \
+            --vdev "net_memif0,role=client,socket=$SOCK,id=0,mac=00:01:02:03:04:00" \
+            --vdev "net_pcap0,rx_pcap=$WORK/arp.pcap,tx_pcap=$WORK/primer-rx.pcap" \
+            -- -i --forward-mode=io --nb-cores=1 --total-num-mbufs=2048 --no-flush-rx > "$log" 2>&1 || true
+}
+
+GEN_RX=0; GEN_TX=0
+# Run the generator for $DURATION s; sets GEN_RX / GEN_TX (pps, median after warm-up).
+run_generator() {
+    local log=$1
+    timeout -s INT $((DURATION + 3)) \
+        "$TESTPMD" --lcores 0@1,1@0 $(eal_common) --file-prefix fgb-gen \
+        --vdev "net_memif0,role=client,socket=$SOCK,id=0,mac=00:01:02:03:04:00" \
+        -- --forward-mode=flowgen --flowgen-flows="$FLOWS" --txpkts="$PKT" --burst=32 \
+        --nb-cores=1 --total-num-mbufs=16384 --stats-period=1 > "$log" 2>&1 || true
+    # Per-second samples; the first two cover startup and link-up.
+    # Median of the per-second samples (robust to the partial last second).
+    GEN_RX=$(grep -a 'Rx-pps:' "$log" | awk '{print $2}' | tail -n +3 | head -n "$DURATION" |
+        median)
+    GEN_TX=$(grep -a 'Tx-pps:' "$log" | awk '{print $2}' | tail -n +3 | head -n "$DURATION" |
+        median)
+    GEN_RX=${GEN_RX:-0}; GEN_TX=${GEN_TX:-0}
+}
+
+declare -A SAMPLES NOTE
+record() { SAMPLES[$1]="${SAMPLES[$1]:-} $2"; }
+
+run_macswap() {
+    local r=$1 log=$WORK/dut-macswap-$r.log
+    rm -f "$SOCK"
+    local dut
+    dut=$(SPAWN_LOG=$log spawn "$TESTPMD" --lcores 0@0,1@1 $(eal_common) --file-prefix fgb-dut \
+        --vdev "net_memif0,role=server,socket=$SOCK,id=0,mac=00:01:02:03:04:01" \
+        -- --forward-mode=macswap --nb-cores=1 --burst=32 --total-num-mbufs=16384 \
+        --stats-period=1)
+    PIDS+=("$dut")
+    sleep 1.5
+    run_generator "$WORK/gen-macswap-$r.log"
+    stop_pid "$dut" INT
+    printf '  run %d/%d  %-8s flows %-7s %4sB  gen Rx-pps: %9s  Tx-pps: %9s  -> %6.3f Mpps\n' \
+        "$r" "$ROUNDS" macswap "$FLOWS" "$PKT" "$GEN_RX" "$GEN_TX" "$(echo "$GEN_RX / 1000000" | bc -l)"
+    record macswap "$GEN_RX"
+}
+
+run_flowgate() {
+    local mode=$1 r=$2 cfg log=$WORK/dut-$1-$2.log
+    cfg=$(write_config "$mode")
+    rm -f "$SOCK"
+    local dut
+    dut=$(SPAWN_LOG=$log spawn "$FLOWGATE" run -c "$cfg")
+    PIDS+=("$dut")
+    local i up=0
+    for i in $(seq 1 100); do
+        if curl -s --max-time 1 "http://$METRICS_ADDR/metrics" >/dev/null 2>&1; then up=1; break; fi
+        alive "$dut" || break
+        sleep 0.1
+    done
+    if [ "$up" != 1 ]; then
+        stop_pid "$dut" TERM
+        NOTE[$mode]="flowgate did not start (log: $(tail -n 3 "$log" | tr '\n' ' '))"
+        echo "  run $r/$ROUNDS  $mode: ${NOTE[$mode]}"
+        return 1
+    fi
+    prime_arp
+    local neigh; neigh=$(metric flowgate_neighbor_entries)
+    local f0; f0=$(metric flowgate_forwarded_packets_total)
+    local t0; t0=$(date +%s.%N)
+    run_generator "$WORK/gen-$mode-$r.log"
+    local f1; f1=$(metric flowgate_forwarded_packets_total)
+    local t1; t1=$(date +%s.%N)
+    local drops; drops=$(metric flowgate_packets_dropped_total)
+    stop_pid "$dut" TERM
+    local fwd_pps; fwd_pps=$(echo "($f1 - $f0) / ($t1 - $t0)" | bc -l)
+    printf '  run %d/%d  %-8s flows %-7s %4sB  gen Rx-pps: %9s  Tx-pps: %9s  -> %6.3f Mpps  (flowgate forwarded %.0f pps, neighbors %s, drops %s)\n' \
+        "$r" "$ROUNDS" "$mode" "$FLOWS" "$PKT" "$GEN_RX" "$GEN_TX" \
+        "$(echo "$GEN_RX / 1000000" | bc -l)" "$fwd_pps" "$neigh" "$drops"
+    if [ "$GEN_RX" = 0 ] && [ "${neigh:-0}" = 0 ]; then
+        NOTE[$mode]="flowgate never resolved the generator's MAC (ARP primer failed; see $WORK/primer.log)"
+    fi
+    record "$mode" "$GEN_RX"
+}
+
+mpps() { echo "$1" | awk '{ printf "%.3f", $1 / 1e6 }'; }
+
+# --- what can run ---------------------------------------------------------------------
+
+declare -A ENABLED
+for m in "${MODES[@]}"; do
+    case "$m" in
+        macswap) ENABLED[macswap]=1 ;;
+        route|nat)
+            if [ -z "$FLOWGATE" ] || [ ! -x "$FLOWGATE" ]; then
+                NOTE[$m]="flowgate binary not found (cargo build --release, or --flowgate PATH)"
+                continue
+            fi
+            cfg=$(write_config "$m")
+            if ! out=$("$FLOWGATE" check-config "$cfg" 2>&1); then
+                if [ "$m" = nat ]; then
+                    NOTE[nat]="this flowgate has no NAT stage (check-config: $(echo "$out" | head -n 1))"
+                else
+                    NOTE[route]="config refused: $(echo "$out" | head -n 1)"
+                fi
+                continue
+            fi
+            ENABLED[$m]=1 ;;
+        *) die "unknown mode $m (macswap, route, nat)" ;;
+    esac
+done
+write_arp_pcap
+
+echo "# flowgate link benchmark: net_memif, testpmd flowgen generator ($FLOWS flows, ${PKT}B frames)"
+echo "# cpu: $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}'), $(nproc) cores; $ROUNDS rounds x ${DURATION}s"
+echo "# flowgate: ${FLOWGATE:-none}; testpmd: $(command -v "$TESTPMD")"
+
+for r in $(seq 1 "$ROUNDS"); do
+    for m in macswap route nat; do
+        [ "${ENABLED[$m]:-0}" = 1 ] || continue
+        if [ "$m" = macswap ]; then run_macswap "$r"; else run_flowgate "$m" "$r" || true; fi
+    done
+done
+
+echo
+echo "link: net_memif"
+echo "flows: $FLOWS"
+echo "frame_bytes: $PKT"
+echo "rounds: $ROUNDS"
+echo "run_seconds: $DURATION"
+base=$(echo "${SAMPLES[macswap]:-}" | median)
+for m in macswap route nat; do
+    s=${SAMPLES[$m]:-}
+    med=$(echo "$s" | median)
+    if [ -n "$med" ] && [ "$med" != 0 ]; then
+        read -r mn mx <<<"$(echo "$s" | minmax)"
+        echo "${m}_mpps_median: $(mpps "$med")"
+        echo "${m}_mpps_min: $(mpps "$mn")"
+        echo "${m}_mpps_max: $(mpps "$mx")"
+        echo "${m}_mpps_samples:$(for x in $s; do printf ' %s' "$(mpps "$x")"; done)"
+    else
+        echo "${m}_mpps_median: n/a (${NOTE[$m]:-no traffic came back})"
+    fi
+done
+for m in route nat; do
+    med=$(echo "${SAMPLES[$m]:-}" | median)
+    if [ -z "$base" ] || [ "$base" = 0 ]; then
+        echo "${m}_vs_testpmd_macswap: n/a (${NOTE[macswap]:-testpmd macswap baseline not measured})"
+    elif [ -z "$med" ] || [ "$med" = 0 ]; then
+        echo "${m}_vs_testpmd_macswap: n/a (${NOTE[$m]:-no traffic came back})"
+    else
+        echo "${m}_vs_testpmd_macswap: $(echo "$med $base" | awk '{ printf "%.3f", $1 / $2 }')"
+    fi
+done
