@@ -541,3 +541,23 @@ nat_gateways:
         );
     }
 }
+
+#[cfg(test)]
+mod conf_files {
+    #[test]
+    fn shipped_nat_configs_are_valid() {
+        for (name, text) in [
+            (
+                "conf/test-nat.yaml",
+                include_str!("../../conf/test-nat.yaml"),
+            ),
+            (
+                "conf/ec2-nat-gateway.yaml",
+                include_str!("../../conf/ec2-nat-gateway.yaml"),
+            ),
+        ] {
+            let cfg = super::super::parse_str(text, name).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(cfg.nat_gateways.len(), 1, "{name}");
+        }
+    }
+}
