@@ -4,6 +4,8 @@
 
 use crate::config::{self, Config, PortRole};
 use crate::metrics::{self, Telemetry};
+use crate::nat::stage::{NatPublished, NatStage};
+use crate::nat::NatWorker;
 use crate::pipeline::counters::SharedCounters;
 use crate::pipeline::handoff::{HandoffMesh, HANDOFF_RING_SIZE};
 use crate::pipeline::route::Fib;
@@ -102,6 +104,9 @@ fn reload_compatible(old: &Config, new: &Config) -> Result<(), String> {
     if old.mempool != new.mempool || old.eal != new.eal {
         return Err("mempool or eal changed (restart needed)".into());
     }
+    if old.nat_gateways != new.nat_gateways {
+        return Err("nat_gateways changed (restart needed: flows are owned by workers)".into());
+    }
     if old.metrics != new.metrics {
         return Err("metrics.listen changed (restart needed)".into());
     }
@@ -160,6 +165,9 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
     let (ev_tx, ev_rx): (Sender<WorkerEvent>, Receiver<WorkerEvent>) = bounded(4096);
     let assignment = rx_assignment(cfg, &port_ids, n_workers);
     let mesh: HandoffMesh<pmd::Mbuf> = HandoffMesh::new(n_workers, HANDOFF_RING_SIZE);
+    let nat_published: Vec<Arc<NatPublished>> = (0..n_workers)
+        .map(|_| Arc::new(NatPublished::new(cfg.nat_gateways.len())))
+        .collect();
     let mut ctl_txs = Vec::new();
     let mut shared = Vec::new();
     for (i, &lcore) in cfg.lcores.workers.iter().enumerate() {
@@ -181,7 +189,12 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
             counters: counters.clone(),
             stop: stop.clone(),
             handoff: mesh.endpoints(i),
-            stages: None,
+            stages: if cfg.nat_gateways.is_empty() {
+                None
+            } else {
+                let nat = NatWorker::new(&cfg.nat_gateways, i, n_workers, pmd::tsc_hz());
+                Some(Box::new(NatStage::new(nat, nat_published[i].clone())))
+            },
         };
         pmd::launch_on_lcore(lcore, move || worker::run(setup)).map_err(|e| e.to_string())?;
         info!("worker {i} on lcore {lcore} polls {:?}", assignment[i]);
@@ -190,6 +203,42 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
     }
 
     let telemetry = Arc::new(Telemetry::new(ports.clone(), pool, shared));
+    if !cfg.nat_gateways.is_empty() {
+        let ids: Vec<String> = cfg.nat_gateways.iter().map(|g| g.id.clone()).collect();
+        for (g, id) in cfg.nat_gateways.iter().zip(&ids) {
+            info!(
+                "nat gateway {id}: inside {:?}, public {:?}, ports {}-{}, mode {:?}, {} flows/core",
+                g.inside_prefixes
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>(),
+                g.public_ips,
+                g.port_range.first,
+                g.port_range.last,
+                g.mode,
+                g.flows_per_core
+            );
+        }
+        for p in &ports {
+            info!(
+                "port {}: NAT return traffic {}",
+                p.name,
+                if p.rss_key_programmable && p.queues > 1 {
+                    "may be RSS-steered (key programmable)"
+                } else {
+                    "reaching a non-owner worker is handed off through a ring"
+                }
+            );
+        }
+        let published = nat_published.clone();
+        telemetry
+            .collectors
+            .lock()
+            .expect("collectors")
+            .push(Box::new(move |r| {
+                metrics::nat_families(r, &ids, &published)
+            }));
+    }
     if let Err(e) = metrics::serve(cfg.metrics.listen, telemetry.clone()) {
         signal::request_stop();
         stop.store(true, Ordering::Relaxed);

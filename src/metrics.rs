@@ -289,3 +289,123 @@ fn handle(mut s: TcpStream, t: &Telemetry) -> std::io::Result<()> {
     )?;
     s.flush()
 }
+
+/// The NAT gateway families, mirroring CloudWatch `AWS/NATGateway`, per gateway id.
+pub fn nat_families(
+    r: &Registry,
+    ids: &[String],
+    workers: &[Arc<crate::nat::stage::NatPublished>],
+) {
+    use crate::nat::stage::add;
+    use crate::nat::GatewayCounters;
+    let active = gauge_vec(
+        r,
+        "flowgate_nat_active_connections",
+        "Concurrent connections through the NAT gateway",
+        &["gateway"],
+    );
+    let simple: [(&str, &str); 4] = [
+        (
+            "connection_attempts",
+            "Connection attempts (new mappings tried)",
+        ),
+        ("connections_established", "Connections established"),
+        (
+            "port_allocation_errors",
+            "New flows refused: no free source port",
+        ),
+        ("idle_timeouts", "Mappings removed after their idle timeout"),
+    ];
+    let simple_c: Vec<IntCounterVec> = simple
+        .iter()
+        .map(|(n, h)| counter_vec(r, &format!("flowgate_nat_{n}_total"), h, &["gateway"]))
+        .collect();
+    let packets = counter_vec(
+        r,
+        "flowgate_nat_packets_total",
+        "Packets through the NAT gateway by direction (CloudWatch PacketsInFromSource etc.)",
+        &["gateway", "direction"],
+    );
+    let bytes = counter_vec(
+        r,
+        "flowgate_nat_bytes_total",
+        "Bytes through the NAT gateway by direction",
+        &["gateway", "direction"],
+    );
+    let drops = counter_vec(
+        r,
+        "flowgate_nat_packets_dropped_total",
+        "Packets of the gateway's traffic dropped, by reason",
+        &["gateway", "reason"],
+    );
+    for (g, id) in ids.iter().enumerate() {
+        let mut t = GatewayCounters::default();
+        for w in workers {
+            if g < w.gateway_count() {
+                add(&mut t, &w.read(g));
+            }
+        }
+        active
+            .with_label_values(&[id])
+            .set(t.active_connections as i64);
+        for (c, v) in simple_c.iter().zip([
+            t.connection_attempts,
+            t.connections_established,
+            t.port_allocation_errors,
+            t.idle_timeouts,
+        ]) {
+            c.with_label_values(&[id]).inc_by(v);
+        }
+        for (dir, p, b) in [
+            (
+                "in_from_source",
+                t.packets_in_from_source,
+                t.bytes_in_from_source,
+            ),
+            (
+                "out_to_destination",
+                t.packets_out_to_destination,
+                t.bytes_out_to_destination,
+            ),
+            (
+                "in_from_destination",
+                t.packets_in_from_destination,
+                t.bytes_in_from_destination,
+            ),
+            (
+                "out_to_source",
+                t.packets_out_to_source,
+                t.bytes_out_to_source,
+            ),
+        ] {
+            packets.with_label_values(&[id, dir]).inc_by(p);
+            bytes.with_label_values(&[id, dir]).inc_by(b);
+        }
+        for reason in DropReason::ALL {
+            let v = t.drops[*reason as usize];
+            if v > 0 || reason.name().starts_with("nat_") {
+                drops.with_label_values(&[id, reason.name()]).inc_by(v);
+            }
+        }
+    }
+    let flows = gauge_vec(
+        r,
+        "flowgate_nat_flows",
+        "NAT flows held by each worker",
+        &["worker"],
+    );
+    let cap = gauge_vec(
+        r,
+        "flowgate_nat_flow_capacity",
+        "NAT flow table capacity of each worker",
+        &["worker"],
+    );
+    for (i, w) in workers.iter().enumerate() {
+        let l = i.to_string();
+        flows
+            .with_label_values(&[&l])
+            .set(w.flows.load(Ordering::Relaxed) as i64);
+        cap.with_label_values(&[&l])
+            .set(w.capacity.load(Ordering::Relaxed) as i64);
+    }
+}

@@ -23,6 +23,7 @@ pub mod icmp_error;
 mod in2out;
 mod out2in;
 pub mod ports;
+pub mod stage;
 pub mod tcp_state;
 #[cfg(test)]
 mod tests;

@@ -147,6 +147,8 @@ pub trait Stages<B> {
     fn process(&mut self, pkt: &mut B, now: u64) -> StageVerdict;
     /// Amortized timer work between bursts.
     fn poll(&mut self, now: u64);
+    /// Publish counters for the control thread now (idle time, shutdown).
+    fn publish(&mut self) {}
 }
 
 /// What ingress decided.
@@ -421,14 +423,26 @@ impl<B: PacketBuf> Pipeline<B> {
     ///
     /// The TTL and DF/MTU checks run on the packet as received, before any translation,
     /// so the ICMP errors they cause quote what the sender sent and go back to it.
-    fn forward<A, O>(&mut self, mut pkt: B, rx_port: u16, originated: bool, now: u64, alloc: &mut A, out: &mut O)
-    where
+    fn forward<A, O>(
+        &mut self,
+        mut pkt: B,
+        rx_port: u16,
+        originated: bool,
+        now: u64,
+        alloc: &mut A,
+        out: &mut O,
+    ) where
         A: BufAlloc<Buf = B>,
         O: Output<B>,
     {
         let (dst, ttl, total, df) = {
             let ip = Ipv4Packet::new_unchecked(&pkt.data()[ETH..]);
-            (ip.dst_addr(), ip.ttl(), ip.total_len() as u32, ip.dont_frag())
+            (
+                ip.dst_addr(),
+                ip.ttl(),
+                ip.total_len() as u32,
+                ip.dont_frag(),
+            )
         };
         if !originated && ttl <= 1 {
             self.counters.drop(DropReason::TtlExceeded);

@@ -159,6 +159,11 @@ impl Fib {
             }
             fib.ports[idx] = Some(info);
         }
+        for g in &cfg.nat_gateways {
+            for ip in &g.public_ips {
+                fib.add_proxy_arp(*ip);
+            }
+        }
         for r in &cfg.routes {
             if let Some(i) = cfg.ports.iter().position(|p| p.name == r.port) {
                 let port_mtu = cfg.ports[i].mtu;

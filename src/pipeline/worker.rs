@@ -189,12 +189,20 @@ pub fn run(setup: WorkerSetup) -> i32 {
             tx.flush();
             pipeline.counters.drops[DropReason::TxFull as usize] = tx.tx_refused;
             setup.counters.publish(&pipeline.counters);
+            if got == 0 {
+                if let Some(s) = pipeline.stages.as_mut() {
+                    s.publish();
+                }
+            }
             if got == 0 && setup.idle_sleep_us > 0 {
                 std::thread::sleep(std::time::Duration::from_micros(setup.idle_sleep_us as u64));
             }
         }
     }
     pipeline.shutdown(&mut tx);
+    if let Some(s) = pipeline.stages.as_mut() {
+        s.publish();
+    }
     tx.flush();
     pipeline.counters.drops[DropReason::TxFull as usize] = tx.tx_refused;
     setup.counters.publish(&pipeline.counters);
