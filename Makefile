@@ -1,0 +1,60 @@
+# flowgate: build, test, demo.
+#
+#   make test    setup (packages, hugepages) + release build + every test (unit and the
+#                namespace/real-traffic integration tests), serially, time-bounded
+#   make demo    setup + release build + scripts/demo.sh (two namespaces, real traffic)
+#   make bench   bench/run.sh, if there is one
+#   make check   cargo fmt --check + cargo clippy -D warnings
+#   make setup   scripts/setup.sh only (idempotent; root)
+#
+# Time bounds (seconds) can be overridden: make test TEST_TIMEOUT=3600
+
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+CARGO ?= cargo
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+FLOWGATE_BIN := $(TARGET_DIR)/release/flowgate
+
+SETUP_TIMEOUT ?= 1500
+BUILD_TIMEOUT ?= 1500
+TEST_TIMEOUT ?= 2400
+DEMO_TIMEOUT ?= 300
+BENCH_TIMEOUT ?= 1800
+
+.PHONY: all setup build test demo bench check fmt clippy clean
+
+all: build
+
+setup:
+	timeout $(SETUP_TIMEOUT) bash scripts/setup.sh
+
+build:
+	timeout -k 30 $(BUILD_TIMEOUT) $(CARGO) build --release
+
+# Integration tests create namespaces and run DPDK processes: one test at a time
+# (--test-threads=1; the harness also holds a global lock). --no-fail-fast: every test
+# binary runs even when an earlier one failed.
+test: setup build
+	timeout -k 30 $(TEST_TIMEOUT) $(CARGO) test --release --no-fail-fast -- --test-threads=1
+
+demo: setup build
+	FLOWGATE_BIN=$(FLOWGATE_BIN) timeout -k 10 $(DEMO_TIMEOUT) bash scripts/demo.sh
+
+bench: setup build
+	@if [ -x bench/run.sh ] || [ -f bench/run.sh ]; then \
+		timeout -k 30 $(BENCH_TIMEOUT) bash bench/run.sh; \
+	else \
+		echo "bench: no bench/run.sh yet"; \
+	fi
+
+check: fmt clippy
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# flowgate demo: the appliance routing between two network namespaces over net_af_packet.
+#
+#   netns fgd-c                      root ns: flowgate                     netns fgd-s
+#   fgdc1 10.0.1.2/24 ==veth== fgdc0 [client 10.0.1.1 | server 198.51.100.1] fgds0 ==veth== fgds1 198.51.100.2/24
+#
+# Sends ping, HTTP (curl -> python3 http.server) and UDP through it, shows what the server
+# side saw and a metrics excerpt, stops the appliance (SIGTERM) and removes everything
+# (trap on EXIT). Run as root after `make build` (or just `make demo`).
+#
+# Env: FLOWGATE_BIN (default target/release/flowgate), DEMO_METRICS_PORT (default 9187).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${FLOWGATE_BIN:-${CARGO_TARGET_DIR:-target}/release/flowgate}
+PY=/usr/bin/python3
+NS_C=fgd-c
+NS_S=fgd-s
+METRICS_PORT=${DEMO_METRICS_PORT:-9187}
+if ss -Hltn "sport = :$METRICS_PORT" 2>/dev/null | grep -q .; then
+    METRICS_PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+fi
+METRICS="127.0.0.1:${METRICS_PORT}"
+FILE_PREFIX="fgdemo$$"
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "demo: needs root (network namespaces, veth, DPDK)" >&2
+    exit 1
+fi
+[ -x "$BIN" ] || { echo "demo: $BIN not found; run 'make build' first" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/flowgate-demo.XXXXXX)
+FG_PID=""
+BG_PIDS=()
+
+cleanup() {
+    set +e
+    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    if [ -n "$FG_PID" ] && kill -0 "$FG_PID" 2>/dev/null; then
+        kill -TERM "$FG_PID" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$FG_PID" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "$FG_PID" 2>/dev/null
+    fi
+    for ns in "$NS_C" "$NS_S"; do
+        if [ -e "/run/netns/$ns" ]; then
+            for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+            ip netns del "$ns" 2>/dev/null
+        fi
+    done
+    for l in fgdc0 fgds0; do ip link del "$l" 2>/dev/null; done
+    rm -rf "/var/run/dpdk/$FILE_PREFIX" "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+step() { printf '\n=== %s\n' "$*"; }
+FAILED=()
+check() { # check NAME CMD...
+    local name=$1; shift
+    if "$@"; then echo "[ok]   $name"; else echo "[FAIL] $name"; FAILED+=("$name"); fi
+}
+in_c() { ip netns exec "$NS_C" "$@"; }
+in_s() { ip netns exec "$NS_S" "$@"; }
+
+# A leftover from an interrupted run goes first.
+cleanup
+mkdir -p "$WORK"
+
+step "topology: namespaces $NS_C, $NS_S and two veth pairs"
+ip netns add "$NS_C"
+ip netns add "$NS_S"
+for ns in "$NS_C" "$NS_S"; do
+    ip netns exec "$ns" ip link set lo up
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+done
+mkveth() { # root-end peer-end netns address
+    ip link add "$1" type veth peer name "$2"
+    ip link set "$2" netns "$3"
+    # The root-side end belongs to flowgate (af_packet): no IPv6, no ARP, no forwarding by
+    # the root kernel, no offloads (else af_packet sees partial checksums / GSO frames).
+    sysctl -qw "net.ipv6.conf.$1.disable_ipv6=1" "net.ipv4.conf.$1.forwarding=0"
+    ip link set "$1" arp off
+    timeout 10 ethtool -K "$1" tx off rx off tso off gso off gro off >/dev/null 2>&1 || true
+    ip netns exec "$3" timeout 10 ethtool -K "$2" tx off rx off tso off gso off gro off >/dev/null 2>&1 || true
+    ip link set "$1" up
+    ip netns exec "$3" ip addr add "$4" dev "$2"
+    ip netns exec "$3" ip link set "$2" up
+}
+mkveth fgdc0 fgdc1 "$NS_C" 10.0.1.2/24
+mkveth fgds0 fgds1 "$NS_S" 198.51.100.2/24
+in_c ip route add default via 10.0.1.1
+in_s ip route add 10.0.0.0/16 via 198.51.100.1
+echo "client: $(in_c ip -br addr show fgdc1)"
+echo "server: $(in_s ip -br addr show fgds1)"
+
+step "config"
+cat > "$WORK/flowgate.yaml" <<YAML
+eal:
+  args: [--no-pci, --no-huge, -m, "512", --file-prefix, $FILE_PREFIX]
+lcores: {main: 0, workers: [1]}
+mempool: {mbufs: 4095, cache: 256, data_room: 10240}
+ports:
+  - name: client
+    device: net_af_packet0,iface=fgdc0,framesz=10240,blocksz=20480
+    addresses: [10.0.1.1/24]
+    mtu: 1500
+  - name: server
+    device: net_af_packet1,iface=fgds0,framesz=10240,blocksz=20480
+    addresses: [198.51.100.1/24]
+    mtu: 1500
+routes: []
+metrics: {listen: "$METRICS"}
+worker: {burst: 32, tx_drain_us: 100, idle_sleep_us: 50}
+neighbor: {timeout_s: 300, pending_max: 64}
+YAML
+cat "$WORK/flowgate.yaml"
+timeout 10 "$BIN" check-config "$WORK/flowgate.yaml"
+
+step "start: $BIN run -c $WORK/flowgate.yaml"
+"$BIN" run -c "$WORK/flowgate.yaml" > "$WORK/flowgate.log" 2>&1 &
+FG_PID=$!
+ready=0
+for _ in $(seq 100); do
+    if ! kill -0 "$FG_PID" 2>/dev/null; then break; fi
+    if curl -sf --max-time 1 "http://$METRICS/metrics" 2>/dev/null | grep -q '^flowgate_'; then
+        ready=1; break
+    fi
+    sleep 0.2
+done
+if [ "$ready" != 1 ]; then
+    echo "flowgate did not serve /metrics within 20 s; its log:"
+    cat "$WORK/flowgate.log"
+    exit 1
+fi
+echo "flowgate (pid $FG_PID) is up, metrics on http://$METRICS/metrics"
+
+step "ping"
+check "client -> 10.0.1.1 (the appliance)" in_c timeout 10 ping -n -c 3 -i 0.2 -W 1 10.0.1.1
+check "client -> 198.51.100.2 (the server, routed)" in_c timeout 10 ping -n -c 3 -i 0.2 -W 1 198.51.100.2
+
+step "HTTP: curl in $NS_C -> python3 http.server on 198.51.100.2:8080 in $NS_S"
+mkdir -p "$WORK/www"
+echo "hello from the server side of flowgate" > "$WORK/www/hello.txt"
+in_s timeout 120 "$PY" -u -m http.server 8080 --bind 198.51.100.2 --directory "$WORK/www" \
+    > "$WORK/http.log" 2>&1 &
+BG_PIDS+=($!)
+for _ in $(seq 50); do in_s ss -Hltn 'sport = :8080' | grep -q . && break; sleep 0.1; done
+body=""
+if body=$(in_c curl -sS --max-time 5 http://198.51.100.2:8080/hello.txt); then
+    echo "client got: $body"
+fi
+check "HTTP body" test "$body" = "hello from the server side of flowgate"
+
+step "UDP: python3 echo server on 198.51.100.2:9999, nc -u from the client"
+in_s timeout 120 "$PY" -u -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("198.51.100.2", 9999))
+while True:
+    d, a = s.recvfrom(2048)
+    print("udp from %s:%d: %r" % (a[0], a[1], d), flush=True)
+    s.sendto(b"echo: " + d, a)
+' > "$WORK/udp.log" 2>&1 &
+BG_PIDS+=($!)
+for _ in $(seq 50); do in_s ss -Hlnu 'sport = :9999' | grep -q . && break; sleep 0.1; done
+reply=$(printf 'hello over udp' | in_c timeout 5 nc -u -w 1 198.51.100.2 9999 || true)
+echo "client got: $reply"
+check "UDP reply" test "$reply" = "echo: hello over udp"
+
+step "what the server side saw (client address preserved: 10.0.1.2)"
+grep -h -E '10\.0\.1\.2' "$WORK/http.log" "$WORK/udp.log" || true
+
+step "metrics excerpt"
+curl -s --max-time 5 "http://$METRICS/metrics" \
+    | grep -E '^flowgate_(port_(rx|tx)_packets_total|forwarded_packets_total|icmp_echo_requests_total|neighbor_entries|mempool_mbufs_in_use|build_info|packets_dropped_total\{reason="(no_route|ttl_exceeded|not_our_mac|unknown_ethertype)"\})' \
+    || true
+
+step "stop (SIGTERM)"
+kill -TERM "$FG_PID"
+rc=0
+for _ in $(seq 75); do kill -0 "$FG_PID" 2>/dev/null || break; sleep 0.2; done
+if kill -0 "$FG_PID" 2>/dev/null; then
+    echo "flowgate still running 15 s after SIGTERM"; rc=1
+else
+    wait "$FG_PID" || rc=$?
+fi
+FG_PID=""
+tail -n 20 "$WORK/flowgate.log"
+check "clean exit (status 0)" test "$rc" = 0
+
+echo
+if [ ${#FAILED[@]} -eq 0 ]; then
+    echo "demo: all steps passed"
+else
+    echo "demo: FAILED: ${FAILED[*]}"
+    exit 1
+fi
