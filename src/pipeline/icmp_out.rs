@@ -34,8 +34,10 @@ pub fn echo_reply_in_place(frame: &mut [u8], our_mac: MacAddr) {
     let mut icmp = IcmpPacket::new_unchecked(ip.payload_mut());
     let old = icmp.checksum();
     icmp.set_msg_type(IcmpPacket::<&[u8]>::ECHO_REPLY);
-    // type/code word goes from 0x0800 to 0x0000.
-    icmp.set_checksum(checksum::update16(old, 0x0800, 0x0000));
+    // type/code word goes from 0x0800 to 0x0000. Eqn. 3 of RFC 1624 can yield 0x0000 where
+    // only 0xFFFF verifies (an all-zero message); 0xFFFF is valid whenever 0x0000 is.
+    let c = checksum::update16(old, 0x0800, 0x0000);
+    icmp.set_checksum(if c == 0 { 0xFFFF } else { c });
 }
 
 /// Rewrite `pkt` (an Ethernet+IPv4 frame as received) into an ICMP error from `src`

@@ -179,6 +179,7 @@ pub struct Pipeline<B> {
     /// MAC of the kernel's side of the exception tap, learned from its frames.
     kernel_mac: Option<MacAddr>,
     pending_timeout: u64,
+    last_neighbor_sweep: u64,
     /// Reused list of packets released from `pending` (no allocation per resolution).
     released: Vec<Held<B>>,
     params: PipelineParams,
@@ -203,6 +204,7 @@ impl<B: PacketBuf> Pipeline<B> {
             icmp_bucket: TokenBucket::new(params.icmp_errors_per_s, hz),
             kernel_mac: None,
             pending_timeout: 3 * hz,
+            last_neighbor_sweep: 0,
             released: Vec::with_capacity(params.pending_max),
             params,
         }
@@ -381,7 +383,7 @@ impl<B: PacketBuf> Pipeline<B> {
                 Step::Drop(DropReason::NoExceptionPath)
             };
         }
-        if dst.is_broadcast() || self.is_directed_broadcast(rx_port, dst) {
+        if dst.is_broadcast() || self.fib.is_directed_broadcast(dst) {
             return if self.fib.exception_port.is_some() {
                 Step::Exception
             } else {
@@ -394,14 +396,6 @@ impl<B: PacketBuf> Pipeline<B> {
         // Stateful stages (NAT gateway, load balancer) attach here: they rewrite the
         // packet before the route lookup, so a translated destination is what is routed.
         Step::Forward
-    }
-
-    fn is_directed_broadcast(&self, port: u16, dst: Ipv4Addr) -> bool {
-        self.fib.port(port).is_some_and(|p| {
-            p.addresses
-                .iter()
-                .any(|a| a.len < 31 && u32::from(dst) == u32::from(a.network()) | !a.mask())
-        })
     }
 
     fn to_kernel<O: Output<B>>(&mut self, mut pkt: B, out: &mut O) {
@@ -704,8 +698,12 @@ impl<B: PacketBuf> Pipeline<B> {
             out.discard(h.pkt)
         });
         self.counters.drops[DropReason::NeighborUnresolved as usize] += expired;
-        self.neighbors
-            .expire_incomplete(now, self.pending_timeout.saturating_mul(10));
+        // The neighbor sweep walks the table: once a second is plenty.
+        if now.wrapping_sub(self.last_neighbor_sweep) >= self.params.tsc_hz {
+            self.last_neighbor_sweep = now;
+            self.neighbors
+                .expire_incomplete(now, self.pending_timeout.saturating_mul(10));
+        }
     }
 
     /// Free everything still held (shutdown).

@@ -36,6 +36,9 @@ pub struct NeighborTable {
     timeout: u64,
     /// At most one ARP request per next hop per this many cycles.
     request_interval: u64,
+    /// When the table is full, unknown next hops cannot be tracked one by one: they share
+    /// this single rate limit (one request per interval in all).
+    overflow_last_request: u64,
 }
 
 impl NeighborTable {
@@ -45,6 +48,7 @@ impl NeighborTable {
             capacity,
             timeout: timeout_cycles,
             request_interval: request_interval_cycles,
+            overflow_last_request: 0,
         }
     }
 
@@ -120,17 +124,26 @@ impl NeighborTable {
                             last_request: now,
                         },
                     );
+                    return Resolution::Unknown { send_request: true };
                 }
-                Resolution::Unknown { send_request: true }
+                let send = now.wrapping_sub(self.overflow_last_request) >= self.request_interval;
+                if send {
+                    self.overflow_last_request = now;
+                }
+                Resolution::Unknown { send_request: send }
             }
         }
     }
 
-    /// Drop unresolved entries whose last request is older than `age` cycles, so the
-    /// table cannot fill with addresses that never answer. Control-paced, not per packet.
+    /// Drop unresolved entries whose last request is older than `age` cycles, and
+    /// resolved ones not confirmed for 4 timeouts, so the table cannot fill for good with
+    /// addresses that never answer or are gone. Timer-paced, not per packet.
     pub fn expire_incomplete(&mut self, now: u64, age: u64) {
-        self.entries
-            .retain(|_, e| e.mac.is_some() || now.wrapping_sub(e.last_request) < age);
+        let stale = self.timeout.saturating_mul(4);
+        self.entries.retain(|_, e| match e.mac {
+            Some(_) => now.wrapping_sub(e.updated) < stale,
+            None => now.wrapping_sub(e.last_request) < age,
+        });
     }
 }
 

@@ -111,6 +111,8 @@ pub struct Fib {
     /// The appliance's own addresses -> the port they live on.
     local: HashMap<u32, u16>,
     pub exception_port: Option<u16>,
+    /// Directed-broadcast addresses of every connected subnet (never forwarded: RFC 2644).
+    broadcasts: HashMap<u32, ()>,
     /// Addresses the appliance answers ARP for on every data port without owning them
     /// as interface addresses: the NAT gateways' public IPs.
     proxy_arp: HashMap<u32, ()>,
@@ -141,6 +143,9 @@ impl Fib {
             } else {
                 for a in &p.addresses {
                     fib.local.insert(u32::from(a.addr), id);
+                    if a.len < 31 {
+                        fib.broadcasts.insert(u32::from(a.broadcast()), ());
+                    }
                     // Connected route for the port's subnet.
                     fib.routes.insert(
                         a.addr,
@@ -184,6 +189,12 @@ impl Fib {
     /// Answer ARP for `addr` on every data port (NAT public addresses).
     pub fn add_proxy_arp(&mut self, addr: Ipv4Addr) {
         self.proxy_arp.insert(u32::from(addr), ());
+    }
+
+    /// Is `addr` the broadcast address of one of the appliance's connected subnets?
+    #[inline]
+    pub fn is_directed_broadcast(&self, addr: Ipv4Addr) -> bool {
+        self.broadcasts.contains_key(&u32::from(addr))
     }
 
     #[inline]
