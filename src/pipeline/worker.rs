@@ -144,6 +144,7 @@ pub fn run(setup: WorkerSetup) -> i32 {
             while let Some(m) = burst.take() {
                 burst.prefetch_ahead(1);
                 if m.nb_segs() != 1 {
+                    pipeline.counters.events.rx_packets += 1;
                     pipeline.counters.drop(DropReason::MultiSegment);
                     tx.discard(m);
                     continue;
