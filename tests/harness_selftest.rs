@@ -114,7 +114,6 @@ fn namespaces_cleaned_up_on_panic_and_leftovers_removed() {
         ],
         5,
     );
-    let sleeper_pid;
     {
         let ns = Netns::new("fgst-l"); // removes the leftover, makes a fresh one
         let v = Veth::new("fgstl0", "fgstl1", &ns, 1500);
@@ -138,7 +137,7 @@ fn namespaces_cleaned_up_on_panic_and_leftovers_removed() {
         std::mem::forget(p); // even a leaked process handle: the Netns drop kills it
         std::panic::panic_any(pid);
     });
-    sleeper_pid = *r.unwrap_err().downcast::<i32>().unwrap();
+    let sleeper_pid = *r.unwrap_err().downcast::<i32>().unwrap();
     assert!(
         !Path::new("/run/netns/fgst-p").exists(),
         "netns left behind"
