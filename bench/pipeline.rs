@@ -1,0 +1,483 @@
+//! In-process pipeline benchmark: drives `Pipeline::handle` (the worker's per-packet
+//! function) on one core over many packets and reports ns/packet and Mpps.
+//!
+//!   cargo bench --bench pipeline -- [--mode route|nat|nat-new] [--flows 10000,1000000]
+//!                                   [--seconds S] [--buf mbuf|vec] [--smoke]
+//!
+//! Packets are real DPDK mbufs from a real mempool (EAL started with `--no-huge`, no
+//! ports) unless `--buf vec`. Each burst of 32 is refilled with frames (not timed: that is
+//! the NIC's job), then timed with the TSC around the 32 `handle` calls exactly as the
+//! worker loop makes them (same `now` per burst, next packet's data prefetched); transmitted
+//! packets are collected and recycled as the next burst. The frame data is therefore warm
+//! in cache, as it would be after the NIC's DMA on a machine with DDIO, not cold.
+//!
+//! Modes:
+//! - `route`: TCP from the inside subnet to `--flows` internet destinations, routed to a
+//!   resolved next hop (no stateful stage).
+//! - `nat`: the same through a NAT gateway, after the flows are established (one packet of
+//!   each flow first); each timed packet belongs to a random established flow.
+//! - `nat-new`: every packet opens a new connection (TCP SYN of a never-seen 5-tuple).
+//!
+//! Memory per flow is measured with a counting global allocator (bytes held after
+//! establishing N flows minus bytes held before creating the NAT state, divided by N).
+//! Output ends with `key: value` lines.
+
+use flowgate::packet::{BufAlloc, PacketBuf, VecAlloc, VecBuf};
+use flowgate::pipeline::{Output, Pipeline, PipelineParams};
+use flowgate::pmd::{self, Eal, Mbuf, MbufAlloc, Mempool};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+#[path = "common.rs"]
+mod common;
+use common::*;
+
+// ---------------------------------------------------------------------------------------
+// Counting allocator: bytes currently held by the Rust heap.
+
+struct Counting;
+static HELD: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(l) };
+        if !p.is_null() {
+            let h = HELD.fetch_add(l.size(), Relaxed) + l.size();
+            PEAK.fetch_max(h, Relaxed);
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(l) };
+        if !p.is_null() {
+            let h = HELD.fetch_add(l.size(), Relaxed) + l.size();
+            PEAK.fetch_max(h, Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) };
+        HELD.fetch_sub(l.size(), Relaxed);
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        let q = unsafe { System.realloc(p, l, new) };
+        if !q.is_null() {
+            HELD.fetch_sub(l.size(), Relaxed);
+            let h = HELD.fetch_add(new, Relaxed) + new;
+            PEAK.fetch_max(h, Relaxed);
+        }
+        q
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn held() -> usize {
+    HELD.load(Relaxed)
+}
+
+// ---------------------------------------------------------------------------------------
+// Options.
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Route,
+    Nat,
+    NatNew,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Route => "route",
+            Mode::Nat => "nat",
+            Mode::NatNew => "nat-new",
+        }
+    }
+}
+
+struct Opts {
+    modes: Vec<Mode>,
+    flows: Vec<u32>,
+    seconds: f64,
+    vecbuf: bool,
+}
+
+fn parse_opts() -> Opts {
+    let mut o = Opts {
+        modes: vec![],
+        flows: vec![],
+        seconds: 2.0,
+        vecbuf: false,
+    };
+    let mut smoke = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = |name: &str| {
+            args.next()
+                .unwrap_or_else(|| die(&format!("{name} needs a value")))
+        };
+        match a.as_str() {
+            "--mode" | "--modes" => {
+                for m in val("--mode").split(',') {
+                    o.modes.push(match m {
+                        "route" => Mode::Route,
+                        "nat" => Mode::Nat,
+                        "nat-new" => Mode::NatNew,
+                        _ => die(&format!("unknown mode {m} (route, nat, nat-new)")),
+                    })
+                }
+            }
+            "--flows" => {
+                for f in val("--flows").split(',') {
+                    o.flows.push(parse_count(f));
+                }
+            }
+            "--seconds" => {
+                o.seconds = val("--seconds")
+                    .parse()
+                    .unwrap_or_else(|_| die("bad --seconds"))
+            }
+            "--buf" => o.vecbuf = val("--buf") == "vec",
+            "--smoke" => smoke = true,
+            // cargo bench passes --bench; ignore it and any filter.
+            "--bench" => {}
+            "-h" | "--help" => {
+                println!("usage: cargo bench --bench pipeline -- [--mode route|nat|nat-new[,..]] [--flows N[,N..]] [--seconds S] [--buf mbuf|vec] [--smoke]");
+                std::process::exit(0);
+            }
+            _ => {}
+        }
+    }
+    if smoke {
+        o.seconds = 0.3;
+        if o.flows.is_empty() {
+            o.flows = vec![10_000];
+        }
+    }
+    if o.modes.is_empty() {
+        o.modes = vec![Mode::Route, Mode::Nat, Mode::NatNew];
+    }
+    if o.flows.is_empty() {
+        o.flows = vec![10_000, 1_000_000];
+    }
+    o
+}
+
+/// "10k", "1M", "10000000".
+fn parse_count(s: &str) -> u32 {
+    let (n, mul) = match s.chars().last() {
+        Some('k') | Some('K') => (&s[..s.len() - 1], 1_000),
+        Some('m') | Some('M') => (&s[..s.len() - 1], 1_000_000),
+        _ => (s, 1),
+    };
+    n.parse::<u32>()
+        .map(|v| v * mul)
+        .unwrap_or_else(|_| die(&format!("bad count {s}")))
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("pipeline bench: {msg}");
+    std::process::exit(2)
+}
+
+// ---------------------------------------------------------------------------------------
+// Buffers: real mbufs or VecBufs behind one interface.
+
+trait Bufs {
+    type B: PacketBuf;
+    type A: BufAlloc<Buf = Self::B>;
+    fn alloc(&mut self) -> &mut Self::A;
+    fn new_buf(&mut self) -> Self::B;
+    #[inline]
+    fn prefetch(_b: &Self::B) {}
+}
+
+struct MbufBufs {
+    alloc: MbufAlloc,
+}
+
+impl Bufs for MbufBufs {
+    type B = Mbuf;
+    type A = MbufAlloc;
+    fn alloc(&mut self) -> &mut MbufAlloc {
+        &mut self.alloc
+    }
+    fn new_buf(&mut self) -> Mbuf {
+        self.alloc
+            .alloc()
+            .unwrap_or_else(|| die("mempool exhausted"))
+    }
+    #[inline]
+    fn prefetch(b: &Mbuf) {
+        b.prefetch_data();
+    }
+}
+
+struct VecBufs {
+    alloc: VecAlloc,
+}
+
+impl Bufs for VecBufs {
+    type B = VecBuf;
+    type A = VecAlloc;
+    fn alloc(&mut self) -> &mut VecAlloc {
+        &mut self.alloc
+    }
+    fn new_buf(&mut self) -> VecBuf {
+        VecBuf::with_room(2048)
+    }
+}
+
+/// Collects what the pipeline sends or drops, to recycle as the next burst.
+struct Collect<B> {
+    bufs: Vec<B>,
+    tx: u64,
+    discarded: u64,
+}
+
+impl<B> Output<B> for Collect<B> {
+    #[inline]
+    fn tx(&mut self, _port: u16, pkt: B) {
+        self.tx += 1;
+        self.bufs.push(pkt);
+    }
+    #[inline]
+    fn discard(&mut self, pkt: B) {
+        self.discarded += 1;
+        self.bufs.push(pkt);
+    }
+}
+
+#[inline]
+fn write_frame<B: PacketBuf>(b: &mut B, frame: &[u8]) {
+    let len = b.len();
+    if len > frame.len() {
+        b.trim(len - frame.len());
+    } else if len < frame.len() {
+        b.append(frame.len() - len);
+    }
+    b.data_mut().copy_from_slice(frame);
+}
+
+const BURST: usize = 32;
+
+struct RunResult {
+    packets: u64,
+    cycles: u64,
+    wall: Duration,
+    tx: u64,
+    discarded: u64,
+}
+
+/// Run bursts of 32 through `p` for `seconds`: `next_frame(i)` gives packet i's frame.
+fn drive<S: Bufs>(
+    s: &mut S,
+    p: &mut Pipeline<S::B>,
+    seconds: f64,
+    max_packets: u64,
+    mut next_frame: impl FnMut(u64, &mut Vec<u8>),
+) -> RunResult {
+    let mut out = Collect {
+        bufs: Vec::with_capacity(4 * BURST),
+        tx: 0,
+        discarded: 0,
+    };
+    for _ in 0..BURST {
+        let b = s.new_buf();
+        out.bufs.push(b);
+    }
+    let mut burst: Vec<S::B> = Vec::with_capacity(4 * BURST);
+    let mut frame = Vec::with_capacity(2048);
+    let mut cycles = 0u64;
+    let mut i = 0u64;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(seconds);
+    let mut last_timers = pmd::rdtsc();
+    let timer_cycles = pmd::tsc_hz() / 10_000; // 100 us, as tx_drain_us
+    'outer: loop {
+        for _ in 0..64 {
+            if i >= max_packets {
+                break 'outer;
+            }
+            // Refill (untimed).
+            while burst.len() < BURST {
+                let mut b = out.bufs.pop().unwrap_or_else(|| s.new_buf());
+                next_frame(i + burst.len() as u64, &mut frame);
+                write_frame(&mut b, &frame);
+                burst.push(b);
+            }
+            i += BURST as u64;
+            burst.reverse();
+            let t0 = pmd::rdtsc();
+            let now = t0;
+            let alloc = s.alloc();
+            while let Some(b) = burst.pop() {
+                if let Some(next) = burst.last() {
+                    S::prefetch(next);
+                }
+                p.handle(b, 0, now, alloc, &mut out);
+            }
+            let t1 = pmd::rdtsc();
+            cycles += t1 - t0;
+            if t1.wrapping_sub(last_timers) >= timer_cycles {
+                p.poll_timers(t1, &mut out);
+                last_timers = t1;
+            }
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    let wall = start.elapsed();
+    p.shutdown(&mut out);
+    RunResult {
+        packets: i,
+        cycles,
+        wall,
+        tx: out.tx,
+        discarded: out.discarded,
+    }
+}
+
+fn report(name: &str, r: &RunResult, hz: u64, extra: &str) -> f64 {
+    let ns = r.cycles as f64 * 1e9 / hz as f64 / r.packets.max(1) as f64;
+    let mpps = 1e3 / ns;
+    let wall_mpps = r.packets as f64 / r.wall.as_secs_f64() / 1e6;
+    println!(
+        "  {name:<28} {:>11} pkts  {ns:7.1} ns/pkt  {mpps:7.2} Mpps (pipeline only)  {wall_mpps:6.2} Mpps (with refill)  tx {} dropped {}{extra}",
+        r.packets, r.tx, r.discarded
+    );
+    ns
+}
+
+// ---------------------------------------------------------------------------------------
+
+fn bench_route<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, String)>) {
+    let params = PipelineParams {
+        tsc_hz: hz,
+        ..PipelineParams::for_tests()
+    };
+    for &flows in &o.flows {
+        let mut p: Pipeline<S::B> = Pipeline::new(bench_fib(), params);
+        let mut c = Collect {
+            bufs: Vec::new(),
+            tx: 0,
+            discarded: 0,
+        };
+        p.neighbor_resolved(1, GATEWAY_IP, GATEWAY_MAC, pmd::rdtsc(), s.alloc(), &mut c);
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let r = drive(s, &mut p, o.seconds, u64::MAX, |_, f| {
+            let flow = rng.below(flows);
+            let t = tcp_frame(flow, flow_dest(flow), 64);
+            f.clear();
+            f.extend_from_slice(&t);
+        });
+        assert!(
+            r.tx > 0 && r.discarded == 0,
+            "route: packets were not forwarded ({} dropped)",
+            r.discarded
+        );
+        let ns = report(&format!("route {flows} flows"), &r, hz, "");
+        keys.push((format!("route_{}_ns_per_pkt", flows), format!("{ns:.1}")));
+        keys.push((format!("route_{}_mpps", flows), format!("{:.2}", 1e3 / ns)));
+    }
+}
+
+fn main() {
+    let o = parse_opts();
+    let mut keys: Vec<(String, String)> = Vec::new();
+    let eal;
+    println!("# flowgate in-process pipeline benchmark (one core, bursts of {BURST})");
+    let buf_kind = if o.vecbuf {
+        "VecBuf (heap)"
+    } else {
+        "DPDK mbufs (mempool, EAL --no-huge)"
+    };
+    println!("# buffers: {buf_kind}; {} s per case", o.seconds);
+    let hz;
+    if o.vecbuf {
+        eal = None;
+        hz = tsc_hz_estimate();
+    } else {
+        let args: Vec<String> = [
+            "flowgate-bench",
+            "--no-huge",
+            "-m",
+            "256",
+            "--no-pci",
+            "--no-telemetry",
+            "--file-prefix",
+            "fgb-pipeline",
+            "-l",
+            "0",
+            "--log-level",
+            "lib.eal:warning",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        eal = Some(Eal::init(&args).unwrap_or_else(|e| die(&format!("EAL: {e}"))));
+        hz = pmd::tsc_hz();
+    }
+    println!("# tsc: {:.3} GHz", hz as f64 / 1e9);
+    keys.push((
+        "buffers".into(),
+        if o.vecbuf {
+            "vecbuf".into()
+        } else {
+            "mbuf".into()
+        },
+    ));
+
+    let run = |keys: &mut Vec<(String, String)>,
+               run_mode: &mut dyn FnMut(Mode, &mut Vec<(String, String)>)| {
+        for &m in &o.modes {
+            run_mode(m, keys);
+        }
+    };
+    if o.vecbuf {
+        let mut s = VecBufs {
+            alloc: VecAlloc::default(),
+        };
+        run(&mut keys, &mut |m, keys| run_mode(m, &mut s, &o, hz, keys));
+    } else {
+        let pool = Mempool::create("fgb_pool", 8191, 256, 2176)
+            .unwrap_or_else(|e| die(&format!("mempool: {e}")));
+        let mut s = MbufBufs {
+            alloc: MbufAlloc { pool },
+        };
+        run(&mut keys, &mut |m, keys| run_mode(m, &mut s, &o, hz, keys));
+    }
+    println!();
+    for (k, v) in &keys {
+        println!("{k}: {v}");
+    }
+    drop(eal);
+}
+
+fn run_mode<S: Bufs>(m: Mode, s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, String)>) {
+    match m {
+        Mode::Route => bench_route(s, o, hz, keys),
+        Mode::Nat | Mode::NatNew => {
+            let why = "n/a (this flowgate has no NAT stage: src/nat has no NatWorker yet)";
+            println!("  {:<28} {why}", m.name());
+            keys.push((
+                format!("{}_ns_per_pkt", m.name().replace('-', "_")),
+                why.into(),
+            ));
+        }
+    }
+}
+
+/// TSC frequency without EAL: count TSC ticks over 50 ms of wall time.
+fn tsc_hz_estimate() -> u64 {
+    let t0 = pmd::rdtsc();
+    let w0 = Instant::now();
+    std::thread::sleep(Duration::from_millis(50));
+    let t1 = pmd::rdtsc();
+    ((t1 - t0) as f64 / w0.elapsed().as_secs_f64()) as u64
+}
