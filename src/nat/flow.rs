@@ -43,6 +43,9 @@ pub mod st {
     /// `seq_out` / `seq_in` hold a sequence number seen in that direction.
     pub const SEQ_OUT_VALID: u8 = 0x10;
     pub const SEQ_IN_VALID: u8 = 0x20;
+    /// `rfc4787` mode: the inside endpoint has sent on this flow, so it holds a filtering
+    /// permission for its remote IP (see `eim`).
+    pub const ALLOWS: u8 = 0x40;
     /// Unindexed, waiting for the wheel to free the slot.
     pub const DEAD: u8 = 0x80;
 }

@@ -22,6 +22,10 @@ impl NatWorker {
         ip: &Ip,
         t: u32,
     ) -> NatVerdict {
+        // rfc4787 mode: the inside IP's owner holds its mappings; handed over untouched.
+        if let Some(owner) = self.inside_handoff(gi, ip.src) {
+            return NatVerdict::Handoff(owner);
+        }
         if let Some(c) = self.counters.get_mut(gi) {
             c.packets_in_from_source += 1;
             c.bytes_in_from_source += ip.len as u64;
@@ -137,6 +141,7 @@ impl NatWorker {
                 f.seq_out = seq;
                 f.state |= st::SEQ_OUT_VALID;
             }
+            self.outbound_seen(gi, idx);
         } else {
             let last = (f.state & st::SEQ_OUT_VALID != 0).then_some(f.seq_out);
             if !new_syn && !tcp_state::seq_ok(last, seq) {
@@ -152,6 +157,7 @@ impl NatWorker {
                 f.state = (f.state & !st::TCP_MASK) | ns | st::SEQ_OUT_VALID;
                 f.seq_out = seq;
             }
+            self.outbound_seen(gi, idx);
         }
         self.touch(gi, idx, t);
         self.snat(gi, idx, pkt, ip)
@@ -170,6 +176,7 @@ impl NatWorker {
         let idx = match self.lookup_in(gi, &key, t) {
             Some(idx) => {
                 self.touch(gi, idx, t);
+                self.outbound_seen(gi, idx);
                 idx
             }
             None => self.create(gi, IPPROTO_UDP, (ip.src, sport), (ip.dst, dport), 0, t)?,

@@ -5,17 +5,23 @@
 //! allocates public ports (per-destination uniqueness, per-worker slices, RSS steering),
 //! `expiry` is the timer wheel, `tcp_state` the connection tracking, `icmp_error` the
 //! RFC 5508 rewriting of quoted headers, `frag` the UDP fragment tracking, `toeplitz` the
-//! RSS hash, `counters` the CloudWatch-like per-gateway counters.
+//! RSS hash, `counters` the CloudWatch-like per-gateway counters. `rfc4787` (with the
+//! mapping and permission tables of `eim`) is the RFC 4787/5382 mode: endpoint-independent
+//! mapping, address-dependent filtering, hairpinning.
 //!
 //! Ownership: every worker owns its flows outright. A flow is created by the worker that
 //! sees its first outbound packet (RSS keeps a 5-tuple on one queue), with a port from that
 //! worker's slice, so `owner_of(port)` names the worker holding the state for return
 //! traffic; out2in on another worker yields `Handoff(owner)`. No locks, no shared state.
+//! `rfc4787` gateways add one rule so that an inside endpoint has one mapping across
+//! workers: its outbound traffic is first handed to `inside_owner(inside IP)`, which
+//! allocates from its own slice (see `rfc4787`).
 //!
 //! Packet path: no allocation (all tables are preallocated and refuse to grow), no
 //! syscalls, no logging, no panics (all buffer access is bounds-checked).
 
 pub mod counters;
+pub mod eim;
 pub mod expiry;
 pub mod flow;
 pub mod frag;
@@ -23,10 +29,13 @@ pub mod icmp_error;
 mod in2out;
 mod out2in;
 pub mod ports;
+pub mod rfc4787;
 pub mod stage;
 pub mod tcp_state;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_rfc4787;
 pub mod toeplitz;
 
 pub use counters::GatewayCounters;
@@ -36,6 +45,7 @@ use crate::config::{Ipv4Net, NatGatewayConfig, NatMode};
 use crate::packet::PacketBuf;
 use crate::pipeline::counters::DropReason;
 use crate::wire::{Ipv4Packet, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use eim::Eim;
 use expiry::TimerWheel;
 use flow::{st, Flow, FlowTable, Key};
 use frag::FragTable;
@@ -56,7 +66,8 @@ pub enum NatVerdict {
     /// Not NAT traffic (no gateway's inside prefix as source, no public IP as
     /// destination): route unchanged.
     Pass,
-    /// Rewritten (in2out or out2in); route by the new destination.
+    /// Rewritten (in2out or out2in, or both for a hairpinned packet in `rfc4787` mode);
+    /// route by the new destination.
     Translated,
     /// Rewritten into a reply toward the original sender (TCP RST for a connection with no
     /// mapping, e.g. after its idle timeout); route it as a packet the appliance originates.
@@ -70,8 +81,6 @@ pub enum NatVerdict {
 pub(crate) struct Gateway {
     inside: Vec<Ipv4Net>,
     public_ips: Vec<Ipv4Addr>,
-    #[allow(dead_code)]
-    mode: NatMode,
     /// Timeouts in ticks.
     to_tcp_est: u32,
     to_tcp_trans: u32,
@@ -81,6 +90,8 @@ pub(crate) struct Gateway {
     wheel: TimerWheel,
     ports: PortAllocator,
     frags: FragTable,
+    /// `rfc4787` mode: endpoint mappings and filtering permissions (`None` in `aws` mode).
+    eim: Option<Eim>,
 }
 
 impl Gateway {
@@ -91,6 +102,27 @@ impl Gateway {
             IPPROTO_UDP => self.to_udp,
             _ => self.to_icmp,
         }
+    }
+
+    /// Stores and arms a new flow (deadline from its state) and counts it active; `None`
+    /// when the table is full.
+    fn store(&mut self, c: &mut GatewayCounters, mut f: Flow, t: u32) -> Option<u32> {
+        f.deadline = t.wrapping_add(self.timeout(f.proto, f.state));
+        let idx = self.flows.insert(f)?;
+        self.wheel.arm(&mut self.flows.next, idx, f.deadline);
+        c.active_connections += 1;
+        Some(idx)
+    }
+
+    /// Unindexes a live flow (the wheel frees its slot later), releasing what it holds in
+    /// `rfc4787` mode (its mapping reference and its filtering permission).
+    fn retire(&mut self, idx: u32) {
+        if let (Some(e), Some(f)) = (self.eim.as_mut(), self.flows.get(idx)) {
+            if !f.is_dead() {
+                e.release_flow(f, f.state & st::ALLOWS != 0);
+            }
+        }
+        self.flows.unindex(idx);
     }
 }
 
@@ -106,6 +138,8 @@ pub struct NatWorker {
     rng: Rng,
     steering: Option<RssSteering>,
     last_sweep: u32,
+    /// Some gateway is in `rfc4787` mode (else inbound packets skip the hairpin check).
+    hairpin: bool,
 }
 
 /// The IPv4 facts the translators need, read once.
@@ -195,7 +229,6 @@ impl NatWorker {
             gws.push(Gateway {
                 inside: g.inside_prefixes.clone(),
                 public_ips: g.public_ips.clone(),
-                mode: g.mode,
                 to_tcp_est: ticks(g.timeouts.tcp_established_s),
                 to_tcp_trans: ticks(g.timeouts.tcp_transitory_s),
                 to_udp: ticks(g.timeouts.udp_s),
@@ -211,12 +244,15 @@ impl NatWorker {
                     rng.next_u64(),
                 ),
                 frags: FragTable::new(rng.next_u64()),
+                eim: (g.mode == NatMode::Rfc4787)
+                    .then(|| Eim::new(g.flows_per_core as usize, rng.next_u64())),
             });
         }
         NatWorker {
             worker,
             n_workers,
             tick_len,
+            hairpin: gws.iter().any(|g| g.eim.is_some()),
             counters: vec![GatewayCounters::default(); gws.len()],
             gws,
             public,
@@ -246,6 +282,9 @@ impl NatWorker {
         };
         let t = self.tick(now);
         if let Some(&gi) = self.public.get(&u32::from(ip.dst)) {
+            if let Some(gs) = self.hairpin.then(|| self.hairpin_source(ip.src)).flatten() {
+                return self.hairpin(gs, gi, pkt, &ip, t);
+            }
             return self.out2in(gi, pkt, &ip, t);
         }
         let src = ip.src;
@@ -277,7 +316,7 @@ impl NatWorker {
                 if f.is_dead() {
                     g.flows.free(idx);
                 } else if expiry::is_due(f.deadline, t) {
-                    g.flows.unindex(idx);
+                    g.retire(idx);
                     g.flows.free(idx);
                     c.idle_timeouts += 1;
                     c.active_connections = c.active_connections.saturating_sub(1);
@@ -303,6 +342,24 @@ impl NatWorker {
 
     pub fn capacity(&self) -> usize {
         self.gws.iter().map(|g| g.flows.capacity()).sum()
+    }
+
+    /// Live endpoint-independent mappings on this worker (`rfc4787` gateways).
+    pub fn mappings(&self) -> usize {
+        self.gws
+            .iter()
+            .filter_map(|g| g.eim.as_ref())
+            .map(|e| e.len())
+            .sum()
+    }
+
+    /// Which worker handles outbound traffic of `inside` (and holds its mappings) for an
+    /// `rfc4787` gateway; `aws` gateways have no such owner (this worker is returned).
+    pub fn inside_owner(&self, gateway: usize, inside: Ipv4Addr) -> usize {
+        match self.gws.get(gateway) {
+            Some(g) if g.eim.is_some() => rfc4787::inside_owner(inside, self.n_workers),
+            _ => self.worker,
+        }
     }
 
     /// Which worker owns return traffic to (public ip, public port or ICMP id). A port
@@ -335,7 +392,7 @@ impl NatWorker {
         let (Some(g), Some(c)) = (self.gws.get_mut(gi), self.counters.get_mut(gi)) else {
             return;
         };
-        g.flows.unindex(idx);
+        g.retire(idx);
         c.idle_timeouts += 1;
         c.active_connections = c.active_connections.saturating_sub(1);
     }
@@ -363,7 +420,8 @@ impl NatWorker {
     }
 
     /// New mapping for an inside endpoint toward a remote: picks a public IP (starting at a
-    /// random one, then in turn) and a port, stores and arms the flow.
+    /// random one, then in turn) and a port, stores and arms the flow. `rfc4787` gateways:
+    /// the flow goes on the inside endpoint's mapping (see `rfc4787`).
     fn create(
         &mut self,
         gi: usize,
@@ -387,6 +445,19 @@ impl NatWorker {
         c.connection_attempts += 1;
         if g.flows.len() >= g.flows.capacity() {
             return Err(DropReason::NatTableFull);
+        }
+        if g.eim.is_some() {
+            return g.create_eim(
+                c,
+                rng,
+                steering.as_ref(),
+                *worker,
+                proto,
+                inside,
+                remote,
+                state,
+                t,
+            );
         }
         let n_ips = g.public_ips.len() as u32;
         let start = rng.below(n_ips);
@@ -419,7 +490,7 @@ impl NatWorker {
             c.port_allocation_errors += 1;
             return Err(DropReason::NatPortExhausted);
         };
-        let mut f = Flow {
+        let f = Flow {
             inside_ip: u32::from(inside.0),
             remote_ip: u32::from(remote.0),
             public_ip: u32::from(pip),
@@ -430,13 +501,7 @@ impl NatWorker {
             state,
             ..Flow::default()
         };
-        f.deadline = t.wrapping_add(g.timeout(proto, state));
-        let Some(idx) = g.flows.insert(f) else {
-            return Err(DropReason::NatTableFull);
-        };
-        g.wheel.arm(&mut g.flows.next, idx, f.deadline);
-        c.active_connections += 1;
-        Ok(idx)
+        g.store(c, f, t).ok_or(DropReason::NatTableFull)
     }
 
     /// Refreshes a flow's deadline for its (possibly new) state.

@@ -119,9 +119,17 @@ impl NatWorker {
             )
         };
         let key = Key::new(IPPROTO_TCP, ip.dst, dport, ip.src, sport);
-        let idx = self
-            .lookup_out(gi, &key, t)
-            .ok_or(DropReason::NatNoMapping)?;
+        let idx = match self.lookup_out(gi, &key, t) {
+            Some(idx) => idx,
+            // rfc4787 mode: a SYN from a permitted remote opens a flow on the mapping.
+            None => self.inbound_new(
+                gi,
+                &key,
+                flags & (tcp::SYN | tcp::ACK | tcp::RST | tcp::FIN) == tcp::SYN,
+                tcp_state::SYN_SENT_IN,
+                t,
+            )?,
+        };
         let f = self.flow(gi, idx).ok_or(DropReason::NatNoMapping)?;
         let tcp_st = f.state & st::TCP_MASK;
         let last = (f.state & st::SEQ_IN_VALID != 0).then_some(f.seq_in);
@@ -153,9 +161,10 @@ impl NatWorker {
         let l4 = pkt.data().get(14 + ip.hl..14 + ip.len).unwrap_or(&[]);
         let (sport, dport) = (be16(l4, 0), be16(l4, 2));
         let key = Key::new(IPPROTO_UDP, ip.dst, dport, ip.src, sport);
-        let idx = self
-            .lookup_out(gi, &key, t)
-            .ok_or(DropReason::NatNoMapping)?;
+        let idx = match self.lookup_out(gi, &key, t) {
+            Some(idx) => idx,
+            None => self.inbound_new(gi, &key, true, 0, t)?,
+        };
         self.first_reply(gi, idx);
         self.touch(gi, idx, t);
         if ip.more {
@@ -195,9 +204,11 @@ impl NatWorker {
             return Err(DropReason::NatNoMapping);
         }
         let key = Key::new(IPPROTO_ICMP, ip.dst, icmp.echo_ident(), ip.src, 0);
-        let idx = self
-            .lookup_out(gi, &key, t)
-            .ok_or(DropReason::NatNoMapping)?;
+        let idx = match self.lookup_out(gi, &key, t) {
+            Some(idx) => idx,
+            // rfc4787 mode: only tells a filtered reply from an unmapped one.
+            None => self.inbound_new(gi, &key, false, 0, t)?,
+        };
         self.first_reply(gi, idx);
         self.touch(gi, idx, t);
         self.dnat(gi, idx, pkt, ip)

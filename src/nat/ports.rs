@@ -193,6 +193,35 @@ impl PortAllocator {
         }
         None
     }
+
+    /// `rfc4787` mode (endpoint-independent mapping): a port anywhere in this worker's
+    /// slice, since a mapping serves every destination. `ok(port, preferred)` is asked with
+    /// `preferred = true` during the `RANDOM_PROBES` uniformly random probes (the caller
+    /// may then also insist on RSS steering toward the first destination) and with
+    /// `false` during the bounded sweep from a random position that follows.
+    pub fn allocate_any(
+        &self,
+        rng: &mut Rng,
+        mut ok: impl FnMut(u16, bool) -> bool,
+    ) -> Option<u16> {
+        if self.slice == 0 {
+            return None;
+        }
+        for _ in 0..RANDOM_PROBES {
+            let p = self.port_at(rng.below(self.slice));
+            if ok(p, true) {
+                return Some(p);
+            }
+        }
+        let start = rng.below(self.slice);
+        for j in 0..self.slice.min(SWEEP_MAX) {
+            let p = self.port_at((start + j) % self.slice);
+            if ok(p, false) {
+                return Some(p);
+            }
+        }
+        None
+    }
 }
 
 #[cfg(test)]
@@ -238,6 +267,21 @@ mod tests {
         }
         assert_eq!(other.len(), 100);
         assert_ne!(used, other, "destinations get different windows");
+    }
+
+    #[test]
+    fn allocate_any_covers_the_whole_slice_of_this_worker() {
+        let a = PortAllocator::new(2000, 2099, 3, 1, 2, 7);
+        let mut rng = Rng::new(3);
+        let mut used = HashSet::new();
+        while let Some(p) = a.allocate_any(&mut rng, |p, _| !used.contains(&p)) {
+            assert_eq!(a.owner_of(p), Some(1));
+            used.insert(p);
+        }
+        assert_eq!(used.len(), 50, "not limited by the per-destination window");
+        // Preference only during the random probes.
+        let mut rng = Rng::new(4);
+        assert!(a.allocate_any(&mut rng, |_, pref| !pref).is_some());
     }
 
     #[test]

@@ -11,6 +11,10 @@ pub const SYN_RCVD: u8 = 2;
 pub const ESTABLISHED: u8 = 3;
 /// FIN or RST seen: transitory timeout from now on.
 pub const CLOSING: u8 = 4;
+/// `rfc4787` mode, a connection opened from the outside (a SYN to a mapped public
+/// endpoint from a permitted remote): SYN from the remote seen, then SYN-ACK from the inside.
+pub const SYN_SENT_IN: u8 = 5;
+pub const SYN_RCVD_IN: u8 = 6;
 
 /// A segment farther than this from the last sequence number seen in its direction is
 /// "obviously wrong" (blind injection, garbage). Real windows are at most 2^30 (RFC 7323),
@@ -26,6 +30,8 @@ pub fn next(state: u8, flags: u8, from_inside: bool) -> (u8, bool) {
     match state {
         SYN_SENT if !from_inside && flags & (SYN | ACK) == SYN | ACK => (SYN_RCVD, false),
         SYN_RCVD if from_inside && flags & (SYN | ACK) == ACK => (ESTABLISHED, true),
+        SYN_SENT_IN if from_inside && flags & (SYN | ACK) == SYN | ACK => (SYN_RCVD_IN, false),
+        SYN_RCVD_IN if !from_inside && flags & (SYN | ACK) == ACK => (ESTABLISHED, true),
         s => (s, false),
     }
 }
@@ -67,6 +73,17 @@ mod tests {
         assert_eq!(next(SYN_SENT, RST, false).0, CLOSING);
         // An ACK from the remote alone does not establish.
         assert_eq!(next(SYN_SENT, ACK, false).0, SYN_SENT);
+    }
+
+    #[test]
+    fn handshake_opened_from_outside() {
+        assert_eq!(next(SYN_SENT_IN, SYN, false), (SYN_SENT_IN, false));
+        assert_eq!(next(SYN_SENT_IN, ACK, true).0, SYN_SENT_IN);
+        let (s, _) = next(SYN_SENT_IN, SYN | ACK, true);
+        assert_eq!(s, SYN_RCVD_IN);
+        assert_eq!(next(s, ACK, true), (SYN_RCVD_IN, false));
+        assert_eq!(next(s, ACK, false), (ESTABLISHED, true));
+        assert!(!is_established(SYN_SENT_IN) && !is_established(SYN_RCVD_IN));
     }
 
     #[test]

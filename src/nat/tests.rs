@@ -6,20 +6,26 @@ use crate::packet::VecBuf;
 use crate::wire::tcp::{ACK, FIN, RST, SYN};
 use crate::wire::{checksum, EthernetFrame, IcmpPacket, Ipv4Packet, TcpPacket, UdpPacket};
 
-const HZ: u64 = 1_000_000;
-const IN1: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 5);
-const IN2: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 6);
-const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
-const REMOTE2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 8);
-const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-const PUB0: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
-const PUB1: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
+pub(super) const HZ: u64 = 1_000_000;
+pub(super) const IN1: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 5);
+pub(super) const IN2: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 6);
+pub(super) const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+pub(super) const REMOTE2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 8);
+pub(super) const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+pub(super) const PUB0: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+pub(super) const PUB1: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
 
-fn s(secs: u64) -> u64 {
+pub(super) fn s(secs: u64) -> u64 {
     secs * HZ
 }
 
-fn gw(first: u32, last: u32, limit: Option<u32>, flows: u32, ips: &[Ipv4Addr]) -> NatGatewayConfig {
+pub(super) fn gw(
+    first: u32,
+    last: u32,
+    limit: Option<u32>,
+    flows: u32,
+    ips: &[Ipv4Addr],
+) -> NatGatewayConfig {
     NatGatewayConfig {
         id: "t".into(),
         inside_prefixes: vec!["10.0.1.0/24".parse().unwrap()],
@@ -37,16 +43,16 @@ fn gw(first: u32, last: u32, limit: Option<u32>, flows: u32, ips: &[Ipv4Addr]) -
     }
 }
 
-fn worker(g: NatGatewayConfig) -> NatWorker {
+pub(super) fn worker(g: NatGatewayConfig) -> NatWorker {
     NatWorker::new(&[g], 0, 1, HZ)
 }
 
-fn default_worker() -> NatWorker {
+pub(super) fn default_worker() -> NatWorker {
     worker(gw(1024, 65535, None, 100_000, &[PUB0]))
 }
 
 /// Ethernet + IPv4 (20 bytes) around `l4`, IP checksum filled.
-fn ip_frame(
+pub(super) fn ip_frame(
     src: Ipv4Addr,
     dst: Ipv4Addr,
     proto: u8,
@@ -79,7 +85,7 @@ fn ip_frame(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn tcp_seg(
+pub(super) fn tcp_seg(
     src: Ipv4Addr,
     sp: u16,
     dst: Ipv4Addr,
@@ -103,7 +109,15 @@ fn tcp_seg(
     l4
 }
 
-fn tcp(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16, flags: u8, seq: u32, ack: u32) -> VecBuf {
+pub(super) fn tcp(
+    src: Ipv4Addr,
+    sp: u16,
+    dst: Ipv4Addr,
+    dp: u16,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+) -> VecBuf {
     VecBuf::from_frame(&ip_frame(
         src,
         dst,
@@ -115,7 +129,7 @@ fn tcp(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16, flags: u8, seq: u32, ack:
     ))
 }
 
-fn udp_dgram(
+pub(super) fn udp_dgram(
     src: Ipv4Addr,
     sp: u16,
     dst: Ipv4Addr,
@@ -135,7 +149,7 @@ fn udp_dgram(
     l4
 }
 
-fn udp(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16) -> VecBuf {
+pub(super) fn udp(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16) -> VecBuf {
     VecBuf::from_frame(&ip_frame(
         src,
         dst,
@@ -147,7 +161,7 @@ fn udp(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16) -> VecBuf {
     ))
 }
 
-fn icmp_msg(ty: u8, code: u8, rest: u32, data: &[u8]) -> Vec<u8> {
+pub(super) fn icmp_msg(ty: u8, code: u8, rest: u32, data: &[u8]) -> Vec<u8> {
     let mut m = vec![0u8; 8 + data.len()];
     m[8..].copy_from_slice(data);
     let mut i = IcmpPacket::new_unchecked(&mut m[..]);
@@ -158,7 +172,7 @@ fn icmp_msg(ty: u8, code: u8, rest: u32, data: &[u8]) -> Vec<u8> {
     m
 }
 
-fn echo(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, id: u16) -> VecBuf {
+pub(super) fn echo(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, id: u16) -> VecBuf {
     VecBuf::from_frame(&ip_frame(
         src,
         dst,
@@ -171,7 +185,7 @@ fn echo(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, id: u16) -> VecBuf {
 }
 
 /// Addresses, ports (or echo id) of a frame, asserting every checksum is valid.
-fn check(b: &VecBuf) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
+pub(super) fn check(b: &VecBuf) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
     let ip = Ipv4Packet::new_checked(&b.data()[14..]).unwrap();
     assert!(ip.verify_checksum(), "ip checksum");
     let (s, d) = (ip.src_addr(), ip.dst_addr());
@@ -195,7 +209,7 @@ fn check(b: &VecBuf) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
     }
 }
 
-fn out_port(w: &mut NatWorker, mut b: VecBuf, now: u64) -> (Ipv4Addr, u16) {
+pub(super) fn out_port(w: &mut NatWorker, mut b: VecBuf, now: u64) -> (Ipv4Addr, u16) {
     assert_eq!(w.process(&mut b, now), NatVerdict::Translated);
     let (s, p, _, _) = check(&b);
     (s, p)
@@ -482,7 +496,7 @@ fn icmp_echo_identifier_translated() {
 
 /// The packet as it left the NAT, quoted in an error from `from` (full header + 8 bytes,
 /// or `extra` more bytes).
-fn error_for(
+pub(super) fn error_for(
     sent: &VecBuf,
     from: Ipv4Addr,
     to: Ipv4Addr,
@@ -496,7 +510,7 @@ fn error_for(
     VecBuf::from_frame(&ip_frame(from, to, 1, &m, 9, false, 0))
 }
 
-fn check_error(b: &VecBuf, inside: Ipv4Addr, iport: u16) {
+pub(super) fn check_error(b: &VecBuf, inside: Ipv4Addr, iport: u16) {
     let ip = Ipv4Packet::new_checked(&b.data()[14..]).unwrap();
     assert!(ip.verify_checksum());
     assert_eq!(ip.dst_addr(), inside);
@@ -683,17 +697,28 @@ fn rss_steering_picks_ports_that_return_to_this_worker() {
 
 #[test]
 fn hostile_inputs_never_panic() {
+    for mode in [NatMode::Aws, NatMode::Rfc4787] {
+        hostile_inputs(mode);
+    }
+}
+
+fn hostile_inputs(mode: NatMode) {
     let mut rng = ports::Rng::new(1234);
-    let mut w = worker(gw(1024, 1100, None, 64, &[PUB0]));
+    let mut w = worker(NatGatewayConfig {
+        mode,
+        ..gw(1024, 1100, None, 64, &[PUB0])
+    });
     let templates: Vec<VecBuf> = vec![
         tcp(IN1, 1, REMOTE, 2, SYN, 1, 0),
         udp(REMOTE, 53, PUB0, 1030),
         echo(REMOTE, PUB0, 0, 1030),
         error_for(&udp(PUB0, 1030, REMOTE, 53), ROUTER, PUB0, 3, 4, 10),
         error_for(&udp(REMOTE, 53, IN1, 1030), IN1, REMOTE, 3, 3, 10),
+        udp(IN1, 1030, PUB0, 1031),
+        error_for(&udp(PUB0, 1030, IN1, 53), IN1, PUB0, 3, 3, 10),
     ];
     for i in 0..20_000u64 {
-        let mut b = templates[(i % 5) as usize].clone();
+        let mut b = templates[(i % templates.len() as u64) as usize].clone();
         let n = b.len();
         // Corrupt bytes past the (pipeline-validated) IPv4 header, and sometimes truncate
         // (fixing total length so the IPv4 header stays valid).
@@ -718,5 +743,10 @@ fn hostile_inputs_never_panic() {
         f.iter_mut().for_each(|x| *x = rng.next_u64() as u8);
         let _ = w.process(&mut VecBuf::from_frame(&f), 0);
     }
+    for i in 0..4000 {
+        w.expire(s(200) + i);
+    }
+    assert_eq!((w.flows(), w.mappings()), (0, 0), "{mode:?}");
+    assert_eq!(w.counters()[0].active_connections, 0);
     let _ = checksum::checksum(&[]);
 }
