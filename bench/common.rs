@@ -60,6 +60,29 @@ pub fn bench_fib() -> Arc<Fib> {
     Arc::new(Fib::build(&cfg, &[0, 1], &PORT_MAC, 1))
 }
 
+/// The NAT gateway public address (not a port address; the FIB answers ARP for it).
+pub const PUBLIC_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+
+/// `BENCH_YAML` plus one NAT gateway translating 10.0.1.0/24 to `PUBLIC_IP`, with room
+/// for `flows` flows per core and the given UDP / transitory-TCP timeouts.
+pub fn nat_config(flows: u32, timeout_s: u32) -> config::Config {
+    let yaml = format!(
+        "{BENCH_YAML}
+nat_gateways:
+  - id: bench
+    inside_prefixes: [10.0.1.0/24]
+    public_ips: [{PUBLIC_IP}]
+    flows_per_core: {flows}
+    timeouts:
+      tcp_established_s: {timeout_s}
+      tcp_transitory_s: {timeout_s}
+      udp_s: {timeout_s}
+      icmp_s: {timeout_s}
+"
+    );
+    config::parse_str(&yaml, "bench-nat.yaml").unwrap_or_else(|e| panic!("{e}"))
+}
+
 pub const ETH: usize = 14;
 
 /// An Ethernet + IPv4 + TCP (ACK, 20-byte header) frame of `frame_len` bytes (>= 54)
@@ -96,6 +119,18 @@ pub fn tcp_frame(flow: u32, dst: Ipv4Addr, frame_len: usize) -> Vec<u8> {
         tcp.set_window(65535);
         tcp.fill_checksum(src, dst);
     }
+    f
+}
+
+/// As `tcp_frame` with only SYN set (a connection's first packet).
+pub fn tcp_syn_frame(flow: u32, dst: Ipv4Addr, frame_len: usize) -> Vec<u8> {
+    let mut f = tcp_frame(flow, dst, frame_len);
+    let (src, _) = flow_source(flow);
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[ETH..]);
+    let mut tcp = TcpPacket::new_unchecked(ip.payload_mut());
+    tcp.set_flags(TcpPacket::<&[u8]>::SYN);
+    tcp.set_ack_number(0);
+    tcp.fill_checksum(src, dst);
     f
 }
 
