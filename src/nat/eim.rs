@@ -80,9 +80,11 @@ impl Eim {
         Eim {
             maps: vec![Mapping::default(); cap],
             free: (0..cap as u32).rev().collect(),
-            by_inside: HashTable::with_capacity(cap),
-            by_public: HashTable::with_capacity(cap),
-            perms: HashTable::with_capacity(cap),
+            // 2x: deleted slots are then reclaimed by in-place rehash, never by a
+            // reallocation on the packet path (see flow.rs).
+            by_inside: HashTable::with_capacity(2 * cap + 1),
+            by_public: HashTable::with_capacity(2 * cap + 1),
+            perms: HashTable::with_capacity(2 * cap + 1),
             cap,
             seed,
         }

@@ -143,8 +143,11 @@ impl FlowTable {
             flows: vec![Flow::default(); cap],
             next,
             free_head: 0,
-            by_in: HashTable::with_capacity(cap),
-            by_out: HashTable::with_capacity(cap),
+            // Twice the flows: hashbrown reclaims deleted slots by rehashing in place only
+            // while live entries fill at most half its capacity; above that it would
+            // reallocate, on the packet path, under churn near a full table.
+            by_in: HashTable::with_capacity(2 * cap + 1),
+            by_out: HashTable::with_capacity(2 * cap + 1),
             used: 0,
             live: 0,
             seed,
@@ -315,6 +318,34 @@ mod tests {
                 assert_eq!(t.lookup_in(&flow(n).in_key()), Some(idx[n as usize]));
             }
         }
+    }
+
+    #[test]
+    fn churn_at_full_capacity_never_reallocates_the_indexes() {
+        let cap = 1000;
+        let mut t = FlowTable::new(cap, 3);
+        let mut live: Vec<u32> = (0..cap as u32)
+            .map(|n| t.insert(flow(n)).unwrap())
+            .collect();
+        let bytes = t.memory_bytes();
+        let mut x: u64 = 0x9e37_79b9;
+        for n in cap as u32..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let victim = (x % cap as u64) as usize;
+            t.unindex(live[victim]);
+            t.free(live[victim]);
+            let mut f = flow(n % 50_000);
+            f.remote_ip = n;
+            live[victim] = t.insert(f).expect("a slot was freed");
+            assert_eq!(
+                t.memory_bytes(),
+                bytes,
+                "index tables reallocated at churn {n}"
+            );
+        }
+        assert_eq!(t.len(), cap);
     }
 
     #[test]

@@ -41,7 +41,8 @@ pub struct FragTable {
 impl FragTable {
     pub fn new(seed: u64) -> FragTable {
         FragTable {
-            t: HashTable::with_capacity(FRAG_CAPACITY),
+            // 2x: in-place rehash instead of reallocation under churn (see flow.rs).
+            t: HashTable::with_capacity(2 * FRAG_CAPACITY + 1),
             seed,
         }
     }

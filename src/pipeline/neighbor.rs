@@ -44,7 +44,8 @@ pub struct NeighborTable {
 impl NeighborTable {
     pub fn new(capacity: usize, timeout_cycles: u64, request_interval_cycles: u64) -> Self {
         NeighborTable {
-            entries: HashMap::with_capacity(capacity),
+            // 2x: deleted slots are reclaimed by in-place rehash, not reallocation.
+            entries: HashMap::with_capacity(2 * capacity + 1),
             capacity,
             timeout: timeout_cycles,
             request_interval: request_interval_cycles,
