@@ -5,7 +5,7 @@
 use crate::config::{self, Config, PortRole};
 use crate::metrics::{self, Telemetry};
 use crate::nat::stage::{NatPublished, NatStage};
-use crate::nat::NatWorker;
+use crate::nat::{NatWorker, RssSteering};
 use crate::pipeline::counters::SharedCounters;
 use crate::pipeline::handoff::{HandoffMesh, HANDOFF_RING_SIZE};
 use crate::pipeline::route::Fib;
@@ -165,6 +165,7 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
     let (ev_tx, ev_rx): (Sender<WorkerEvent>, Receiver<WorkerEvent>) = bounded(4096);
     let assignment = rx_assignment(cfg, &port_ids, n_workers);
     let mesh: HandoffMesh<pmd::Mbuf> = HandoffMesh::new(n_workers, HANDOFF_RING_SIZE);
+    let steering = rss_steering(cfg, &ports, n_workers);
     let nat_published: Vec<Arc<NatPublished>> = (0..n_workers)
         .map(|_| Arc::new(NatPublished::new(cfg.nat_gateways.len())))
         .collect();
@@ -192,7 +193,8 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
             stages: if cfg.nat_gateways.is_empty() {
                 None
             } else {
-                let nat = NatWorker::new(&cfg.nat_gateways, i, n_workers, pmd::tsc_hz());
+                let mut nat = NatWorker::new(&cfg.nat_gateways, i, n_workers, pmd::tsc_hz());
+                nat.set_rss_steering(steering.clone());
                 Some(Box::new(NatStage::new(nat, nat_published[i].clone())))
             },
         };
@@ -223,8 +225,8 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
             info!(
                 "port {}: NAT return traffic {}",
                 p.name,
-                if p.rss_key_programmable && p.queues > 1 {
-                    "may be RSS-steered (key programmable)"
+                if steering.is_some() {
+                    "is RSS-steered to the owning worker (key and RETA programmed)"
                 } else {
                     "reaching a non-owner worker is handed off through a ring"
                 }
@@ -318,6 +320,31 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
         p.close();
     }
     Ok(())
+}
+
+/// RSS-aware NAT port choice is possible when every data port with several queues had
+/// its key and RETA programmed identically and each worker polls one queue of the same
+/// number on each port; otherwise None (return traffic goes through handoff rings).
+fn rss_steering(cfg: &Config, ports: &[Port], workers: usize) -> Option<RssSteering> {
+    if workers < 2 {
+        return None;
+    }
+    let mut program: Option<&pmd::RssProgram> = None;
+    for (p, pc) in ports.iter().zip(&cfg.ports) {
+        if pc.role != PortRole::Data {
+            continue;
+        }
+        let prog = p.rss_programmed.as_ref()?;
+        if pc.queues as usize != workers || program.is_some_and(|q| q != prog) {
+            return None;
+        }
+        program = Some(prog);
+    }
+    program.map(|p| RssSteering {
+        key: p.key,
+        reta: p.reta.clone(),
+        queue_of_worker: (0..workers as u16).collect(),
+    })
 }
 
 fn print_summary(t: &Telemetry) {

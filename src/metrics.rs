@@ -129,7 +129,9 @@ pub fn render(t: &Telemetry) -> String {
         }
         link.with_label_values(&[&p.name])
             .set(p.link_up_now() as i64);
-        let rss = if p.rss_key_programmable {
+        let rss = if p.rss_programmed.is_some() {
+            "programmed"
+        } else if p.rss_key_programmable {
             "programmable"
         } else {
             "fixed"

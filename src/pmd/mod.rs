@@ -26,7 +26,7 @@ pub use eal::{
 };
 pub use mbuf::{FreeBatch, Mbuf, MbufAlloc, RxBurst, TxBuffer, TxResult, BURST};
 pub use mempool::Mempool;
-pub use port::{is_pci_address, Port, PortSetup, PortStats};
+pub use port::{is_pci_address, Port, PortSetup, PortStats, RssProgram, RSS_KEY};
 
 use std::ffi::CStr;
 use std::fmt;

@@ -27,7 +27,22 @@ pub struct Port {
     pub link_up: bool,
     /// Whether the RSS hash key could be programmed (RSS-aware NAT port choice).
     pub rss_key_programmable: bool,
+    /// Set when flowgate programmed the RSS key and redirection table itself, so the
+    /// queue of any 5-tuple can be computed in software (Toeplitz).
+    pub rss_programmed: Option<RssProgram>,
 }
+
+/// The RSS key and redirection table flowgate programmed into a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RssProgram {
+    pub key: [u8; 40],
+    /// Queue of each redirection-table entry (entry = hash % len).
+    pub reta: Vec<u16>,
+}
+
+/// The RSS key flowgate programs: Microsoft's verification key, the one the software
+/// Toeplitz hash (`nat::toeplitz`) is tested against.
+pub const RSS_KEY: [u8; 40] = crate::nat::toeplitz::MS_KEY;
 
 /// Counters from rte_eth_stats_get.
 #[derive(Debug, Default, Clone, Copy)]
@@ -187,6 +202,11 @@ impl Port {
         unsafe { ffi::rte_eth_macaddr_get(id, &mut mac) };
 
         let rss_key_programmable = probe_rss_key(id, &info);
+        let rss_programmed = if rss_key_programmable && setup.queues > 1 {
+            program_rss(id, &info, setup.queues, conf.rx_adv_conf.rss_conf.rss_hf)
+        } else {
+            None
+        };
         let mut port = Port {
             id,
             name: setup.name.clone(),
@@ -196,6 +216,7 @@ impl Port {
             mtu: setup.mtu,
             link_up: false,
             rss_key_programmable,
+            rss_programmed,
         };
         port.link_up = port.wait_link(Duration::from_secs(5));
         Ok(port)
@@ -299,6 +320,36 @@ fn probe_rss_key(id: u16, info: &ffi::rte_eth_dev_info) -> bool {
     }
     // SAFETY: conf points at the key we just read.
     unsafe { ffi::rte_eth_dev_rss_hash_update(id, &mut conf) == 0 }
+}
+
+/// Program RSS_KEY and a redirection table spreading entries round-robin over the
+/// queues. None if the device refuses either (then NAT falls back to handoff rings).
+fn program_rss(id: u16, info: &ffi::rte_eth_dev_info, queues: u16, hf: u64) -> Option<RssProgram> {
+    if info.hash_key_size as usize != RSS_KEY.len() || info.reta_size == 0 {
+        return None;
+    }
+    let mut key = RSS_KEY;
+    let mut conf = ffi::rte_eth_rss_conf {
+        rss_key: key.as_mut_ptr(),
+        rss_key_len: RSS_KEY.len() as u8,
+        rss_hf: hf,
+    };
+    // SAFETY: conf points at a 40-byte key that outlives the call.
+    if unsafe { ffi::rte_eth_dev_rss_hash_update(id, &mut conf) } != 0 {
+        return None;
+    }
+    let size = info.reta_size as usize;
+    let group = ffi::RTE_ETH_RETA_GROUP_SIZE as usize;
+    let mut entries = vec![ffi::rte_eth_rss_reta_entry64::default(); size.div_ceil(group)];
+    let reta: Vec<u16> = (0..size).map(|i| (i % queues as usize) as u16).collect();
+    for (i, q) in reta.iter().enumerate() {
+        let e = &mut entries[i / group];
+        e.mask |= 1u64 << (i % group);
+        e.reta[i % group] = *q;
+    }
+    // SAFETY: `entries` holds reta_size / 64 groups as the API requires.
+    let rc = unsafe { ffi::rte_eth_dev_rss_reta_update(id, entries.as_mut_ptr(), info.reta_size) };
+    (rc == 0).then_some(RssProgram { key: RSS_KEY, reta })
 }
 
 #[cfg(test)]
