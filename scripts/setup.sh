@@ -14,7 +14,7 @@ set -euo pipefail
 PACKAGES=(
     dpdk dpdk-dev libdpdk-dev libclang-dev pkg-config build-essential
     iproute2 iputils-ping ethtool python3 python3-scapy prometheus
-    netcat-openbsd curl iperf3 tcpdump traceroute kmod
+    netcat-openbsd curl iperf3 tcpdump traceroute kmod procps
 )
 HUGEPAGES=1024
 
@@ -59,7 +59,7 @@ else
     log "all packages present"
 fi
 
-for tool in dpdk-testpmd ip ping ethtool tcpdump promtool curl nc traceroute iperf3; do
+for tool in dpdk-testpmd ip ss ping ethtool sysctl tcpdump promtool curl nc traceroute iperf3 timeout; do
     command -v "$tool" >/dev/null 2>&1 || { log "ERROR: $tool missing after install"; exit 1; }
 done
 if ! /usr/bin/python3 -c 'import scapy.all' >/dev/null 2>&1; then
