@@ -235,7 +235,7 @@ impl<B: PacketBuf> Pipeline<B> {
                 out.discard(pkt);
             }
             Step::Consumed => out.discard(pkt),
-            Step::Exception => self.to_kernel(pkt, out),
+            Step::Exception => self.send_to_kernel(pkt, out),
             Step::Forward => self.forward(pkt, rx_port, false, now, alloc, out),
             Step::Originated => self.forward(pkt, rx_port, true, now, alloc, out),
         }
@@ -398,7 +398,7 @@ impl<B: PacketBuf> Pipeline<B> {
         Step::Forward
     }
 
-    fn to_kernel<O: Output<B>>(&mut self, mut pkt: B, out: &mut O) {
+    fn send_to_kernel<O: Output<B>>(&mut self, mut pkt: B, out: &mut O) {
         let Some(exc) = self.fib.exception_port else {
             self.counters.drop(DropReason::NoExceptionPath);
             out.discard(pkt);

@@ -77,7 +77,7 @@ impl<V: Clone> Lpm<V> {
                 let mut t = HashMap::new();
                 t.insert(key, v);
                 self.levels.push((len, m, t));
-                self.levels.sort_by(|a, b| b.0.cmp(&a.0));
+                self.levels.sort_by_key(|l| std::cmp::Reverse(l.0));
             }
         }
     }

@@ -117,7 +117,16 @@ impl Port {
                 .to_string_lossy()
                 .into_owned()
         };
-        if setup.mtu < info.min_mtu as u32 || setup.mtu > info.max_mtu as u32 {
+        // net_af_packet reports a 1518-byte maximum frame to ethdev although its ring
+        // frames (`framesz`) carry jumbo frames: there the ethdev MTU stays at the
+        // driver's maximum and the data plane enforces the configured MTU itself.
+        let af_packet = driver == "net_af_packet";
+        let ethdev_mtu = if af_packet {
+            setup.mtu.min(info.max_mtu as u32)
+        } else {
+            setup.mtu
+        };
+        if ethdev_mtu < info.min_mtu as u32 || ethdev_mtu > info.max_mtu as u32 {
             return Err(err(
                 format!(
                     "port {}: mtu {} outside what {driver} supports ({}..={})",
@@ -137,7 +146,7 @@ impl Port {
         }
 
         let mut conf = ffi::rte_eth_conf::default();
-        conf.rxmode.mtu = setup.mtu;
+        conf.rxmode.mtu = ethdev_mtu;
         // SAFETY: reading extern consts defined in the C shim.
         let (rss_hash, fast_free, rss_ipv4, rss_tcp, rss_udp) = unsafe {
             (
