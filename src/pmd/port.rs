@@ -121,8 +121,17 @@ impl Port {
         // frames (`framesz`) carry jumbo frames: there the ethdev MTU stays at the
         // driver's maximum and the data plane enforces the configured MTU itself.
         let af_packet = driver == "net_af_packet";
+        // ethdev checks mtu + overhead against max_rx_pktlen (overhead as ethdev derives it).
+        let overhead = if info.max_mtu != u16::MAX && info.max_rx_pktlen > info.max_mtu as u32 {
+            info.max_rx_pktlen - info.max_mtu as u32
+        } else {
+            18
+        };
         let ethdev_mtu = if af_packet {
-            setup.mtu.min(info.max_mtu as u32)
+            setup
+                .mtu
+                .min(info.max_mtu as u32)
+                .min(info.max_rx_pktlen.saturating_sub(overhead))
         } else {
             setup.mtu
         };
