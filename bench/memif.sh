@@ -58,7 +58,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ "$SMOKE" = 1 ]; then
-    ROUNDS=1; DURATION=2
+    ROUNDS=1; DURATION=1
 fi
 [ ${#MODES[@]} -gt 0 ] || MODES=(macswap route nat)
 
@@ -284,11 +284,20 @@ run_flowgate() {
     local f1; f1=$(metric flowgate_forwarded_packets_total)
     local t1; t1=$(date +%s.%N)
     local drops; drops=$(metric flowgate_packets_dropped_total)
+    local natc=""
+    if [ "$mode" = nat ]; then
+        natc=", nat active connections $(metric flowgate_nat_active_connections)"
+    fi
     stop_pid "$dut" TERM
     local fwd_pps; fwd_pps=$(echo "($f1 - $f0) / ($t1 - $t0)" | bc -l)
-    printf '  run %d/%d  %-8s flows %-7s %4sB  gen Rx-pps: %9s  Tx-pps: %9s  -> %6.3f Mpps  (flowgate forwarded %.0f pps, neighbors %s, drops %s)\n' \
+    printf '  run %d/%d  %-8s flows %-7s %4sB  gen Rx-pps: %9s  Tx-pps: %9s  -> %6.3f Mpps  (flowgate forwarded %.0f pps, neighbors %s, drops %s%s)\n' \
         "$r" "$ROUNDS" "$mode" "$FLOWS" "$PKT" "$GEN_RX" "$GEN_TX" \
-        "$(echo "$GEN_RX / 1000000" | bc -l)" "$fwd_pps" "$neigh" "$drops"
+        "$(echo "$GEN_RX / 1000000" | bc -l)" "$fwd_pps" "$neigh" "$drops" "$natc"
+    if [ "$mode" = nat ] && [ "${natc##*connections }" = 0 ]; then
+        # The binary accepted nat_gateways but translated nothing: not a NAT measurement.
+        NOTE[nat]="flowgate reported no NAT connections (binary without the NAT stage?)"
+        return 1
+    fi
     if [ "$GEN_RX" = 0 ] && [ "${neigh:-0}" = 0 ]; then
         NOTE[$mode]="flowgate never resolved the generator's MAC (ARP primer failed; see $WORK/primer.log)"
     fi

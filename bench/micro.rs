@@ -6,6 +6,7 @@
 //! - lpm: longest-prefix match with 4 prefix lengths in use (/32, /24, /16, /0).
 //! - pipeline: `Pipeline::handle` on a `VecBuf` for a routed TCP packet whose next hop is
 //!   resolved (ns per packet), and the frame refill it includes, to subtract.
+//! - nat: flow-table lookup hit/miss (10k, 1M flows), port allocation, Toeplitz hash.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use flowgate::packet::{PacketBuf, VecAlloc, VecBuf};
@@ -189,5 +190,87 @@ fn pipeline(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, parse, checksums, lpm, pipeline);
+/// NAT building blocks: flow-table lookups (hit and miss) at 10k and 1M flows, public port
+/// allocation, and the Toeplitz hash the RSS-aware allocator evaluates.
+fn nat(c: &mut Criterion) {
+    use flowgate::nat::flow::{Flow, FlowTable, Key};
+    use flowgate::nat::ports::{PortAllocator, Rng as NatRng};
+    use flowgate::nat::toeplitz;
+
+    let mut g = c.benchmark_group("nat");
+    g.throughput(Throughput::Elements(1));
+    for &n in &[10_000u32, 1_000_000] {
+        let mut t = FlowTable::new(n as usize + n as usize / 8, 0x5eed);
+        let mut keys = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let (src, sport) = flow_source(i);
+            let dst = flow_dest(i);
+            let f = Flow {
+                inside_ip: u32::from(src),
+                remote_ip: u32::from(dst),
+                public_ip: u32::from(PUBLIC_IP),
+                inside_port: sport,
+                remote_port: 443,
+                public_port: 1024 + (i % 64000) as u16,
+                proto: 6,
+                ..Flow::default()
+            };
+            t.insert(f).expect("flow table full");
+            keys.push(Key::new(6, src, sport, dst, 443));
+        }
+        let mut rng = Rng(0xdead_beef ^ n as u64);
+        let idx: Vec<u32> = (0..4096).map(|_| rng.below(n)).collect();
+        g.bench_function(format!("flow_lookup_hit_{n}"), |b| {
+            let mut i = 0usize;
+            b.iter(|| {
+                i = (i + 1) & 4095;
+                black_box(t.lookup_in(black_box(&keys[idx[i] as usize])))
+            })
+        });
+        let misses: Vec<Key> = (0..4096u32)
+            .map(|i| Key::new(17, Ipv4Addr::new(10, 9, 9, 9), i as u16, flow_dest(i), 53))
+            .collect();
+        g.bench_function(format!("flow_lookup_miss_{n}"), |b| {
+            let mut i = 0usize;
+            b.iter(|| {
+                i = (i + 1) & 4095;
+                black_box(t.lookup_in(black_box(&misses[i])))
+            })
+        });
+    }
+
+    // Port allocation toward one destination, with an `ok` check that accepts the first
+    // candidate (empty table) and one that refuses half of them.
+    let pa = PortAllocator::new(1024, 65535, 55_000, 0, 2, 0xabcdef);
+    let mut rng = NatRng::new(42);
+    let mut d = 0u64;
+    g.bench_function("port_allocate_free", |b| {
+        b.iter(|| {
+            d = d.wrapping_add(0x9e37_79b9);
+            black_box(pa.allocate(&mut rng, black_box(d), |_| true))
+        })
+    });
+    g.bench_function("port_allocate_half_used", |b| {
+        b.iter(|| {
+            d = d.wrapping_add(0x9e37_79b9);
+            black_box(pa.allocate(&mut rng, black_box(d), |p| p & 2 == 0))
+        })
+    });
+    let src = Ipv4Addr::new(66, 9, 149, 187);
+    let dst = Ipv4Addr::new(161, 142, 100, 80);
+    g.bench_function("toeplitz_v4_l4", |b| {
+        b.iter(|| {
+            toeplitz::hash_v4_l4(
+                &toeplitz::MS_KEY,
+                black_box(src),
+                black_box(dst),
+                black_box(2794),
+                black_box(1766),
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, parse, checksums, lpm, pipeline, nat);
 criterion_main!(benches);
