@@ -58,3 +58,11 @@ clippy:
 
 clean:
 	$(CARGO) clean
+
+# Benchmark smoke run (CI): builds, then runs each benchmark for a moment (pipeline
+# ~2 s, criterion --test, link ~15 s or skipped without root/hugepages/testpmd).
+# Writes bench/results/latest.txt; measures nothing worth publishing. See docs/benchmarks.md.
+BENCH_SMOKE_TIMEOUT ?= 900
+.PHONY: bench-smoke
+bench-smoke: build
+	timeout -k 30 $(BENCH_SMOKE_TIMEOUT) bash bench/run.sh --smoke

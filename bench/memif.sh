@@ -58,7 +58,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ "$SMOKE" = 1 ]; then
-    ROUNDS=1; DURATION=1
+    ROUNDS=1; DURATION=2
 fi
 [ ${#MODES[@]} -gt 0 ] || MODES=(macswap route nat)
 
@@ -293,9 +293,19 @@ run_flowgate() {
     printf '  run %d/%d  %-8s flows %-7s %4sB  gen Rx-pps: %9s  Tx-pps: %9s  -> %6.3f Mpps  (flowgate forwarded %.0f pps, neighbors %s, drops %s%s)\n' \
         "$r" "$ROUNDS" "$mode" "$FLOWS" "$PKT" "$GEN_RX" "$GEN_TX" \
         "$(echo "$GEN_RX / 1000000" | bc -l)" "$fwd_pps" "$neigh" "$drops" "$natc"
+    local bad=""
     if [ "$mode" = nat ] && [ "${natc##*connections }" = 0 ]; then
         # The binary accepted nat_gateways but translated nothing: not a NAT measurement.
-        NOTE[nat]="flowgate reported no NAT connections (binary without the NAT stage?)"
+        bad="flowgate reported no NAT connections"
+    elif [ "$GEN_RX" != 0 ] && [ "$(echo "$fwd_pps < 1" | bc -l)" = 1 ]; then
+        # Traffic came back that flowgate did not forward: not a flowgate measurement.
+        bad="generator received traffic flowgate's counters do not show"
+    fi
+    if [ -n "$bad" ]; then
+        local keep="$ROOT/bench/results/memif-discarded-$mode-$r-$(date +%s)"
+        mkdir -p "$keep" && cp "$WORK"/*.log "$WORK"/*.yaml "$keep"/ 2>/dev/null || true
+        echo "    run discarded: $bad (logs: $keep)"
+        NOTE[$mode]="${NOTE[$mode]:-}${NOTE[$mode]:+; }run $r discarded: $bad"
         return 1
     fi
     if [ "$GEN_RX" = 0 ] && [ "${neigh:-0}" = 0 ]; then
