@@ -22,15 +22,15 @@
 //! establishing N flows minus bytes held before creating the NAT state, divided by N).
 //! Output ends with `key: value` lines.
 
-use flowgate::packet::{BufAlloc, PacketBuf, VecAlloc, VecBuf};
 use flowgate::nat::{NatVerdict, NatWorker};
+use flowgate::packet::{BufAlloc, PacketBuf, VecAlloc, VecBuf};
 use flowgate::pipeline::counters::DropReason;
 use flowgate::pipeline::route::Fib;
 use flowgate::pipeline::{Output, Pipeline, PipelineParams, StageVerdict, Stages};
-use std::sync::Arc;
 use flowgate::pmd::{self, Eal, Mbuf, MbufAlloc, Mempool};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[path = "common.rs"]
@@ -82,6 +82,9 @@ static GLOBAL: Counting = Counting;
 fn held() -> usize {
     HELD.load(Relaxed)
 }
+
+/// The `key: value` lines printed at the end.
+type Keys = Vec<(String, String)>;
 
 // ---------------------------------------------------------------------------------------
 // Options.
@@ -387,8 +390,14 @@ fn bench_route<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, St
             r.discarded
         );
         let ns = report(&format!("route {flows} flows"), &r, hz, "");
-        keys.push((format!("route_{}_ns_per_pkt", count_key(flows)), format!("{ns:.1}")));
-        keys.push((format!("route_{}_mpps", count_key(flows)), format!("{:.2}", 1e3 / ns)));
+        keys.push((
+            format!("route_{}_ns_per_pkt", count_key(flows)),
+            format!("{ns:.1}"),
+        ));
+        keys.push((
+            format!("route_{}_mpps", count_key(flows)),
+            format!("{:.2}", 1e3 / ns),
+        ));
     }
 }
 
@@ -438,8 +447,7 @@ fn main() {
         },
     ));
 
-    let run = |keys: &mut Vec<(String, String)>,
-               run_mode: &mut dyn FnMut(Mode, &mut Vec<(String, String)>)| {
+    let run = |keys: &mut Keys, run_mode: &mut dyn FnMut(Mode, &mut Keys)| {
         for &m in &o.modes {
             run_mode(m, keys);
         }
@@ -599,9 +607,9 @@ fn nonzero_drops<B>(p: &Pipeline<B>) -> Vec<(&'static str, u64)> {
 }
 
 fn count_key(n: u32) -> String {
-    if n >= 1_000_000 && n % 1_000_000 == 0 {
+    if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
         format!("{}m", n / 1_000_000)
-    } else if n >= 1000 && n % 1000 == 0 {
+    } else if n >= 1000 && n.is_multiple_of(1000) {
         format!("{}k", n / 1000)
     } else {
         n.to_string()
