@@ -137,10 +137,20 @@ spawn() {
     cat "$pidf"
 }
 
-# Sum of a metric's samples on /metrics (0 if absent).
+# Save /metrics to file $1 (3 tries, 5 s each: the control thread shares cpu 0 with the
+# generator's busy-polling lcore, so a scrape can be slow). Empty file if unreachable.
+scrape() {
+    local i
+    for i in 1 2 3; do
+        curl -s --max-time 5 "http://$METRICS_ADDR/metrics" > "$1" 2>/dev/null && [ -s "$1" ] && return 0
+    done
+    : > "$1"
+}
+
+# Sum of metric $1's samples in scrape file $2 ("?" if the scrape failed, 0 if absent).
 metric() {
-    curl -s --max-time 2 "http://$METRICS_ADDR/metrics" 2>/dev/null |
-        awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $NF } END { printf "%.0f\n", s + 0 }'
+    [ -s "$2" ] || { echo "?"; return; }
+    awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $NF } END { printf "%.0f\n", s + 0 }' "$2"
 }
 
 # flowgate config for one-armed routing (and NAT, when $1 = nat).
@@ -277,33 +287,64 @@ run_flowgate() {
         return 1
     fi
     prime_arp
-    local neigh; neigh=$(metric flowgate_neighbor_entries)
-    local f0; f0=$(metric flowgate_forwarded_packets_total)
+    scrape "$WORK/m0.txt"
+    if ! alive "$dut" || [ ! -s "$WORK/m0.txt" ]; then
+        # DPDK 22.11's memif server sometimes dies (SIGSEGV, no message) when its client
+        # disconnects, here the ARP primer: start over, a bounded number of times.
+        stop_pid "$dut" KILL
+        echo "    flowgate died when the ARP primer disconnected (memif server); restarting"
+        if [ "${3:-0}" -lt 2 ]; then
+            run_flowgate "$mode" "$r" $(( ${3:-0} + 1 ))
+            return
+        fi
+        NOTE[$mode]="${NOTE[$mode]:-}${NOTE[$mode]:+; }run $r: flowgate kept dying after the ARP primer"
+        return 1
+    fi
+    local neigh; neigh=$(metric flowgate_neighbor_entries "$WORK/m0.txt")
+    local f0; f0=$(metric flowgate_forwarded_packets_total "$WORK/m0.txt")
     local t0; t0=$(date +%s.%N)
     run_generator "$WORK/gen-$mode-$r.log"
-    local f1; f1=$(metric flowgate_forwarded_packets_total)
+    scrape "$WORK/m1.txt"
     local t1; t1=$(date +%s.%N)
-    local drops; drops=$(metric flowgate_packets_dropped_total)
+    local f1; f1=$(metric flowgate_forwarded_packets_total "$WORK/m1.txt")
+    local drops; drops=$(metric flowgate_packets_dropped_total "$WORK/m1.txt")
     local natc=""
     if [ "$mode" = nat ]; then
-        natc=", nat active connections $(metric flowgate_nat_active_connections)"
+        natc=", nat active connections $(metric flowgate_nat_active_connections "$WORK/m1.txt")"
     fi
     stop_pid "$dut" TERM
-    local fwd_pps; fwd_pps=$(echo "($f1 - $f0) / ($t1 - $t0)" | bc -l)
-    printf '  run %d/%d  %-8s flows %-7s %4sB  gen Rx-pps: %9s  Tx-pps: %9s  -> %6.3f Mpps  (flowgate forwarded %.0f pps, neighbors %s, drops %s%s)\n' \
+    local fwd_pps="?"
+    if [ "$f0" != "?" ] && [ "$f1" != "?" ]; then
+        fwd_pps=$(echo "($f1 - $f0) / ($t1 - $t0)" | bc -l | awk '{printf "%.0f", $1}')
+    fi
+    # flowgate's own summary at exit (SIGTERM) is the authoritative total.
+    local total; total=$(awk '/Pipeline: forwarded/ {print $3; exit}' "$log")
+    printf '  run %d/%d  %-8s flows %-7s %4sB  gen Rx-pps: %9s  Tx-pps: %9s  -> %6.3f Mpps  (flowgate: forwarded %s pps during the run, %s in all; neighbors %s, drops %s%s)\n' \
         "$r" "$ROUNDS" "$mode" "$FLOWS" "$PKT" "$GEN_RX" "$GEN_TX" \
-        "$(echo "$GEN_RX / 1000000" | bc -l)" "$fwd_pps" "$neigh" "$drops" "$natc"
+        "$(echo "$GEN_RX / 1000000" | bc -l)" "$fwd_pps" "${total:-?}" "$neigh" "$drops" "$natc"
     local bad=""
-    if [ "$mode" = nat ] && [ "${natc##*connections }" = 0 ]; then
+    # No summary: flowgate died when the generator disconnected (see above); then the
+    # scrape right after the run stands in for it.
+    [ -n "$total" ] || { [ "$f1" != "?" ] && total=$f1; }
+    if [ -z "$total" ]; then
+        # Died when the generator connected (memif server, as above). The generator then
+        # reads garbage rates from the dead peer's rings (seen: 3.6-4.2 Mpps): retry.
+        if [ "${3:-0}" -lt 2 ]; then
+            echo "    flowgate died during the run (memif server; generator rate meaningless); retrying"
+            run_flowgate "$mode" "$r" $(( ${3:-0} + 1 ))
+            return
+        fi
+        bad="flowgate died during the run (no summary, no metrics)"
+    elif [ "$GEN_RX" != 0 ] && [ "$total" = 0 ]; then
+        # Traffic came back that flowgate did not forward: not a flowgate measurement.
+        bad="generator received traffic but flowgate forwarded nothing"
+    elif [ "$mode" = nat ] && [ "${natc##*connections }" = 0 ]; then
         # The binary accepted nat_gateways but translated nothing: not a NAT measurement.
         bad="flowgate reported no NAT connections"
-    elif [ "$GEN_RX" != 0 ] && [ "$(echo "$fwd_pps < 1" | bc -l)" = 1 ]; then
-        # Traffic came back that flowgate did not forward: not a flowgate measurement.
-        bad="generator received traffic flowgate's counters do not show"
     fi
     if [ -n "$bad" ]; then
         local keep="$ROOT/bench/results/memif-discarded-$mode-$r-$(date +%s)"
-        mkdir -p "$keep" && cp "$WORK"/*.log "$WORK"/*.yaml "$keep"/ 2>/dev/null || true
+        mkdir -p "$keep" && cp "$WORK"/*.log "$WORK"/*.yaml "$WORK"/m?.txt "$keep"/ 2>/dev/null || true
         echo "    run discarded: $bad (logs: $keep)"
         NOTE[$mode]="${NOTE[$mode]:-}${NOTE[$mode]:+; }run $r discarded: $bad"
         return 1
@@ -319,7 +360,9 @@ mpps() { echo "$1" | awk '{ printf "%.3f", $1 / 1e6 }'; }
 # --- what can run ---------------------------------------------------------------------
 
 declare -A ENABLED
+NOTE[macswap]="not run (not among --mode)"; NOTE[route]=${NOTE[macswap]}; NOTE[nat]=${NOTE[macswap]}
 for m in "${MODES[@]}"; do
+    NOTE[$m]=""
     case "$m" in
         macswap) ENABLED[macswap]=1 ;;
         route|nat)
