@@ -403,6 +403,12 @@ fn nat_delta(
     rig.nat(after, name, l) - rig.nat(before, name, l)
 }
 
+/// Scrapes until `pred` holds (workers publish their counters every few polls), at most
+/// 5 s; returns the last scrape either way (the caller's assertions tell what is missing).
+fn settle(rig: &NatRig, pred: impl FnMut(&Metrics) -> bool) -> Metrics {
+    rig.app.wait_metrics(Duration::from_secs(5), pred)
+}
+
 fn drop_delta(before: &Metrics, after: &Metrics, reason: &str) -> f64 {
     after.dropped(reason) - before.dropped(reason)
 }
@@ -465,7 +471,18 @@ fn http_from_two_hosts_sees_only_public_ips() {
         clients.len()
     );
 
-    let m = rig.app.metrics();
+    // Counters are published by the worker every few polls: wait for the download's.
+    let m = settle(&rig, |m| {
+        nat_delta(
+            &rig,
+            &before,
+            m,
+            "bytes_total",
+            &[("direction", "in_from_destination")],
+        ) > blob.len() as f64
+            && nat_delta(&rig, &before, m, "connections_established_total", &[])
+                >= (2 * per_host + 1) as f64
+    });
     let conns = (2 * per_host + 1) as f64;
     for name in ["connection_attempts_total", "connections_established_total"] {
         let d = nat_delta(&rig, &before, &m, name, &[]);
@@ -710,7 +727,15 @@ fn udp_and_ping_through_nat() {
         );
     }
 
-    let m = rig.app.metrics();
+    let m = settle(&rig, |m| {
+        nat_delta(
+            &rig,
+            &before,
+            m,
+            "packets_total",
+            &[("direction", "out_to_source")],
+        ) >= 7.0
+    });
     for dir in [
         "in_from_source",
         "out_to_destination",
@@ -784,7 +809,12 @@ fn ttl_exceeded_and_traceroute_through_nat() {
         assert_eq!(hops.get(&3).map(String::as_str), Some(SERVER), "{o}");
         assert_eq!(hops.len(), 3, "{o}");
     }
-    let m = rig.app.metrics();
+    let m = settle(&rig, |m| {
+        m.value(
+            "flowgate_icmp_errors_sent_total",
+            &[("type", "time_exceeded")],
+        ) >= 3.0
+    });
     assert!(
         m.value(
             "flowgate_icmp_errors_sent_total",
@@ -833,6 +863,7 @@ fn pmtu_frag_needed_reaches_private_host() {
         8,
     );
     assert_eq!(ping_counts(&o.stdout), Some((2, 2)), "{o}");
+    std::thread::sleep(Duration::from_millis(300));
     let m = rig.app.metrics();
     assert_eq!(
         drop_delta(&before, &m, "nat_icmp_error_no_mapping")
@@ -906,11 +937,11 @@ fn idle_tcp_connection_gets_rst_after_timeout() {
     );
 }
 
-/// The global `flowgate_packets_dropped_total{reason="nat_idle_timeout_rst"}` is exported
-/// but never incremented: the per-gateway counter is (`NatWorker::in2out_tcp` counts it on
-/// the gateway and returns `Respond`; the pipeline only counts `Drop` verdicts globally).
+/// Regression: the global `flowgate_packets_dropped_total{reason="nat_idle_timeout_rst"}`
+/// was exported but never incremented (the gateway counted it, but the pipeline only counted
+/// `Drop` verdicts globally, not the `Respond` that turns the packet into the RST); it must
+/// match the per-gateway count.
 #[test]
-#[ignore = "BUG: after an idle-timeout RST, flowgate_nat_packets_dropped_total{reason=\"nat_idle_timeout_rst\"} is 1 but the global flowgate_packets_dropped_total{reason=\"nat_idle_timeout_rst\"} stays 0"]
 fn idle_timeout_rst_is_counted_in_global_drops() {
     let Some(_g) = setup("idle_timeout_rst_is_counted_in_global_drops") else {
         return;
@@ -1052,7 +1083,15 @@ fn udp_fragments_are_delivered_whole() {
 
     // Every fragment crossed the NAT as a packet of its own: 3 + 3 + 3 out; back, the two
     // short answers and the 3 fragments of the echo.
-    let m = rig.app.metrics();
+    let m = settle(&rig, |m| {
+        nat_delta(
+            &rig,
+            &before,
+            m,
+            "packets_total",
+            &[("direction", "out_to_source")],
+        ) >= 5.0
+    });
     let out = nat_delta(
         &rig,
         &before,
@@ -1171,9 +1210,10 @@ fn two_workers_spread_flows_and_hand_off_return_traffic() {
     assert_eq!(kv(&o.stdout, "fail"), Some(""), "{o}");
     assert_eq!(kv(&ob, "fail"), Some(""), "{ob}");
 
-    let m = rig.app.wait_metrics(Duration::from_secs(3), |m| {
+    let m = settle(&rig, |m| {
         m.value("flowgate_handoff_sent_total", &[])
             == m.value("flowgate_handoff_received_total", &[])
+            && nat_delta(&rig, &before, m, "connections_established_total", &[]) >= 2.0 * n as f64
     });
     let rx = |m: &Metrics, w: &str| m.value("flowgate_worker_rx_packets_total", &[("worker", w)]);
     let (w0, w1) = (
@@ -1499,7 +1539,7 @@ for i in range(3):
         !log.contains("other-addr"),
         "an address never contacted must be filtered\n{log}"
     );
-    let m = rig.app.metrics();
+    let m = settle(&rig, |m| drop_delta(&before, m, "nat_filtered") >= 3.0);
     assert!(
         drop_delta(&before, &m, "nat_filtered") >= 3.0,
         "{}",

@@ -136,7 +136,8 @@ impl<B: PacketBuf> Stages<B> for NatStage {
         match self.nat.process(pkt, now) {
             NatVerdict::Pass => StageVerdict::Pass,
             NatVerdict::Translated => StageVerdict::Translated,
-            NatVerdict::Respond => StageVerdict::Respond,
+            // The inside packet is not forwarded: it became the RST.
+            NatVerdict::Respond => StageVerdict::Respond(DropReason::NatIdleTimeoutRst),
             NatVerdict::Handoff(w) => StageVerdict::Handoff(w),
             NatVerdict::Drop(r) => StageVerdict::Drop(r),
         }

@@ -135,8 +135,9 @@ pub enum StageVerdict {
     Pass,
     /// Rewritten; route by the new destination.
     Translated,
-    /// Rewritten into a reply to the sender (e.g. a TCP RST); route it as originated.
-    Respond,
+    /// The packet was consumed (counted under the reason) and rewritten into a reply to
+    /// its sender (e.g. a TCP RST); route the reply as originated.
+    Respond(DropReason),
     /// Owned by another worker: hand it over unchanged.
     Handoff(usize),
     Drop(DropReason),
@@ -469,7 +470,8 @@ impl<B: PacketBuf> Pipeline<B> {
                 StageVerdict::Translated => {
                     dst = Ipv4Packet::new_unchecked(&pkt.data()[ETH..]).dst_addr();
                 }
-                StageVerdict::Respond => {
+                StageVerdict::Respond(r) => {
+                    self.counters.drop(r);
                     originated = true;
                     dst = Ipv4Packet::new_unchecked(&pkt.data()[ETH..]).dst_addr();
                 }
