@@ -22,11 +22,12 @@
 //! establishing N flows minus bytes held before creating the NAT state, divided by N).
 //! Output ends with `key: value` lines.
 
-use flowgate::nat::{NatVerdict, NatWorker};
+use flowgate::nat::stage::{NatPublished, NatStage};
+use flowgate::nat::NatWorker;
 use flowgate::packet::{BufAlloc, PacketBuf, VecAlloc, VecBuf};
 use flowgate::pipeline::counters::DropReason;
 use flowgate::pipeline::route::Fib;
-use flowgate::pipeline::{Output, Pipeline, PipelineParams, StageVerdict, Stages};
+use flowgate::pipeline::{Output, Pipeline, PipelineParams};
 use flowgate::pmd::{self, Eal, Mbuf, MbufAlloc, Mempool};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -483,32 +484,14 @@ fn run_mode<S: Bufs>(m: Mode, s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(Stri
 // ---------------------------------------------------------------------------------------
 // NAT.
 
-/// The NAT worker as a pipeline stage (what the worker wiring does in the appliance).
-struct NatStage(NatWorker);
-
-impl<B: PacketBuf> Stages<B> for NatStage {
-    #[inline]
-    fn process(&mut self, pkt: &mut B, now: u64) -> StageVerdict {
-        match self.0.process(pkt, now) {
-            NatVerdict::Pass => StageVerdict::Pass,
-            NatVerdict::Translated => StageVerdict::Translated,
-            NatVerdict::Respond => StageVerdict::Respond,
-            NatVerdict::Handoff(w) => StageVerdict::Handoff(w),
-            NatVerdict::Drop(r) => StageVerdict::Drop(r),
-        }
-    }
-    fn poll(&mut self, now: u64) {
-        self.0.expire(now);
-    }
-}
-
 fn nat_pipeline<S: Bufs>(s: &mut S, fib: &Arc<Fib>, nat: NatWorker, hz: u64) -> Pipeline<S::B> {
     let params = PipelineParams {
         tsc_hz: hz,
         ..PipelineParams::for_tests()
     };
     let mut p: Pipeline<S::B> = Pipeline::new(fib.clone(), params);
-    p.stages = Some(Box::new(NatStage(nat)));
+    let published = Arc::new(NatPublished::new(1));
+    p.stages = Some(Box::new(NatStage::new(nat, published)));
     let mut c = Collect {
         bufs: Vec::new(),
         tx: 0,
