@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# flowgate demo: the appliance routing between two network namespaces over net_af_packet.
+# flowgate demo: the appliance as a NAT gateway between a private namespace and a "public"
+# one, over net_af_packet.
 #
 #   netns fgd-c                      root ns: flowgate                     netns fgd-s
 #   fgdc1 10.0.1.2/24 ==veth== fgdc0 [client 10.0.1.1 | server 198.51.100.1] fgds0 ==veth== fgds1 198.51.100.2/24
+#   (private, default via 10.0.1.1)   NAT gateway: 10.0.1.0/24 -> 198.51.100.10      (no route to 10.0.0.0/8)
 #
 # Sends ping, HTTP (curl -> python3 http.server) and UDP through it, shows what the server
-# side saw and a metrics excerpt, stops the appliance (SIGTERM) and removes everything
-# (trap on EXIT). Run as root after `make build` (or just `make demo`).
+# side saw (only the gateway's public IP) and a metrics excerpt, stops the appliance
+# (SIGTERM) and removes everything (trap on EXIT). Run as root after `make build` (or just
+# `make demo`).
 #
 # Env: FLOWGATE_BIN (default target/release/flowgate), DEMO_METRICS_PORT (default 9187).
 set -euo pipefail
@@ -89,7 +92,7 @@ mkveth() { # root-end peer-end netns address
 mkveth fgdc0 fgdc1 "$NS_C" 10.0.1.2/24
 mkveth fgds0 fgds1 "$NS_S" 198.51.100.2/24
 in_c ip route add default via 10.0.1.1
-in_s ip route add 10.0.0.0/16 via 198.51.100.1
+# The server gets no route back to 10.0.0.0/8: replies can only come back through the NAT.
 echo "client: $(in_c ip -br addr show fgdc1)"
 echo "server: $(in_s ip -br addr show fgds1)"
 
@@ -109,6 +112,10 @@ ports:
     addresses: [198.51.100.1/24]
     mtu: 1500
 routes: []
+nat_gateways:
+  - id: demo-nat
+    inside_prefixes: [10.0.1.0/24]
+    public_ips: [198.51.100.10]
 metrics: {listen: "$METRICS"}
 worker: {burst: 32, tx_drain_us: 100, idle_sleep_us: 50}
 neighbor: {timeout_s: 300, pending_max: 64}
@@ -136,7 +143,7 @@ echo "flowgate (pid $FG_PID) is up, metrics on http://$METRICS/metrics"
 
 step "ping"
 check "client -> 10.0.1.1 (the appliance)" in_c timeout 10 ping -n -c 3 -i 0.2 -W 1 10.0.1.1
-check "client -> 198.51.100.2 (the server, routed)" in_c timeout 10 ping -n -c 3 -i 0.2 -W 1 198.51.100.2
+check "client -> 198.51.100.2 (the server, through the NAT)" in_c timeout 10 ping -n -c 3 -i 0.2 -W 1 198.51.100.2
 
 step "HTTP: curl in $NS_C -> python3 http.server on 198.51.100.2:8080 in $NS_S"
 mkdir -p "$WORK/www"
@@ -167,12 +174,14 @@ reply=$(printf 'hello over udp' | in_c timeout 5 nc -u -w 1 198.51.100.2 9999 ||
 echo "client got: $reply"
 check "UDP reply" test "$reply" = "echo: hello over udp"
 
-step "what the server side saw (client address preserved: 10.0.1.2)"
-grep -h -E '10\.0\.1\.2' "$WORK/http.log" "$WORK/udp.log" || true
+step "what the server side saw (only the NAT gateway's public IP 198.51.100.10)"
+grep -h -E '^(198|10)\.|udp from' "$WORK/http.log" "$WORK/udp.log" || true
+check "server saw the public IP" grep -q '198\.51\.100\.10' "$WORK/http.log"
+check "server never saw the private IP" bash -c "! grep -q '10\.0\.1\.2' '$WORK/http.log' '$WORK/udp.log'"
 
 step "metrics excerpt"
 curl -s --max-time 5 "http://$METRICS/metrics" \
-    | grep -E '^flowgate_(port_(rx|tx)_packets_total|forwarded_packets_total|icmp_echo_requests_total|neighbor_entries|mempool_mbufs_in_use|build_info|packets_dropped_total\{reason="(no_route|ttl_exceeded|not_our_mac|unknown_ethertype)"\})' \
+    | grep -E '^flowgate_(port_(rx|tx)_packets_total|forwarded_packets_total|icmp_echo_requests_total|neighbor_entries|mempool_mbufs_in_use|build_info|nat_(active_connections|connection_attempts_total|connections_established_total|port_allocation_errors_total|packets_total)|packets_dropped_total\{reason="(no_route|ttl_exceeded|not_our_mac|unknown_ethertype|nat_no_mapping)"\})' \
     || true
 
 step "stop (SIGTERM)"
