@@ -181,7 +181,7 @@ impl NatTopology {
         let (router, server) = (&self.router, &self.server);
         let rs = format!("{prefix}r1");
         let sr = format!("{prefix}s1");
-        ns_veth(&router, &rs, &server, &sr, 1500);
+        ns_veth(router, &rs, server, &sr, 1500);
         router.must(
             &["ip", "addr", "add", &format!("{ROUTER_IN}/24"), "dev", &rs],
             5,
