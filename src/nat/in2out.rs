@@ -12,7 +12,6 @@ use crate::wire::{
     EthernetFrame, IcmpPacket, Ipv4Packet, TcpPacket, UdpPacket, IPPROTO_ICMP, IPPROTO_TCP,
     IPPROTO_UDP,
 };
-use std::net::Ipv4Addr;
 
 impl NatWorker {
     pub(super) fn in2out<B: PacketBuf>(
@@ -35,7 +34,7 @@ impl NatWorker {
             return self.drop(gi, DropReason::NatFragmentNotAllowed);
         }
         let v = if ip.is_later_fragment() {
-            self.in2out_later_fragment(gi, pkt, ip, t)
+            self.later_fragment(gi, pkt, ip, t, Side::Src)
         } else {
             match ip.proto {
                 IPPROTO_TCP => self.in2out_tcp(gi, pkt, ip, t),
@@ -55,30 +54,6 @@ impl NatWorker {
             Ok(v) => v,
             Err(r) => self.drop(gi, r),
         }
-    }
-
-    fn in2out_later_fragment<B: PacketBuf>(
-        &mut self,
-        gi: usize,
-        pkt: &mut B,
-        ip: &Ip,
-        t: u32,
-    ) -> Result<NatVerdict, DropReason> {
-        let key = FragKey {
-            src: u32::from(ip.src),
-            dst: u32::from(ip.dst),
-            ident: ip.ident,
-            proto: ip.proto,
-            dir: 0,
-        };
-        let g = self.gws.get(gi).ok_or(DropReason::NatFragmentNoFlow)?;
-        let new = g
-            .frags
-            .lookup(&key, t)
-            .ok_or(DropReason::NatFragmentNoFlow)?;
-        let (hdr, _) = split_l3_l4(pkt.data_mut(), ip).ok_or(DropReason::NatFragmentNoFlow)?;
-        Ipv4Packet::new_unchecked(hdr).rewrite_src(Ipv4Addr::from(new));
-        Ok(NatVerdict::Translated)
     }
 
     fn in2out_tcp<B: PacketBuf>(

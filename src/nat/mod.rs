@@ -380,6 +380,41 @@ impl NatWorker {
         (o != self.worker).then_some(o)
     }
 
+    /// A fragment after the first (no transport header): translate the address its first
+    /// fragment's flow translated — the source going out (`Side::Src`), the destination
+    /// coming back (`Side::Dst`) — found by (src, dst, proto, IP ID).
+    fn later_fragment<B: PacketBuf>(
+        &mut self,
+        gi: usize,
+        pkt: &mut B,
+        ip: &Ip,
+        t: u32,
+        side: icmp_error::Side,
+    ) -> Result<NatVerdict, DropReason> {
+        let key = frag::FragKey {
+            src: u32::from(ip.src),
+            dst: u32::from(ip.dst),
+            ident: ip.ident,
+            proto: ip.proto,
+            dir: match side {
+                icmp_error::Side::Src => 0,
+                icmp_error::Side::Dst => 1,
+            },
+        };
+        let g = self.gws.get(gi).ok_or(DropReason::NatFragmentNoFlow)?;
+        let new = g
+            .frags
+            .lookup(&key, t)
+            .ok_or(DropReason::NatFragmentNoFlow)?;
+        let (hdr, _) = split_l3_l4(pkt.data_mut(), ip).ok_or(DropReason::NatFragmentNoFlow)?;
+        let mut hdr = Ipv4Packet::new_unchecked(hdr);
+        match side {
+            icmp_error::Side::Src => hdr.rewrite_src(Ipv4Addr::from(new)),
+            icmp_error::Side::Dst => hdr.rewrite_dst(Ipv4Addr::from(new)),
+        };
+        Ok(NatVerdict::Translated)
+    }
+
     fn drop(&mut self, gi: usize, r: DropReason) -> NatVerdict {
         if let Some(c) = self.counters.get_mut(gi) {
             c.drop(r);

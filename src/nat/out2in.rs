@@ -10,7 +10,6 @@ use crate::wire::icmp::{ECHO_REPLY, HEADER_LEN as ICMP_HDR};
 use crate::wire::{
     IcmpPacket, Ipv4Packet, TcpPacket, UdpPacket, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
 };
-use std::net::Ipv4Addr;
 
 impl NatWorker {
     pub(super) fn out2in<B: PacketBuf>(
@@ -33,7 +32,7 @@ impl NatWorker {
         let v = if ip.is_fragment() && ip.proto != IPPROTO_UDP {
             Err(DropReason::NatFragmentNotAllowed)
         } else if ip.is_later_fragment() {
-            self.out2in_later_fragment(gi, pkt, ip, t)
+            self.later_fragment(gi, pkt, ip, t, Side::Dst)
         } else {
             match ip.proto {
                 IPPROTO_TCP => self.out2in_tcp(gi, pkt, ip, t),
@@ -75,30 +74,6 @@ impl NatWorker {
             }
             _ => None,
         }
-    }
-
-    fn out2in_later_fragment<B: PacketBuf>(
-        &mut self,
-        gi: usize,
-        pkt: &mut B,
-        ip: &Ip,
-        t: u32,
-    ) -> Result<NatVerdict, DropReason> {
-        let key = FragKey {
-            src: u32::from(ip.src),
-            dst: u32::from(ip.dst),
-            ident: ip.ident,
-            proto: ip.proto,
-            dir: 1,
-        };
-        let g = self.gws.get(gi).ok_or(DropReason::NatFragmentNoFlow)?;
-        let new = g
-            .frags
-            .lookup(&key, t)
-            .ok_or(DropReason::NatFragmentNoFlow)?;
-        let (hdr, _) = split_l3_l4(pkt.data_mut(), ip).ok_or(DropReason::NatFragmentNoFlow)?;
-        Ipv4Packet::new_unchecked(hdr).rewrite_dst(Ipv4Addr::from(new));
-        Ok(NatVerdict::Translated)
     }
 
     fn out2in_tcp<B: PacketBuf>(
