@@ -1,7 +1,6 @@
 //! Inside -> outside: source NAT, flow creation, and the TCP RST for unknown connections.
 
 use super::flow::{st, Key};
-use super::frag::FragKey;
 use super::icmp_error::{self, Side};
 use super::{be16, split_l3_l4, tcp_state, Ip, NatVerdict, NatWorker};
 use crate::packet::PacketBuf;
@@ -159,16 +158,7 @@ impl NatWorker {
         if ip.more {
             // First fragment of a datagram: later fragments follow this mapping.
             let f = self.flow(gi, idx).ok_or(DropReason::NatNoMapping)?;
-            let key = FragKey {
-                src: u32::from(ip.src),
-                dst: u32::from(ip.dst),
-                ident: ip.ident,
-                proto: IPPROTO_UDP,
-                dir: 0,
-            };
-            if let Some(g) = self.gws.get_mut(gi) {
-                g.frags.insert(key, f.public_ip, t);
-            }
+            self.remember_first_fragment(gi, ip, Side::Src, f.public_ip, t);
         }
         self.snat(gi, idx, pkt, ip)
     }

@@ -180,6 +180,20 @@ impl Ip {
     }
 }
 
+/// The fragment-table key of a fragment travelling in the direction that rewrites `side`.
+fn frag_key(ip: &Ip, side: icmp_error::Side) -> frag::FragKey {
+    frag::FragKey {
+        src: u32::from(ip.src),
+        dst: u32::from(ip.dst),
+        ident: ip.ident,
+        proto: ip.proto,
+        dir: match side {
+            icmp_error::Side::Src => 0,
+            icmp_error::Side::Dst => 1,
+        },
+    }
+}
+
 /// The IP header and the IP payload of the frame, mutable.
 pub(crate) fn split_l3_l4<'a>(
     frame: &'a mut [u8],
@@ -391,16 +405,7 @@ impl NatWorker {
         t: u32,
         side: icmp_error::Side,
     ) -> Result<NatVerdict, DropReason> {
-        let key = frag::FragKey {
-            src: u32::from(ip.src),
-            dst: u32::from(ip.dst),
-            ident: ip.ident,
-            proto: ip.proto,
-            dir: match side {
-                icmp_error::Side::Src => 0,
-                icmp_error::Side::Dst => 1,
-            },
-        };
+        let key = frag_key(ip, side);
         let g = self.gws.get(gi).ok_or(DropReason::NatFragmentNoFlow)?;
         let new = g
             .frags
@@ -413,6 +418,21 @@ impl NatWorker {
             icmp_error::Side::Dst => hdr.rewrite_dst(Ipv4Addr::from(new)),
         };
         Ok(NatVerdict::Translated)
+    }
+
+    /// A first fragment was translated: its later fragments get `translated` as their new
+    /// source (`Side::Src`, going out) or destination (`Side::Dst`, coming back).
+    fn remember_first_fragment(
+        &mut self,
+        gi: usize,
+        ip: &Ip,
+        side: icmp_error::Side,
+        translated: u32,
+        t: u32,
+    ) {
+        if let Some(g) = self.gws.get_mut(gi) {
+            g.frags.insert(frag_key(ip, side), translated, t);
+        }
     }
 
     fn drop(&mut self, gi: usize, r: DropReason) -> NatVerdict {

@@ -1,7 +1,6 @@
 //! Outside -> inside: return traffic to a public IP, matched by the outside 5-tuple.
 
 use super::flow::{st, Key};
-use super::frag::FragKey;
 use super::icmp_error::{self, Side};
 use super::{be16, split_l3_l4, tcp_state, Ip, NatVerdict, NatWorker};
 use crate::packet::PacketBuf;
@@ -144,16 +143,7 @@ impl NatWorker {
         self.touch(gi, idx, t);
         if ip.more {
             let f = self.flow(gi, idx).ok_or(DropReason::NatNoMapping)?;
-            let key = FragKey {
-                src: u32::from(ip.src),
-                dst: u32::from(ip.dst),
-                ident: ip.ident,
-                proto: IPPROTO_UDP,
-                dir: 1,
-            };
-            if let Some(g) = self.gws.get_mut(gi) {
-                g.frags.insert(key, f.inside_ip, t);
-            }
+            self.remember_first_fragment(gi, ip, Side::Dst, f.inside_ip, t);
         }
         self.dnat(gi, idx, pkt, ip)
     }
