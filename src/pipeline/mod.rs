@@ -449,7 +449,8 @@ impl<B: PacketBuf> Pipeline<B> {
             }
             return;
         }
-        if let Some(nh) = self.fib.route(dst) {
+        let pre_nat_route = self.fib.route(dst).copied();
+        if let Some(nh) = pre_nat_route {
             if total > nh.mtu && df {
                 let mtu = nh.mtu;
                 self.counters.drop(DropReason::FragNeeded);
@@ -464,16 +465,20 @@ impl<B: PacketBuf> Pipeline<B> {
         }
         let mut originated = originated;
         let mut dst = dst;
+        let mut dst_changed = false;
         if let Some(stages) = self.stages.as_mut() {
             match stages.process(&mut pkt, now) {
                 StageVerdict::Pass => {}
                 StageVerdict::Translated => {
-                    dst = Ipv4Packet::new_unchecked(&pkt.data()[ETH..]).dst_addr();
+                    let new = Ipv4Packet::new_unchecked(&pkt.data()[ETH..]).dst_addr();
+                    dst_changed = new != dst;
+                    dst = new;
                 }
                 StageVerdict::Respond(r) => {
                     self.counters.drop(r);
                     originated = true;
                     dst = Ipv4Packet::new_unchecked(&pkt.data()[ETH..]).dst_addr();
+                    dst_changed = true;
                 }
                 StageVerdict::Handoff(w) => {
                     if out.handoff(w, pkt) {
@@ -490,7 +495,13 @@ impl<B: PacketBuf> Pipeline<B> {
                 }
             }
         }
-        let Some(nh) = self.fib.route(dst).copied() else {
+        // Route once unless a stage moved the destination.
+        let route = if dst_changed {
+            self.fib.route(dst).copied()
+        } else {
+            pre_nat_route
+        };
+        let Some(nh) = route else {
             self.counters.drop(DropReason::NoRoute);
             out.discard(pkt);
             return;

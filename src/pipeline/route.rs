@@ -109,10 +109,12 @@ pub struct Fib {
     ports: Vec<Option<PortInfo>>,
     routes: Lpm<NextHop>,
     /// The appliance's own addresses -> the port they live on.
-    local: HashMap<u32, u16>,
+    /// A few entries at most (an appliance has a handful of addresses): a linear scan of
+    /// a contiguous array beats hashing here, and it runs twice per packet.
+    local: Vec<(u32, u16)>,
     pub exception_port: Option<u16>,
     /// Directed-broadcast addresses of every connected subnet (never forwarded: RFC 2644).
-    broadcasts: HashMap<u32, ()>,
+    broadcasts: Vec<u32>,
     /// Addresses the appliance answers ARP for on every data port without owning them
     /// as interface addresses: the NAT gateways' public IPs.
     proxy_arp: HashMap<u32, ()>,
@@ -142,9 +144,9 @@ impl Fib {
                 fib.exception_port = Some(id);
             } else {
                 for a in &p.addresses {
-                    fib.local.insert(u32::from(a.addr), id);
+                    fib.local.push((u32::from(a.addr), id));
                     if a.len < 31 {
-                        fib.broadcasts.insert(u32::from(a.broadcast()), ());
+                        fib.broadcasts.push(u32::from(a.broadcast()));
                     }
                     // Connected route for the port's subnet.
                     fib.routes.insert(
@@ -194,7 +196,7 @@ impl Fib {
     /// Is `addr` the broadcast address of one of the appliance's connected subnets?
     #[inline]
     pub fn is_directed_broadcast(&self, addr: Ipv4Addr) -> bool {
-        self.broadcasts.contains_key(&u32::from(addr))
+        self.broadcasts.contains(&u32::from(addr))
     }
 
     #[inline]
@@ -214,7 +216,8 @@ impl Fib {
     /// The port owning `addr` if it is one of the appliance's own addresses.
     #[inline]
     pub fn local_port(&self, addr: Ipv4Addr) -> Option<u16> {
-        self.local.get(&u32::from(addr)).copied()
+        let a = u32::from(addr);
+        self.local.iter().find(|(l, _)| *l == a).map(|(_, p)| *p)
     }
 
     #[inline]
