@@ -28,8 +28,9 @@ use flowgate::packet::{BufAlloc, PacketBuf, VecAlloc, VecBuf};
 use flowgate::pipeline::counters::DropReason;
 use flowgate::pipeline::route::Fib;
 use flowgate::pipeline::{Output, Pipeline, PipelineParams};
+use flowgate::pmd::thp::ThpAlloc;
 use flowgate::pmd::{self, Eal, Mbuf, MbufAlloc, Mempool};
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,7 +48,7 @@ static PEAK: AtomicUsize = AtomicUsize::new(0);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(l) };
+        let p = unsafe { ThpAlloc.alloc(l) };
         if !p.is_null() {
             let h = HELD.fetch_add(l.size(), Relaxed) + l.size();
             PEAK.fetch_max(h, Relaxed);
@@ -55,7 +56,7 @@ unsafe impl GlobalAlloc for Counting {
         p
     }
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(l) };
+        let p = unsafe { ThpAlloc.alloc_zeroed(l) };
         if !p.is_null() {
             let h = HELD.fetch_add(l.size(), Relaxed) + l.size();
             PEAK.fetch_max(h, Relaxed);
@@ -63,11 +64,11 @@ unsafe impl GlobalAlloc for Counting {
         p
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) };
+        unsafe { ThpAlloc.dealloc(p, l) };
         HELD.fetch_sub(l.size(), Relaxed);
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        let q = unsafe { System.realloc(p, l, new) };
+        let q = unsafe { ThpAlloc.realloc(p, l, new) };
         if !q.is_null() {
             HELD.fetch_sub(l.size(), Relaxed);
             let h = HELD.fetch_add(new, Relaxed) + new;

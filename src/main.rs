@@ -3,6 +3,10 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Large tables (NAT flows) on transparent huge pages: see `pmd::thp`.
+#[global_allocator]
+static ALLOC: flowgate::pmd::thp::ThpAlloc = flowgate::pmd::thp::ThpAlloc;
+
 #[derive(Parser)]
 #[command(
     name = "flowgate",

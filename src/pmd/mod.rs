@@ -20,6 +20,7 @@ mod mbuf;
 mod mempool;
 mod port;
 pub mod signal;
+pub mod thp;
 
 pub use eal::{
     launch_on_lcore, lcore_id, main_lcore, rdtsc, tsc_hz, wait_all_lcores, Eal, LcoreHandle,
