@@ -39,6 +39,9 @@ pub struct NeighborTable {
     /// When the table is full, unknown next hops cannot be tracked one by one: they share
     /// this single rate limit (one request per interval in all).
     overflow_last_request: u64,
+    /// The last fresh hit: most packets of a burst go to the same next hop (the VPC
+    /// router), so one compare usually replaces the hash lookup.
+    last: Option<((u16, u32), MacAddr, u64)>,
 }
 
 impl NeighborTable {
@@ -50,6 +53,7 @@ impl NeighborTable {
             timeout: timeout_cycles,
             request_interval: request_interval_cycles,
             overflow_last_request: 0,
+            last: None,
         }
     }
 
@@ -69,6 +73,9 @@ impl NeighborTable {
     /// Record `ip` at `mac` on `port`. Returns false if the table is full.
     pub fn learn(&mut self, port: u16, ip: Ipv4Addr, mac: MacAddr, now: u64) -> bool {
         let key = (port, u32::from(ip));
+        if matches!(self.last, Some((k, _, _)) if k == key) {
+            self.last = Some((key, mac, now));
+        }
         if let Some(e) = self.entries.get_mut(&key) {
             e.mac = Some(mac);
             e.updated = now;
@@ -96,9 +103,17 @@ impl NeighborTable {
     #[inline]
     pub fn lookup(&mut self, port: u16, ip: Ipv4Addr, now: u64) -> Resolution {
         let key = (port, u32::from(ip));
+        if let Some((k, mac, updated)) = self.last {
+            if k == key && now.wrapping_sub(updated) < self.timeout {
+                return Resolution::Known(mac);
+            }
+        }
         match self.entries.get_mut(&key) {
             Some(e) => match e.mac {
-                Some(mac) if now.wrapping_sub(e.updated) < self.timeout => Resolution::Known(mac),
+                Some(mac) if now.wrapping_sub(e.updated) < self.timeout => {
+                    self.last = Some((key, mac, e.updated));
+                    Resolution::Known(mac)
+                }
                 Some(mac) => {
                     if now.wrapping_sub(e.last_request) >= self.request_interval {
                         e.last_request = now;
@@ -140,6 +155,7 @@ impl NeighborTable {
     /// resolved ones not confirmed for 4 timeouts, so the table cannot fill for good with
     /// addresses that never answer or are gone. Timer-paced, not per packet.
     pub fn expire_incomplete(&mut self, now: u64, age: u64) {
+        self.last = None;
         let stale = self.timeout.saturating_mul(4);
         self.entries.retain(|_, e| match e.mac {
             Some(_) => now.wrapping_sub(e.updated) < stale,

@@ -39,15 +39,27 @@ impl NextHop {
 /// Longest-prefix match over a handful of prefix lengths: one hash table per length,
 /// probed from the longest. Lookups cost one probe per distinct length in use
 /// (typically 2-4), independent of the number of routes.
+///
+/// Small tables (an appliance usually has a handful of routes) are also kept as one
+/// array sorted longest prefix first and scanned linearly: a few compares on one or two
+/// cache lines beat hashing at every level.
 #[derive(Debug, Clone)]
 pub struct Lpm<V> {
     /// (prefix length, mask, table keyed by the masked address), longest first.
     levels: Vec<(u8, u32, HashMap<u32, V>)>,
+    /// (mask, masked prefix, value) longest first, while there are at most SMALL routes.
+    small: Vec<(u32, u32, V)>,
 }
+
+/// Up to this many routes, lookups scan `small`.
+const SMALL: usize = 16;
 
 impl<V> Default for Lpm<V> {
     fn default() -> Self {
-        Lpm { levels: Vec::new() }
+        Lpm {
+            levels: Vec::new(),
+            small: Vec::new(),
+        }
     }
 }
 
@@ -62,7 +74,7 @@ fn mask(len: u8) -> u32 {
 
 impl<V: Clone> Lpm<V> {
     pub fn new() -> Self {
-        Lpm { levels: Vec::new() }
+        Lpm::default()
     }
 
     /// Insert or replace the value for `prefix/len`.
@@ -80,11 +92,26 @@ impl<V: Clone> Lpm<V> {
                 self.levels.sort_by_key(|l| std::cmp::Reverse(l.0));
             }
         }
+        self.small.clear();
+        if self.len() <= SMALL {
+            for (_, m, t) in &self.levels {
+                for (k, v) in t {
+                    self.small.push((*m, *k, v.clone()));
+                }
+            }
+        }
     }
 
     #[inline]
     pub fn lookup(&self, addr: Ipv4Addr) -> Option<&V> {
         let a = u32::from(addr);
+        if !self.small.is_empty() {
+            return self
+                .small
+                .iter()
+                .find(|(m, k, _)| a & *m == *k)
+                .map(|(_, _, v)| v);
+        }
         for (_, m, t) in &self.levels {
             if let Some(v) = t.get(&(a & *m)) {
                 return Some(v);
@@ -276,6 +303,36 @@ mod tests {
         assert_eq!(l.lookup(a("198.51.100.200")), Some(&2));
         assert_eq!(l.lookup(a("198.51.101.1")), None);
         assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn lpm_small_scan_and_hashed_levels_agree() {
+        let mut small = Lpm::new();
+        let mut big = Lpm::new();
+        let routes = [
+            ("0.0.0.0", 0u8),
+            ("10.0.0.0", 8),
+            ("10.1.0.0", 16),
+            ("10.1.2.0", 24),
+            ("10.1.2.3", 32),
+        ];
+        for (i, (p, l)) in routes.iter().enumerate() {
+            small.insert(a(p), *l, i);
+            big.insert(a(p), *l, i);
+        }
+        // Push `big` past the linear-scan size with unrelated host routes.
+        for i in 0..40u32 {
+            big.insert(Ipv4Addr::from(0xC000_0200 + i), 32, 100 + i as usize);
+        }
+        assert!(!small.small.is_empty() && big.small.is_empty());
+        let mut x: u32 = 0x1234_5678;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let probe = Ipv4Addr::from(x & 0x0A01_FFFF | 0x0A00_0000);
+            assert_eq!(small.lookup(probe), big.lookup(probe), "{probe}");
+        }
     }
 
     #[test]
