@@ -35,7 +35,7 @@ echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 section build
 $CARGO build --release 2>&1 | tail -n 2
-$CARGO bench --no-run --bench pipeline --bench micro 2>&1 | tail -n 2
+$CARGO bench --no-run --bench pipeline --bench micro --bench latency 2>&1 | tail -n 2
 
 {
     echo "# flowgate benchmark results $(date -u +%Y-%m-%dT%H:%M:%SZ)$([ $SMOKE = 1 ] && echo ' (smoke)')"
@@ -99,6 +99,21 @@ else
     echo "nat_vs_testpmd_macswap: n/a ($why)" >> "$TMP/link.txt"
 fi
 
+# --- 4. latency (our own TSC-stamping generator on memif) -----------------------------------
+section "latency (net_memif, TSC-stamped, 10/50/90 % of the maximum rate)"
+if [ $LINK_OK = 1 ]; then
+    for mode in route nat; do
+        LAT_ARGS=(--flowgate "$TARGET_DIR/release/flowgate" --mode "$mode")
+        if [ $SMOKE = 1 ]; then LAT_ARGS+=(--smoke); else LAT_ARGS+=(--seconds "${DURATION:-5}"); fi
+        timeout 120 $CARGO bench --bench latency -- "${LAT_ARGS[@]}" 2>&1 |
+            grep -vE '^(EAL|TELEMETRY|rte_pmd_memif)' |
+            sed -E "s/^(latency_[a-z0-9_]+): /\1_$mode: /" | tee -a "$TMP/latency.txt" ||
+            { [ $SMOKE = 1 ] || exit 1; }
+    done
+else
+    echo "latency benchmark skipped: $why" | tee "$TMP/latency.txt"
+fi
+
 # --- results --------------------------------------------------------------------------------
 {
     cat "$TMP/head.txt"
@@ -109,14 +124,17 @@ fi
     echo
     echo "## link"; cat "$TMP/link.txt"
     echo
+    echo "## latency"; cat "$TMP/latency.txt"
+    echo
     echo "## keys"
     grep -hE '^[a-z0-9_]+: ' "$TMP/pipeline.txt" | sed 's/^/pipeline_/' || true
     cat "$TMP/micro-keys.txt"
     grep -hE '^[a-z0-9_]+: ' "$TMP/link.txt" | sed -E 's/^(link|flows|frame_bytes|rounds|run_seconds):/link_\1:/' || true
+    grep -hE '^latency_[a-z0-9_]+: ' "$TMP/latency.txt" || true
 } > "$RESULTS"
 section results
 echo "written: $RESULTS"
-grep -E 'vs_testpmd|pipeline_(route|nat)_.*_(ns_per_pkt|bytes_per_flow)|nat_new_conn' "$RESULTS" || true
+grep -E 'vs_testpmd|pipeline_(route|nat)_.*_(ns_per_pkt|bytes_per_flow)|nat_new_conn|latency_(max_mpps|[0-9]+pct_p99)' "$RESULTS" || true
 
 if [ $SMOKE = 0 ] || [ "${PLOT:-0}" = 1 ]; then
     if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
