@@ -42,6 +42,8 @@ demo: setup build
 	FLOWGATE_BIN=$(FLOWGATE_BIN) timeout -k 10 $(DEMO_TIMEOUT) bash scripts/demo.sh
 
 bench: setup build
+	@/usr/bin/python3 -c 'import matplotlib' 2>/dev/null || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-matplotlib
 	@if [ -x bench/run.sh ] || [ -f bench/run.sh ]; then \
 		timeout -k 30 $(BENCH_TIMEOUT) bash bench/run.sh; \
 	else \
