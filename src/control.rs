@@ -3,6 +3,9 @@
 //! stops everything on SIGINT/SIGTERM with a testpmd-style per-port summary.
 
 use crate::config::{self, Config, PortRole};
+use crate::lb::control::LbControl;
+use crate::lb::stage::{LbPublished, LbStage};
+use crate::lb::LbWorker;
 use crate::metrics::{self, Telemetry};
 use crate::nat::stage::{NatPublished, NatStage};
 use crate::nat::{NatWorker, RssSteering};
@@ -107,6 +110,7 @@ fn reload_compatible(old: &Config, new: &Config) -> Result<(), String> {
     if old.nat_gateways != new.nat_gateways {
         return Err("nat_gateways changed (restart needed: flows are owned by workers)".into());
     }
+    LbControl::reload_compatible(&old.load_balancers, &new.load_balancers)?;
     if old.metrics != new.metrics {
         return Err("metrics.listen changed (restart needed)".into());
     }
@@ -169,6 +173,17 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
     let nat_published: Vec<Arc<NatPublished>> = (0..n_workers)
         .map(|_| Arc::new(NatPublished::new(cfg.nat_gateways.len())))
         .collect();
+    // Load balancers: snapshots built here on the control thread, picked up by workers.
+    let lb_ctl = (!cfg.load_balancers.is_empty()).then(|| {
+        Arc::new(std::sync::Mutex::new(LbControl::new(
+            &cfg.load_balancers,
+            pmd::tsc_hz(),
+            pmd::rdtsc(),
+        )))
+    });
+    let lb_published: Vec<Arc<LbPublished>> = (0..n_workers)
+        .map(|_| Arc::new(LbPublished::new(cfg.load_balancers.len())))
+        .collect();
     let mut ctl_txs = Vec::new();
     let mut shared = Vec::new();
     for (i, &lcore) in cfg.lcores.workers.iter().enumerate() {
@@ -190,13 +205,18 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
             counters: counters.clone(),
             stop: stop.clone(),
             handoff: mesh.endpoints(i),
-            stages: if cfg.nat_gateways.is_empty() {
-                None
-            } else {
-                let mut nat = NatWorker::new(&cfg.nat_gateways, i, n_workers, pmd::tsc_hz());
-                nat.set_rss_steering(steering.clone());
-                Some(Box::new(NatStage::new(nat, nat_published[i].clone())))
-            },
+            stages: crate::stages::StageChain::build(
+                lb_ctl.as_ref().and_then(|c| {
+                    let cell = c.lock().ok()?.cell();
+                    let w = LbWorker::new(&cfg.load_balancers, cell, i, n_workers, pmd::tsc_hz());
+                    Some(LbStage::new(w, lb_published[i].clone()))
+                }),
+                (!cfg.nat_gateways.is_empty()).then(|| {
+                    let mut nat = NatWorker::new(&cfg.nat_gateways, i, n_workers, pmd::tsc_hz());
+                    nat.set_rss_steering(steering.clone());
+                    NatStage::new(nat, nat_published[i].clone())
+                }),
+            ),
         };
         pmd::launch_on_lcore(lcore, move || worker::run(setup)).map_err(|e| e.to_string())?;
         info!("worker {i} on lcore {lcore} polls {:?}", assignment[i]);
@@ -239,6 +259,26 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
             .expect("collectors")
             .push(Box::new(move |r| {
                 metrics::nat_families(r, &ids, &published)
+            }));
+    }
+    if let Some(ctl) = lb_ctl.clone() {
+        for lb in &cfg.load_balancers {
+            info!(
+                "load balancer {}: vips {:?}, {} listener(s), {} target group(s), maglev M={}",
+                lb.id,
+                lb.vips,
+                lb.listeners.len(),
+                lb.target_groups.len(),
+                lb.maglev_table_size
+            );
+        }
+        let published = lb_published.clone();
+        telemetry
+            .collectors
+            .lock()
+            .expect("collectors")
+            .push(Box::new(move |r| {
+                crate::lb::metrics::lb_families(r, &ctl, &published)
             }));
     }
     if let Err(e) = metrics::serve(cfg.metrics.listen, telemetry.clone()) {
@@ -289,6 +329,12 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
                     for c in &ctl_txs {
                         // A full channel would mean a stuck worker; block briefly.
                         let _ = c.send_timeout(CtlMsg::Fib(fib.clone()), Duration::from_secs(1));
+                    }
+                    if let Some(ctl) = lb_ctl.as_ref() {
+                        if let Ok(mut c) = ctl.lock() {
+                            // Compatibility was checked above: this only publishes.
+                            let _ = c.reload(&new.load_balancers, pmd::rdtsc());
+                        }
                     }
                     telemetry.reloads_ok.fetch_add(1, Ordering::Relaxed);
                     telemetry

@@ -1,9 +1,11 @@
 //! flowgate: a DPDK poll-mode NAT gateway and network load balancer.
 pub mod config;
 pub mod control;
+pub mod lb;
 pub mod packet;
 pub mod pipeline;
 pub mod pmd;
+pub mod stages;
 pub mod wire;
 #[macro_use]
 pub mod log;

@@ -5,6 +5,7 @@
 //! The running appliance only ever swaps in a config that `load` accepted.
 
 mod error;
+mod lb;
 mod locate;
 mod nat;
 #[cfg(test)]
@@ -12,6 +13,10 @@ mod tests;
 mod validate;
 
 pub use error::{ConfigError, FieldPath, Segment, FILE_FIELD};
+pub use lb::{
+    HealthCheckConfig, HealthCheckProtocol, ListenerConfig, ListenerProtocol, LoadBalancerConfig,
+    TargetConfig, TargetGroupConfig,
+};
 pub use locate::{Locator, Pos};
 pub use nat::{NatGatewayConfig, NatMode, NatPortRange, NatTimeouts};
 pub use validate::{SectionCheck, Validator, SECTIONS};
@@ -55,6 +60,9 @@ pub struct Config {
     /// NAT gateways (tenants); none by default.
     #[serde(default)]
     pub nat_gateways: Vec<NatGatewayConfig>,
+    /// Network load balancers (tenants); none by default.
+    #[serde(default)]
+    pub load_balancers: Vec<LoadBalancerConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

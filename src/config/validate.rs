@@ -89,6 +89,7 @@ pub const SECTIONS: &[SectionCheck] = &[
     check_worker,
     check_neighbor,
     super::nat::check_nat_gateways,
+    super::lb::check_load_balancers,
 ];
 
 /// Runs every section check.

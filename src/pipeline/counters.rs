@@ -66,6 +66,20 @@ drop_reasons! {
     NatIcmpErrorMalformed => "nat_icmp_error_malformed", "NAT: ICMP error with a bad checksum or truncated quote";
     NatFiltered => "nat_filtered", "NAT: inbound refused by address-dependent filtering (rfc4787 mode)";
     NatIdleTimeoutRst => "nat_idle_timeout_rst", "NAT: inside TCP packet with no mapping (idle timeout); RST sent back";
+    LbNoListener => "lb_no_listener", "LB: to a VIP on a protocol/port with no listener";
+    LbNoTarget => "lb_no_target", "LB: the listener's target group has no target taking new flows";
+    LbTableFull => "lb_table_full", "LB: the worker's flow table is full";
+    LbPortExhausted => "lb_port_exhausted", "LB: full NAT found no free LB-address port toward the target";
+    LbTupleConflict => "lb_tuple_conflict", "LB: the client endpoint already has a flow to that target through another listener";
+    LbFragment => "lb_fragment", "LB: fragment to a VIP (not load balanced)";
+    LbUnsupportedProtocol => "lb_unsupported_protocol", "LB: protocol or ICMP type a VIP does not serve";
+    LbNoFlow => "lb_no_flow", "LB: target-side packet with no flow (or a RST with no flow)";
+    LbDeregistered => "lb_deregistered", "LB: flow of a deregistered target after its deregistration delay";
+    LbDeregisteredRst => "lb_deregistered_rst", "LB: flow of a deregistered target after its delay; RST sent back (connection termination)";
+    LbIdleTimeoutRst => "lb_idle_timeout_rst", "LB: TCP packet of a flow removed by its idle timeout; RST sent back";
+    LbUnhealthyTargetRst => "lb_unhealthy_target_rst", "LB: client TCP packet of a flow whose target is unhealthy; RST sent back";
+    LbIcmpErrorNoFlow => "lb_icmp_error_no_flow", "LB: ICMP error quoting no LB flow";
+    LbIcmpErrorMalformed => "lb_icmp_error_malformed", "LB: ICMP error with a bad checksum or truncated quote";
 }
 
 macro_rules! worker_counters {

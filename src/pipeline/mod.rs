@@ -169,8 +169,8 @@ enum Step {
 /// One worker's forwarding state. Owned by that worker; nothing in it is shared.
 pub struct Pipeline<B> {
     pub fib: Arc<Fib>,
-    /// NAT / LB stages, when the config has any.
-    pub stages: Option<Box<dyn Stages<B> + Send>>,
+    /// NAT / LB stages, when the config has any (see `crate::stages`).
+    pub stages: Option<crate::stages::StageChain>,
     pub neighbors: NeighborTable,
     pub pending: PendingQueue<B>,
     pub counters: Counters,
@@ -467,7 +467,7 @@ impl<B: PacketBuf> Pipeline<B> {
         let mut dst = dst;
         let mut dst_changed = false;
         if let Some(stages) = self.stages.as_mut() {
-            match stages.process(&mut pkt, now) {
+            match Stages::<B>::process(stages, &mut pkt, now) {
                 StageVerdict::Pass => {}
                 StageVerdict::Translated => {
                     let new = Ipv4Packet::new_unchecked(&pkt.data()[ETH..]).dst_addr();
@@ -703,7 +703,7 @@ impl<B: PacketBuf> Pipeline<B> {
     /// Periodic work (drain-timer paced): expire held packets and stage state.
     pub fn poll_timers<O: Output<B>>(&mut self, now: u64, out: &mut O) {
         if let Some(s) = self.stages.as_mut() {
-            s.poll(now);
+            Stages::<B>::poll(s, now);
         }
         let mut expired = 0;
         self.pending.expire(now, self.pending_timeout, |h| {

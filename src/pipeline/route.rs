@@ -198,6 +198,11 @@ impl Fib {
                 fib.add_proxy_arp(*ip);
             }
         }
+        for lb in &cfg.load_balancers {
+            for ip in lb.vips.iter().chain(&lb.lb_addresses) {
+                fib.add_proxy_arp(*ip);
+            }
+        }
         for r in &cfg.routes {
             if let Some(i) = cfg.ports.iter().position(|p| p.name == r.port) {
                 let port_mtu = cfg.ports[i].mtu;

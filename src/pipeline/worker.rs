@@ -57,7 +57,7 @@ pub struct WorkerSetup {
     /// Rings to and from the other workers (return traffic of flows they own).
     pub handoff: HandoffEndpoints<Mbuf>,
     /// NAT / LB stages for this worker, if configured.
-    pub stages: Option<Box<dyn super::Stages<Mbuf> + Send>>,
+    pub stages: Option<crate::stages::StageChain>,
 }
 
 /// TX side of a worker: one TxBuffer per port, dropped packets freed in bulk.
@@ -192,7 +192,7 @@ pub fn run(setup: WorkerSetup) -> i32 {
             setup.counters.publish(&pipeline.counters);
             if got == 0 {
                 if let Some(s) = pipeline.stages.as_mut() {
-                    s.publish();
+                    super::Stages::<Mbuf>::publish(s);
                 }
             }
             if got == 0 && setup.idle_sleep_us > 0 {
@@ -202,7 +202,7 @@ pub fn run(setup: WorkerSetup) -> i32 {
     }
     pipeline.shutdown(&mut tx);
     if let Some(s) = pipeline.stages.as_mut() {
-        s.publish();
+        super::Stages::<Mbuf>::publish(s);
     }
     tx.flush();
     pipeline.counters.drops[DropReason::TxFull as usize] = tx.tx_refused;

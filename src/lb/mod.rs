@@ -1,0 +1,1025 @@
+//! Network load balancer (SPEC.md §3, issue 7): AWS NLB behaviour on a weighted Maglev
+//! core. See docs/lb.md for the picture.
+//!
+//! - `control` (control thread): target registry with stable ids, health and draining
+//!   state, snapshot building (Maglev tables) and publication; SIGHUP reload.
+//! - `snapshot`: what workers forward by, swapped between bursts.
+//! - this module (`LbWorker`, one per worker): per-LB flow table (the NAT's `FlowTable`,
+//!   `TimerWheel` and `PortAllocator`), target choice, DNAT / full NAT, RSTs.
+//! - `stage`: the pipeline stage and the counters it publishes; `metrics`: the families.
+//!
+//! Flow entry (the NAT's 32-byte `Flow`): `inside` = VIP:port, `remote` = client:port,
+//! `public` = target:port. Its inside key is what a client packet carries (dst VIP, src
+//! client); its outside key what a DNAT reply carries (src target, dst client). Full-NAT
+//! replies (target -> LB address) are found through `fnat`, an index of this module over
+//! the same slots, and `meta` (parallel to the slots) holds what `Flow` has no room for.
+//!
+//! Packet path: no allocation, no locks, no syscalls, no panics.
+
+pub mod control;
+pub mod counters;
+pub mod maglev;
+pub mod metrics;
+mod rst;
+pub mod snapshot;
+pub mod stage;
+#[cfg(test)]
+mod tests;
+
+use crate::config::LoadBalancerConfig;
+use crate::nat::expiry::{self, TimerWheel};
+use crate::nat::flow::{hash_key, Flow, FlowTable, Key};
+use crate::nat::icmp_error::{self, Side};
+use crate::nat::ports::{PortAllocator, Rng};
+use crate::packet::PacketBuf;
+use crate::pipeline::counters::DropReason;
+use crate::pipeline::StageVerdict;
+use crate::wire::{
+    IcmpPacket, Ipv4Packet, TcpPacket, UdpPacket, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+};
+use counters::{LbCounters, TargetCounters};
+use hashbrown::HashTable;
+use snapshot::{LbSnapshot, SnapshotCell, TargetState};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+pub const TICKS_PER_S: u64 = 16;
+const WHEEL_SLOTS: usize = 8192;
+const EXPIRE_FLOW_BUDGET: u32 = 256;
+const EXPIRE_SLOT_BUDGET: u32 = 256;
+/// After a client or target RST the flow lingers this long (late segments still pass).
+const CLOSE_LINGER_S: u32 = 2;
+/// Ports of LB addresses handed out to full-NAT flows (55,000 per target endpoint).
+const FNAT_FIRST_PORT: u16 = 1024;
+const FNAT_PER_TARGET: u32 = 55_000;
+
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+/// `Meta::flags`.
+mod mf {
+    pub const FULLNAT: u8 = 1;
+    /// Removed by its idle timeout: kept only so that late packets get a RST.
+    pub const TOMB: u8 = 2;
+    /// A RST was seen: expires without a tombstone.
+    pub const CLOSED: u8 = 4;
+}
+
+/// What `Flow` has no room for, one per flow slot.
+#[derive(Debug, Clone, Copy, Default)]
+struct Meta {
+    target: u32,
+    lb_ip: u32,
+    lb_port: u16,
+    flags: u8,
+    /// Idle timeout in ticks.
+    idle: u32,
+}
+
+/// One load balancer's flows on one worker.
+struct LbState {
+    flows: FlowTable,
+    wheel: TimerWheel,
+    ports: PortAllocator,
+    meta: Vec<Meta>,
+    fnat: HashTable<u32>,
+    seed: u64,
+}
+
+fn fnat_key(f: &Flow, m: &Meta) -> Key {
+    Key {
+        proto: f.proto,
+        local_ip: m.lb_ip,
+        local_port: m.lb_port,
+        remote_ip: f.public_ip,
+        remote_port: f.public_port,
+    }
+}
+
+impl LbState {
+    fn fnat_lookup(&self, k: &Key) -> Option<u32> {
+        let (flows, meta) = (&self.flows, &self.meta);
+        self.fnat
+            .find(hash_key(self.seed, k), |&i| {
+                match (flows.get(i), meta.get(i as usize)) {
+                    (Some(f), Some(m)) => !f.is_dead() && fnat_key(f, m) == *k,
+                    _ => false,
+                }
+            })
+            .copied()
+    }
+
+    fn fnat_insert(&mut self, idx: u32) {
+        let (flows, meta, seed) = (&self.flows, &self.meta, self.seed);
+        let (Some(f), Some(m)) = (flows.get(idx), meta.get(idx as usize)) else {
+            return;
+        };
+        let h = hash_key(seed, &fnat_key(f, m));
+        self.fnat
+            .insert_unique(h, idx, |&i| match (flows.get(i), meta.get(i as usize)) {
+                (Some(f), Some(m)) => hash_key(seed, &fnat_key(f, m)),
+                _ => 0,
+            });
+    }
+
+    fn fnat_remove(&mut self, idx: u32) {
+        let (Some(f), Some(m)) = (self.flows.get(idx), self.meta.get(idx as usize)) else {
+            return;
+        };
+        let h = hash_key(self.seed, &fnat_key(f, m));
+        if let Ok(e) = self.fnat.find_entry(h, |&i| i == idx) {
+            e.remove();
+        }
+    }
+}
+
+/// IPv4 facts read once per packet.
+#[derive(Debug, Clone, Copy)]
+struct Ip {
+    hl: usize,
+    len: usize,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    fragment: bool,
+}
+
+/// What the transport header says.
+#[derive(Debug, Clone, Copy)]
+struct L4 {
+    sport: u16,
+    dport: u16,
+    flags: u8,
+}
+
+fn parse_l4(frame: &[u8], ip: &Ip) -> Option<L4> {
+    let l4 = frame.get(14 + ip.hl..14 + ip.len)?;
+    match ip.proto {
+        IPPROTO_TCP => {
+            let t = TcpPacket::new_checked(l4).ok()?;
+            Some(L4 {
+                sport: t.src_port(),
+                dport: t.dst_port(),
+                flags: t.flags(),
+            })
+        }
+        IPPROTO_UDP => {
+            let u = UdpPacket::new_checked(l4).ok()?;
+            Some(L4 {
+                sport: u.src_port(),
+                dport: u.dst_port(),
+                flags: 0,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Rewrites source and/or destination endpoints of a TCP/UDP packet, fixing checksums.
+fn rewrite<B: PacketBuf>(
+    pkt: &mut B,
+    ip: &Ip,
+    src: Option<(Ipv4Addr, u16)>,
+    dst: Option<(Ipv4Addr, u16)>,
+) -> bool {
+    let Some(p) = pkt.data_mut().get_mut(14..14 + ip.len) else {
+        return false;
+    };
+    if ip.hl > p.len() {
+        return false;
+    }
+    let (hdr, l4) = p.split_at_mut(ip.hl);
+    let mut h = Ipv4Packet::new_unchecked(hdr);
+    let old_src = src.map(|(a, _)| h.rewrite_src(a));
+    let old_dst = dst.map(|(a, _)| h.rewrite_dst(a));
+    match ip.proto {
+        IPPROTO_TCP => {
+            let mut t = TcpPacket::new_unchecked(l4);
+            if let (Some((a, port)), Some(old)) = (src, old_src) {
+                t.rewrite_src_port(port);
+                t.adjust_checksum_for_addr(old, a);
+            }
+            if let (Some((a, port)), Some(old)) = (dst, old_dst) {
+                t.rewrite_dst_port(port);
+                t.adjust_checksum_for_addr(old, a);
+            }
+        }
+        IPPROTO_UDP => {
+            let mut u = UdpPacket::new_unchecked(l4);
+            if let (Some((a, port)), Some(old)) = (src, old_src) {
+                u.rewrite_src_port(port);
+                u.adjust_checksum_for_addr(old, a);
+            }
+            if let (Some((a, port)), Some(old)) = (dst, old_dst) {
+                u.rewrite_dst_port(port);
+                u.adjust_checksum_for_addr(old, a);
+            }
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// Which side of a flow a packet came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Client,
+    Target,
+}
+
+pub struct LbWorker {
+    worker: usize,
+    n_workers: usize,
+    tick_len: u64,
+    cell: Arc<SnapshotCell>,
+    /// Taken out while a packet is processed (no refcount traffic per packet).
+    snap: Option<Arc<LbSnapshot>>,
+    lbs: Vec<LbState>,
+    counters: Vec<LbCounters>,
+    /// By stable target id (grown when a snapshot brings new ids).
+    targets: Vec<TargetCounters>,
+    rng: Rng,
+}
+
+impl LbWorker {
+    pub fn new(
+        cfg: &[LoadBalancerConfig],
+        cell: Arc<SnapshotCell>,
+        worker: usize,
+        n_workers: usize,
+        tsc_hz: u64,
+    ) -> LbWorker {
+        let n_workers = n_workers.max(1);
+        let worker = worker.min(n_workers - 1);
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let mut rng = Rng::new(clock ^ ((worker as u64) << 40) ^ 0x1b);
+        let lbs = cfg
+            .iter()
+            .map(|l| {
+                let cap = l.flows_per_core as usize;
+                let flows = FlowTable::new(cap, rng.next_u64());
+                let cap = flows.capacity();
+                LbState {
+                    flows,
+                    wheel: TimerWheel::new(WHEEL_SLOTS, 0),
+                    ports: PortAllocator::new(
+                        FNAT_FIRST_PORT,
+                        65535,
+                        FNAT_PER_TARGET,
+                        worker,
+                        n_workers,
+                        rng.next_u64(),
+                    ),
+                    meta: vec![Meta::default(); cap],
+                    fnat: HashTable::with_capacity(2 * cap + 1),
+                    seed: rng.next_u64(),
+                }
+            })
+            .collect();
+        let snap = cell.load();
+        let mut w = LbWorker {
+            worker,
+            n_workers,
+            tick_len: (tsc_hz / TICKS_PER_S).max(1),
+            cell,
+            targets: vec![TargetCounters::default(); snap.targets.len()],
+            snap: Some(snap),
+            lbs,
+            counters: vec![LbCounters::default(); cfg.len()],
+            rng,
+        };
+        w.sync_counters();
+        w
+    }
+
+    fn sync_counters(&mut self) {
+        let n = self.snap.as_ref().map_or(0, |s| s.targets.len());
+        if self.targets.len() < n {
+            self.targets.resize(n, TargetCounters::default());
+        }
+    }
+
+    /// Between bursts: take a newer snapshot if one was published.
+    pub fn refresh(&mut self) -> bool {
+        let seen = self.snap.as_ref().map_or(0, |s| s.generation);
+        match self.cell.newer(seen) {
+            Some(s) => {
+                self.snap = Some(s);
+                self.sync_counters();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn snapshot(&self) -> Option<&Arc<LbSnapshot>> {
+        self.snap.as_ref()
+    }
+    pub fn counters(&self) -> &[LbCounters] {
+        &self.counters
+    }
+    pub fn target_counters(&self) -> &[TargetCounters] {
+        &self.targets
+    }
+    pub fn flows(&self) -> usize {
+        self.lbs.iter().map(|l| l.flows.len()).sum()
+    }
+    pub fn capacity(&self) -> usize {
+        self.lbs.iter().map(|l| l.flows.capacity()).sum()
+    }
+
+    #[inline]
+    fn tick(&self, now: u64) -> u32 {
+        (now / self.tick_len) as u32
+    }
+
+    /// Transit IPv4 packet (validated by the pipeline's ingress; frame trimmed to the IP
+    /// length). `Pass` when it is not load balancer traffic.
+    #[inline]
+    pub fn process<B: PacketBuf>(&mut self, pkt: &mut B, now: u64) -> StageVerdict {
+        let Some(snap) = self.snap.take() else {
+            return StageVerdict::Pass;
+        };
+        let v = self.classify(&snap, pkt, now);
+        self.snap = Some(snap);
+        v
+    }
+
+    fn classify<B: PacketBuf>(&mut self, snap: &LbSnapshot, pkt: &mut B, now: u64) -> StageVerdict {
+        if snap.lbs.is_empty() {
+            return StageVerdict::Pass;
+        }
+        let ip = {
+            let Some(p) = pkt
+                .data()
+                .get(14..)
+                .and_then(|d| Ipv4Packet::new_checked(d).ok())
+            else {
+                return StageVerdict::Pass;
+            };
+            Ip {
+                hl: p.header_len(),
+                len: usize::from(p.total_len()),
+                src: p.src_addr(),
+                dst: p.dst_addr(),
+                proto: p.protocol(),
+                fragment: p.is_fragment(),
+            }
+        };
+        if let Some(li) = snap.lb_of_vip(ip.dst) {
+            let r = self.from_client(snap, li, pkt, &ip, now);
+            return self.verdict(li, r);
+        }
+        if let Some(li) = snap.lb_of_address(ip.dst) {
+            let r = self.fnat_reply(snap, li, pkt, &ip, now);
+            return self.verdict(li, r);
+        }
+        if ip.proto == IPPROTO_ICMP {
+            return self.icmp_toward_client(pkt, &ip);
+        }
+        if !snap.target_ips.contains(&u32::from(ip.src)) || ip.fragment {
+            return StageVerdict::Pass;
+        }
+        self.dnat_reply(snap, pkt, &ip, now)
+    }
+
+    fn verdict(&mut self, li: usize, r: Result<StageVerdict, DropReason>) -> StageVerdict {
+        match r {
+            Ok(v) => {
+                if let (StageVerdict::Respond(reason), Some(c)) = (v, self.counters.get_mut(li)) {
+                    c.tcp_elb_resets += 1;
+                    c.drop(reason);
+                }
+                v
+            }
+            Err(reason) => {
+                if let Some(c) = self.counters.get_mut(li) {
+                    c.drop(reason);
+                }
+                StageVerdict::Drop(reason)
+            }
+        }
+    }
+
+    /// A packet to a VIP.
+    fn from_client<B: PacketBuf>(
+        &mut self,
+        snap: &LbSnapshot,
+        li: usize,
+        pkt: &mut B,
+        ip: &Ip,
+        now: u64,
+    ) -> Result<StageVerdict, DropReason> {
+        if ip.fragment {
+            return Err(DropReason::LbFragment);
+        }
+        if ip.proto == IPPROTO_ICMP {
+            return self.icmp_to_vip(li, pkt, ip);
+        }
+        let l4 = parse_l4(pkt.data(), ip).ok_or(DropReason::LbUnsupportedProtocol)?;
+        let tcp = ip.proto == IPPROTO_TCP;
+        let view = snap.lbs.get(li).ok_or(DropReason::LbNoListener)?;
+        let listener = *view
+            .listener(ip.dst, l4.dport, tcp)
+            .ok_or(DropReason::LbNoListener)?;
+        let t = self.tick(now);
+        let key = Key::new(ip.proto, ip.dst, l4.dport, ip.src, l4.sport);
+        let syn = tcp && l4.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+        if let Some(idx) = self.lbs[li].flows.lookup_in(&key) {
+            let m = self.check_idle(li, idx, t);
+            if m.flags & mf::TOMB != 0 {
+                self.retire(li, idx);
+                if tcp && !syn {
+                    return self.rst(pkt, ip, DropReason::LbIdleTimeoutRst);
+                }
+            } else {
+                match self.target_check(snap, li, idx, m, Dir::Client, tcp, now) {
+                    Some(Ok(v)) => {
+                        self.forward(li, idx, pkt, ip, &l4, Dir::Client, t)?;
+                        return Ok(v);
+                    }
+                    Some(Err(reason)) => {
+                        if reason == DropReason::LbDeregistered || !tcp {
+                            return Err(reason);
+                        }
+                        return self.rst(pkt, ip, reason);
+                    }
+                    // UDP flow of an unhealthy target: choose again below.
+                    None => {}
+                }
+            }
+        }
+        if tcp && l4.flags & TCP_RST != 0 {
+            return Err(DropReason::LbNoFlow);
+        }
+        let idx = self.create(snap, li, listener.group, ip, &l4, t)?;
+        if let Some(c) = self.counters.get_mut(li) {
+            if tcp && !syn {
+                c.non_syn_new_flows += 1;
+            }
+        }
+        self.forward(li, idx, pkt, ip, &l4, Dir::Client, t)?;
+        Ok(StageVerdict::Translated)
+    }
+
+    /// A flow found by a lookup: turn it into a tombstone (TCP) or remove it (UDP, or
+    /// after a RST) if its idle deadline passed. Returns its meta (TOMB set if dead).
+    fn check_idle(&mut self, li: usize, idx: u32, t: u32) -> Meta {
+        let st = &mut self.lbs[li];
+        let (Some(f), Some(m)) = (
+            st.flows.get(idx).copied(),
+            st.meta.get(idx as usize).copied(),
+        ) else {
+            return Meta {
+                flags: mf::TOMB,
+                ..Meta::default()
+            };
+        };
+        if !expiry::is_due(f.deadline, t) {
+            return m;
+        }
+        if m.flags & mf::TOMB == 0 {
+            self.idle_out(li, idx, t);
+        }
+        let m = self.lbs[li]
+            .meta
+            .get(idx as usize)
+            .copied()
+            .unwrap_or_default();
+        Meta {
+            flags: m.flags | mf::TOMB,
+            ..m
+        }
+    }
+
+    /// Idle timeout of a live flow: TCP flows stay as tombstones for another idle period
+    /// (a late packet from either side gets a RST); others are removed.
+    fn idle_out(&mut self, li: usize, idx: u32, t: u32) {
+        let (proto, m) = {
+            let st = &self.lbs[li];
+            match (st.flows.get(idx), st.meta.get(idx as usize)) {
+                (Some(f), Some(m)) => (f.proto, *m),
+                _ => return,
+            }
+        };
+        if let Some(c) = self.counters.get_mut(li) {
+            c.idle_timeouts += 1;
+        }
+        if proto == IPPROTO_TCP && m.flags & mf::CLOSED == 0 {
+            self.unaccount(li, m.target);
+            let st = &mut self.lbs[li];
+            if let Some(mm) = st.meta.get_mut(idx as usize) {
+                mm.flags |= mf::TOMB;
+            }
+            if let Some(f) = st.flows.get_mut(idx) {
+                f.deadline = t.wrapping_add(m.idle);
+            }
+        } else {
+            self.retire(li, idx);
+        }
+    }
+
+    fn unaccount(&mut self, li: usize, target: u32) {
+        if let Some(c) = self.counters.get_mut(li) {
+            c.active_flows = c.active_flows.saturating_sub(1);
+        }
+        if let Some(tc) = self.targets.get_mut(target as usize) {
+            tc.active_flows = tc.active_flows.saturating_sub(1);
+        }
+    }
+
+    /// Unindexes a flow (the wheel frees the slot later).
+    fn retire(&mut self, li: usize, idx: u32) {
+        let m = {
+            let st = &self.lbs[li];
+            match (st.flows.get(idx), st.meta.get(idx as usize)) {
+                (Some(f), Some(m)) if !f.is_dead() => *m,
+                _ => return,
+            }
+        };
+        if m.flags & mf::TOMB == 0 {
+            self.unaccount(li, m.target);
+        }
+        let st = &mut self.lbs[li];
+        if m.flags & mf::FULLNAT != 0 {
+            st.fnat_remove(idx);
+        }
+        st.flows.unindex(idx);
+    }
+
+    /// Is the flow's target still taking this packet? `Some(Ok)` forward; `Some(Err)` the
+    /// flow was removed and the packet is dropped (or answered with a RST when the reason
+    /// is a RST reason and it is TCP); `None` (UDP, unhealthy target) the flow was removed
+    /// and a new target should be chosen.
+    #[allow(clippy::too_many_arguments)]
+    fn target_check(
+        &mut self,
+        snap: &LbSnapshot,
+        li: usize,
+        idx: u32,
+        m: Meta,
+        dir: Dir,
+        tcp: bool,
+        now: u64,
+    ) -> Option<Result<StageVerdict, DropReason>> {
+        let Some(info) = snap.targets.get(m.target as usize) else {
+            return Some(Ok(StageVerdict::Translated));
+        };
+        match info.state {
+            TargetState::Healthy => Some(Ok(StageVerdict::Translated)),
+            TargetState::Unhealthy if info.failing_open || dir == Dir::Target => {
+                Some(Ok(StageVerdict::Translated))
+            }
+            TargetState::Unhealthy => {
+                self.retire(li, idx);
+                if tcp {
+                    Some(Err(DropReason::LbUnhealthyTargetRst))
+                } else {
+                    None
+                }
+            }
+            TargetState::Draining { until } if now < until => Some(Ok(StageVerdict::Translated)),
+            TargetState::Draining { .. } => {
+                self.retire(li, idx);
+                Some(Err(if tcp && info.connection_termination {
+                    DropReason::LbDeregisteredRst
+                } else {
+                    DropReason::LbDeregistered
+                }))
+            }
+        }
+    }
+
+    fn rst<B: PacketBuf>(
+        &mut self,
+        pkt: &mut B,
+        ip: &Ip,
+        reason: DropReason,
+    ) -> Result<StageVerdict, DropReason> {
+        if rst::make_rst(pkt, ip.hl, ip.len, ip.src, ip.dst) {
+            Ok(StageVerdict::Respond(reason))
+        } else {
+            Err(reason)
+        }
+    }
+
+    /// New flow: Maglev over the group's eligible targets, pinned in the table.
+    fn create(
+        &mut self,
+        snap: &LbSnapshot,
+        li: usize,
+        group: u16,
+        ip: &Ip,
+        l4: &L4,
+        t: u32,
+    ) -> Result<u32, DropReason> {
+        let view = snap.lbs.get(li).ok_or(DropReason::LbNoTarget)?;
+        let g = view
+            .groups
+            .get(group as usize)
+            .ok_or(DropReason::LbNoTarget)?;
+        let h = maglev::flow_hash(ip.proto, ip.src, l4.sport, ip.dst, l4.dport);
+        let pos = g.maglev.lookup(h).ok_or(DropReason::LbNoTarget)?;
+        let target = *g.eligible.get(pos as usize).ok_or(DropReason::LbNoTarget)?;
+        let LbWorker {
+            lbs,
+            counters,
+            rng,
+            targets,
+            ..
+        } = self;
+        let st = lbs.get_mut(li).ok_or(DropReason::LbNoTarget)?;
+        let c = counters.get_mut(li).ok_or(DropReason::LbNoTarget)?;
+        if st.flows.len() >= st.flows.capacity() {
+            return Err(DropReason::LbTableFull);
+        }
+        let out = Key::new(ip.proto, target.ip, target.port, ip.src, l4.sport);
+        if st.flows.lookup_out(&out).is_some() {
+            return Err(DropReason::LbTupleConflict);
+        }
+        let mut meta = Meta {
+            target: target.id,
+            idle: (u64::from(if ip.proto == IPPROTO_TCP {
+                g.tcp_idle_s
+            } else {
+                g.udp_idle_s
+            }) * TICKS_PER_S) as u32,
+            ..Meta::default()
+        };
+        if !g.preserve_client_ip {
+            let n = view.lb_addresses.len() as u32;
+            if n == 0 {
+                return Err(DropReason::LbPortExhausted);
+            }
+            let ai = (h % u64::from(n)) as usize;
+            let lb_ip = view.lb_addresses[ai];
+            let dest = (u64::from(u32::from(target.ip)) << 32)
+                | (u64::from(target.port) << 16)
+                | (u64::from(ip.proto) << 8)
+                | ai as u64;
+            let port = st.ports.allocate(rng, dest, |p| {
+                st.fnat_lookup(&Key::new(ip.proto, lb_ip, p, target.ip, target.port))
+                    .is_none()
+            });
+            let Some(port) = port else {
+                c.port_allocation_errors += 1;
+                return Err(DropReason::LbPortExhausted);
+            };
+            meta.flags |= mf::FULLNAT;
+            meta.lb_ip = u32::from(lb_ip);
+            meta.lb_port = port;
+        }
+        let f = Flow {
+            inside_ip: u32::from(ip.dst),
+            inside_port: l4.dport,
+            remote_ip: u32::from(ip.src),
+            remote_port: l4.sport,
+            public_ip: u32::from(target.ip),
+            public_port: target.port,
+            proto: ip.proto,
+            deadline: t.wrapping_add(meta.idle),
+            ..Flow::default()
+        };
+        let idx = st.flows.insert(f).ok_or(DropReason::LbTableFull)?;
+        if let Some(m) = st.meta.get_mut(idx as usize) {
+            *m = meta;
+        }
+        if meta.flags & mf::FULLNAT != 0 {
+            st.fnat_insert(idx);
+        }
+        st.wheel.arm(&mut st.flows.next, idx, f.deadline);
+        c.new_flows += 1;
+        c.active_flows += 1;
+        if let Some(tc) = targets.get_mut(target.id as usize) {
+            tc.new_flows += 1;
+            tc.active_flows += 1;
+        }
+        Ok(idx)
+    }
+
+    /// Rewrites a packet of flow `idx` for its direction and refreshes the flow.
+    #[allow(clippy::too_many_arguments)]
+    fn forward<B: PacketBuf>(
+        &mut self,
+        li: usize,
+        idx: u32,
+        pkt: &mut B,
+        ip: &Ip,
+        l4: &L4,
+        dir: Dir,
+        t: u32,
+    ) -> Result<(), DropReason> {
+        let st = self.lbs.get_mut(li).ok_or(DropReason::LbNoFlow)?;
+        let (Some(f), Some(m)) = (
+            st.flows.get(idx).copied(),
+            st.meta.get(idx as usize).copied(),
+        ) else {
+            return Err(DropReason::LbNoFlow);
+        };
+        let full = m.flags & mf::FULLNAT != 0;
+        let ok = match dir {
+            Dir::Client => rewrite(
+                pkt,
+                ip,
+                full.then(|| (Ipv4Addr::from(m.lb_ip), m.lb_port)),
+                Some((f.public(), f.public_port)),
+            ),
+            Dir::Target => rewrite(
+                pkt,
+                ip,
+                Some((f.inside(), f.inside_port)),
+                full.then(|| (f.remote(), f.remote_port)),
+            ),
+        };
+        if !ok {
+            return Err(DropReason::LbUnsupportedProtocol);
+        }
+        let rst = l4.flags & TCP_RST != 0 && ip.proto == IPPROTO_TCP;
+        let (deadline, flags) = if rst {
+            (
+                t.wrapping_add(CLOSE_LINGER_S * TICKS_PER_S as u32),
+                m.flags | mf::CLOSED,
+            )
+        } else if m.flags & mf::CLOSED != 0 {
+            (f.deadline, m.flags)
+        } else {
+            (t.wrapping_add(m.idle), m.flags)
+        };
+        if let Some(fm) = st.flows.get_mut(idx) {
+            fm.deadline = deadline;
+        }
+        if let Some(mm) = st.meta.get_mut(idx as usize) {
+            mm.flags = flags;
+        }
+        if let Some(c) = self.counters.get_mut(li) {
+            let bytes = ip.len as u64;
+            match dir {
+                Dir::Client => {
+                    c.packets_from_client += 1;
+                    c.bytes_from_client += bytes;
+                    c.tcp_client_resets += u64::from(rst);
+                }
+                Dir::Target => {
+                    c.packets_from_target += 1;
+                    c.bytes_from_target += bytes;
+                    c.tcp_target_resets += u64::from(rst);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Target -> LB address (full NAT reply).
+    fn fnat_reply<B: PacketBuf>(
+        &mut self,
+        snap: &LbSnapshot,
+        li: usize,
+        pkt: &mut B,
+        ip: &Ip,
+        now: u64,
+    ) -> Result<StageVerdict, DropReason> {
+        if ip.fragment {
+            return Err(DropReason::LbFragment);
+        }
+        if ip.proto == IPPROTO_ICMP {
+            return self.icmp_to_lb_address(li, pkt, ip);
+        }
+        let l4 = parse_l4(pkt.data(), ip).ok_or(DropReason::LbUnsupportedProtocol)?;
+        if self.n_workers > 1 {
+            if let Some(o) = self.lbs[li].ports.owner_of(l4.dport) {
+                if o != self.worker {
+                    return Ok(StageVerdict::Handoff(o));
+                }
+            }
+        }
+        let key = Key::new(ip.proto, ip.dst, l4.dport, ip.src, l4.sport);
+        let idx = self.lbs[li].fnat_lookup(&key).ok_or(DropReason::LbNoFlow)?;
+        self.target_side(snap, li, idx, pkt, ip, &l4, now)
+    }
+
+    /// Target -> client (DNAT reply): the flow is found by its outside key.
+    fn dnat_reply<B: PacketBuf>(
+        &mut self,
+        snap: &LbSnapshot,
+        pkt: &mut B,
+        ip: &Ip,
+        now: u64,
+    ) -> StageVerdict {
+        let Some(l4) = parse_l4(pkt.data(), ip) else {
+            return StageVerdict::Pass;
+        };
+        let key = Key::new(ip.proto, ip.src, l4.sport, ip.dst, l4.dport);
+        for li in 0..self.lbs.len() {
+            if let Some(idx) = self.lbs[li].flows.lookup_out(&key) {
+                let full = self.lbs[li]
+                    .meta
+                    .get(idx as usize)
+                    .is_some_and(|m| m.flags & mf::FULLNAT != 0);
+                if full {
+                    // The target speaks to the client directly: not through this flow.
+                    return StageVerdict::Pass;
+                }
+                let r = self.target_side(snap, li, idx, pkt, ip, &l4, now);
+                return self.verdict(li, r);
+            }
+        }
+        StageVerdict::Pass
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn target_side<B: PacketBuf>(
+        &mut self,
+        snap: &LbSnapshot,
+        li: usize,
+        idx: u32,
+        pkt: &mut B,
+        ip: &Ip,
+        l4: &L4,
+        now: u64,
+    ) -> Result<StageVerdict, DropReason> {
+        let t = self.tick(now);
+        let tcp = ip.proto == IPPROTO_TCP;
+        let m = self.check_idle(li, idx, t);
+        if m.flags & mf::TOMB != 0 {
+            self.retire(li, idx);
+            if tcp && l4.flags & TCP_RST == 0 {
+                return self.rst(pkt, ip, DropReason::LbIdleTimeoutRst);
+            }
+            return Err(DropReason::LbNoFlow);
+        }
+        match self.target_check(snap, li, idx, m, Dir::Target, tcp, now) {
+            Some(Ok(v)) => {
+                self.forward(li, idx, pkt, ip, l4, Dir::Target, t)?;
+                Ok(v)
+            }
+            Some(Err(DropReason::LbDeregisteredRst)) if tcp => {
+                self.rst(pkt, ip, DropReason::LbDeregisteredRst)
+            }
+            Some(Err(r)) => Err(r),
+            None => Err(DropReason::LbNoFlow),
+        }
+    }
+
+    /// ICMP to a VIP: an error about a packet the LB sent to a client (VIP:port -> client)
+    /// goes to the target with the quote rewritten to what the target sent (RFC 5508).
+    fn icmp_to_vip<B: PacketBuf>(
+        &mut self,
+        li: usize,
+        pkt: &mut B,
+        ip: &Ip,
+    ) -> Result<StageVerdict, DropReason> {
+        let (q, _) = self.icmp_quote(pkt, ip)?;
+        if q.src != ip.dst {
+            return Err(DropReason::LbIcmpErrorNoFlow);
+        }
+        let key = Key::new(q.proto, q.src, q.sport, q.dst, q.dport);
+        let st = &self.lbs[li];
+        let idx = st
+            .flows
+            .lookup_in(&key)
+            .ok_or(DropReason::LbIcmpErrorNoFlow)?;
+        let (f, m) = (
+            st.flows.get(idx).copied().unwrap_or_default(),
+            st.meta.get(idx as usize).copied().unwrap_or_default(),
+        );
+        let msg = icmp_msg(pkt, ip).ok_or(DropReason::LbIcmpErrorMalformed)?;
+        icmp_error::rewrite(msg, &q, Side::Src, f.public(), f.public_port);
+        if m.flags & mf::FULLNAT != 0 {
+            let q2 = icmp_error::parse(msg).map_err(|_| DropReason::LbIcmpErrorMalformed)?;
+            icmp_error::rewrite(msg, &q2, Side::Dst, Ipv4Addr::from(m.lb_ip), m.lb_port);
+        }
+        set_outer(pkt, ip, None, Some(f.public()));
+        Ok(StageVerdict::Translated)
+    }
+
+    /// ICMP to an LB address: an error about a full-NAT packet sent to a target.
+    fn icmp_to_lb_address<B: PacketBuf>(
+        &mut self,
+        li: usize,
+        pkt: &mut B,
+        ip: &Ip,
+    ) -> Result<StageVerdict, DropReason> {
+        let (q, _) = self.icmp_quote(pkt, ip)?;
+        let key = Key::new(q.proto, q.src, q.sport, q.dst, q.dport);
+        let st = &self.lbs[li];
+        let idx = st.fnat_lookup(&key).ok_or(DropReason::LbIcmpErrorNoFlow)?;
+        let f = st.flows.get(idx).copied().unwrap_or_default();
+        let msg = icmp_msg(pkt, ip).ok_or(DropReason::LbIcmpErrorMalformed)?;
+        icmp_error::rewrite(msg, &q, Side::Src, f.remote(), f.remote_port);
+        let q2 = icmp_error::parse(msg).map_err(|_| DropReason::LbIcmpErrorMalformed)?;
+        icmp_error::rewrite(msg, &q2, Side::Dst, f.inside(), f.inside_port);
+        let src = (ip.src == f.public()).then(|| f.inside());
+        set_outer(pkt, ip, src, Some(f.remote()));
+        Ok(StageVerdict::Translated)
+    }
+
+    /// An ICMP error on its way to a client about a DNAT packet the LB sent to a target
+    /// (client -> target): the quote's destination becomes the VIP again.
+    fn icmp_toward_client<B: PacketBuf>(&mut self, pkt: &mut B, ip: &Ip) -> StageVerdict {
+        let Ok((q, _)) = self.icmp_quote(pkt, ip) else {
+            return StageVerdict::Pass;
+        };
+        let key = Key::new(q.proto, q.dst, q.dport, q.src, q.sport);
+        for li in 0..self.lbs.len() {
+            let st = &self.lbs[li];
+            let Some(idx) = st.flows.lookup_out(&key) else {
+                continue;
+            };
+            let f = st.flows.get(idx).copied().unwrap_or_default();
+            let Some(msg) = icmp_msg(pkt, ip) else {
+                return StageVerdict::Pass;
+            };
+            icmp_error::rewrite(msg, &q, Side::Dst, f.inside(), f.inside_port);
+            let src = (ip.src == f.public()).then(|| f.inside());
+            set_outer(pkt, ip, src, None);
+            return StageVerdict::Translated;
+        }
+        StageVerdict::Pass
+    }
+
+    fn icmp_quote<B: PacketBuf>(
+        &self,
+        pkt: &B,
+        ip: &Ip,
+    ) -> Result<(icmp_error::Quote, u8), DropReason> {
+        let msg = pkt
+            .data()
+            .get(14 + ip.hl..14 + ip.len)
+            .ok_or(DropReason::LbIcmpErrorMalformed)?;
+        let t = IcmpPacket::new_checked(msg)
+            .map_err(|_| DropReason::LbIcmpErrorMalformed)?
+            .msg_type();
+        if ip.fragment || !icmp_error::is_translated_error(t) {
+            return Err(DropReason::LbUnsupportedProtocol);
+        }
+        let q = icmp_error::parse(msg).map_err(|e| match e {
+            DropReason::NatIcmpErrorNoMapping => DropReason::LbIcmpErrorNoFlow,
+            _ => DropReason::LbIcmpErrorMalformed,
+        })?;
+        Ok((q, t))
+    }
+
+    /// Amortized expiry between bursts (bounded work per load balancer).
+    pub fn expire(&mut self, now: u64) {
+        let t = self.tick(now);
+        for li in 0..self.lbs.len() {
+            let mut slots = EXPIRE_SLOT_BUDGET;
+            for _ in 0..EXPIRE_FLOW_BUDGET {
+                let st = &mut self.lbs[li];
+                let Some(idx) = st.wheel.pop_due(&st.flows.next, t, &mut slots) else {
+                    break;
+                };
+                let Some(f) = st.flows.get(idx).copied() else {
+                    continue;
+                };
+                let tomb = st
+                    .meta
+                    .get(idx as usize)
+                    .is_some_and(|m| m.flags & mf::TOMB != 0);
+                if f.is_dead() {
+                    st.flows.free(idx);
+                } else if expiry::is_due(f.deadline, t) {
+                    if tomb {
+                        self.retire(li, idx);
+                        self.lbs[li].flows.free(idx);
+                    } else {
+                        self.idle_out(li, idx, t);
+                        let st = &mut self.lbs[li];
+                        match st.flows.get(idx).copied() {
+                            Some(f) if !f.is_dead() => {
+                                st.wheel.arm(&mut st.flows.next, idx, f.deadline)
+                            }
+                            _ => st.flows.free(idx),
+                        }
+                    }
+                } else {
+                    st.wheel.arm(&mut st.flows.next, idx, f.deadline);
+                }
+            }
+        }
+    }
+}
+
+/// The ICMP message of the frame, mutable.
+fn icmp_msg<'a, B: PacketBuf>(pkt: &'a mut B, ip: &Ip) -> Option<&'a mut [u8]> {
+    pkt.data_mut().get_mut(14 + ip.hl..14 + ip.len)
+}
+
+/// Rewrites the outer IPv4 source and/or destination (IP checksum only: ICMP does not
+/// cover the outer header).
+fn set_outer<B: PacketBuf>(pkt: &mut B, ip: &Ip, src: Option<Ipv4Addr>, dst: Option<Ipv4Addr>) {
+    let Some(hdr) = pkt.data_mut().get_mut(14..14 + ip.hl) else {
+        return;
+    };
+    let mut h = Ipv4Packet::new_unchecked(hdr);
+    if let Some(s) = src {
+        h.rewrite_src(s);
+    }
+    if let Some(d) = dst {
+        h.rewrite_dst(d);
+    }
+}
