@@ -17,11 +17,17 @@
 //! - `nat`: the same through a NAT gateway, after the flows are established (one packet of
 //!   each flow first); each timed packet belongs to a random established flow.
 //! - `nat-new`: every packet opens a new connection (TCP SYN of a never-seen 5-tuple).
+//! - `lb`: UDP from `--flows` clients to a load balancer VIP (16 targets, Maglev M=65537,
+//!   client IP preserved), after the flows are pinned; random established flow per packet.
+//! - `lb-new`: every packet a TCP SYN of a never-seen 5-tuple to the VIP (new flows/s).
 //!
 //! Memory per flow is measured with a counting global allocator (bytes held after
 //! establishing N flows minus bytes held before creating the NAT state, divided by N).
 //! Output ends with `key: value` lines.
 
+use flowgate::lb::control::LbControl;
+use flowgate::lb::stage::{LbPublished, LbStage};
+use flowgate::lb::LbWorker;
 use flowgate::nat::stage::{NatPublished, NatStage};
 use flowgate::nat::NatWorker;
 use flowgate::packet::{BufAlloc, PacketBuf, VecAlloc, VecBuf};
@@ -30,6 +36,7 @@ use flowgate::pipeline::route::Fib;
 use flowgate::pipeline::{Output, Pipeline, PipelineParams};
 use flowgate::pmd::thp::ThpAlloc;
 use flowgate::pmd::{self, Eal, Mbuf, MbufAlloc, Mempool};
+use flowgate::stages::StageChain;
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -96,6 +103,8 @@ enum Mode {
     Route,
     Nat,
     NatNew,
+    Lb,
+    LbNew,
 }
 
 #[allow(dead_code)]
@@ -105,6 +114,8 @@ impl Mode {
             Mode::Route => "route",
             Mode::Nat => "nat",
             Mode::NatNew => "nat-new",
+            Mode::Lb => "lb",
+            Mode::LbNew => "lb-new",
         }
     }
 }
@@ -137,7 +148,11 @@ fn parse_opts() -> Opts {
                         "route" => Mode::Route,
                         "nat" => Mode::Nat,
                         "nat-new" => Mode::NatNew,
-                        _ => die(&format!("unknown mode {m} (route, nat, nat-new)")),
+                        "lb" => Mode::Lb,
+                        "lb-new" => Mode::LbNew,
+                        _ => die(&format!(
+                            "unknown mode {m} (route, nat, nat-new, lb, lb-new)"
+                        )),
                     })
                 }
             }
@@ -169,7 +184,7 @@ fn parse_opts() -> Opts {
         }
     }
     if o.modes.is_empty() {
-        o.modes = vec![Mode::Route, Mode::Nat, Mode::NatNew];
+        o.modes = vec![Mode::Route, Mode::Nat, Mode::NatNew, Mode::Lb, Mode::LbNew];
     }
     if o.flows.is_empty() {
         o.flows = vec![10_000, 1_000_000];
@@ -479,6 +494,8 @@ fn run_mode<S: Bufs>(m: Mode, s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(Stri
         Mode::Route => bench_route(s, o, hz, keys),
         Mode::Nat => bench_nat(s, o, hz, keys),
         Mode::NatNew => bench_nat_new(s, o, hz, keys),
+        Mode::Lb => bench_lb(s, o, hz, keys),
+        Mode::LbNew => bench_lb_new(s, o, hz, keys),
     }
 }
 
@@ -492,7 +509,7 @@ fn nat_pipeline<S: Bufs>(s: &mut S, fib: &Arc<Fib>, nat: NatWorker, hz: u64) -> 
     };
     let mut p: Pipeline<S::B> = Pipeline::new(fib.clone(), params);
     let published = Arc::new(NatPublished::new(1));
-    p.stages = Some(Box::new(NatStage::new(nat, published)));
+    p.stages = StageChain::build(None, Some(NatStage::new(nat, published)));
     let mut c = Collect {
         bufs: Vec::new(),
         tx: 0,
@@ -580,6 +597,126 @@ fn bench_nat_new<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, 
     keys.push(("nat_new_ns_per_pkt".into(), format!("{ns:.1}")));
     keys.push(("nat_new_conn_per_s".into(), format!("{cps:.0}")));
     keys.push(("nat_new_dropped".into(), r.discarded.to_string()));
+}
+
+// ---------------------------------------------------------------------------------------
+// Load balancer.
+
+/// `BENCH_YAML` plus one load balancer: VIP `LB_VIP`, UDP 53 and TCP 443 listeners, 16
+/// targets behind the outside gateway.
+fn lb_config(flows: u32) -> flowgate::config::Config {
+    let targets: String = (1..=16)
+        .map(|i| format!("          - {{ip: 172.16.0.{i}, port: 8053}}\n"))
+        .collect();
+    let yaml = format!(
+        "{BENCH_YAML}
+load_balancers:
+  - id: bench
+    vips: [{LB_VIP}]
+    flows_per_core: {flows}
+    listeners:
+      - {{protocol: udp, port: 53, target_group: tg}}
+      - {{protocol: tcp, port: 443, target_group: tg}}
+    target_groups:
+      - name: tg
+        tcp_idle_timeout_s: 3600
+        udp_idle_timeout_s: 3600
+        targets:
+{targets}"
+    );
+    flowgate::config::parse_str(&yaml, "bench-lb.yaml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+const LB_VIP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(203, 0, 113, 50);
+
+fn lb_pipeline<S: Bufs>(s: &mut S, cfg: &flowgate::config::Config, hz: u64) -> Pipeline<S::B> {
+    let fib = Arc::new(Fib::build(cfg, &[0, 1], &PORT_MAC, 1));
+    let params = PipelineParams {
+        tsc_hz: hz,
+        ..PipelineParams::for_tests()
+    };
+    let mut p: Pipeline<S::B> = Pipeline::new(fib, params);
+    let ctl = LbControl::new(&cfg.load_balancers, hz, pmd::rdtsc());
+    let w = LbWorker::new(&cfg.load_balancers, ctl.cell(), 0, 1, hz);
+    let published = Arc::new(LbPublished::new(1));
+    p.stages = StageChain::build(Some(LbStage::new(w, published)), None);
+    let mut c = Collect {
+        bufs: Vec::new(),
+        tx: 0,
+        discarded: 0,
+    };
+    p.neighbor_resolved(1, GATEWAY_IP, GATEWAY_MAC, pmd::rdtsc(), s.alloc(), &mut c);
+    p
+}
+
+fn bench_lb<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, String)>) {
+    for &flows in &o.flows {
+        let cap = flows + flows / 8 + 1024;
+        let cfg = lb_config(cap);
+        let before = held();
+        let mut p = lb_pipeline(s, &cfg, hz);
+        let t = Instant::now();
+        let est = drive(s, &mut p, 1e6, flows as u64, |i, f| {
+            f.clear();
+            f.extend_from_slice(&udp_frame(i as u32, LB_VIP, 64));
+        });
+        let per_flow = (held() - before) as f64 / flows as f64;
+        println!(
+            "  lb: {flows} flows pinned in {:.2} s ({} refused); heap {per_flow:.1} B/flow",
+            t.elapsed().as_secs_f64(),
+            est.discarded
+        );
+        let mut rng = Rng(0x1234_5678_9abc_def1 ^ flows as u64);
+        let r = drive(s, &mut p, o.seconds, u64::MAX, |_, f| {
+            let flow = rng.below(flows);
+            f.clear();
+            f.extend_from_slice(&udp_frame(flow, LB_VIP, 64));
+        });
+        let ns = report(&format!("lb {flows} established"), &r, hz, "");
+        if r.discarded > 0 {
+            println!("    warning: drops {:?}", nonzero_drops(&p));
+        }
+        let k = count_key(flows);
+        keys.push((format!("lb_{k}_ns_per_pkt"), format!("{ns:.1}")));
+        keys.push((format!("lb_{k}_mpps"), format!("{:.2}", 1e3 / ns)));
+        keys.push((format!("lb_{k}_bytes_per_flow"), format!("{per_flow:.1}")));
+        keys.push((format!("lb_{k}_dropped"), r.discarded.to_string()));
+    }
+}
+
+/// Every packet a TCP SYN of a never-seen 5-tuple to the VIP (the LB's idle timeout is at
+/// least 60 s, so the run stops before the table fills).
+fn bench_lb_new<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, String)>) {
+    let cap = 2_000_000;
+    let cfg = lb_config(cap);
+    let mut p = lb_pipeline(s, &cfg, hz);
+    let mut next = 0u32;
+    let r = drive(
+        s,
+        &mut p,
+        o.seconds.max(0.5),
+        (cap as u64) * 9 / 10,
+        |_, f| {
+            let flow = next;
+            next = next.wrapping_add(1);
+            f.clear();
+            let mut syn = tcp_syn_frame(flow, LB_VIP, 64);
+            // tcp_syn_frame aims at port 443 already: the TCP listener.
+            f.append(&mut syn);
+        },
+    );
+    let ns = report("lb-new (SYN, new 5-tuple)", &r, hz, "");
+    let ok = r.tx as f64 / r.packets.max(1) as f64;
+    let fps = 1e9 / ns * ok;
+    println!(
+        "    {:.2} M new flows/s per core (pipeline time only); {:.1}% of SYNs forwarded; drops {:?}",
+        fps / 1e6,
+        ok * 100.0,
+        nonzero_drops(&p)
+    );
+    keys.push(("lb_new_ns_per_pkt".into(), format!("{ns:.1}")));
+    keys.push(("lb_new_flows_per_s".into(), format!("{fps:.0}")));
+    keys.push(("lb_new_dropped".into(), r.discarded.to_string()));
 }
 
 fn nonzero_drops<B>(p: &Pipeline<B>) -> Vec<(&'static str, u64)> {

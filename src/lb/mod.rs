@@ -371,7 +371,7 @@ impl LbWorker {
             }
         };
         if let Some(li) = snap.lb_of_vip(ip.dst) {
-            let r = self.from_client(snap, li, pkt, &ip, now);
+            let r = self.client_packet(snap, li, pkt, &ip, now);
             return self.verdict(li, r);
         }
         if let Some(li) = snap.lb_of_address(ip.dst) {
@@ -406,7 +406,7 @@ impl LbWorker {
     }
 
     /// A packet to a VIP.
-    fn from_client<B: PacketBuf>(
+    fn client_packet<B: PacketBuf>(
         &mut self,
         snap: &LbSnapshot,
         li: usize,
