@@ -193,6 +193,27 @@ for i in range(5):
             &[("lb", LB_ID), ("reason", "lb_no_listener")]
         ) >= 1.0
     );
+    // The full-NAT target's metrics: 5 new flows on t5, exposition promtool-clean.
+    assert_eq!(
+        m.value(
+            "flowgate_lb_target_new_flows_total",
+            &[
+                ("lb", LB_ID),
+                ("target_group", "fnat"),
+                ("target", "10.1.0.15:5353")
+            ]
+        ),
+        5.0
+    );
+    require_tool("promtool");
+    let text = rig.app.metrics_text();
+    let f = rig.dir.join("metrics.txt");
+    std::fs::write(&f, &text).unwrap();
+    let o = sh(&format!("promtool check metrics < {}", f.display()), 20);
+    assert!(
+        o.ok(),
+        "promtool check metrics:\n{o}\n--- scraped ---\n{text}"
+    );
 }
 
 /// A long stream keeps its target, byte-exact, while SIGHUP removes and adds targets;
@@ -245,4 +266,85 @@ fn sighup_target_changes_keep_long_stream() {
         m.value("flowgate_config_reloads_total", &[("result", "ok")]),
         2.0
     );
+}
+
+/// Holds one connection per target open, then deregisters every target it can by SIGHUP
+/// (weight 0 on t1, t2, t3 removed) with a 2 s delay: before the delay the connections
+/// still echo; after it they are reset (connection termination on) and new connections go
+/// to t4 only.
+#[test]
+fn deregistration_delay_then_connection_termination() {
+    let Some(_g) = setup("deregistration_delay_then_connection_termination") else {
+        return;
+    };
+    let rig = LbRig::start("lbd", &[1, 1, 1, 0]);
+    // Client: open 12 connections, report each target, then on "go" lines send a request
+    // on every connection and report what happened.
+    let script = r#"
+import socket, sys, time
+vip = sys.argv[1]
+socks = []
+for i in range(12):
+    s = socket.create_connection((vip, 80), timeout=3)
+    socks.append(s)
+print("open=%d" % len(socks), flush=True)
+for round in ("before", "after"):
+    sys.stdin.readline()
+    res = []
+    for s in socks:
+        try:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            data, r = b"", "ok"
+            # The whole answer (headers and body may come in separate segments).
+            while b"name=" not in data or not data.endswith(b"\n"):
+                d = s.recv(4096)
+                if not d:
+                    r = "eof"
+                    break
+                data += d
+            res.append(r)
+        except ConnectionResetError:
+            res.append("rst")
+        except OSError as e:
+            res.append("err")
+    print("%s=%s" % (round, ",".join(res)), flush=True)
+"#;
+    // HTTP/1.1 keep-alive: each connection serves both rounds unless the LB resets it.
+    let mut cmd = rig.topo.client.command(&[PYTHON, "-u", "-c", script, VIP]);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("client");
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let mut next = || lines.next().and_then(|l| l.ok()).unwrap_or_default();
+    assert_eq!(next(), "open=12");
+    let cfg = rig.topo.config(&[0, 1, 1, 1], "skip2 skip3").replace(
+        "deregistration_delay_s: 30",
+        "deregistration_delay_s: 2\n        connection_termination: true",
+    );
+    rig.reload(&cfg);
+    use std::io::Write;
+    writeln!(stdin).unwrap();
+    let before = next();
+    assert_eq!(
+        before,
+        format!("before={}", vec!["ok"; 12].join(",")),
+        "draining flows must continue during the delay"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    writeln!(stdin).unwrap();
+    let after = next();
+    let _ = child.wait();
+    assert!(after.starts_with("after="), "{after}");
+    assert_eq!(
+        after,
+        format!("after={}", vec!["rst"; 12].join(",")),
+        "draining flows must be reset after the delay"
+    );
+    let (got, out) = http_burst(&rig, 30);
+    assert!(out.contains("fail=0"), "{out}");
+    assert_eq!(got.keys().collect::<Vec<_>>(), vec!["t4"], "{got:?}");
+    let m = rig.app.metrics();
+    assert!(m.dropped("lb_deregistered_rst") >= 1.0);
 }

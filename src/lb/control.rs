@@ -162,6 +162,16 @@ impl LbControl {
                 r.removed = true;
                 r.drain_since.get_or_insert(now);
             }
+            // A removed target drains under its group's current settings.
+            if r.removed {
+                let g = new
+                    .get(r.lb)
+                    .and_then(|l| l.target_groups.iter().find(|g| g.name == r.group));
+                if let Some(g) = g {
+                    r.dereg_delay_s = g.deregistration_delay_s;
+                    r.connection_termination = g.connection_termination;
+                }
+            }
         }
         self.cfg = new.to_vec();
         self.publish();

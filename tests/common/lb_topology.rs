@@ -38,7 +38,7 @@ import socket, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 name, ip = sys.argv[1], sys.argv[2]
 class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"
+    protocol_version = "HTTP/1.1"
     def log_message(self, *a):
         pass
     def do_GET(self):
