@@ -329,7 +329,7 @@ for round in ("before", "after"):
     let before = next();
     assert_eq!(
         before,
-        format!("before={}", vec!["ok"; 12].join(",")),
+        format!("before={}", ["ok"; 12].join(",")),
         "draining flows must continue during the delay"
     );
     std::thread::sleep(Duration::from_secs(3));
@@ -339,7 +339,7 @@ for round in ("before", "after"):
     assert!(after.starts_with("after="), "{after}");
     assert_eq!(
         after,
-        format!("after={}", vec!["rst"; 12].join(",")),
+        format!("after={}", ["rst"; 12].join(",")),
         "draining flows must be reset after the delay"
     );
     let (got, out) = http_burst(&rig, 30);
