@@ -680,3 +680,15 @@ load_balancers:
         assert!(is_prime(65537) && is_prime(655_373) && !is_prime(65535) && !is_prime(1));
     }
 }
+
+#[cfg(test)]
+mod conf_files {
+    #[test]
+    fn shipped_lb_config_is_valid() {
+        let text = include_str!("../../conf/test-lb.yaml");
+        let cfg =
+            super::super::parse_str(text, "conf/test-lb.yaml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.load_balancers.len(), 1);
+        assert_eq!(cfg.load_balancers[0].target_groups[0].targets.len(), 4);
+    }
+}
