@@ -80,3 +80,179 @@ impl<B: PacketBuf> Stages<B> for StageChain {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The chain inside a real `Pipeline`: the LB claims its traffic before the NAT, the
+    //! NAT still translates the rest, and the packets leave routed (TTL decremented).
+    use super::*;
+    use crate::lb::control::LbControl;
+    use crate::lb::stage::{LbPublished, LbStage};
+    use crate::lb::LbWorker;
+    use crate::nat::stage::NatPublished;
+    use crate::nat::NatWorker;
+    use crate::packet::{VecAlloc, VecBuf};
+    use crate::pipeline::route::Fib;
+    use crate::pipeline::{Output, Pipeline, PipelineParams};
+    use crate::wire::{EthernetFrame, Ipv4Packet, MacAddr, TcpPacket};
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    const YAML: &str = "
+lcores:
+  workers: [1]
+ports:
+  - name: front
+    device: net_tap0,iface=a
+    addresses: [198.51.100.1/24]
+  - name: back
+    device: net_tap1,iface=b
+    addresses: [10.1.0.1/24]
+nat_gateways:
+  - id: n
+    inside_prefixes: [10.1.0.0/24]
+    public_ips: [198.51.100.20]
+load_balancers:
+  - id: web
+    vips: [198.51.100.10]
+    listeners:
+      - {protocol: tcp, port: 80, target_group: web}
+    target_groups:
+      - name: web
+        targets:
+          - {ip: 10.1.0.2, port: 8080}
+";
+    const MACS: [MacAddr; 2] = [MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2])];
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+    const TARGET: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+
+    #[derive(Default)]
+    struct Out(Vec<(u16, VecBuf)>);
+    impl Output<VecBuf> for Out {
+        fn tx(&mut self, port: u16, pkt: VecBuf) {
+            self.0.push((port, pkt));
+        }
+        fn discard(&mut self, _pkt: VecBuf) {}
+    }
+
+    fn tcp(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16, flags: u8, dst_mac: MacAddr) -> VecBuf {
+        let mut f = vec![0u8; 14 + 40];
+        {
+            let mut e = EthernetFrame::new_unchecked(&mut f[..]);
+            e.set_dst_addr(dst_mac);
+            e.set_src_addr(MacAddr([2, 0, 0, 0, 9, 9]));
+            e.set_ethertype(0x0800);
+        }
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+        ip.set_version_ihl(5);
+        ip.set_total_len(40);
+        ip.set_ttl(64);
+        ip.set_protocol(6);
+        ip.set_src_addr(src);
+        ip.set_dst_addr(dst);
+        ip.fill_checksum();
+        let mut t = TcpPacket::new_unchecked(ip.payload_mut());
+        t.set_src_port(sp);
+        t.set_dst_port(dp);
+        t.set_header_len(20);
+        t.set_flags(flags);
+        t.set_window(1000);
+        t.fill_checksum(src, dst);
+        VecBuf::from_frame(&f)
+    }
+
+    fn ends(b: &VecBuf) -> (Ipv4Addr, u16, Ipv4Addr, u16, u8) {
+        let ip = Ipv4Packet::new_checked(&b.data()[14..]).unwrap();
+        let t = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(ip.verify_checksum() && t.verify_checksum(ip.src_addr(), ip.dst_addr()));
+        (
+            ip.src_addr(),
+            t.src_port(),
+            ip.dst_addr(),
+            t.dst_port(),
+            ip.ttl(),
+        )
+    }
+
+    #[test]
+    fn lb_claims_before_nat_and_nat_still_translates() {
+        let cfg = crate::config::parse_str(YAML, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let hz = PipelineParams::for_tests().tsc_hz;
+        let fib = Arc::new(Fib::build(&cfg, &[0, 1], &MACS, 1));
+        let ctl = LbControl::new(&cfg.load_balancers, hz, 0);
+        let lb = LbWorker::new(&cfg.load_balancers, ctl.cell(), 0, 1, hz);
+        let nat = NatWorker::new(&cfg.nat_gateways, 0, 1, hz);
+        let mut p: Pipeline<VecBuf> = Pipeline::new(fib, PipelineParams::for_tests());
+        p.stages = StageChain::build(
+            Some(LbStage::new(lb, Arc::new(LbPublished::new(1)))),
+            Some(NatStage::new(nat, Arc::new(NatPublished::new(1)))),
+        );
+        assert_eq!(p.stages.as_ref().map(|c| c.stages().len()), Some(2));
+        let mut alloc = VecAlloc::default();
+        let mut out = Out::default();
+        let now = 1_000;
+        p.neighbor_resolved(
+            0,
+            CLIENT,
+            MacAddr([2, 0, 0, 0, 7, 7]),
+            now,
+            &mut alloc,
+            &mut out,
+        );
+        p.neighbor_resolved(
+            1,
+            TARGET,
+            MacAddr([2, 0, 0, 0, 8, 8]),
+            now,
+            &mut alloc,
+            &mut out,
+        );
+        // Client -> VIP: to the target, client address kept.
+        let syn = tcp(
+            CLIENT,
+            40000,
+            Ipv4Addr::new(198, 51, 100, 10),
+            80,
+            0x02,
+            MACS[0],
+        );
+        p.handle(syn, 0, now, &mut alloc, &mut out);
+        let (port, b) = out.0.pop().expect("forwarded");
+        assert_eq!(port, 1);
+        assert_eq!(ends(&b), (CLIENT, 40000, TARGET, 8080, 63));
+        // The target's reply (its source is in the NAT's inside prefix): back from the VIP.
+        let r = tcp(TARGET, 8080, CLIENT, 40000, 0x12, MACS[1]);
+        p.handle(r, 1, now, &mut alloc, &mut out);
+        let (port, b) = out.0.pop().expect("forwarded");
+        assert_eq!(port, 0);
+        assert_eq!(
+            ends(&b),
+            (Ipv4Addr::new(198, 51, 100, 10), 80, CLIENT, 40000, 63)
+        );
+        // The target's own outbound connection: the NAT translates it.
+        let o = tcp(TARGET, 5555, CLIENT, 443, 0x02, MACS[1]);
+        p.handle(o, 1, now, &mut alloc, &mut out);
+        let (port, b) = out.0.pop().expect("forwarded");
+        assert_eq!(port, 0);
+        let (src, _, dst, dport, _) = ends(&b);
+        assert_eq!(
+            (src, dst, dport),
+            (Ipv4Addr::new(198, 51, 100, 20), CLIENT, 443)
+        );
+        // Nothing to a VIP port without a listener gets through; counted globally.
+        let bad = tcp(
+            CLIENT,
+            1,
+            Ipv4Addr::new(198, 51, 100, 10),
+            81,
+            0x02,
+            MACS[0],
+        );
+        p.handle(bad, 0, now, &mut alloc, &mut out);
+        assert!(out.0.is_empty());
+        assert_eq!(
+            p.counters.drops[crate::pipeline::counters::DropReason::LbNoListener as usize],
+            1
+        );
+    }
+}
