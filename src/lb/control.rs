@@ -290,6 +290,20 @@ impl LbControl {
             .collect();
         let mut targets = targets;
         let target_ips = self.regs.iter().map(|r| u32::from(r.ip)).collect();
+        let mut dnat_endpoints = hashbrown::HashMap::new();
+        for r in &self.regs {
+            let dnat = self
+                .cfg
+                .get(r.lb)
+                .and_then(|l| l.target_groups.iter().find(|g| g.name == r.group))
+                .is_none_or(|g| g.preserve_client_ip);
+            if dnat {
+                dnat_endpoints.insert(
+                    (u64::from(u32::from(r.ip)) << 16) | u64::from(r.port),
+                    r.lb as u16,
+                );
+            }
+        }
         let mut lbs = Vec::with_capacity(self.cfg.len());
         self.maglev_build_s.resize(self.cfg.len(), 0.0);
         for (li, lb) in self.cfg.iter().enumerate() {
@@ -386,6 +400,7 @@ impl LbControl {
             lbs,
             targets,
             target_ips,
+            dnat_endpoints,
         }
     }
 }

@@ -827,7 +827,13 @@ impl LbWorker {
                 return self.verdict(li, r);
             }
         }
-        StageVerdict::Pass
+        // A target endpoint speaking with no flow (expired, or never seen here): it must
+        // not reach the client untranslated.
+        let ep = (u64::from(u32::from(ip.src)) << 16) | u64::from(l4.sport);
+        match snap.dnat_endpoints.get(&ep) {
+            Some(&li) => self.verdict(li as usize, Err(DropReason::LbNoFlow)),
+            None => StageVerdict::Pass,
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -95,6 +95,10 @@ pub struct LbSnapshot {
     pub targets: Vec<TargetInfo>,
     /// Addresses of every registered target (a quick "may be an LB reply" test).
     pub target_ips: hashbrown::HashSet<u32>,
+    /// (ip << 16 | port) of every registered target of a client-IP-preserving group ->
+    /// its load balancer: a packet from such an endpoint with no flow is not let out
+    /// untranslated.
+    pub dnat_endpoints: hashbrown::HashMap<u64, u16>,
 }
 
 impl LbSnapshot {

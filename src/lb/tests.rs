@@ -436,8 +436,15 @@ fn no_listener_malformed_and_other_traffic() {
     let before = b.clone();
     assert_eq!(w.process(&mut b, s(1)), StageVerdict::Pass);
     assert_eq!(b, before);
-    let mut b = tcp(t(2), 8080, CLIENT, 9, ACK);
+    // A target's traffic from another port is not the LB's; from its listener port with
+    // no flow it is dropped rather than leaked untranslated.
+    let mut b = tcp(t(2), 9999, CLIENT, 9, ACK);
     assert_eq!(w.process(&mut b, s(1)), StageVerdict::Pass);
+    let mut b = tcp(t(2), 8080, CLIENT, 9, ACK);
+    assert_eq!(
+        w.process(&mut b, s(1)),
+        StageVerdict::Drop(DropReason::LbNoFlow)
+    );
 }
 
 #[test]
