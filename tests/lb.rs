@@ -348,3 +348,62 @@ for round in ("before", "after"):
     let m = rig.app.metrics();
     assert!(m.dropped("lb_deregistered_rst") >= 1.0);
 }
+
+/// A `tcp_udp` listener serves both protocols (UDP keeps the client address); an idle TCP
+/// connection is reset by the LB when the client speaks after the idle timeout (60 s).
+#[test]
+fn tcp_udp_listener_and_idle_timeout_rst() {
+    let Some(_g) = setup("tcp_udp_listener_and_idle_timeout_rst") else {
+        return;
+    };
+    let rig = LbRig::start("lbi", &[1, 1, 1, 0]);
+    let script = r#"
+import socket, sys, time
+vip, idle = sys.argv[1], float(sys.argv[2])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(3)
+u.sendto(b"hi", (vip, 8080))
+print("udp " + u.recvfrom(2048)[0].decode(), flush=True)
+def get(s):
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while b"name=" not in data or not data.endswith(b"\n"):
+        d = s.recv(4096)
+        if not d:
+            return "eof"
+        data += d
+    return "ok"
+s = socket.create_connection((vip, 8080), timeout=5)
+print("tcp8080 " + get(s), flush=True)
+s = socket.create_connection((vip, 80), timeout=5)
+print("first " + get(s), flush=True)
+time.sleep(idle)
+try:
+    print("after " + get(s), flush=True)
+except ConnectionResetError:
+    print("after rst", flush=True)
+except OSError as e:
+    print("after err %s" % e, flush=True)
+"#;
+    let o = rig
+        .topo
+        .client
+        .exec(&[PYTHON, "-u", "-c", script, VIP, "64"], 120);
+    assert!(o.ok(), "{o}");
+    assert!(
+        o.stdout
+            .lines()
+            .any(|l| l.starts_with("udp name=t") && l.contains(&format!("client={CLIENT}:"))),
+        "{o}"
+    );
+    assert!(o.stdout.contains("tcp8080 ok"), "{o}");
+    assert!(o.stdout.contains("first ok"), "{o}");
+    assert!(
+        o.stdout.contains("after rst"),
+        "idle connection not reset: {o}"
+    );
+    let m = rig.app.metrics();
+    assert!(m.dropped("lb_idle_timeout_rst") >= 1.0);
+    assert!(m.value("flowgate_lb_idle_timeouts_total", &[("lb", LB_ID)]) >= 1.0);
+    assert!(m.value("flowgate_lb_tcp_elb_resets_total", &[("lb", LB_ID)]) >= 1.0);
+}

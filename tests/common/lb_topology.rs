@@ -15,7 +15,8 @@
 //!
 //! Every target runs `TARGET_SERVER`: HTTP on 8080 answering `name=<target> client=<ip>`
 //! (and `/stream?n=N`: N deterministic bytes), a UDP echo on 5353 answering
-//! `name=<target> client=<ip>:<port>`. Each logs `HTTP <client ip>` / `UDP <ip>`.
+//! `name=<target> client=<ip>:<port>` (also on UDP 8080, for the `tcp_udp` listener).
+//! Each logs `HTTP <client ip>` / `UDP <ip>`.
 
 #![allow(dead_code)]
 
@@ -67,14 +68,15 @@ class H(BaseHTTPRequestHandler):
 class S(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
-def udp():
+def udp(port):
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    u.bind((ip, 5353))
+    u.bind((ip, port))
     while True:
         d, a = u.recvfrom(2048)
         print("UDP %s %d" % a, flush=True)
         u.sendto(("name=%s client=%s:%d" % (name, a[0], a[1])).encode(), a)
-threading.Thread(target=udp, daemon=True).start()
+for p in (5353, 8080):
+    threading.Thread(target=udp, args=(p,), daemon=True).start()
 srv = S((ip, 8080), H)
 print("listening", flush=True)
 srv.serve_forever()
@@ -208,7 +210,7 @@ impl LbTopology {
     }
 
     /// The appliance config: listener tcp 80 -> group `web` (t1..t4 with `weights`, client
-    /// IP preserved), udp 53 -> group `fnat` (t5, full NAT), tcp_udp 8443 -> group `web`.
+    /// IP preserved), udp 53 -> group `fnat` (t5, full NAT), tcp_udp 8080 -> group `web`.
     pub fn config(&self, weights: &[u32; 4], extra_targets: &str) -> String {
         let p = &self.prefix;
         let web: String = (1..=4)
@@ -247,6 +249,7 @@ load_balancers:
     listeners:
       - {{protocol: tcp, port: 80, target_group: web}}
       - {{protocol: udp, port: 53, target_group: fnat}}
+      - {{protocol: tcp_udp, port: 8080, target_group: web}}
     target_groups:
       - name: web
         deregistration_delay_s: 30
