@@ -1,0 +1,2 @@
+//! Network load balancer (SPEC.md §3).
+pub mod maglev;
