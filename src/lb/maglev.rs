@@ -26,7 +26,7 @@ use std::net::Ipv4Addr;
 /// Slot value meaning "no target" (only seen while filling, or when no target has weight).
 const EMPTY: u16 = u16::MAX;
 /// Most targets a table can name (slots are u16, `EMPTY` reserved). Config limits target
-/// groups far below this; extra targets (after sorting) are ignored.
+/// groups far below this; targets at slice index MAX_TARGETS and beyond are ignored.
 pub const MAX_TARGETS: usize = EMPTY as usize;
 
 /// Seeds XORed into the key before `mix64`: two independent hashes of one key for the
@@ -99,11 +99,11 @@ impl MaglevTable {
     /// M >= 100 x targets, this works for any m). Targets of weight 0 get no slot; with none
     /// left every `lookup` is `None`.
     pub fn build(targets: &[MaglevTarget], m: u32) -> MaglevTable {
-        let mut order: Vec<usize> = (0..targets.len())
+        // Slots store the caller's index as u16, so only the first MAX_TARGETS can be named.
+        let mut order: Vec<usize> = (0..targets.len().min(MAX_TARGETS))
             .filter(|&i| targets[i].weight > 0)
             .collect();
         order.sort_unstable_by_key(|&i| (targets[i].key, targets[i].weight, i));
-        order.truncate(MAX_TARGETS);
         let mut slots = vec![EMPTY; m as usize];
         if order.is_empty() || m == 0 {
             return MaglevTable { m, slots };

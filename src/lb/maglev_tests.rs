@@ -225,3 +225,10 @@ fn target_order_does_not_matter() {
     assert_eq!(a_keys, owners(&b, &targets));
     assert_ne!(a.slots(), b.slots(), "indices follow the caller's order");
 }
+
+#[test]
+fn more_targets_than_u16_can_name_are_ignored_not_wrapped() {
+    let targets = equal(MAX_TARGETS as u32 + 10);
+    let t = MaglevTable::build(&targets, 131_071);
+    assert!(t.slots().iter().all(|&s| (s as usize) < MAX_TARGETS));
+}

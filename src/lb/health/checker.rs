@@ -55,16 +55,20 @@ impl HealthChecker {
             probe: opts.probe,
             transitions,
         });
-        let mut threads = Vec::new();
+        // Built first so that a failed spawn stops the threads already started (Drop).
+        let mut checker = HealthChecker {
+            shared,
+            threads: Vec::new(),
+        };
         for i in 0..opts.concurrency.max(1) {
-            let s = shared.clone();
-            threads.push(
+            let s = checker.shared.clone();
+            checker.threads.push(
                 std::thread::Builder::new()
                     .name(format!("health-{i}"))
                     .spawn(move || run(&s))?,
             );
         }
-        Ok(HealthChecker { shared, threads })
+        Ok(checker)
     }
 
     /// Replaces the target set live: targets that stay keep their state (see
