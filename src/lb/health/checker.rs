@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug)]
 pub struct CheckerOptions {
     pub probe: ProbeOptions,
-    /// Probe threads, i.e. most probes in flight at once.
+    /// Probe threads, i.e. most probes in flight at once. A failing target holds a thread
+    /// for the whole timeout, so keeping every interval with all T targets failing needs
+    /// T x timeout / interval threads (e.g. 100 targets, 10 s, 30 s: 34); with fewer,
+    /// probes run late, not lost.
     pub concurrency: usize,
 }
 

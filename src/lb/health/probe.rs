@@ -106,6 +106,10 @@ fn http_get(
     spec: &HealthSpec,
     deadline: Instant,
 ) -> ProbeOutcome {
+    // The config checks the path; a space or line break here would forge the request.
+    if !spec.path.starts_with('/') || spec.path.bytes().any(|b| b.is_ascii_whitespace()) {
+        return ProbeOutcome::Error(format!("bad HTTP path {:?}", spec.path));
+    }
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: flowgate-health-check\r\n\
          Connection: close\r\n\r\n",

@@ -160,6 +160,12 @@ fn http_probe_checks_status_against_the_matcher() {
     );
     http.matcher = (200, 499);
     assert_eq!(probe::probe(&o, LO, srv.port, &http), ProbeOutcome::Ok);
+    let mut forged = http.clone();
+    forged.path = "/ HTTP/1.0\r\nX: y".into();
+    assert!(matches!(
+        probe::probe(&o, LO, srv.port, &forged),
+        ProbeOutcome::Error(e) if e.starts_with("bad HTTP path")
+    ));
     let seen = srv.seen.lock().unwrap();
     let head = &seen[0].0;
     assert!(head.starts_with("GET /health HTTP/1.1\r\n"), "{head}");
