@@ -68,6 +68,12 @@ pub fn probe(
     spec: &HealthSpec,
 ) -> ProbeOutcome {
     let port = spec.port.unwrap_or(traffic_port);
+    // The config checks the path; a space or line break here would forge the request.
+    let bad_path =
+        !spec.path.starts_with('/') || spec.path.bytes().any(|b| b.is_ascii_whitespace());
+    if spec.protocol == ProbeProtocol::Http && bad_path {
+        return ProbeOutcome::Error(format!("bad HTTP path {:?}", spec.path));
+    }
     let deadline = Instant::now() + spec.timeout;
     let stream = match connect(opts, SocketAddrV4::new(ip, port), spec.timeout) {
         Ok(s) => s,
@@ -106,10 +112,6 @@ fn http_get(
     spec: &HealthSpec,
     deadline: Instant,
 ) -> ProbeOutcome {
-    // The config checks the path; a space or line break here would forge the request.
-    if !spec.path.starts_with('/') || spec.path.bytes().any(|b| b.is_ascii_whitespace()) {
-        return ProbeOutcome::Error(format!("bad HTTP path {:?}", spec.path));
-    }
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: flowgate-health-check\r\n\
          Connection: close\r\n\r\n",
