@@ -7,6 +7,7 @@
 //! - pipeline: `Pipeline::handle` on a `VecBuf` for a routed TCP packet whose next hop is
 //!   resolved (ns per packet), and the frame refill it includes, to subtract.
 //! - nat: flow-table lookup hit/miss (10k, 1M flows), port allocation, Toeplitz hash.
+//! - maglev: LB lookup-table build (1,000 targets, M=65537 and 655373) and lookup.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use flowgate::packet::{PacketBuf, VecAlloc, VecBuf};
@@ -272,5 +273,40 @@ fn nat(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse, checksums, lpm, pipeline, nat);
+/// Maglev: table build for 1,000 equal targets at M=65537 and 655373 (goals 5 ms, 50 ms),
+/// the same with weights 1..=100, and a lookup (flow hash + slot read).
+fn maglev(c: &mut Criterion) {
+    use flowgate::lb::maglev::{flow_hash, stable_key, MaglevTable, MaglevTarget};
+    let targets = |weighted: bool| -> Vec<MaglevTarget> {
+        (0..1000u32)
+            .map(|i| MaglevTarget {
+                key: stable_key(Ipv4Addr::from(0x0a00_0000 + i + 1), 80),
+                weight: if weighted { i % 100 + 1 } else { 1 },
+            })
+            .collect()
+    };
+    let mut g = c.benchmark_group("maglev");
+    g.sample_size(10);
+    for (name, weighted) in [("equal", false), ("weighted", true)] {
+        let t = targets(weighted);
+        for m in [65537u32, 655373] {
+            g.bench_function(format!("build_1000_{name}_m{m}"), |b| {
+                b.iter(|| MaglevTable::build(black_box(&t), m))
+            });
+        }
+    }
+    let table = MaglevTable::build(&targets(false), 65537);
+    let dst = Ipv4Addr::new(192, 0, 2, 1);
+    let mut i = 0u32;
+    g.bench_function("hash_and_lookup", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let src = Ipv4Addr::from(0xc633_6400 ^ (i >> 8));
+            black_box(table.lookup(flow_hash(6, src, i as u16, dst, 80)))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, maglev, parse, checksums, lpm, pipeline, nat);
 criterion_main!(benches);

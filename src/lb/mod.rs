@@ -18,6 +18,7 @@
 
 pub mod control;
 pub mod counters;
+pub mod health;
 pub mod maglev;
 pub mod metrics;
 mod rst;
