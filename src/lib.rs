@@ -9,6 +9,5 @@ pub mod stages;
 pub mod wire;
 #[macro_use]
 pub mod log;
-pub mod lb;
 pub mod metrics;
 pub mod nat;
