@@ -35,6 +35,8 @@ pub mod tcp_state;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_hardening;
+#[cfg(test)]
 mod tests_rfc4787;
 pub mod toeplitz;
 
@@ -282,9 +284,16 @@ impl NatWorker {
         self.steering = s;
     }
 
+    /// Flow deadlines are `u32` ticks compared with wrapping arithmetic (see `expiry`).
     #[inline]
     fn tick(&self, now: u64) -> u32 {
-        (now / self.tick_len) as u32
+        self.tick64(now) as u32
+    }
+
+    /// The full tick: the wheel's cursor never wraps.
+    #[inline]
+    fn tick64(&self, now: u64) -> u64 {
+        now / self.tick_len
     }
 
     /// Transit IPv4 packet (Ethernet frame at data()[0..]; IPv4 header at 14 already
@@ -315,13 +324,14 @@ impl NatWorker {
     /// Amortized expiry, called between bursts: per gateway at most
     /// `EXPIRE_FLOW_BUDGET` flows and `EXPIRE_SLOT_BUDGET` wheel slots.
     pub fn expire(&mut self, now: u64) {
-        let t = self.tick(now);
+        let t64 = self.tick64(now);
+        let t = t64 as u32;
         let sweep = t != self.last_sweep;
         self.last_sweep = t;
         for (g, c) in self.gws.iter_mut().zip(self.counters.iter_mut()) {
             let mut slots = EXPIRE_SLOT_BUDGET;
             for _ in 0..EXPIRE_FLOW_BUDGET {
-                let Some(idx) = g.wheel.pop_due(&g.flows.next, t, &mut slots) else {
+                let Some(idx) = g.wheel.pop_due(&g.flows.next, t64, &mut slots) else {
                     break;
                 };
                 let Some(f) = g.flows.get(idx).copied() else {
@@ -342,6 +352,18 @@ impl NatWorker {
                 g.frags.sweep(t);
             }
         }
+    }
+
+    /// How many ticks the slowest timer wheel lags behind `now` (tests: the wheel follows
+    /// the clock instead of catching up from tick 0).
+    #[cfg(test)]
+    pub(crate) fn wheel_lag(&self, now: u64) -> u64 {
+        let t = self.tick64(now);
+        self.gws
+            .iter()
+            .map(|g| t.saturating_sub(g.wheel.cursor()))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Per gateway, this worker's values.
