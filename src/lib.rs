@@ -9,3 +9,4 @@ pub mod wire;
 pub mod log;
 pub mod metrics;
 pub mod nat;
+pub mod rng;

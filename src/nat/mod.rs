@@ -21,6 +21,7 @@
 //! syscalls, no logging, no panics (all buffer access is bounds-checked).
 
 pub mod counters;
+pub mod dest_count;
 pub mod eim;
 pub mod expiry;
 pub mod flow;
@@ -47,11 +48,12 @@ use crate::config::{Ipv4Net, NatGatewayConfig, NatMode};
 use crate::packet::PacketBuf;
 use crate::pipeline::counters::DropReason;
 use crate::wire::{Ipv4Packet, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use dest_count::{Dest, DestCounts};
 use eim::Eim;
 use expiry::TimerWheel;
 use flow::{st, Flow, FlowTable, Key};
 use frag::FragTable;
-use ports::{PortAllocator, Rng};
+use ports::{PortAllocator, Probe, Rng};
 use std::net::Ipv4Addr;
 
 /// Timer resolution: timeouts are honoured to within 1/16 s (plus `expire` call spacing).
@@ -92,6 +94,8 @@ pub(crate) struct Gateway {
     wheel: TimerWheel,
     ports: PortAllocator,
     frags: FragTable,
+    /// `aws` mode: live mappings per destination (the exact per-destination limit).
+    dests: DestCounts,
     /// `rfc4787` mode: endpoint mappings and filtering permissions (`None` in `aws` mode).
     eim: Option<Eim>,
 }
@@ -119,12 +123,27 @@ impl Gateway {
     /// Unindexes a live flow (the wheel frees its slot later), releasing what it holds in
     /// `rfc4787` mode (its mapping reference and its filtering permission).
     fn retire(&mut self, idx: u32) {
-        if let (Some(e), Some(f)) = (self.eim.as_mut(), self.flows.get(idx)) {
-            if !f.is_dead() {
-                e.release_flow(f, f.state & st::ALLOWS != 0);
-            }
+        let Some(f) = self.flows.get(idx).copied() else {
+            return;
+        };
+        if f.is_dead() {
+            return;
+        }
+        match self.eim.as_mut() {
+            Some(e) => e.release_flow(&f, f.state & st::ALLOWS != 0),
+            None => self.dests.dec(self.dest_of(&f)),
         }
         self.flows.unindex(idx);
+    }
+
+    /// The per-destination count key of a flow.
+    fn dest_of(&self, f: &Flow) -> Dest {
+        let pip = self
+            .public_ips
+            .iter()
+            .position(|&p| u32::from(p) == f.public_ip)
+            .unwrap_or(0);
+        Dest::new(pip, f.remote_ip, f.remote_port, f.proto)
     }
 }
 
@@ -251,15 +270,16 @@ impl NatWorker {
                 to_icmp: ticks(g.timeouts.icmp_s),
                 flows: FlowTable::new(g.flows_per_core as usize, rng.next_u64()),
                 wheel: TimerWheel::new(WHEEL_SLOTS, 0),
-                ports: PortAllocator::new(
-                    first,
-                    last,
-                    g.connection_limit(),
-                    worker,
-                    n_workers,
+                ports: PortAllocator::new(first, last, g.connection_limit(), worker, n_workers),
+                frags: FragTable::new(rng.next_u64()),
+                dests: DestCounts::new(
+                    if g.mode == NatMode::Aws {
+                        g.flows_per_core as usize
+                    } else {
+                        1
+                    },
                     rng.next_u64(),
                 ),
-                frags: FragTable::new(rng.next_u64()),
                 eim: (g.mode == NatMode::Rfc4787)
                     .then(|| Eim::new(g.flows_per_core as usize, rng.next_u64())),
             });
@@ -281,6 +301,9 @@ impl NatWorker {
     /// RSS-aware allocation: when set, new ports are chosen so that the NIC steers return
     /// traffic to this worker's queue (bounded retries, see `ports`).
     pub fn set_rss_steering(&mut self, s: Option<RssSteering>) {
+        for g in &mut self.gws {
+            g.ports.set_steering(s.as_ref());
+        }
         self.steering = s;
     }
 
@@ -538,32 +561,34 @@ impl NatWorker {
         }
         let n_ips = g.public_ips.len() as u32;
         let start = rng.below(n_ips);
+        let steered = steering.is_some() && proto != IPPROTO_ICMP;
         let mut chosen = None;
         for i in 0..n_ips {
-            let Some(&pip) = g.public_ips.get(((start + i) % n_ips) as usize) else {
+            let pi = ((start + i) % n_ips) as usize;
+            let Some(&pip) = g.public_ips.get(pi) else {
                 continue;
             };
-            let dest = (u64::from(u32::from(remote.0)) << 32)
-                | (u64::from(remote.1) << 16)
-                | (u64::from(proto) << 8)
-                | u64::from((start + i) % n_ips);
+            let dest = Dest::new(pi, u32::from(remote.0), remote.1, proto);
             let flows = &g.flows;
-            let steer = steering.as_ref();
+            let steer = steering.as_ref().filter(|_| steered);
             let w = *worker;
-            let port = g.ports.allocate(rng, dest, |p| {
-                flows
+            let port = g.ports.allocate(rng, steered, g.dests.get(&dest), |p| {
+                let free = flows
                     .lookup_out(&Key::new(proto, pip, p, remote.0, remote.1))
                     .is_none()
-                    && steer.is_none_or(|s| {
-                        s.steers_to(w, proto != IPPROTO_ICMP, remote.0, remote.1, pip, p)
-                    })
+                    && steer.is_none_or(|s| s.steers_to(w, true, remote.0, remote.1, pip, p));
+                if free {
+                    Probe::Free
+                } else {
+                    Probe::Taken
+                }
             });
-            if let Some(p) = port {
-                chosen = Some((pip, p));
+            if let Some((p, _)) = port {
+                chosen = Some((pip, p, dest));
                 break;
             }
         }
-        let Some((pip, pport)) = chosen else {
+        let Some((pip, pport, dest)) = chosen else {
             c.port_allocation_errors += 1;
             return Err(DropReason::NatPortExhausted);
         };
@@ -578,7 +603,9 @@ impl NatWorker {
             state,
             ..Flow::default()
         };
-        g.store(c, f, t).ok_or(DropReason::NatTableFull)
+        let idx = g.store(c, f, t).ok_or(DropReason::NatTableFull)?;
+        g.dests.inc(dest);
+        Ok(idx)
     }
 
     /// Refreshes a flow's deadline for its (possibly new) state.
