@@ -13,7 +13,7 @@ mod validate;
 
 pub use error::{ConfigError, FieldPath, Segment, FILE_FIELD};
 pub use locate::{Locator, Pos};
-pub use nat::{NatGatewayConfig, NatMode, NatPortRange, NatTimeouts};
+pub use nat::{nat_warnings, NatGatewayConfig, NatMode, NatPortRange, NatTimeouts};
 pub use validate::{SectionCheck, Validator, SECTIONS};
 
 use serde::de::{self, Deserializer, Visitor};

@@ -40,6 +40,7 @@ mod tests_hardening;
 #[cfg(test)]
 mod tests_rfc4787;
 pub mod toeplitz;
+pub mod tw_guard;
 
 pub use counters::GatewayCounters;
 pub use ports::RssSteering;
@@ -55,6 +56,7 @@ use flow::{st, Flow, FlowTable, Key};
 use frag::FragTable;
 use ports::{PortAllocator, Probe, Rng};
 use std::net::Ipv4Addr;
+use tw_guard::{GuardKey, TimeWaitGuard};
 
 /// Timer resolution: timeouts are honoured to within 1/16 s (plus `expire` call spacing).
 pub const TICKS_PER_S: u64 = 16;
@@ -96,6 +98,8 @@ pub(crate) struct Gateway {
     frags: FragTable,
     /// `aws` mode: live mappings per destination (the exact per-destination limit).
     dests: DestCounts,
+    /// `aws` mode: recently closed TCP (public endpoint, remote) pairs (TIME_WAIT guard).
+    guard: TimeWaitGuard,
     /// `rfc4787` mode: endpoint mappings and filtering permissions (`None` in `aws` mode).
     eim: Option<Eim>,
 }
@@ -122,7 +126,8 @@ impl Gateway {
 
     /// Unindexes a live flow (the wheel frees its slot later), releasing what it holds in
     /// `rfc4787` mode (its mapping reference and its filtering permission).
-    fn retire(&mut self, idx: u32) {
+    /// A TCP connection that closed (not reset) enters the TIME_WAIT guard at `t`.
+    fn retire(&mut self, idx: u32, t: u32) {
         let Some(f) = self.flows.get(idx).copied() else {
             return;
         };
@@ -131,7 +136,17 @@ impl Gateway {
         }
         match self.eim.as_mut() {
             Some(e) => e.release_flow(&f, f.state & st::ALLOWS != 0),
-            None => self.dests.dec(self.dest_of(&f)),
+            None => {
+                let d = self.dest_of(&f);
+                self.dests.dec(d);
+                if f.proto == IPPROTO_TCP && tcp_state::closed_by_fin(f.state & st::TCP_MASK) {
+                    let pip = (d.meta & 0xff) as usize;
+                    self.guard.insert(
+                        GuardKey::new(pip, f.public_port, f.remote_ip, f.remote_port),
+                        t,
+                    );
+                }
+            }
         }
         self.flows.unindex(idx);
     }
@@ -272,6 +287,15 @@ impl NatWorker {
                 wheel: TimerWheel::new(WHEEL_SLOTS, 0),
                 ports: PortAllocator::new(first, last, g.connection_limit(), worker, n_workers),
                 frags: FragTable::new(rng.next_u64()),
+                guard: TimeWaitGuard::new(
+                    g.flows_per_core as usize,
+                    if g.mode == NatMode::Aws {
+                        ticks(g.tcp_time_wait_guard_s)
+                    } else {
+                        0
+                    },
+                    rng.next_u64(),
+                ),
                 dests: DestCounts::new(
                     if g.mode == NatMode::Aws {
                         g.flows_per_core as usize
@@ -363,7 +387,7 @@ impl NatWorker {
                 if f.is_dead() {
                     g.flows.free(idx);
                 } else if expiry::is_due(f.deadline, t) {
-                    g.retire(idx);
+                    g.retire(idx, t);
                     g.flows.free(idx);
                     c.idle_timeouts += 1;
                     c.active_connections = c.active_connections.saturating_sub(1);
@@ -374,6 +398,7 @@ impl NatWorker {
             if sweep {
                 g.frags.sweep(t);
             }
+            g.guard.expire(t, EXPIRE_FLOW_BUDGET);
         }
     }
 
@@ -488,11 +513,11 @@ impl NatWorker {
     }
 
     /// Kills an expired-but-not-yet-collected flow found by a lookup (the wheel frees it).
-    fn kill(&mut self, gi: usize, idx: u32) {
+    fn kill(&mut self, gi: usize, idx: u32, t: u32) {
         let (Some(g), Some(c)) = (self.gws.get_mut(gi), self.counters.get_mut(gi)) else {
             return;
         };
-        g.retire(idx);
+        g.retire(idx, t);
         c.idle_timeouts += 1;
         c.active_connections = c.active_connections.saturating_sub(1);
     }
@@ -513,7 +538,7 @@ impl NatWorker {
     fn live_or_kill(&mut self, gi: usize, idx: u32, t: u32) -> Option<u32> {
         let f = self.gws.get(gi)?.flows.get(idx)?;
         if expiry::is_due(f.deadline, t) {
-            self.kill(gi, idx);
+            self.kill(gi, idx, t);
             return None;
         }
         Some(idx)
@@ -572,26 +597,38 @@ impl NatWorker {
             let flows = &g.flows;
             let steer = steering.as_ref().filter(|_| steered);
             let w = *worker;
+            let guard = &g.guard;
+            let tcp = proto == IPPROTO_TCP;
             let port = g.ports.allocate(rng, steered, g.dests.get(&dest), |p| {
                 let free = flows
                     .lookup_out(&Key::new(proto, pip, p, remote.0, remote.1))
                     .is_none()
                     && steer.is_none_or(|s| s.steers_to(w, true, remote.0, remote.1, pip, p));
-                if free {
-                    Probe::Free
-                } else {
+                if !free {
                     Probe::Taken
+                } else if let Some(age) = tcp
+                    .then(|| guard.age(&GuardKey::new(pi, p, dest.remote_ip, remote.1), t))
+                    .flatten()
+                {
+                    Probe::Guarded(age)
+                } else {
+                    Probe::Free
                 }
             });
-            if let Some((p, _)) = port {
-                chosen = Some((pip, p, dest));
+            if let Some((p, reused)) = port {
+                chosen = Some((pi, pip, p, dest, reused));
                 break;
             }
         }
-        let Some((pip, pport, dest)) = chosen else {
+        let Some((pi, pip, pport, dest, reused)) = chosen else {
             c.port_allocation_errors += 1;
             return Err(DropReason::NatPortExhausted);
         };
+        if reused {
+            g.guard
+                .remove(&GuardKey::new(pi, pport, dest.remote_ip, remote.1));
+            c.drop(DropReason::NatTimeWaitReuse);
+        }
         let f = Flow {
             inside_ip: u32::from(inside.0),
             remote_ip: u32::from(remote.0),
@@ -606,6 +643,39 @@ impl NatWorker {
         let idx = g.store(c, f, t).ok_or(DropReason::NatTableFull)?;
         g.dests.inc(dest);
         Ok(idx)
+    }
+
+    /// Window tracking of a TCP segment on flow `idx` (see `tcp_state`): updates the state
+    /// and counts a completed handshake, or refuses the segment.
+    fn track_tcp(
+        &mut self,
+        gi: usize,
+        idx: u32,
+        seg: &tcp_state::Seg,
+        from_inside: bool,
+    ) -> Result<(), DropReason> {
+        let (Some(g), Some(c)) = (self.gws.get_mut(gi), self.counters.get_mut(gi)) else {
+            return Err(DropReason::NatNoMapping);
+        };
+        let (f, win) = g.flows.get_tcp_mut(idx).ok_or(DropReason::NatNoMapping)?;
+        let (ns, established) = tcp_state::track(win, f.state & st::TCP_MASK, from_inside, seg)
+            .map_err(|_| DropReason::NatTcpOutOfWindow)?;
+        f.state = (f.state & !st::TCP_MASK) | ns;
+        if !from_inside {
+            f.state |= st::SEEN_REPLY;
+        }
+        if established {
+            c.connections_established += 1;
+        }
+        Ok(())
+    }
+
+    /// A new connection on the 5-tuple of a closed one: its tracking starts over.
+    fn reopen_tcp(&mut self, gi: usize, idx: u32) {
+        if let Some((f, win)) = self.gws.get_mut(gi).and_then(|g| g.flows.get_tcp_mut(idx)) {
+            f.state = (f.state & !(st::TCP_MASK | st::SEEN_REPLY)) | tcp_state::SYN_SENT;
+            tcp_state::reset(win);
+        }
     }
 
     /// Refreshes a flow's deadline for its (possibly new) state.

@@ -82,15 +82,10 @@ impl NatWorker {
         ip: &Ip,
         t: u32,
     ) -> Result<NatVerdict, DropReason> {
-        let (sport, dport, flags, seq) = {
+        let (sport, dport, seg) = {
             let l4 = pkt.data().get(14 + ip.hl..14 + ip.len).unwrap_or(&[]);
             let tcp = TcpPacket::new_unchecked(l4);
-            (
-                tcp.src_port(),
-                tcp.dst_port(),
-                tcp.flags(),
-                tcp.seq_number(),
-            )
+            (tcp.src_port(), tcp.dst_port(), tcp_state::Seg::parse(l4))
         };
         let key = Key::new(IPPROTO_TCP, ip.dst, dport, ip.src, sport);
         let idx = match self.lookup_out(gi, &key, t) {
@@ -99,28 +94,12 @@ impl NatWorker {
             None => self.inbound_new(
                 gi,
                 &key,
-                flags & (tcp::SYN | tcp::ACK | tcp::RST | tcp::FIN) == tcp::SYN,
+                seg.flags & (tcp::SYN | tcp::ACK | tcp::RST | tcp::FIN) == tcp::SYN,
                 tcp_state::SYN_SENT_IN,
                 t,
             )?,
         };
-        let f = self.flow(gi, idx).ok_or(DropReason::NatNoMapping)?;
-        let tcp_st = f.state & st::TCP_MASK;
-        let last = (f.state & st::SEQ_IN_VALID != 0).then_some(f.seq_in);
-        // The SYN-ACK sets the remote's initial sequence number.
-        if flags & tcp::SYN == 0 && !tcp_state::seq_ok(last, seq) {
-            return Err(DropReason::NatTcpOutOfWindow);
-        }
-        let (ns, established) = tcp_state::next(tcp_st, flags, false);
-        if established {
-            if let Some(c) = self.counters.get_mut(gi) {
-                c.connections_established += 1;
-            }
-        }
-        if let Some(f) = self.flow_mut(gi, idx) {
-            f.state = (f.state & !st::TCP_MASK) | ns | st::SEQ_IN_VALID | st::SEEN_REPLY;
-            f.seq_in = seq;
-        }
+        self.track_tcp(gi, idx, &seg, false)?;
         self.touch(gi, idx, t);
         self.dnat(gi, idx, pkt, ip)
     }

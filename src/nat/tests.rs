@@ -40,6 +40,7 @@ pub(super) fn gw(
         },
         flows_per_core: flows,
         mode: NatMode::Aws,
+        tcp_time_wait_guard_s: 120,
     }
 }
 
@@ -344,7 +345,7 @@ fn exhaustion_with_a_tiny_range() {
     );
     assert_eq!(w.counters()[0].port_allocation_errors, 1);
     // Earlier flows still translate; another remote port still works.
-    out_port(&mut w, tcp(IN1, 40000, REMOTE, 80, ACK, 2, 1), 1);
+    out_port(&mut w, tcp(IN1, 40000, REMOTE, 80, SYN, 1, 0), 1);
     out_port(&mut w, tcp(IN1, 40010, REMOTE, 81, SYN, 1, 0), 1);
     assert_eq!(w.flows(), 5);
 }

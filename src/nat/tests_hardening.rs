@@ -3,6 +3,7 @@
 
 use super::tests::*;
 use super::*;
+use crate::packet::VecBuf;
 
 /// A 3 GHz TSC, as on the machines the appliance runs on.
 const GHZ3: u64 = 3_000_000_000;
@@ -115,4 +116,226 @@ fn refusal_toward_a_full_destination_is_cheap() {
     // a lookup well under 1 us.
     assert!(el.as_millis() < 1000, "{el:?} for 100,000 refusals");
     assert_eq!(w.counters()[0].port_allocation_errors, 100_000);
+}
+
+/// A TCP segment without options (window `win`, unscaled).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn seg(
+    src: Ipv4Addr,
+    sp: u16,
+    dst: Ipv4Addr,
+    dp: u16,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> VecBuf {
+    VecBuf::from_frame(&ip_frame(
+        src,
+        dst,
+        6,
+        &tcp_seg(src, sp, dst, dp, flags, seq, ack, payload),
+        1,
+        false,
+        0,
+    ))
+}
+
+fn translated(w: &mut NatWorker, mut b: VecBuf, now: u64) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
+    assert_eq!(w.process(&mut b, now), NatVerdict::Translated);
+    check(&b)
+}
+
+/// A whole TCP connection from IN1:`sp` to REMOTE:80 closed by a FIN handshake at `now`;
+/// its public port.
+fn tcp_connection_closed(w: &mut NatWorker, sp: u16, now: u64) -> u16 {
+    use crate::wire::tcp::{ACK, FIN, SYN};
+    let (c, srv) = (1000u32, 5000u32);
+    let (_, p, _, _) = translated(w, seg(IN1, sp, REMOTE, 80, SYN, c, 0, b""), now);
+    translated(w, seg(REMOTE, 80, PUB0, p, SYN | ACK, srv, c + 1, b""), now);
+    translated(
+        w,
+        seg(IN1, sp, REMOTE, 80, ACK, c + 1, srv + 1, b"GET"),
+        now,
+    );
+    translated(
+        w,
+        seg(REMOTE, 80, PUB0, p, ACK | FIN, srv + 1, c + 4, b"ok"),
+        now,
+    );
+    translated(
+        w,
+        seg(IN1, sp, REMOTE, 80, ACK | FIN, c + 4, srv + 4, b""),
+        now,
+    );
+    translated(w, seg(REMOTE, 80, PUB0, p, ACK, srv + 4, c + 5, b""), now);
+    p
+}
+
+fn expire_until(w: &mut NatWorker, from: u64, to: u64) {
+    let mut t = from;
+    while t < to {
+        w.expire(t);
+        t += HZ / 100;
+    }
+}
+
+fn guard_gw(first: u32, last: u32) -> NatGatewayConfig {
+    gw(first, last, None, 1000, &[PUB0]) // transitory 5 s, guard 120 s
+}
+
+/// Issue 8 item 12: a port whose connection closed is not handed out again toward the
+/// same server while the server may hold it in TIME_WAIT, although the mapping expired
+/// (5 s transitory timeout) and the port is free in the table.
+#[test]
+fn time_wait_guard_keeps_a_closed_port_from_the_same_destination() {
+    for trial in 0..20 {
+        let mut w = worker(guard_gw(1024, 1025));
+        let pa = tcp_connection_closed(&mut w, 1000, 0);
+        expire_until(&mut w, 0, s(6));
+        assert_eq!(w.flows(), 0, "mapping expired");
+        let (_, pb, _, _) = translated(
+            &mut w,
+            seg(IN1, 1001, REMOTE, 80, crate::wire::tcp::SYN, 77, 0, b""),
+            s(7),
+        );
+        assert_ne!(
+            pa, pb,
+            "trial {trial}: port reused into the server's TIME_WAIT"
+        );
+        // Toward another destination the port is free.
+        let (_, _, _, _) = translated(
+            &mut w,
+            seg(IN1, 1002, REMOTE2, 80, crate::wire::tcp::SYN, 77, 0, b""),
+            s(7),
+        );
+        assert_eq!(w.counters()[0].dropped(DropReason::NatTimeWaitReuse), 0);
+    }
+}
+
+/// When only guarded ports are left below the limit, the one closed longest ago is
+/// taken, and that is counted; after the guard time nothing is counted.
+#[test]
+fn time_wait_guard_falls_back_to_the_oldest_and_counts_it() {
+    let mut w = worker(guard_gw(1024, 1025));
+    let pa = tcp_connection_closed(&mut w, 1000, 0);
+    let pb = tcp_connection_closed(&mut w, 1001, s(1));
+    assert_ne!(pa, pb);
+    expire_until(&mut w, 0, s(7));
+    assert_eq!(w.flows(), 0);
+    let (_, pc, _, _) = translated(
+        &mut w,
+        seg(IN1, 1003, REMOTE, 80, crate::wire::tcp::SYN, 77, 0, b""),
+        s(8),
+    );
+    assert_eq!(pc, pa, "closed longest ago");
+    assert_eq!(w.counters()[0].dropped(DropReason::NatTimeWaitReuse), 1);
+    assert_eq!(w.counters()[0].port_allocation_errors, 0);
+    // Guard over (120 s): reuse is ordinary again.
+    expire_until(&mut w, s(8), s(130));
+    let _ = tcp_connection_closed(&mut w, 1004, s(130));
+    assert_eq!(w.counters()[0].dropped(DropReason::NatTimeWaitReuse), 1);
+    // A reset connection leaves no guard (the server holds no TIME_WAIT).
+    let mut w = worker(guard_gw(1024, 1024));
+    let (_, p, _, _) = translated(
+        &mut w,
+        seg(IN1, 1000, REMOTE, 80, crate::wire::tcp::SYN, 1, 0, b""),
+        0,
+    );
+    translated(
+        &mut w,
+        seg(
+            REMOTE,
+            80,
+            PUB0,
+            p,
+            crate::wire::tcp::RST | crate::wire::tcp::ACK,
+            0,
+            2,
+            b"",
+        ),
+        0,
+    );
+    expire_until(&mut w, 0, s(6));
+    translated(
+        &mut w,
+        seg(IN1, 1001, REMOTE, 80, crate::wire::tcp::SYN, 1, 0, b""),
+        s(7),
+    );
+    assert_eq!(w.counters()[0].dropped(DropReason::NatTimeWaitReuse), 0);
+}
+
+#[test]
+fn check_config_warns_below_rfc5382_transitory_minimum() {
+    let text = include_str!("../../conf/test-nat.yaml");
+    let mut cfg = crate::config::parse_unvalidated(text, "test-nat.yaml").unwrap();
+    cfg.nat_gateways.truncate(1);
+    cfg.nat_gateways[0].timeouts.tcp_transitory_s = 5;
+    let w = crate::config::nat_warnings(&cfg);
+    assert_eq!(w.len(), 1);
+    assert!(
+        w[0].contains("nat_gateways[0].timeouts.tcp_transitory_s") && w[0].contains("RFC 5382"),
+        "{}",
+        w[0]
+    );
+    cfg.nat_gateways[0].timeouts.tcp_transitory_s = 240;
+    assert!(crate::config::nat_warnings(&cfg).is_empty());
+}
+
+/// Issue 8 item 4 through the worker: spoofed RST, SYN, SYN-ACK and out-of-window data
+/// from the outside toward an open connection are dropped and counted; the real peers'
+/// segments keep passing and the connection stays established.
+#[test]
+fn spoofed_segments_from_outside_are_dropped_and_the_connection_survives() {
+    use crate::wire::tcp::{ACK, RST, SYN};
+    let mut w = default_worker();
+    let (c, srv) = (1000u32, 5000u32);
+    let (_, p, _, _) = translated(&mut w, seg(IN1, 40000, REMOTE, 80, SYN, c, 0, b""), 0);
+    translated(
+        &mut w,
+        seg(REMOTE, 80, PUB0, p, SYN | ACK, srv, c + 1, b""),
+        0,
+    );
+    translated(
+        &mut w,
+        seg(IN1, 40000, REMOTE, 80, ACK, c + 1, srv + 1, b"GET"),
+        0,
+    );
+    let spoofs = [
+        seg(REMOTE, 80, PUB0, p, RST, srv + 3_000_000, 0, b""),
+        seg(REMOTE, 80, PUB0, p, RST | ACK, srv + 200_000, c + 4, b""),
+        seg(REMOTE, 80, PUB0, p, SYN, 777, 0, b""),
+        seg(REMOTE, 80, PUB0, p, SYN | ACK, 777, c + 4, b""),
+        seg(
+            REMOTE,
+            80,
+            PUB0,
+            p,
+            ACK,
+            srv + 1 + 1_000_000,
+            c + 4,
+            b"junk",
+        ),
+        seg(REMOTE, 80, PUB0, p, ACK, srv + 1, c + 1_000_000, b"junk"),
+    ];
+    for mut b in spoofs {
+        assert_eq!(
+            w.process(&mut b, s(1)),
+            NatVerdict::Drop(DropReason::NatTcpOutOfWindow)
+        );
+    }
+    assert_eq!(w.counters()[0].dropped(DropReason::NatTcpOutOfWindow), 6);
+    translated(
+        &mut w,
+        seg(REMOTE, 80, PUB0, p, ACK, srv + 1, c + 4, b"200 OK"),
+        s(1),
+    );
+    translated(
+        &mut w,
+        seg(IN1, 40000, REMOTE, 80, ACK, c + 4, srv + 7, b""),
+        s(1),
+    );
+    // Still on the established (350 s... here 30 s) timeout, not the transitory one.
+    expire_until(&mut w, s(1), s(20));
+    assert_eq!(w.flows(), 1);
 }

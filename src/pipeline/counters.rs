@@ -66,6 +66,7 @@ drop_reasons! {
     NatIcmpErrorMalformed => "nat_icmp_error_malformed", "NAT: ICMP error with a bad checksum or truncated quote";
     NatFiltered => "nat_filtered", "NAT: inbound refused by address-dependent filtering (rfc4787 mode)";
     NatIdleTimeoutRst => "nat_idle_timeout_rst", "NAT: inside TCP packet with no mapping (idle timeout); RST sent back";
+    NatTimeWaitReuse => "nat_time_wait_reuse", "NAT: event, not a drop — a port still in its TIME_WAIT guard toward this destination was reused (only guarded ports were left)";
 }
 
 macro_rules! worker_counters {
