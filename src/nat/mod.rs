@@ -326,7 +326,9 @@ impl NatWorker {
     /// traffic to this worker's queue (bounded retries, see `ports`).
     pub fn set_rss_steering(&mut self, s: Option<RssSteering>) {
         for g in &mut self.gws {
-            g.ports.set_steering(s.as_ref());
+            // `rfc4787` mappings serve every destination, so their ports stay in handoff
+            // mode (steering is only a preference there, see `rfc4787`).
+            g.ports.set_steering(s.as_ref().filter(|_| g.eim.is_none()));
         }
         self.steering = s;
     }
@@ -453,15 +455,6 @@ impl NatWorker {
             .get(gateway)
             .and_then(|g| g.ports.owner_of(port))
             .unwrap_or(self.worker)
-    }
-
-    /// `Some(owner)` when return traffic for `port` belongs to another worker.
-    fn handoff(&self, gi: usize, port: u16) -> Option<usize> {
-        if self.n_workers < 2 {
-            return None;
-        }
-        let o = self.gws.get(gi)?.ports.owner_of(port)?;
-        (o != self.worker).then_some(o)
     }
 
     /// A fragment after the first (no transport header): translate the address its first

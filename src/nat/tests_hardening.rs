@@ -339,3 +339,102 @@ fn spoofed_segments_from_outside_are_dropped_and_the_connection_survives() {
     expire_until(&mut w, s(1), s(20));
     assert_eq!(w.flows(), 1);
 }
+
+/// Issue 8 item 2: with a programmed RSS key, n workers together still reach the exact
+/// per-destination limit (55,000), every port they pick steers return traffic back to the
+/// picking worker, and no two workers pick the same port toward the destination.
+fn steered_limit_with(n: usize) {
+    let g = gw(1024, 65535, None, 60_000, &[PUB0]);
+    let steer = RssSteering {
+        key: toeplitz::MS_KEY,
+        reta: (0..128).map(|i| (i % n) as u16).collect(),
+        queue_of_worker: (0..n as u16).collect(),
+    };
+    let mut all = std::collections::HashSet::new();
+    let mut total = 0;
+    for wi in 0..n {
+        let mut w = NatWorker::new(std::slice::from_ref(&g), wi, n, HZ);
+        w.set_rss_steering(Some(steer.clone()));
+        let mut sp = 1u16;
+        loop {
+            let mut b = udp(IN1, sp, REMOTE, 53);
+            sp += 1;
+            match w.process(&mut b, 0) {
+                NatVerdict::Translated => {}
+                NatVerdict::Drop(DropReason::NatPortExhausted) => break,
+                v => panic!("{v:?}"),
+            }
+            let (ip, p, _, _) = check(&b);
+            let h = toeplitz::hash_v4_l4(&steer.key, REMOTE, ip, 53, p);
+            assert_eq!(steer.queue(h), Some(wi as u16), "{n} workers: port {p}");
+            assert!(all.insert(p), "{n} workers: port {p} picked twice");
+            // The return packet is handled right here (no handoff).
+            let mut r = udp(REMOTE, 53, ip, p);
+            assert_eq!(w.process(&mut r, 0), NatVerdict::Translated);
+            total += 1;
+        }
+        assert_eq!(w.counters()[0].port_allocation_errors, 1);
+    }
+    assert_eq!(total, 55_000, "{n} workers");
+}
+
+#[test]
+fn rss_steered_limit_holds_with_2_workers() {
+    steered_limit_with(2);
+}
+
+#[test]
+fn rss_steered_limit_holds_with_4_workers() {
+    steered_limit_with(4);
+}
+
+#[test]
+fn rss_steered_limit_holds_with_8_workers() {
+    steered_limit_with(8);
+}
+
+/// ICMP echo cannot be steered (the NIC hashes ICMP on addresses only): identifiers stay
+/// in handoff mode, replies reaching another worker are handed to the owner; an ICMP error
+/// quoting a steered UDP flow is handed to the worker the NIC steers that flow to.
+#[test]
+fn rss_steered_mode_icmp_falls_back_to_handoff() {
+    let n = 4;
+    let g = gw(1024, 65535, None, 1000, &[PUB0]);
+    let steer = RssSteering {
+        key: toeplitz::MS_KEY,
+        reta: (0..128).map(|i| (i % n) as u16).collect(),
+        queue_of_worker: (0..n as u16).collect(),
+    };
+    let mut ws: Vec<NatWorker> = (0..n)
+        .map(|wi| {
+            let mut w = NatWorker::new(std::slice::from_ref(&g), wi, n, HZ);
+            w.set_rss_steering(Some(steer.clone()));
+            w
+        })
+        .collect();
+    for wi in 0..n {
+        for id in 0..50u16 {
+            let mut b = echo(IN1, REMOTE, 8, 100 + id);
+            assert_eq!(ws[wi].process(&mut b, 0), NatVerdict::Translated);
+            let (ip, pid, _, _) = check(&b);
+            for (other, w) in ws.iter_mut().enumerate() {
+                let mut r = echo(REMOTE, ip, 0, pid);
+                let v = w.process(&mut r, 0);
+                if other == wi {
+                    assert_eq!(v, NatVerdict::Translated);
+                    assert_eq!(check(&r).1, 100 + id);
+                } else {
+                    assert_eq!(v, NatVerdict::Handoff(wi));
+                }
+            }
+        }
+        // ICMP error (port unreachable from a router) about a steered UDP flow.
+        let mut b = udp(IN1, 7000 + wi as u16, REMOTE, 53);
+        assert_eq!(ws[wi].process(&mut b, 0), NatVerdict::Translated);
+        let other = (wi + 1) % n;
+        let mut e = error_for(&b, ROUTER, PUB0, 3, 3, 0);
+        assert_eq!(ws[other].process(&mut e, 0), NatVerdict::Handoff(wi));
+        let mut e = error_for(&b, ROUTER, PUB0, 3, 3, 0);
+        assert_eq!(ws[wi].process(&mut e, 0), NatVerdict::Translated);
+    }
+}
