@@ -24,6 +24,12 @@ impl NatWorker {
         if let Some(owner) = self.inside_handoff(gi, ip.src) {
             return NatVerdict::Handoff(owner);
         }
+        // aws mode, several workers: one worker per inside UDP 5-tuple (fragments too).
+        if ip.proto == IPPROTO_UDP {
+            if let Some(owner) = self.udp_outbound_owner(gi, pkt.data(), ip, t) {
+                return NatVerdict::Handoff(owner);
+            }
+        }
         if let Some(c) = self.counters.get_mut(gi) {
             c.packets_in_from_source += 1;
             c.bytes_in_from_source += ip.len as u64;

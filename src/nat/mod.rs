@@ -230,6 +230,17 @@ fn frag_key(ip: &Ip, side: icmp_error::Side) -> frag::FragKey {
     }
 }
 
+/// The fragment-table key under which a worker that handed a first fragment to its owner
+/// remembers the owner, so the later fragments (no ports) follow it.
+fn frag_forward_key(ip: &Ip, side: icmp_error::Side) -> frag::FragKey {
+    let mut k = frag_key(ip, side);
+    k.dir |= 2;
+    k
+}
+
+/// Seed of the designated worker of an inside UDP 5-tuple (the same on every worker).
+const UDP_OWNER_SEED: u64 = 0x7564_705f_6f77_6e72;
+
 /// The IP header and the IP payload of the frame, mutable.
 pub(crate) fn split_l3_l4<'a>(
     frame: &'a mut [u8],
@@ -455,6 +466,80 @@ impl NatWorker {
             .get(gateway)
             .and_then(|g| g.ports.owner_of(port))
             .unwrap_or(self.worker)
+    }
+
+    /// `aws` gateways with several workers: which worker handles outbound UDP of this
+    /// packet, if not this one. Fragments of a datagram are spread by addresses only (RSS
+    /// and the kernel's flow hash cannot see ports in fragments), whole datagrams of the
+    /// same 5-tuple by 4-tuple, so they may reach different workers; for an inside 5-tuple
+    /// to get one mapping, all its outbound UDP goes to one designated worker: the one the
+    /// NIC steers the 5-tuple to when the RSS key is known (then whole datagrams need no
+    /// handoff), else a fixed hash of the 5-tuple. A worker handing a first fragment over
+    /// remembers the owner for the later fragments.
+    fn udp_outbound_owner(&mut self, gi: usize, frame: &[u8], ip: &Ip, t: u32) -> Option<usize> {
+        if self.n_workers < 2 {
+            return None;
+        }
+        let g = self.gws.get(gi)?;
+        if g.eim.is_some() {
+            return None;
+        }
+        if ip.is_later_fragment() {
+            let o = g
+                .frags
+                .lookup(&frag_forward_key(ip, icmp_error::Side::Src), t)?
+                as usize;
+            return (o != self.worker).then_some(o);
+        }
+        let l4 = frame.get(14 + ip.hl..14 + ip.len)?;
+        let (sport, dport) = (be16(l4, 0), be16(l4, 2));
+        let owner = match self.steering.as_ref().filter(|_| g.ports.steered()) {
+            Some(s) => s
+                .queue(toeplitz::hash_v4_l4(&s.key, ip.src, ip.dst, sport, dport))
+                .and_then(|q| s.queue_of_worker.iter().position(|&w| w == q))?,
+            None => {
+                let a = (u64::from(u32::from(ip.src)) << 32) | u64::from(u32::from(ip.dst));
+                let b = (u64::from(sport) << 16) | u64::from(dport);
+                (flow::mix2(UDP_OWNER_SEED, a, b) % self.n_workers as u64) as usize
+            }
+        };
+        if owner == self.worker {
+            return None;
+        }
+        if ip.more {
+            self.remember_forward(gi, ip, icmp_error::Side::Src, owner, t);
+        }
+        Some(owner)
+    }
+
+    /// A first fragment is handed to `owner`: its later fragments will be too.
+    fn remember_forward(
+        &mut self,
+        gi: usize,
+        ip: &Ip,
+        side: icmp_error::Side,
+        owner: usize,
+        t: u32,
+    ) {
+        if let Some(g) = self.gws.get_mut(gi) {
+            g.frags.insert(frag_forward_key(ip, side), owner as u32, t);
+        }
+    }
+
+    /// The owner a later fragment must be handed to (its first fragment was), if any.
+    fn later_fragment_owner(
+        &self,
+        gi: usize,
+        ip: &Ip,
+        side: icmp_error::Side,
+        t: u32,
+    ) -> Option<usize> {
+        let o = self
+            .gws
+            .get(gi)?
+            .frags
+            .lookup(&frag_forward_key(ip, side), t)? as usize;
+        (o != self.worker).then_some(o)
     }
 
     /// A fragment after the first (no transport header): translate the address its first

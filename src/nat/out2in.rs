@@ -21,6 +21,15 @@ impl NatWorker {
         // Ownership first: the packet is handed over untouched and counted by its owner.
         if let Some(owner) = self.return_owner(gi, pkt.data(), ip) {
             if owner != self.worker {
+                if ip.more && ip.proto == IPPROTO_UDP {
+                    // A first fragment: its later fragments (no ports) follow it.
+                    self.remember_forward(gi, ip, Side::Dst, owner, t);
+                }
+                return NatVerdict::Handoff(owner);
+            }
+        }
+        if ip.is_later_fragment() && ip.proto == IPPROTO_UDP {
+            if let Some(owner) = self.later_fragment_owner(gi, ip, Side::Dst, t) {
                 return NatVerdict::Handoff(owner);
             }
         }

@@ -355,12 +355,18 @@ fn steered_limit_with(n: usize) {
     for wi in 0..n {
         let mut w = NatWorker::new(std::slice::from_ref(&g), wi, n, HZ);
         w.set_rss_steering(Some(steer.clone()));
-        let mut sp = 1u16;
+        // Inside 5-tuples the NIC would steer elsewhere are handed over (outbound UDP has
+        // one designated worker per 5-tuple): only this worker's own ones count here.
+        let mut next = (1u32..=65535).flat_map(|sp| [(IN1, sp as u16), (IN2, sp as u16)]);
         loop {
-            let mut b = udp(IN1, sp, REMOTE, 53);
-            sp += 1;
+            let (src, sp) = next.next().expect("inside tuples left");
+            let mut b = udp(src, sp, REMOTE, 53);
             match w.process(&mut b, 0) {
                 NatVerdict::Translated => {}
+                NatVerdict::Handoff(o) => {
+                    assert_ne!(o, wi);
+                    continue;
+                }
                 NatVerdict::Drop(DropReason::NatPortExhausted) => break,
                 v => panic!("{v:?}"),
             }
@@ -429,12 +435,84 @@ fn rss_steered_mode_icmp_falls_back_to_handoff() {
             }
         }
         // ICMP error (port unreachable from a router) about a steered UDP flow.
-        let mut b = udp(IN1, 7000 + wi as u16, REMOTE, 53);
-        assert_eq!(ws[wi].process(&mut b, 0), NatVerdict::Translated);
+        let mut sp = 7000;
+        let b = loop {
+            let mut b = udp(IN1, sp, REMOTE, 53);
+            sp += 1;
+            if ws[wi].process(&mut b, 0) == NatVerdict::Translated {
+                break b;
+            }
+        };
         let other = (wi + 1) % n;
         let mut e = error_for(&b, ROUTER, PUB0, 3, 3, 0);
         assert_eq!(ws[other].process(&mut e, 0), NatVerdict::Handoff(wi));
         let mut e = error_for(&b, ROUTER, PUB0, 3, 3, 0);
         assert_eq!(ws[wi].process(&mut e, 0), NatVerdict::Translated);
     }
+}
+
+/// The two fragments of a 48-byte UDP datagram src:sp -> dst:dp (IP ID `id`).
+fn udp_fragments(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16, id: u16) -> (VecBuf, VecBuf) {
+    let whole = udp_dgram(src, sp, dst, dp, &[7u8; 40], true);
+    let first = VecBuf::from_frame(&ip_frame(src, dst, 17, &whole[..24], id, true, 0));
+    let later = VecBuf::from_frame(&ip_frame(src, dst, 17, &whole[24..], id, false, 24));
+    (first, later)
+}
+
+/// Issue 8 item 6, with 2 workers: an inside 5-tuple whose whole datagrams and fragments
+/// reach different workers gets one mapping (all its outbound UDP is handled by one
+/// designated worker), and later fragments reaching a worker that does not own the flow
+/// are handed to the owner in both directions instead of being dropped.
+#[test]
+fn udp_fragments_with_two_workers_one_mapping_and_handoff_both_ways() {
+    let g = gw(1024, 65535, None, 1000, &[PUB0]);
+    let mut ws: Vec<NatWorker> = (0..2)
+        .map(|wi| NatWorker::new(std::slice::from_ref(&g), wi, 2, HZ))
+        .collect();
+    for sp in 3000..3020u16 {
+        // A whole datagram on both workers: exactly one translates it (the designated one).
+        let mut owner = None;
+        let mut public = None;
+        for (wi, w) in ws.iter_mut().enumerate() {
+            let mut b = udp(IN1, sp, REMOTE, 53);
+            match w.process(&mut b, 0) {
+                NatVerdict::Translated => {
+                    owner = Some(wi);
+                    public = Some(check(&b).1);
+                }
+                NatVerdict::Handoff(o) => assert_eq!(o, 1 - wi),
+                v => panic!("{v:?}"),
+            }
+        }
+        let (o, p) = (owner.unwrap(), public.unwrap());
+        let other = 1 - o;
+        // Outbound fragments arriving at the other worker follow the first one there.
+        let id = sp;
+        let (mut f1, mut f2) = udp_fragments(IN1, sp, REMOTE, 53, id);
+        assert_eq!(ws[other].process(&mut f1, 0), NatVerdict::Handoff(o));
+        assert_eq!(ws[other].process(&mut f2, 0), NatVerdict::Handoff(o));
+        assert_eq!(ws[o].process(&mut f1, 0), NatVerdict::Translated);
+        assert_eq!(ws[o].process(&mut f2, 0), NatVerdict::Translated);
+        let port_at =
+            |b: &VecBuf, off: usize| u16::from_be_bytes([b.data()[off], b.data()[off + 1]]);
+        assert_eq!(port_at(&f1, 34), p, "same mapping as the whole datagrams");
+        let ip2 = Ipv4Packet::new_checked(&f2.data()[14..]).unwrap();
+        assert_eq!(ip2.src_addr(), PUB0);
+        // Inbound fragments to the public port, arriving at the worker not owning it.
+        let port_owner = ws[0].owner_of(0, PUB0, p);
+        assert_eq!(port_owner, o, "the mapping lives where its port is owned");
+        let (mut r1, mut r2) = udp_fragments(REMOTE, 53, PUB0, p, id);
+        assert_eq!(ws[other].process(&mut r1, 0), NatVerdict::Handoff(o));
+        assert_eq!(
+            ws[other].process(&mut r2, 0),
+            NatVerdict::Handoff(o),
+            "later fragment handed over, not dropped"
+        );
+        assert_eq!(ws[o].process(&mut r1, 0), NatVerdict::Translated);
+        assert_eq!(ws[o].process(&mut r2, 0), NatVerdict::Translated);
+        assert_eq!(port_at(&r1, 36), sp);
+        let ip2 = Ipv4Packet::new_checked(&r2.data()[14..]).unwrap();
+        assert_eq!(ip2.dst_addr(), IN1);
+    }
+    assert_eq!(ws[0].flows() + ws[1].flows(), 20, "one mapping per 5-tuple");
 }
