@@ -11,3 +11,4 @@ pub mod wire;
 pub mod log;
 pub mod metrics;
 pub mod nat;
+pub mod rng;

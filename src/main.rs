@@ -60,7 +60,10 @@ fn main() -> ExitCode {
 
 fn check_config(file: &std::path::Path, all: bool) -> ExitCode {
     match flowgate::config::load(file) {
-        Ok(_) => {
+        Ok(cfg) => {
+            for w in flowgate::config::nat_warnings(&cfg) {
+                eprintln!("{}: {w}", file.display());
+            }
             println!("{}: ok", file.display());
             ExitCode::SUCCESS
         }

@@ -376,3 +376,16 @@ fn testpmd_bridge_carries_jumbo_frames() {
         got.len()
     );
 }
+
+/// Issue 8: under `CI=true` an integration test that cannot run fails instead of passing
+/// silently (before, `setup` returned `None` and the test returned early, green).
+#[test]
+#[should_panic(expected = "cannot run under CI=true")]
+fn a_skip_fails_under_ci() {
+    skip_or_fail("demo", "not running as root", true);
+}
+
+#[test]
+fn a_skip_outside_ci_is_reported_only() {
+    skip_or_fail("demo", "not running as root", false);
+}

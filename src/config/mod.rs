@@ -18,7 +18,7 @@ pub use lb::{
     TargetConfig, TargetGroupConfig,
 };
 pub use locate::{Locator, Pos};
-pub use nat::{NatGatewayConfig, NatMode, NatPortRange, NatTimeouts};
+pub use nat::{nat_warnings, NatGatewayConfig, NatMode, NatPortRange, NatTimeouts};
 pub use validate::{SectionCheck, Validator, SECTIONS};
 
 use serde::de::{self, Deserializer, Visitor};

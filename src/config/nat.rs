@@ -40,6 +40,38 @@ pub struct NatGatewayConfig {
     pub flows_per_core: u32,
     #[serde(default)]
     pub mode: NatMode,
+    /// TIME_WAIT guard: after a TCP connection closed, its (public IP, port) is not handed
+    /// out again toward the same remote for this long, even when the mapping expired.
+    /// Default 120 s (2 x 60 s, Linux's TIME_WAIT); 0 disables it.
+    #[serde(default = "default_time_wait_guard")]
+    pub tcp_time_wait_guard_s: u32,
+}
+
+fn default_time_wait_guard() -> u32 {
+    120
+}
+
+/// RFC 5382 REQ-5: the transitory TCP idle timeout MUST NOT be less than 4 minutes.
+pub const RFC5382_TRANSITORY_MIN_S: u32 = 240;
+
+/// Things `check-config` points out without refusing the file: a transitory TCP timeout
+/// below RFC 5382's minimum (a remote may still hold the connection in TIME_WAIT when
+/// the port is reused; the TIME_WAIT guard covers the NAT's side of it).
+pub fn nat_warnings(cfg: &Config) -> Vec<String> {
+    let mut w = Vec::new();
+    for (i, g) in cfg.nat_gateways.iter().enumerate() {
+        let t = g.timeouts.tcp_transitory_s;
+        if t < RFC5382_TRANSITORY_MIN_S {
+            w.push(format!(
+                "warning: nat_gateways[{i}].timeouts.tcp_transitory_s: {t} s is below RFC 5382's \
+                 4-minute minimum for transitory TCP connections (REQ-5); closing connections \
+                 lose their mapping early (the TIME_WAIT guard of {} s still keeps their ports \
+                 from being reused toward the same remote)",
+                g.tcp_time_wait_guard_s
+            ));
+        }
+    }
+    w
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -224,6 +256,13 @@ pub(super) fn check_nat_gateways(cfg: &Config, v: &mut Validator<'_>) {
         ] {
             v.in_range(format!("{tbase}.{name}"), val, 1, TIMEOUT_MAX_S, "");
         }
+        v.in_range(
+            format!("{base}.tcp_time_wait_guard_s"),
+            g.tcp_time_wait_guard_s,
+            0,
+            TIMEOUT_MAX_S,
+            " (0 disables the guard)",
+        );
         v.in_range(
             format!("{base}.flows_per_core"),
             g.flows_per_core,

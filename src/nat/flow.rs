@@ -7,6 +7,7 @@
 //! it, so inserting never reallocates or rehashes on the packet path.
 
 use super::expiry::NIL;
+use super::tcp_state::TcpWin;
 use hashbrown::HashTable;
 use std::net::Ipv4Addr;
 
@@ -36,13 +37,10 @@ impl Key {
 
 /// TCP/flow state bits kept in `Flow::state`.
 pub mod st {
-    /// Low 3 bits: the TCP state (see `tcp_state`); 0 for UDP/ICMP.
-    pub const TCP_MASK: u8 = 0x07;
+    /// Low 4 bits: the TCP state (see `tcp_state`); 0 for UDP/ICMP.
+    pub const TCP_MASK: u8 = 0x0f;
     /// A packet came back from the remote (UDP/ICMP "established").
-    pub const SEEN_REPLY: u8 = 0x08;
-    /// `seq_out` / `seq_in` hold a sequence number seen in that direction.
-    pub const SEQ_OUT_VALID: u8 = 0x10;
-    pub const SEQ_IN_VALID: u8 = 0x20;
+    pub const SEEN_REPLY: u8 = 0x10;
     /// `rfc4787` mode: the inside endpoint has sent on this flow, so it holds a filtering
     /// permission for its remote IP (see `eim`).
     pub const ALLOWS: u8 = 0x40;
@@ -50,7 +48,8 @@ pub mod st {
     pub const DEAD: u8 = 0x80;
 }
 
-/// A mapping. Addresses are host-order `u32`s to keep the entry at 32 bytes.
+/// A mapping. Addresses are host-order `u32`s to keep the entry at 24 bytes (TCP window
+/// state is kept apart, in `FlowTable::tcp`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Flow {
     pub inside_ip: u32,
@@ -63,9 +62,6 @@ pub struct Flow {
     pub state: u8,
     /// Expiry tick (see `expiry`): refreshed by every packet.
     pub deadline: u32,
-    /// Last sequence number seen from the inside / from the remote (TCP).
-    pub seq_out: u32,
-    pub seq_in: u32,
 }
 
 impl Flow {
@@ -121,6 +117,8 @@ pub fn mix2(seed: u64, a: u64, b: u64) -> u64 {
 
 pub struct FlowTable {
     flows: Vec<Flow>,
+    /// TCP window tracking per slot (`tcp_state`), reset when a slot is taken.
+    tcp: Vec<TcpWin>,
     /// Wheel link of an armed flow, or free-list link of a free slot.
     pub next: Vec<u32>,
     free_head: u32,
@@ -141,6 +139,7 @@ impl FlowTable {
             .collect();
         FlowTable {
             flows: vec![Flow::default(); cap],
+            tcp: vec![TcpWin::default(); cap],
             next,
             free_head: 0,
             // Twice the flows: hashbrown reclaims deleted slots by rehashing in place only
@@ -167,6 +166,7 @@ impl FlowTable {
     /// Bytes held by the slab, the link array and both indexes.
     pub fn memory_bytes(&self) -> usize {
         self.flows.len() * std::mem::size_of::<Flow>()
+            + self.tcp.len() * std::mem::size_of::<TcpWin>()
             + self.next.len() * 4
             + self.by_in.allocation_size()
             + self.by_out.allocation_size()
@@ -177,6 +177,13 @@ impl FlowTable {
     }
     pub fn get_mut(&mut self, idx: u32) -> Option<&mut Flow> {
         self.flows.get_mut(idx as usize)
+    }
+    /// The flow and its TCP window state.
+    pub fn get_tcp_mut(&mut self, idx: u32) -> Option<(&mut Flow, &mut TcpWin)> {
+        Some((
+            self.flows.get_mut(idx as usize)?,
+            self.tcp.get_mut(idx as usize)?,
+        ))
     }
 
     #[inline]
@@ -211,6 +218,9 @@ impl FlowTable {
         let idx = self.free_head;
         let slot = self.flows.get_mut(idx as usize)?;
         *slot = flow;
+        if let Some(w) = self.tcp.get_mut(idx as usize) {
+            *w = TcpWin::default();
+        }
         self.free_head = self.next.get(idx as usize).copied().unwrap_or(NIL);
         self.used += 1;
         self.live += 1;
@@ -355,15 +365,17 @@ mod tests {
         let t = FlowTable::new(cap, 1);
         let per_flow = t.memory_bytes() as f64 / cap as f64;
         println!(
-            "size_of::<Flow>() = {} B, wheel/free link = 4 B, index entry = {} B + 1 control byte \
-             (x2 indexes); {} flows: {} bytes total = {:.1} B/flow",
+            "size_of::<Flow>() = {} B, TCP window = {} B, wheel/free link = 4 B, index entry = \
+             {} B + 1 control byte (x2 indexes); {} flows: {} bytes total = {:.1} B/flow",
             std::mem::size_of::<Flow>(),
+            std::mem::size_of::<TcpWin>(),
             std::mem::size_of::<u32>(),
             cap,
             t.memory_bytes(),
             per_flow
         );
-        assert_eq!(std::mem::size_of::<Flow>(), 32);
-        assert!(per_flow <= 64.0, "{per_flow}");
+        assert_eq!(std::mem::size_of::<Flow>(), 24);
+        assert_eq!(std::mem::size_of::<TcpWin>(), 28);
+        assert!(per_flow <= 90.0, "{per_flow}");
     }
 }

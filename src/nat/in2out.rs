@@ -24,6 +24,12 @@ impl NatWorker {
         if let Some(owner) = self.inside_handoff(gi, ip.src) {
             return NatVerdict::Handoff(owner);
         }
+        // aws mode, several workers: one worker per inside UDP 5-tuple (fragments too).
+        if ip.proto == IPPROTO_UDP {
+            if let Some(owner) = self.udp_outbound_owner(gi, pkt.data(), ip, t) {
+                return NatVerdict::Handoff(owner);
+            }
+        }
         if let Some(c) = self.counters.get_mut(gi) {
             c.packets_in_from_source += 1;
             c.bytes_in_from_source += ip.len as u64;
@@ -62,16 +68,12 @@ impl NatWorker {
         ip: &Ip,
         t: u32,
     ) -> Result<NatVerdict, DropReason> {
-        let (sport, dport, flags, seq) = {
+        let (sport, dport, seg) = {
             let l4 = pkt.data().get(14 + ip.hl..14 + ip.len).unwrap_or(&[]);
             let tcp = TcpPacket::new_unchecked(l4);
-            (
-                tcp.src_port(),
-                tcp.dst_port(),
-                tcp.flags(),
-                tcp.seq_number(),
-            )
+            (tcp.src_port(), tcp.dst_port(), tcp_state::Seg::parse(l4))
         };
+        let flags = seg.flags;
         let key = Key::new(IPPROTO_TCP, ip.src, sport, ip.dst, dport);
         let idx = match self.lookup_in(gi, &key, t) {
             Some(idx) => idx,
@@ -98,41 +100,17 @@ impl NatWorker {
                     tcp_state::SYN_SENT,
                     t,
                 )?;
-                if let Some(f) = self.flow_mut(gi, idx) {
-                    f.seq_out = seq;
-                    f.state |= st::SEQ_OUT_VALID;
-                }
+                self.track_tcp(gi, idx, &seg, true)?;
                 return self.snat(gi, idx, pkt, ip);
             }
         };
         let f = self.flow(gi, idx).ok_or(DropReason::NatNoMapping)?;
-        let tcp_st = f.state & st::TCP_MASK;
-        let new_syn = flags & (SYN | ACK) == SYN;
-        if new_syn && tcp_st == tcp_state::CLOSING {
+        if flags & (SYN | ACK) == SYN && tcp_state::reopenable(f.state & st::TCP_MASK) {
             // The host reuses the 5-tuple (after TIME_WAIT): a new connection on the mapping.
-            if let Some(f) = self.flow_mut(gi, idx) {
-                f.state = (f.state & !(st::TCP_MASK | st::SEQ_IN_VALID)) | tcp_state::SYN_SENT;
-                f.seq_out = seq;
-                f.state |= st::SEQ_OUT_VALID;
-            }
-            self.outbound_seen(gi, idx);
-        } else {
-            let last = (f.state & st::SEQ_OUT_VALID != 0).then_some(f.seq_out);
-            if !new_syn && !tcp_state::seq_ok(last, seq) {
-                return Err(DropReason::NatTcpOutOfWindow);
-            }
-            let (ns, established) = tcp_state::next(tcp_st, flags, true);
-            if established {
-                if let Some(c) = self.counters.get_mut(gi) {
-                    c.connections_established += 1;
-                }
-            }
-            if let Some(f) = self.flow_mut(gi, idx) {
-                f.state = (f.state & !st::TCP_MASK) | ns | st::SEQ_OUT_VALID;
-                f.seq_out = seq;
-            }
-            self.outbound_seen(gi, idx);
+            self.reopen_tcp(gi, idx);
         }
+        self.track_tcp(gi, idx, &seg, true)?;
+        self.outbound_seen(gi, idx);
         self.touch(gi, idx, t);
         self.snat(gi, idx, pkt, ip)
     }

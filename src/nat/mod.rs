@@ -21,6 +21,7 @@
 //! syscalls, no logging, no panics (all buffer access is bounds-checked).
 
 pub mod counters;
+pub mod dest_count;
 pub mod eim;
 pub mod expiry;
 pub mod flow;
@@ -35,8 +36,11 @@ pub mod tcp_state;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_hardening;
+#[cfg(test)]
 mod tests_rfc4787;
 pub mod toeplitz;
+pub mod tw_guard;
 
 pub use counters::GatewayCounters;
 pub use ports::RssSteering;
@@ -45,12 +49,14 @@ use crate::config::{Ipv4Net, NatGatewayConfig, NatMode};
 use crate::packet::PacketBuf;
 use crate::pipeline::counters::DropReason;
 use crate::wire::{Ipv4Packet, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+use dest_count::{Dest, DestCounts};
 use eim::Eim;
 use expiry::TimerWheel;
 use flow::{st, Flow, FlowTable, Key};
 use frag::FragTable;
-use ports::{PortAllocator, Rng};
+use ports::{PortAllocator, Probe, Rng};
 use std::net::Ipv4Addr;
+use tw_guard::{GuardKey, TimeWaitGuard};
 
 /// Timer resolution: timeouts are honoured to within 1/16 s (plus `expire` call spacing).
 pub const TICKS_PER_S: u64 = 16;
@@ -90,6 +96,10 @@ pub(crate) struct Gateway {
     wheel: TimerWheel,
     ports: PortAllocator,
     frags: FragTable,
+    /// `aws` mode: live mappings per destination (the exact per-destination limit).
+    dests: DestCounts,
+    /// `aws` mode: recently closed TCP (public endpoint, remote) pairs (TIME_WAIT guard).
+    guard: TimeWaitGuard,
     /// `rfc4787` mode: endpoint mappings and filtering permissions (`None` in `aws` mode).
     eim: Option<Eim>,
 }
@@ -116,13 +126,39 @@ impl Gateway {
 
     /// Unindexes a live flow (the wheel frees its slot later), releasing what it holds in
     /// `rfc4787` mode (its mapping reference and its filtering permission).
-    fn retire(&mut self, idx: u32) {
-        if let (Some(e), Some(f)) = (self.eim.as_mut(), self.flows.get(idx)) {
-            if !f.is_dead() {
-                e.release_flow(f, f.state & st::ALLOWS != 0);
+    /// A TCP connection that closed (not reset) enters the TIME_WAIT guard at `t`.
+    fn retire(&mut self, idx: u32, t: u32) {
+        let Some(f) = self.flows.get(idx).copied() else {
+            return;
+        };
+        if f.is_dead() {
+            return;
+        }
+        match self.eim.as_mut() {
+            Some(e) => e.release_flow(&f, f.state & st::ALLOWS != 0),
+            None => {
+                let d = self.dest_of(&f);
+                self.dests.dec(d);
+                if f.proto == IPPROTO_TCP && tcp_state::closed_by_fin(f.state & st::TCP_MASK) {
+                    let pip = (d.meta & 0xff) as usize;
+                    self.guard.insert(
+                        GuardKey::new(pip, f.public_port, f.remote_ip, f.remote_port),
+                        t,
+                    );
+                }
             }
         }
         self.flows.unindex(idx);
+    }
+
+    /// The per-destination count key of a flow.
+    fn dest_of(&self, f: &Flow) -> Dest {
+        let pip = self
+            .public_ips
+            .iter()
+            .position(|&p| u32::from(p) == f.public_ip)
+            .unwrap_or(0);
+        Dest::new(pip, f.remote_ip, f.remote_port, f.proto)
     }
 }
 
@@ -194,6 +230,17 @@ fn frag_key(ip: &Ip, side: icmp_error::Side) -> frag::FragKey {
     }
 }
 
+/// The fragment-table key under which a worker that handed a first fragment to its owner
+/// remembers the owner, so the later fragments (no ports) follow it.
+fn frag_forward_key(ip: &Ip, side: icmp_error::Side) -> frag::FragKey {
+    let mut k = frag_key(ip, side);
+    k.dir |= 2;
+    k
+}
+
+/// Seed of the designated worker of an inside UDP 5-tuple (the same on every worker).
+const UDP_OWNER_SEED: u64 = 0x7564_705f_6f77_6e72;
+
 /// The IP header and the IP payload of the frame, mutable.
 pub(crate) fn split_l3_l4<'a>(
     frame: &'a mut [u8],
@@ -249,15 +296,25 @@ impl NatWorker {
                 to_icmp: ticks(g.timeouts.icmp_s),
                 flows: FlowTable::new(g.flows_per_core as usize, rng.next_u64()),
                 wheel: TimerWheel::new(WHEEL_SLOTS, 0),
-                ports: PortAllocator::new(
-                    first,
-                    last,
-                    g.connection_limit(),
-                    worker,
-                    n_workers,
+                ports: PortAllocator::new(first, last, g.connection_limit(), worker, n_workers),
+                frags: FragTable::new(rng.next_u64()),
+                guard: TimeWaitGuard::new(
+                    g.flows_per_core as usize,
+                    if g.mode == NatMode::Aws {
+                        ticks(g.tcp_time_wait_guard_s)
+                    } else {
+                        0
+                    },
                     rng.next_u64(),
                 ),
-                frags: FragTable::new(rng.next_u64()),
+                dests: DestCounts::new(
+                    if g.mode == NatMode::Aws {
+                        g.flows_per_core as usize
+                    } else {
+                        1
+                    },
+                    rng.next_u64(),
+                ),
                 eim: (g.mode == NatMode::Rfc4787)
                     .then(|| Eim::new(g.flows_per_core as usize, rng.next_u64())),
             });
@@ -279,12 +336,24 @@ impl NatWorker {
     /// RSS-aware allocation: when set, new ports are chosen so that the NIC steers return
     /// traffic to this worker's queue (bounded retries, see `ports`).
     pub fn set_rss_steering(&mut self, s: Option<RssSteering>) {
+        for g in &mut self.gws {
+            // `rfc4787` mappings serve every destination, so their ports stay in handoff
+            // mode (steering is only a preference there, see `rfc4787`).
+            g.ports.set_steering(s.as_ref().filter(|_| g.eim.is_none()));
+        }
         self.steering = s;
     }
 
+    /// Flow deadlines are `u32` ticks compared with wrapping arithmetic (see `expiry`).
     #[inline]
     fn tick(&self, now: u64) -> u32 {
-        (now / self.tick_len) as u32
+        self.tick64(now) as u32
+    }
+
+    /// The full tick: the wheel's cursor never wraps.
+    #[inline]
+    fn tick64(&self, now: u64) -> u64 {
+        now / self.tick_len
     }
 
     /// Transit IPv4 packet (Ethernet frame at data()[0..]; IPv4 header at 14 already
@@ -315,13 +384,14 @@ impl NatWorker {
     /// Amortized expiry, called between bursts: per gateway at most
     /// `EXPIRE_FLOW_BUDGET` flows and `EXPIRE_SLOT_BUDGET` wheel slots.
     pub fn expire(&mut self, now: u64) {
-        let t = self.tick(now);
+        let t64 = self.tick64(now);
+        let t = t64 as u32;
         let sweep = t != self.last_sweep;
         self.last_sweep = t;
         for (g, c) in self.gws.iter_mut().zip(self.counters.iter_mut()) {
             let mut slots = EXPIRE_SLOT_BUDGET;
             for _ in 0..EXPIRE_FLOW_BUDGET {
-                let Some(idx) = g.wheel.pop_due(&g.flows.next, t, &mut slots) else {
+                let Some(idx) = g.wheel.pop_due(&g.flows.next, t64, &mut slots) else {
                     break;
                 };
                 let Some(f) = g.flows.get(idx).copied() else {
@@ -330,7 +400,7 @@ impl NatWorker {
                 if f.is_dead() {
                     g.flows.free(idx);
                 } else if expiry::is_due(f.deadline, t) {
-                    g.retire(idx);
+                    g.retire(idx, t);
                     g.flows.free(idx);
                     c.idle_timeouts += 1;
                     c.active_connections = c.active_connections.saturating_sub(1);
@@ -341,7 +411,20 @@ impl NatWorker {
             if sweep {
                 g.frags.sweep(t);
             }
+            g.guard.expire(t, EXPIRE_FLOW_BUDGET);
         }
+    }
+
+    /// How many ticks the slowest timer wheel lags behind `now` (tests: the wheel follows
+    /// the clock instead of catching up from tick 0).
+    #[cfg(test)]
+    pub(crate) fn wheel_lag(&self, now: u64) -> u64 {
+        let t = self.tick64(now);
+        self.gws
+            .iter()
+            .map(|g| t.saturating_sub(g.wheel.cursor()))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Per gateway, this worker's values.
@@ -385,12 +468,77 @@ impl NatWorker {
             .unwrap_or(self.worker)
     }
 
-    /// `Some(owner)` when return traffic for `port` belongs to another worker.
-    fn handoff(&self, gi: usize, port: u16) -> Option<usize> {
+    /// `aws` gateways with several workers: which worker handles outbound UDP of this
+    /// packet, if not this one. Fragments of a datagram are spread by addresses only (RSS
+    /// and the kernel's flow hash cannot see ports in fragments), whole datagrams of the
+    /// same 5-tuple by 4-tuple, so they may reach different workers; for an inside 5-tuple
+    /// to get one mapping, all its outbound UDP goes to one designated worker: the one the
+    /// NIC steers the 5-tuple to when the RSS key is known (then whole datagrams need no
+    /// handoff), else a fixed hash of the 5-tuple. A worker handing a first fragment over
+    /// remembers the owner for the later fragments.
+    fn udp_outbound_owner(&mut self, gi: usize, frame: &[u8], ip: &Ip, t: u32) -> Option<usize> {
         if self.n_workers < 2 {
             return None;
         }
-        let o = self.gws.get(gi)?.ports.owner_of(port)?;
+        let g = self.gws.get(gi)?;
+        if g.eim.is_some() {
+            return None;
+        }
+        if ip.is_later_fragment() {
+            let o = g
+                .frags
+                .lookup(&frag_forward_key(ip, icmp_error::Side::Src), t)?
+                as usize;
+            return (o != self.worker).then_some(o);
+        }
+        let l4 = frame.get(14 + ip.hl..14 + ip.len)?;
+        let (sport, dport) = (be16(l4, 0), be16(l4, 2));
+        let owner = match self.steering.as_ref().filter(|_| g.ports.steered()) {
+            Some(s) => s
+                .queue(toeplitz::hash_v4_l4(&s.key, ip.src, ip.dst, sport, dport))
+                .and_then(|q| s.queue_of_worker.iter().position(|&w| w == q))?,
+            None => {
+                let a = (u64::from(u32::from(ip.src)) << 32) | u64::from(u32::from(ip.dst));
+                let b = (u64::from(sport) << 16) | u64::from(dport);
+                (flow::mix2(UDP_OWNER_SEED, a, b) % self.n_workers as u64) as usize
+            }
+        };
+        if owner == self.worker {
+            return None;
+        }
+        if ip.more {
+            self.remember_forward(gi, ip, icmp_error::Side::Src, owner, t);
+        }
+        Some(owner)
+    }
+
+    /// A first fragment is handed to `owner`: its later fragments will be too.
+    fn remember_forward(
+        &mut self,
+        gi: usize,
+        ip: &Ip,
+        side: icmp_error::Side,
+        owner: usize,
+        t: u32,
+    ) {
+        if let Some(g) = self.gws.get_mut(gi) {
+            g.frags.insert(frag_forward_key(ip, side), owner as u32, t);
+        }
+    }
+
+    /// The owner a later fragment must be handed to (its first fragment was), if any.
+    fn later_fragment_owner(
+        &self,
+        gi: usize,
+        ip: &Ip,
+        side: icmp_error::Side,
+        t: u32,
+    ) -> Option<usize> {
+        let o = self
+            .gws
+            .get(gi)?
+            .frags
+            .lookup(&frag_forward_key(ip, side), t)? as usize;
         (o != self.worker).then_some(o)
     }
 
@@ -443,11 +591,11 @@ impl NatWorker {
     }
 
     /// Kills an expired-but-not-yet-collected flow found by a lookup (the wheel frees it).
-    fn kill(&mut self, gi: usize, idx: u32) {
+    fn kill(&mut self, gi: usize, idx: u32, t: u32) {
         let (Some(g), Some(c)) = (self.gws.get_mut(gi), self.counters.get_mut(gi)) else {
             return;
         };
-        g.retire(idx);
+        g.retire(idx, t);
         c.idle_timeouts += 1;
         c.active_connections = c.active_connections.saturating_sub(1);
     }
@@ -468,7 +616,7 @@ impl NatWorker {
     fn live_or_kill(&mut self, gi: usize, idx: u32, t: u32) -> Option<u32> {
         let f = self.gws.get(gi)?.flows.get(idx)?;
         if expiry::is_due(f.deadline, t) {
-            self.kill(gi, idx);
+            self.kill(gi, idx, t);
             return None;
         }
         Some(idx)
@@ -516,35 +664,49 @@ impl NatWorker {
         }
         let n_ips = g.public_ips.len() as u32;
         let start = rng.below(n_ips);
+        let steered = steering.is_some() && proto != IPPROTO_ICMP;
         let mut chosen = None;
         for i in 0..n_ips {
-            let Some(&pip) = g.public_ips.get(((start + i) % n_ips) as usize) else {
+            let pi = ((start + i) % n_ips) as usize;
+            let Some(&pip) = g.public_ips.get(pi) else {
                 continue;
             };
-            let dest = (u64::from(u32::from(remote.0)) << 32)
-                | (u64::from(remote.1) << 16)
-                | (u64::from(proto) << 8)
-                | u64::from((start + i) % n_ips);
+            let dest = Dest::new(pi, u32::from(remote.0), remote.1, proto);
             let flows = &g.flows;
-            let steer = steering.as_ref();
+            let steer = steering.as_ref().filter(|_| steered);
             let w = *worker;
-            let port = g.ports.allocate(rng, dest, |p| {
-                flows
+            let guard = &g.guard;
+            let tcp = proto == IPPROTO_TCP;
+            let port = g.ports.allocate(rng, steered, g.dests.get(&dest), |p| {
+                let free = flows
                     .lookup_out(&Key::new(proto, pip, p, remote.0, remote.1))
                     .is_none()
-                    && steer.is_none_or(|s| {
-                        s.steers_to(w, proto != IPPROTO_ICMP, remote.0, remote.1, pip, p)
-                    })
+                    && steer.is_none_or(|s| s.steers_to(w, true, remote.0, remote.1, pip, p));
+                if !free {
+                    Probe::Taken
+                } else if let Some(age) = tcp
+                    .then(|| guard.age(&GuardKey::new(pi, p, dest.remote_ip, remote.1), t))
+                    .flatten()
+                {
+                    Probe::Guarded(age)
+                } else {
+                    Probe::Free
+                }
             });
-            if let Some(p) = port {
-                chosen = Some((pip, p));
+            if let Some((p, reused)) = port {
+                chosen = Some((pi, pip, p, dest, reused));
                 break;
             }
         }
-        let Some((pip, pport)) = chosen else {
+        let Some((pi, pip, pport, dest, reused)) = chosen else {
             c.port_allocation_errors += 1;
             return Err(DropReason::NatPortExhausted);
         };
+        if reused {
+            g.guard
+                .remove(&GuardKey::new(pi, pport, dest.remote_ip, remote.1));
+            c.drop(DropReason::NatTimeWaitReuse);
+        }
         let f = Flow {
             inside_ip: u32::from(inside.0),
             remote_ip: u32::from(remote.0),
@@ -556,7 +718,42 @@ impl NatWorker {
             state,
             ..Flow::default()
         };
-        g.store(c, f, t).ok_or(DropReason::NatTableFull)
+        let idx = g.store(c, f, t).ok_or(DropReason::NatTableFull)?;
+        g.dests.inc(dest);
+        Ok(idx)
+    }
+
+    /// Window tracking of a TCP segment on flow `idx` (see `tcp_state`): updates the state
+    /// and counts a completed handshake, or refuses the segment.
+    fn track_tcp(
+        &mut self,
+        gi: usize,
+        idx: u32,
+        seg: &tcp_state::Seg,
+        from_inside: bool,
+    ) -> Result<(), DropReason> {
+        let (Some(g), Some(c)) = (self.gws.get_mut(gi), self.counters.get_mut(gi)) else {
+            return Err(DropReason::NatNoMapping);
+        };
+        let (f, win) = g.flows.get_tcp_mut(idx).ok_or(DropReason::NatNoMapping)?;
+        let (ns, established) = tcp_state::track(win, f.state & st::TCP_MASK, from_inside, seg)
+            .map_err(|_| DropReason::NatTcpOutOfWindow)?;
+        f.state = (f.state & !st::TCP_MASK) | ns;
+        if !from_inside {
+            f.state |= st::SEEN_REPLY;
+        }
+        if established {
+            c.connections_established += 1;
+        }
+        Ok(())
+    }
+
+    /// A new connection on the 5-tuple of a closed one: its tracking starts over.
+    fn reopen_tcp(&mut self, gi: usize, idx: u32) {
+        if let Some((f, win)) = self.gws.get_mut(gi).and_then(|g| g.flows.get_tcp_mut(idx)) {
+            f.state = (f.state & !(st::TCP_MASK | st::SEEN_REPLY)) | tcp_state::SYN_SENT;
+            tcp_state::reset(win);
+        }
     }
 
     /// Refreshes a flow's deadline for its (possibly new) state.

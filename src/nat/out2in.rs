@@ -19,8 +19,17 @@ impl NatWorker {
         t: u32,
     ) -> NatVerdict {
         // Ownership first: the packet is handed over untouched and counted by its owner.
-        if let Some(port) = self.return_port(pkt.data(), ip) {
-            if let Some(owner) = self.handoff(gi, port) {
+        if let Some(owner) = self.return_owner(gi, pkt.data(), ip) {
+            if owner != self.worker {
+                if ip.more && ip.proto == IPPROTO_UDP {
+                    // A first fragment: its later fragments (no ports) follow it.
+                    self.remember_forward(gi, ip, Side::Dst, owner, t);
+                }
+                return NatVerdict::Handoff(owner);
+            }
+        }
+        if ip.is_later_fragment() && ip.proto == IPPROTO_UDP {
+            if let Some(owner) = self.later_fragment_owner(gi, ip, Side::Dst, t) {
                 return NatVerdict::Handoff(owner);
             }
         }
@@ -53,20 +62,33 @@ impl NatWorker {
         }
     }
 
-    /// The public port (or ICMP identifier) that decides which worker owns this packet.
-    fn return_port(&self, frame: &[u8], ip: &Ip) -> Option<u16> {
-        if ip.is_later_fragment() {
+    /// The worker owning this return packet, when it is known and there are several
+    /// workers. Handoff mode: the public port's (ICMP identifier's) slice owner.
+    /// Steered mode (TCP/UDP): the NIC already delivered direct traffic to the owner; an
+    /// ICMP error quoting a TCP/UDP flow is hashed by the NIC on its outer 2-tuple, so its
+    /// owner is found by hashing the quoted flow's return 5-tuple as the NIC would.
+    fn return_owner(&self, gi: usize, frame: &[u8], ip: &Ip) -> Option<usize> {
+        if self.n_workers < 2 || ip.is_later_fragment() {
             return None;
         }
+        let ports = &self.gws.get(gi)?.ports;
         let l4 = frame.get(14 + ip.hl..14 + ip.len)?;
         match ip.proto {
-            IPPROTO_TCP | IPPROTO_UDP if l4.len() >= 4 => Some(be16(l4, 2)),
-            IPPROTO_ICMP if l4.len() >= ICMP_HDR => {
-                let ty = l4.first().copied()?;
+            IPPROTO_TCP | IPPROTO_UDP if ports.steered() => None,
+            IPPROTO_TCP | IPPROTO_UDP if l4.len() >= 4 => ports.owner_of(be16(l4, 2)),
+            IPPROTO_ICMP => {
+                let icmp = IcmpPacket::new_checked(l4).ok()?;
+                let ty = icmp.msg_type();
                 if ty == ECHO_REPLY {
-                    Some(be16(l4, 4))
+                    ports.owner_of(icmp.echo_ident())
                 } else if icmp_error::is_translated_error(ty) {
-                    icmp_error::parse(l4).ok().map(|q| q.sport)
+                    let q = icmp_error::parse(l4).ok()?;
+                    match (&self.steering, q.proto) {
+                        (Some(s), IPPROTO_TCP | IPPROTO_UDP) if ports.steered() => {
+                            s.owner(q.dst, q.dport, q.src, q.sport)
+                        }
+                        _ => ports.owner_of(q.sport),
+                    }
                 } else {
                     None
                 }
@@ -82,15 +104,10 @@ impl NatWorker {
         ip: &Ip,
         t: u32,
     ) -> Result<NatVerdict, DropReason> {
-        let (sport, dport, flags, seq) = {
+        let (sport, dport, seg) = {
             let l4 = pkt.data().get(14 + ip.hl..14 + ip.len).unwrap_or(&[]);
             let tcp = TcpPacket::new_unchecked(l4);
-            (
-                tcp.src_port(),
-                tcp.dst_port(),
-                tcp.flags(),
-                tcp.seq_number(),
-            )
+            (tcp.src_port(), tcp.dst_port(), tcp_state::Seg::parse(l4))
         };
         let key = Key::new(IPPROTO_TCP, ip.dst, dport, ip.src, sport);
         let idx = match self.lookup_out(gi, &key, t) {
@@ -99,28 +116,12 @@ impl NatWorker {
             None => self.inbound_new(
                 gi,
                 &key,
-                flags & (tcp::SYN | tcp::ACK | tcp::RST | tcp::FIN) == tcp::SYN,
+                seg.flags & (tcp::SYN | tcp::ACK | tcp::RST | tcp::FIN) == tcp::SYN,
                 tcp_state::SYN_SENT_IN,
                 t,
             )?,
         };
-        let f = self.flow(gi, idx).ok_or(DropReason::NatNoMapping)?;
-        let tcp_st = f.state & st::TCP_MASK;
-        let last = (f.state & st::SEQ_IN_VALID != 0).then_some(f.seq_in);
-        // The SYN-ACK sets the remote's initial sequence number.
-        if flags & tcp::SYN == 0 && !tcp_state::seq_ok(last, seq) {
-            return Err(DropReason::NatTcpOutOfWindow);
-        }
-        let (ns, established) = tcp_state::next(tcp_st, flags, false);
-        if established {
-            if let Some(c) = self.counters.get_mut(gi) {
-                c.connections_established += 1;
-            }
-        }
-        if let Some(f) = self.flow_mut(gi, idx) {
-            f.state = (f.state & !st::TCP_MASK) | ns | st::SEQ_IN_VALID | st::SEEN_REPLY;
-            f.seq_in = seq;
-        }
+        self.track_tcp(gi, idx, &seg, false)?;
         self.touch(gi, idx, t);
         self.dnat(gi, idx, pkt, ip)
     }

@@ -1,56 +1,47 @@
 //! Public port (and ICMP identifier) allocation: the Hyperplane property.
 //!
-//! Ownership: worker `w` of `n` owns the ports `first + k*n + w` (interleaved slices, not
-//! contiguous blocks) for every public IP, so `owner_of(port) = (port - first) % n` is one
-//! subtraction and a modulo, and every worker gets a slice spread over the whole range.
-//! No two workers can ever hand out the same (public IP, port), without any locking.
+//! Two ways of dividing ports between workers, so that no two workers can hand out the
+//! same mapping key without any locking:
+//! - **handoff mode** (no programmable RSS key, and ICMP always): worker `w` of `n` owns
+//!   the ports `first + k*n + w` (interleaved slices), so `owner_of(port)` is one
+//!   subtraction and a modulo and return traffic is handed to the owner.
+//! - **steered mode** (TCP/UDP with a programmed RSS key, `set_steering`): ports are
+//!   partitioned by the RSS bucket of the *return* 5-tuple instead — worker `w` may take
+//!   any port of the range whose return traffic the NIC steers to its queue. The candidate
+//!   set then depends on the destination, and is about range × (w's share of the
+//!   redirection table) for every destination, so the limit holds whatever the worker
+//!   count. ICMP echo is hashed by the NIC on the 2-tuple only (the identifier cannot
+//!   steer it), so ICMP stays in handoff mode.
 //!
-//! Per-destination limit without a counting table: for a destination D = (proto, public IP,
-//! remote IP, remote port) the worker only uses a window of `limit_w` consecutive slice
-//! positions starting at a keyed-hash offset of D (wrapping). At most `limit_w` live
-//! mappings toward D can then exist on this worker; windows of different destinations
-//! start at different places, so the whole range is used. `limit_w` is the configured
-//! limit scaled to the slice (`limit * slice / range`, at least 1), so the sum over all
-//! workers never exceeds the configured limit.
+//! Per-destination limit: the caller counts live mappings per destination
+//! (`dest_count`) and passes the count in; a worker's share of the configured limit is
+//! proportional to its candidate set (cumulative rounding, so the shares of all workers
+//! add up to the limit exactly; with one worker it *is* the limit). At the share the
+//! allocation is refused without a single probe (O(1)); below it a free candidate exists
+//! and is found: `RANDOM_PROBES` uniformly random candidates (RFC 6056), then a sweep of
+//! all candidates from a random start.
 //!
-//! Choice (RFC 6056 algorithm 1 flavour): up to `RANDOM_PROBES` uniformly random
-//! positions in the window, then a sweep from a random position over at most `SWEEP_MAX`
-//! positions. Exhaustion is therefore exact for windows up to `SWEEP_MAX` ports and
-//! probabilistic (needs > ~99.8% occupancy to fail spuriously) beyond; the bound keeps a
-//! SYN flood toward one full destination from costing 64k lookups per packet.
+//! TIME_WAIT guard: `ok` may answer `Probe::Guarded(age)` for a port that is free but was
+//! closed recently toward this destination; it is taken only if no free port remains
+//! (then the one closed longest ago — largest `age`).
 
-use super::flow::mix2;
 use super::toeplitz;
 use std::net::Ipv4Addr;
 
+pub use crate::rng::Rng;
+
 pub const RANDOM_PROBES: u32 = 16;
+/// `rfc4787` mode's bounded sweep (no per-destination limit there).
 pub const SWEEP_MAX: u32 = 4096;
 
-/// xorshift64* (per worker; seeded from the clock and the worker index).
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    #[inline]
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform-ish in `0..n`; 0 when `n == 0`.
-    #[inline]
-    pub fn below(&mut self, n: u32) -> u32 {
-        if n == 0 {
-            return 0;
-        }
-        (((self.next_u64() >> 32) * u64::from(n)) >> 32) as u32
-    }
+/// What the caller says about a candidate port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    Free,
+    /// Free, but in its TIME_WAIT guard since `age` ticks.
+    Guarded(u32),
+    /// In use (or not steered to this worker).
+    Taken,
 }
 
 /// Make the NIC's RSS steer return traffic to the allocating worker (see issue 3 item 3).
@@ -64,6 +55,24 @@ pub struct RssSteering {
 }
 
 impl RssSteering {
+    /// Redirection-table entries that lead to `worker`'s queue.
+    pub fn entries_of(&self, worker: usize) -> u32 {
+        let q = self.queue_of_worker.get(worker).copied();
+        self.reta.iter().filter(|&&e| Some(e) == q).count() as u32
+    }
+
+    /// The worker the NIC delivers return traffic remote:rport -> public:port to (TCP/UDP).
+    pub fn owner(
+        &self,
+        remote: Ipv4Addr,
+        rport: u16,
+        public: Ipv4Addr,
+        port: u16,
+    ) -> Option<usize> {
+        let q = self.queue(toeplitz::hash_v4_l4(&self.key, remote, public, rport, port))?;
+        self.queue_of_worker.iter().position(|&w| w == q)
+    }
+
     /// The queue the NIC picks for a packet with this hash.
     pub fn queue(&self, hash: u32) -> Option<u16> {
         if self.reta.is_empty() {
@@ -99,52 +108,80 @@ pub struct PortAllocator {
     n: u32,
     worker: u32,
     slice: u32,
-    limit_w: u32,
-    secret: u64,
+    /// The configured per-destination limit (per public IP), clamped to the range.
+    limit: u32,
+    /// This worker's share of it in handoff mode.
+    limit_mod: u32,
+    /// This worker's share in steered mode (`None`: not steered).
+    limit_steered: Option<u32>,
+}
+
+/// The share of `limit` of the part `[before, before + mine)` of `total`, rounded so
+/// that the shares of consecutive parts add up to `limit` exactly.
+fn share(limit: u32, before: u64, mine: u64, total: u64) -> u32 {
+    if total == 0 {
+        return 0;
+    }
+    let l = u64::from(limit);
+    ((l * (before + mine) / total) - (l * before / total)) as u32
 }
 
 impl PortAllocator {
-    pub fn new(
-        first: u16,
-        last: u16,
-        limit: u32,
-        worker: usize,
-        n_workers: usize,
-        secret: u64,
-    ) -> Self {
+    pub fn new(first: u16, last: u16, limit: u32, worker: usize, n_workers: usize) -> Self {
         let first = u32::from(first.max(1));
         let range = (u32::from(last) + 1).saturating_sub(first);
         let n = (n_workers.max(1) as u32).max(1);
         let w = (worker as u32).min(n - 1);
-        let slice = if w < range {
-            (range - w).div_ceil(n)
-        } else {
-            0
+        let slice_of = |v: u32| {
+            if v < range {
+                (range - v).div_ceil(n)
+            } else {
+                0
+            }
         };
+        let slice = slice_of(w);
         let limit = limit.clamp(1, range.max(1));
-        let limit_w = if range == 0 {
-            0
-        } else {
-            ((u64::from(limit) * u64::from(slice) / u64::from(range)) as u32).clamp(1, slice.max(1))
-        };
+        let before: u64 = (0..w).map(|v| u64::from(slice_of(v))).sum();
+        let limit_mod = share(limit, before, u64::from(slice), u64::from(range)).min(slice);
         PortAllocator {
             first,
             range,
             n,
             worker: w,
             slice,
-            limit_w,
-            secret,
+            limit,
+            limit_mod,
+            limit_steered: None,
         }
     }
 
-    /// Ports this worker owns per public IP.
+    /// Steered mode for TCP/UDP (see the module doc), or back to handoff mode.
+    pub fn set_steering(&mut self, s: Option<&RssSteering>) {
+        self.limit_steered = s.map(|s| {
+            let before: u64 = (0..self.worker as usize)
+                .map(|v| u64::from(s.entries_of(v)))
+                .sum();
+            let mine = u64::from(s.entries_of(self.worker as usize));
+            share(self.limit, before, mine, s.reta.len() as u64)
+        });
+    }
+
+    /// Whether TCP/UDP ports are partitioned by RSS bucket.
+    pub fn steered(&self) -> bool {
+        self.limit_steered.is_some()
+    }
+
+    /// Ports this worker owns per public IP in handoff mode.
     pub fn slice_len(&self) -> u32 {
         self.slice
     }
-    /// Mappings this worker allows per destination per public IP.
-    pub fn limit(&self) -> u32 {
-        self.limit_w.min(self.slice)
+    /// Mappings this worker allows per destination per public IP (handoff mode, or
+    /// steered mode when `steered`).
+    pub fn limit(&self, steered: bool) -> u32 {
+        match (steered, self.limit_steered) {
+            (true, Some(l)) => l,
+            _ => self.limit_mod,
+        }
     }
 
     #[inline]
@@ -152,7 +189,7 @@ impl PortAllocator {
         (self.first + k * self.n + self.worker) as u16
     }
 
-    /// The worker owning `port`, or `None` for a port outside the range.
+    /// The worker owning `port` in handoff mode, or `None` for a port outside the range.
     #[inline]
     pub fn owner_of(&self, port: u16) -> Option<usize> {
         let p = u32::from(port);
@@ -162,36 +199,55 @@ impl PortAllocator {
         Some(((p - self.first) % self.n) as usize)
     }
 
-    /// A free port toward `dest` (any value identifying the destination and public IP),
-    /// accepted by `ok` (free in the table, and steered when RSS-aware); `None` if the
-    /// window is exhausted.
+    /// A port toward a destination that has `in_use` live mappings on this worker, judged
+    /// by `ok` (free in the table, not guarded, and steered here in steered mode). `None`
+    /// when this worker's share of the limit is reached (without probing) or no candidate
+    /// is free. The flag says a guarded port was taken.
     pub fn allocate(
         &self,
         rng: &mut Rng,
-        dest: u64,
-        mut ok: impl FnMut(u16) -> bool,
-    ) -> Option<u16> {
-        let l = self.limit();
-        if self.slice == 0 || l == 0 {
+        steered: bool,
+        in_use: u32,
+        mut ok: impl FnMut(u16) -> Probe,
+    ) -> Option<(u16, bool)> {
+        let steered = steered && self.steered();
+        let cands = if steered { self.range } else { self.slice };
+        if cands == 0 || in_use >= self.limit(steered) {
             return None;
         }
-        let off = (mix2(self.secret, dest, 0x5eed) % u64::from(self.slice)) as u32;
-        let pos =
-            |i: u32| -> u32 { ((u64::from(off) + u64::from(i)) % u64::from(self.slice)) as u32 };
+        let at = |k: u32| {
+            if steered {
+                (self.first + k) as u16
+            } else {
+                self.port_at(k)
+            }
+        };
+        let mut oldest: Option<(u16, u32)> = None;
+        let mut judge = |p: u16, oldest: &mut Option<(u16, u32)>| match ok(p) {
+            Probe::Free => true,
+            Probe::Guarded(age) => {
+                if oldest.is_none_or(|(_, a)| age > a) {
+                    *oldest = Some((p, age));
+                }
+                false
+            }
+            Probe::Taken => false,
+        };
         for _ in 0..RANDOM_PROBES {
-            let p = self.port_at(pos(rng.below(l)));
-            if ok(p) {
-                return Some(p);
+            let p = at(rng.below(cands));
+            if judge(p, &mut oldest) {
+                return Some((p, false));
             }
         }
-        let start = rng.below(l);
-        for j in 0..l.min(SWEEP_MAX) {
-            let p = self.port_at(pos((start + j) % l));
-            if ok(p) {
-                return Some(p);
+        let start = rng.below(cands);
+        for j in 0..cands {
+            let k = start + j;
+            let p = at(if k >= cands { k - cands } else { k });
+            if judge(p, &mut oldest) {
+                return Some((p, false));
             }
         }
-        None
+        oldest.map(|(p, _)| (p, true))
     }
 
     /// `rfc4787` mode (endpoint-independent mapping): a port anywhere in this worker's
@@ -229,19 +285,39 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
+    /// Allocates toward one destination until refused; the ports, and whether every
+    /// refusal came without probing.
+    fn fill(
+        a: &PortAllocator,
+        rng: &mut Rng,
+        steered: bool,
+        ok: impl Fn(u16) -> bool,
+    ) -> HashSet<u16> {
+        let mut used = HashSet::new();
+        while let Some((p, g)) = a.allocate(rng, steered, used.len() as u32, |p| {
+            if !used.contains(&p) && ok(p) {
+                Probe::Free
+            } else {
+                Probe::Taken
+            }
+        }) {
+            assert!(!g);
+            assert!(used.insert(p));
+        }
+        used
+    }
+
     #[test]
     fn slices_are_disjoint_and_cover_the_range() {
         let n = 3;
         let allocs: Vec<PortAllocator> = (0..n)
-            .map(|w| PortAllocator::new(1000, 1009, 10, w, n, 1))
+            .map(|w| PortAllocator::new(1000, 1009, 10, w, n))
             .collect();
         let mut seen = HashSet::new();
         let mut rng = Rng::new(5);
         for (w, a) in allocs.iter().enumerate() {
-            // Exhaust this worker's slice toward one destination.
-            let mut mine = HashSet::new();
-            while let Some(p) = a.allocate(&mut rng, 1, |p| !mine.contains(&p)) {
-                mine.insert(p);
+            let mine = fill(a, &mut rng, false, |_| true);
+            for &p in &mine {
                 assert_eq!(a.owner_of(p), Some(w));
                 assert!(seen.insert(p), "port {p} owned twice");
             }
@@ -253,25 +329,63 @@ mod tests {
     }
 
     #[test]
-    fn per_destination_window_limits_and_windows_differ() {
-        let a = PortAllocator::new(1024, 65535, 100, 0, 1, 42);
+    fn exact_limit_of_55000_at_full_scale() {
+        let a = PortAllocator::new(1024, 65535, 55_000, 0, 1);
         let mut rng = Rng::new(9);
-        let mut used = HashSet::new();
-        while let Some(p) = a.allocate(&mut rng, 7, |p| !used.contains(&p)) {
-            used.insert(p);
+        let used = fill(&a, &mut rng, false, |_| true);
+        assert_eq!(used.len(), 55_000, "the limit is reachable exactly");
+    }
+
+    #[test]
+    fn refusal_at_the_limit_costs_no_probe() {
+        let a = PortAllocator::new(1024, 65535, 55_000, 0, 1);
+        let mut rng = Rng::new(9);
+        let mut probes = 0u32;
+        assert_eq!(
+            a.allocate(&mut rng, false, 55_000, |_| {
+                probes += 1;
+                Probe::Free
+            }),
+            None
+        );
+        assert_eq!(probes, 0);
+    }
+
+    #[test]
+    fn below_the_limit_a_free_port_is_always_found() {
+        // Adversarial occupancy: every port but one taken (by other destinations' flows
+        // this cannot happen, but by guard/steering refusals it can): still found.
+        let a = PortAllocator::new(1024, 65535, 55_000, 0, 1);
+        let mut rng = Rng::new(1);
+        for last in [1024u16, 40_000, 65_535] {
+            let got = a.allocate(&mut rng, false, 0, |p| {
+                if p == last {
+                    Probe::Free
+                } else {
+                    Probe::Taken
+                }
+            });
+            assert_eq!(got, Some((last, false)));
         }
-        assert_eq!(used.len(), 100);
-        let mut other = HashSet::new();
-        while let Some(p) = a.allocate(&mut rng, 8, |p| !other.contains(&p)) {
-            other.insert(p);
-        }
-        assert_eq!(other.len(), 100);
-        assert_ne!(used, other, "destinations get different windows");
+    }
+
+    #[test]
+    fn guarded_ports_only_when_nothing_is_free_oldest_first() {
+        let a = PortAllocator::new(2000, 2009, 10, 0, 1);
+        let mut rng = Rng::new(3);
+        let got = a.allocate(&mut rng, false, 0, |p| match p {
+            2003 => Probe::Free,
+            _ => Probe::Guarded(u32::from(p)),
+        });
+        assert_eq!(got, Some((2003, false)));
+        let got = a.allocate(&mut rng, false, 0, |p| Probe::Guarded(u32::from(2009 - p)));
+        assert_eq!(got, Some((2000, true)), "closed longest ago");
+        assert_eq!(a.allocate(&mut rng, false, 0, |_| Probe::Taken), None);
     }
 
     #[test]
     fn allocate_any_covers_the_whole_slice_of_this_worker() {
-        let a = PortAllocator::new(2000, 2099, 3, 1, 2, 7);
+        let a = PortAllocator::new(2000, 2099, 3, 1, 2);
         let mut rng = Rng::new(3);
         let mut used = HashSet::new();
         while let Some(p) = a.allocate_any(&mut rng, |p, _| !used.contains(&p)) {
@@ -285,12 +399,21 @@ mod tests {
     }
 
     #[test]
-    fn limit_scales_with_workers() {
-        let a = PortAllocator::new(1024, 65535, 55_000, 1, 2, 0);
+    fn worker_shares_add_up_to_the_limit() {
+        let a = PortAllocator::new(1024, 65535, 55_000, 1, 2);
         assert_eq!(a.slice_len(), 32_256);
-        assert_eq!(a.limit(), 27_500);
-        let tiny = PortAllocator::new(5000, 5000, 1, 1, 2, 0);
+        assert_eq!(a.limit(false), 27_500);
+        for n in 1..=8 {
+            let sum: u32 = (0..n)
+                .map(|w| PortAllocator::new(1024, 65535, 55_000, w, n).limit(false))
+                .sum();
+            assert_eq!(sum, 55_000, "{n} workers");
+        }
+        let tiny = PortAllocator::new(5000, 5000, 1, 1, 2);
         assert_eq!(tiny.slice_len(), 0);
-        assert_eq!(tiny.allocate(&mut Rng::new(1), 0, |_| true), None);
+        assert_eq!(
+            tiny.allocate(&mut Rng::new(1), false, 0, |_| Probe::Free),
+            None
+        );
     }
 }

@@ -80,6 +80,7 @@ drop_reasons! {
     LbUnhealthyTargetRst => "lb_unhealthy_target_rst", "LB: client TCP packet of a flow whose target is unhealthy; RST sent back";
     LbIcmpErrorNoFlow => "lb_icmp_error_no_flow", "LB: ICMP error quoting no LB flow";
     LbIcmpErrorMalformed => "lb_icmp_error_malformed", "LB: ICMP error with a bad checksum or truncated quote";
+    NatTimeWaitReuse => "nat_time_wait_reuse", "NAT: event, not a drop — a port still in its TIME_WAIT guard toward this destination was reused (only guarded ports were left)";
 }
 
 macro_rules! worker_counters {

@@ -24,6 +24,7 @@ pub const URG: u8 = 0x20;
 pub const OPT_END: u8 = 0;
 pub const OPT_NOP: u8 = 1;
 pub const OPT_MSS: u8 = 2;
+pub const OPT_WSCALE: u8 = 3;
 
 mod field {
     pub const SRC_PORT: usize = 0;
@@ -166,6 +167,30 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     #[inline]
     pub fn flags_legal(&self) -> bool {
         (LEGAL_FLAGS >> (self.flags() & 0x3F)) & 1 != 0
+    }
+
+    /// The window-scale option's shift count (RFC 7323 §2.3: capped at 14), if present.
+    pub fn window_scale_option(&self) -> Option<u8> {
+        let d = self.buffer.as_ref();
+        let end = self.header_len().min(d.len());
+        let mut i = field::OPTIONS;
+        while i < end {
+            match get_u8(d, i) {
+                OPT_END => return None,
+                OPT_NOP => i += 1,
+                kind => {
+                    let len = usize::from(get_u8(d, i + 1));
+                    if i + 1 >= end || len < 2 || i + len > end {
+                        return None;
+                    }
+                    if kind == OPT_WSCALE {
+                        return (len == 3).then(|| get_u8(d, i + 2).min(14));
+                    }
+                    i += len;
+                }
+            }
+        }
+        None
     }
 
     /// Find the MSS option: `(offset of its kind byte inside the header,

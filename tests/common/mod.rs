@@ -89,13 +89,34 @@ impl Drop for TestGuard {
 }
 
 /// Start of every namespace test: `let Some(_g) = common::setup("name") else { return };`
+/// Under CI (`CI=true`) a skip is a failure: a runner without root or namespaces must not
+/// turn the integration suite green by skipping it.
 pub fn setup(test: &str) -> Option<TestGuard> {
     if let Some(why) = skip_reason() {
-        println!("SKIP: {test}: {why}");
-        eprintln!("SKIP: {test}: {why}");
+        skip_or_fail(test, &why, in_ci());
         return None;
     }
     Some(lock(test))
+}
+
+/// `CI` set to `true` or `1` (GitHub Actions, GitLab and most CI systems set `CI=true`).
+pub fn in_ci() -> bool {
+    matches!(
+        std::env::var("CI")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Ok("true") | Ok("1")
+    )
+}
+
+/// Reports a skip, or panics when `ci`.
+pub fn skip_or_fail(test: &str, why: &str, ci: bool) {
+    if ci {
+        panic!("{test}: cannot run under CI=true: {why} (skipping is not allowed in CI)");
+    }
+    println!("SKIP: {test}: {why}");
+    eprintln!("SKIP: {test}: {why}");
 }
 
 /// The global lock alone (for tests that need no root but must not overlap DPDK tests).
