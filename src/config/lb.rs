@@ -301,6 +301,14 @@ pub(super) fn check_load_balancers(cfg: &Config, v: &mut Validator<'_>) {
         if lb.vips.is_empty() {
             v.fail(format!("{base}.vips"), "at least one VIP is required");
         }
+        if lb.lb_addresses.len() > 8 {
+            // As a NAT gateway's public IPs: up to 8, each with its own 55,000 ports per
+            // target endpoint.
+            v.fail(
+                format!("{base}.lb_addresses"),
+                format!("{} addresses listed; at most 8", lb.lb_addresses.len()),
+            );
+        }
         let own: Vec<(String, Ipv4Addr)> = lb
             .vips
             .iter()

@@ -28,10 +28,11 @@ pub mod stage;
 mod tests;
 
 use crate::config::LoadBalancerConfig;
+use crate::nat::dest_count::{Dest, DestCounts};
 use crate::nat::expiry::{self, TimerWheel};
 use crate::nat::flow::{hash_key, Flow, FlowTable, Key};
 use crate::nat::icmp_error::{self, Side};
-use crate::nat::ports::{PortAllocator, Rng};
+use crate::nat::ports::{PortAllocator, Probe, Rng};
 use crate::packet::PacketBuf;
 use crate::pipeline::counters::DropReason;
 use crate::pipeline::StageVerdict;
@@ -74,6 +75,8 @@ struct Meta {
     lb_ip: u32,
     lb_port: u16,
     flags: u8,
+    /// Index of `lb_ip` among the LB addresses (full NAT's per-destination count).
+    lb_ai: u8,
     /// Idle timeout in ticks.
     idle: u32,
 }
@@ -85,6 +88,8 @@ struct LbState {
     ports: PortAllocator,
     meta: Vec<Meta>,
     fnat: HashTable<u32>,
+    /// Live full-NAT flows per (LB address, target endpoint): the exact 55,000 limit.
+    dests: DestCounts,
     seed: u64,
 }
 
@@ -96,6 +101,11 @@ fn fnat_key(f: &Flow, m: &Meta) -> Key {
         remote_ip: f.public_ip,
         remote_port: f.public_port,
     }
+}
+
+/// The full-NAT destination a flow counts against: (LB address index, target endpoint).
+fn fnat_dest(f: &Flow, m: &Meta) -> Dest {
+    Dest::new(m.lb_ai as usize, f.public_ip, f.public_port, f.proto)
 }
 
 impl LbState {
@@ -273,8 +283,8 @@ impl LbWorker {
                         FNAT_PER_TARGET,
                         worker,
                         n_workers,
-                        rng.next_u64(),
                     ),
+                    dests: DestCounts::new(cap, rng.next_u64()),
                     meta: vec![Meta::default(); cap],
                     fnat: HashTable::with_capacity(2 * cap + 1),
                     seed: rng.next_u64(),
@@ -548,6 +558,9 @@ impl LbWorker {
         let st = &mut self.lbs[li];
         if m.flags & mf::FULLNAT != 0 {
             st.fnat_remove(idx);
+            if let Some(f) = st.flows.get(idx) {
+                st.dests.dec(fnat_dest(f, &m));
+            }
         }
         st.flows.unindex(idx);
     }
@@ -658,21 +671,29 @@ impl LbWorker {
             }
             let ai = (h % u64::from(n)) as usize;
             let lb_ip = view.lb_addresses[ai];
-            let dest = (u64::from(u32::from(target.ip)) << 32)
-                | (u64::from(target.port) << 16)
-                | (u64::from(ip.proto) << 8)
-                | ai as u64;
-            let port = st.ports.allocate(rng, dest, |p| {
-                st.fnat_lookup(&Key::new(ip.proto, lb_ip, p, target.ip, target.port))
+            // The NAT's exact per-destination rule (one count per LB address and
+            // target endpoint): the limit is always reachable, a full target is refused
+            // in O(1).
+            let dest = Dest::new(ai, u32::from(target.ip), target.port, ip.proto);
+            let in_use = st.dests.get(&dest);
+            let port = st.ports.allocate(rng, false, in_use, |p| {
+                if st
+                    .fnat_lookup(&Key::new(ip.proto, lb_ip, p, target.ip, target.port))
                     .is_none()
+                {
+                    Probe::Free
+                } else {
+                    Probe::Taken
+                }
             });
-            let Some(port) = port else {
+            let Some((port, _)) = port else {
                 c.port_allocation_errors += 1;
                 return Err(DropReason::LbPortExhausted);
             };
             meta.flags |= mf::FULLNAT;
             meta.lb_ip = u32::from(lb_ip);
             meta.lb_port = port;
+            meta.lb_ai = ai as u8;
         }
         let f = Flow {
             inside_ip: u32::from(ip.dst),
@@ -691,6 +712,7 @@ impl LbWorker {
         }
         if meta.flags & mf::FULLNAT != 0 {
             st.fnat_insert(idx);
+            st.dests.inc(fnat_dest(&f, &meta));
         }
         st.wheel.arm(&mut st.flows.next, idx, f.deadline);
         c.new_flows += 1;
@@ -977,7 +999,7 @@ impl LbWorker {
             let mut slots = EXPIRE_SLOT_BUDGET;
             for _ in 0..EXPIRE_FLOW_BUDGET {
                 let st = &mut self.lbs[li];
-                let Some(idx) = st.wheel.pop_due(&st.flows.next, t, &mut slots) else {
+                let Some(idx) = st.wheel.pop_due(&st.flows.next, u64::from(t), &mut slots) else {
                     break;
                 };
                 let Some(f) = st.flows.get(idx).copied() else {
