@@ -40,6 +40,9 @@ pub(super) fn gw(
         },
         flows_per_core: flows,
         mode: NatMode::Aws,
+        inside_ports: None,
+        drop_foreign_inside_sources: true,
+        no_translate: Vec::new(),
     }
 }
 

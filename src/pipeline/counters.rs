@@ -66,6 +66,11 @@ drop_reasons! {
     NatIcmpErrorMalformed => "nat_icmp_error_malformed", "NAT: ICMP error with a bad checksum or truncated quote";
     NatFiltered => "nat_filtered", "NAT: inbound refused by address-dependent filtering (rfc4787 mode)";
     NatIdleTimeoutRst => "nat_idle_timeout_rst", "NAT: inside TCP packet with no mapping (idle timeout); RST sent back";
+    SpoofedOwnSource => "spoofed_own_source", "source is one of the appliance's addresses or a NAT public IP, received on a data port";
+    RpfFailed => "rpf_failed", "reverse-path filter: no route back to the source (loose), or not through the receiving port (strict)";
+    ForeignInsideSource => "foreign_inside_source", "received on a NAT gateway's inside port from a source in none of its inside prefixes";
+    L4PortZero => "l4_port_zero", "TCP or UDP source or destination port 0";
+    Land => "land", "source address equals destination address (land attack)";
 }
 
 macro_rules! worker_counters {

@@ -18,6 +18,7 @@ pub mod handoff;
 pub mod icmp_out;
 pub mod neighbor;
 pub mod route;
+pub mod spoof;
 pub mod worker;
 
 use crate::packet::{BufAlloc, PacketBuf};
@@ -350,8 +351,13 @@ impl<B: PacketBuf> Pipeline<B> {
                 ip.frag_offset() == 0,
             )
         };
-        if bad_source(src) || (!from_kernel && self.fib.local_port(src).is_some()) {
+        if bad_source(src) {
             return Step::Drop(DropReason::Ipv4BadSource);
+        }
+        if !from_kernel {
+            if let Some(r) = spoof::check(&self.fib, rx_port, src, dst) {
+                return Step::Drop(r);
+            }
         }
         // Drop Ethernet padding: from here on the frame is exactly the IP packet.
         pkt.set_len(ETH + total);
@@ -746,6 +752,9 @@ fn check_l4(frame: &[u8], proto: u8, is_frag: bool) -> Result<(), DropReason> {
             if !tcp.flags_legal() {
                 return Err(DropReason::TcpIllegalFlags);
             }
+            if tcp.src_port() == 0 || tcp.dst_port() == 0 {
+                return Err(DropReason::L4PortZero);
+            }
         }
         IPPROTO_UDP => {
             if is_frag {
@@ -755,6 +764,10 @@ fn check_l4(frame: &[u8], proto: u8, is_frag: bool) -> Result<(), DropReason> {
                 }
             } else {
                 UdpPacket::new_checked(l4).map_err(DropReason::from)?;
+            }
+            // Source and destination ports are the first 4 bytes (length checked above).
+            if l4[0..2] == [0, 0] || l4[2..4] == [0, 0] {
+                return Err(DropReason::L4PortZero);
             }
         }
         IPPROTO_ICMP => {

@@ -147,6 +147,8 @@ pub struct Fib {
     proxy_arp: HashMap<u32, ()>,
     /// Monotonic id of the config this snapshot came from.
     pub generation: u64,
+    /// Anti-spoofing settings per port (`super::spoof`).
+    pub filters: super::spoof::SourceFilters,
 }
 
 impl Fib {
@@ -198,6 +200,7 @@ impl Fib {
                 fib.add_proxy_arp(*ip);
             }
         }
+        fib.filters = super::spoof::SourceFilters::build(cfg, port_ids);
         for r in &cfg.routes {
             if let Some(i) = cfg.ports.iter().position(|p| p.name == r.port) {
                 let port_mtu = cfg.ports[i].mtu;

@@ -1290,13 +1290,25 @@ fn malformed_battery_is_dropped_with_the_right_reason() {
         f[..6].copy_from_slice(&MAC1.0);
         cases.push(("the other port's mac", f, DropReason::NotOurMac));
     }
-    for (name, s) in [
-        ("loopback source", "127.0.0.1"),
-        ("broadcast source", "255.255.255.255"),
-        ("multicast source", "224.0.0.1"),
-        ("unspecified source", "0.0.0.0"),
-        ("our own address as source", "10.0.1.1"),
-        ("our other address as source", "198.51.100.1"),
+    for (name, s, reason) in [
+        ("loopback source", "127.0.0.1", DropReason::Ipv4BadSource),
+        (
+            "broadcast source",
+            "255.255.255.255",
+            DropReason::Ipv4BadSource,
+        ),
+        ("multicast source", "224.0.0.1", DropReason::Ipv4BadSource),
+        ("unspecified source", "0.0.0.0", DropReason::Ipv4BadSource),
+        (
+            "our own address as source",
+            "10.0.1.1",
+            DropReason::SpoofedOwnSource,
+        ),
+        (
+            "our other address as source",
+            "198.51.100.1",
+            DropReason::SpoofedOwnSource,
+        ),
     ] {
         let s = ip(s);
         let f = from_client(&ipv4(
@@ -1307,7 +1319,7 @@ fn malformed_battery_is_dropped_with_the_right_reason() {
             false,
             &udp(s, dst, 1, 2, b"x"),
         ));
-        cases.push((name, f, DropReason::Ipv4BadSource));
+        cases.push((name, f, reason));
     }
 
     for (name, frame, reason) in cases {
