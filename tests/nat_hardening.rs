@@ -90,3 +90,105 @@ fn spoofed_sources_from_inside_are_dropped_and_counted() {
         legit[0]
     );
 }
+
+/// Starts flowgate on a fresh NAT topology with the generated config passed through
+/// `edit`, and warms ARP up on both sides (as `NatRig::start` does).
+fn start_edited(prefix: &str, o: &NatOpts, edit: impl Fn(String) -> String) -> NatRig {
+    let topo = NatTopology::new(prefix);
+    let yaml = edit(topo.config(o));
+    let app = Appliance::start(&yaml);
+    let rig = NatRig { app, topo };
+    for (ns, dst) in [
+        (&rig.topo.a, INSIDE_GW),
+        (&rig.topo.b, INSIDE_GW),
+        (&rig.topo.router, OUTSIDE_IP),
+    ] {
+        assert!(ping_until_reply(ns, dst, 10), "no ping answer on {dst}");
+    }
+    rig
+}
+
+/// The server end of a UDP exchange: waits for one datagram on argv[1]:argv[2], then,
+/// connected to its sender, sends argv[3]-byte DF datagrams twice (1 s apart) and prints
+/// the path MTU the kernel learned (`mtu N`).
+const UDP_PMTU_SERVER: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.settimeout(20)
+print("listening", flush=True)
+d, peer = s.recvfrom(2000)
+print("peer %s %d" % peer, flush=True)
+s.connect(peer)
+s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO
+for i in range(2):
+    try:
+        s.send(b"x" * int(sys.argv[3]))
+        print("send%d ok" % i, flush=True)
+    except OSError as e:
+        print("send%d errno %d" % (i, e.errno), flush=True)
+    time.sleep(1.0)
+print("mtu %d" % s.getsockopt(socket.IPPROTO_IP, 14), flush=True)
+"#;
+
+#[test]
+fn inbound_df_packet_too_big_for_inside_mtu_gets_frag_needed_at_the_server() {
+    let Some(_g) = setup("inbound_df_packet_too_big_for_inside_mtu_gets_frag_needed_at_the_server")
+    else {
+        return;
+    };
+    // The inside port's MTU is 1280, the outside 1500.
+    let rig = start_edited("npmtuin", &NatOpts::default(), |y| {
+        y.replacen("    mtu: 1500\n", "    mtu: 1280\n", 1)
+    });
+    let dir = TempDir::new("pmtuin");
+    let before = rig.app.metrics();
+    let cap = Capture::start(rig.server(), &rig.topo.server_if(), "icmp");
+    let log = dir.join("server.log");
+    let mut srv = rig.server().spawn(
+        &[PYTHON, "-u", "-c", UDP_PMTU_SERVER, SERVER, "7777", "1400"],
+        &log,
+    );
+    assert!(
+        wait_for(std::time::Duration::from_secs(10), || srv
+            .log_text()
+            .contains("listening")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        srv.log_text()
+    );
+    // The mapping is opened from inside first.
+    let opener = "import socket, sys\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                  s.bind(('0.0.0.0', 5000))\ns.sendto(b'open', (sys.argv[1], 7777))\n";
+    python_in(rig.a(), opener, &[SERVER], 10).expect_ok("open the mapping");
+    let st = srv.wait_timeout(std::time::Duration::from_secs(20));
+    let text = srv.log_text();
+    assert!(st.is_some(), "server did not finish: {text}");
+    assert!(
+        PUBLIC_IPS
+            .iter()
+            .any(|p| text.contains(&format!("peer {p} "))),
+        "the server sees a public IP: {text}"
+    );
+    assert!(
+        text.contains("mtu 1280"),
+        "the server's kernel must learn the inside MTU from the ICMP: {text}"
+    );
+    let lines = cap.finish();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("{OUTSIDE_IP} > {SERVER}"))
+                && l.contains("need to frag (mtu 1280)")),
+        "ICMP 3/4 from the appliance with mtu 1280: {lines:#?}"
+    );
+    let (name, l) = ("flowgate_icmp_errors_sent_total", [("type", "frag_needed")]);
+    let m = rig
+        .app
+        .wait_metrics(std::time::Duration::from_secs(5), |m| {
+            m.value(name, &l) > before.value(name, &l)
+        });
+    let sent = m.value(name, &l) - before.value(name, &l);
+    assert!(sent >= 1.0, "icmp_frag_needed_sent +{sent}");
+}

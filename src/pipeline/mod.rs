@@ -17,6 +17,7 @@ pub mod frag;
 pub mod handoff;
 pub mod icmp_out;
 pub mod neighbor;
+pub mod pmtu;
 pub mod route;
 pub mod spoof;
 pub mod worker;
@@ -469,6 +470,9 @@ impl<B: PacketBuf> Pipeline<B> {
                 return;
             }
         }
+        // A stage may route this DF packet to a smaller MTU: keep what the quote needs.
+        let saved = (df && !originated && total > self.fib.min_egress_mtu && self.stages.is_some())
+            .then(|| pmtu::SavedQuote::take(&pkt));
         let mut originated = originated;
         let mut dst = dst;
         let mut dst_changed = false;
@@ -515,9 +519,17 @@ impl<B: PacketBuf> Pipeline<B> {
         if (pkt.len() - ETH) as u32 > nh.mtu
             && Ipv4Packet::new_unchecked(&pkt.data()[ETH..]).dont_frag()
         {
-            // Only reachable after a translation changed the route; the sender is on
-            // the far side of the translation, so no ICMP (it would quote the rewrite).
+            // Only reachable after a translation changed the route: the error goes to
+            // the remote sender quoting what it sent (the bytes saved before the stages).
             self.counters.drop(DropReason::FragNeeded);
+            if let Some(q) = saved.as_ref().filter(|_| !originated) {
+                q.restore(&mut pkt);
+                if self.icmp_error(&mut pkt, rx_port, 3, 4, nh.mtu & 0xffff, now) {
+                    self.counters.events.icmp_frag_needed_sent += 1;
+                    out.tx(rx_port, pkt);
+                    return;
+                }
+            }
             out.discard(pkt);
             return;
         }

@@ -149,6 +149,8 @@ pub struct Fib {
     pub generation: u64,
     /// Anti-spoofing settings per port (`super::spoof`).
     pub filters: super::spoof::SourceFilters,
+    /// Smallest egress MTU (`super::pmtu`).
+    pub min_egress_mtu: u32,
 }
 
 impl Fib {
@@ -201,6 +203,7 @@ impl Fib {
             }
         }
         fib.filters = super::spoof::SourceFilters::build(cfg, port_ids);
+        fib.min_egress_mtu = super::pmtu::min_egress_mtu(cfg);
         for r in &cfg.routes {
             if let Some(i) = cfg.ports.iter().position(|p| p.name == r.port) {
                 let port_mtu = cfg.ports[i].mtu;
