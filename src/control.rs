@@ -4,6 +4,7 @@
 
 use crate::config::{self, Config, PortRole};
 use crate::metrics::{self, Telemetry};
+use crate::nat::east_west::NoTranslate;
 use crate::nat::stage::{NatPublished, NatStage};
 use crate::nat::{NatWorker, RssSteering};
 use crate::pipeline::counters::SharedCounters;
@@ -110,6 +111,15 @@ fn reload_compatible(old: &Config, new: &Config) -> Result<(), String> {
     if old.metrics != new.metrics {
         return Err("metrics.listen changed (restart needed)".into());
     }
+    for g in &new.nat_gateways {
+        if NoTranslate::from_config(old, g) != NoTranslate::from_config(new, g) {
+            return Err(format!(
+                "routes changed which destinations gateway `{}` leaves untranslated \
+                 (east-west through its inside ports; restart needed)",
+                g.id
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -195,6 +205,7 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
             } else {
                 let mut nat = NatWorker::new(&cfg.nat_gateways, i, n_workers, pmd::tsc_hz());
                 nat.set_rss_steering(steering.clone());
+                nat.set_routes(cfg);
                 Some(Box::new(NatStage::new(nat, nat_published[i].clone())))
             },
         };

@@ -192,3 +192,53 @@ fn inbound_df_packet_too_big_for_inside_mtu_gets_frag_needed_at_the_server() {
     let sent = m.value(name, &l) - before.value(name, &l);
     assert!(sent >= 1.0, "icmp_frag_needed_sent +{sent}");
 }
+
+#[test]
+fn east_west_traffic_keeps_its_private_source() {
+    let Some(_g) = setup("east_west_traffic_keeps_its_private_source") else {
+        return;
+    };
+    // 10.0.2.0/24 is another private network behind the inside port (host b routes it).
+    let rig = start_edited("neastw", &NatOpts::default(), |y| {
+        y.replacen(
+            "routes:\n",
+            "routes:\n  - prefix: \"10.0.2.0/24\"\n    port: inside\n    via: \"10.0.1.3\"\n",
+            1,
+        )
+    });
+    let b = rig.b();
+    // (No dummy interfaces here: the address lives on b's loopback.)
+    b.must(&["ip", "addr", "add", "10.0.2.3/32", "dev", "lo"], 5);
+    let dir = TempDir::new("eastw");
+    let _east = udp_echo_server(b, "10.0.2.3", 7000, &dir.join("east.log"));
+    let _north = udp_echo_server(rig.server(), SERVER, 7000, &dir.join("north.log"));
+    let before = rig.app.metrics();
+    let o = udp_request(rig.a(), "10.0.2.3", 7000, "east-west");
+    assert!(o.ok() && o.stdout.contains("echo:east-west"), "{o}");
+    let o = udp_request(rig.a(), SERVER, 7000, "north-south");
+    assert!(o.ok() && o.stdout.contains("echo:north-south"), "{o}");
+    let east = std::fs::read_to_string(dir.join("east.log")).unwrap_or_default();
+    let north = std::fs::read_to_string(dir.join("north.log")).unwrap_or_default();
+    assert!(
+        east.contains(&format!("from {HOST_A}:")),
+        "east-west keeps the private source: {east}"
+    );
+    assert!(
+        PUBLIC_IPS
+            .iter()
+            .any(|p| north.contains(&format!("from {p}:"))),
+        "north-south is translated: {north}"
+    );
+    let m = rig
+        .app
+        .wait_metrics(std::time::Duration::from_secs(5), |m| {
+            rig.nat(m, "connection_attempts_total", &[])
+                > rig.nat(&before, "connection_attempts_total", &[])
+        });
+    let attempts = rig.nat(&m, "connection_attempts_total", &[])
+        - rig.nat(&before, "connection_attempts_total", &[]);
+    assert_eq!(
+        attempts, 1.0,
+        "only the north-south flow was a NAT connection"
+    );
+}

@@ -21,6 +21,7 @@
 //! syscalls, no logging, no panics (all buffer access is bounds-checked).
 
 pub mod counters;
+pub mod east_west;
 pub mod eim;
 pub mod expiry;
 pub mod flow;
@@ -41,7 +42,7 @@ pub mod toeplitz;
 pub use counters::GatewayCounters;
 pub use ports::RssSteering;
 
-use crate::config::{Ipv4Net, NatGatewayConfig, NatMode};
+use crate::config::{Config, Ipv4Net, NatGatewayConfig, NatMode};
 use crate::packet::PacketBuf;
 use crate::pipeline::counters::DropReason;
 use crate::wire::{Ipv4Packet, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
@@ -92,6 +93,8 @@ pub(crate) struct Gateway {
     frags: FragTable,
     /// `rfc4787` mode: endpoint mappings and filtering permissions (`None` in `aws` mode).
     eim: Option<Eim>,
+    /// Destinations whose traffic is not translated (east-west, see `east_west`).
+    no_translate: east_west::NoTranslate,
 }
 
 impl Gateway {
@@ -260,6 +263,7 @@ impl NatWorker {
                 frags: FragTable::new(rng.next_u64()),
                 eim: (g.mode == NatMode::Rfc4787)
                     .then(|| Eim::new(g.flows_per_core as usize, rng.next_u64())),
+                no_translate: east_west::NoTranslate::from_gateway(g),
             });
         }
         NatWorker {
@@ -307,9 +311,21 @@ impl NatWorker {
             .iter()
             .position(|g| g.inside.iter().any(|p| p.contains(src)))
         {
+            if self.gws[gi].no_translate.keeps_source(ip.dst) {
+                return NatVerdict::Pass;
+            }
             return self.in2out(gi, pkt, &ip, t);
         }
         NatVerdict::Pass
+    }
+
+    /// Adds the routes of `cfg` to where translation does not apply: destinations routed
+    /// out of a gateway's inside ports (east-west traffic, see `east_west`). `cfg` is the
+    /// config the gateways came from.
+    pub fn set_routes(&mut self, cfg: &Config) {
+        for (g, gc) in self.gws.iter_mut().zip(&cfg.nat_gateways) {
+            g.no_translate = east_west::NoTranslate::from_config(cfg, gc);
+        }
     }
 
     /// Amortized expiry, called between bursts: per gateway at most
