@@ -242,3 +242,139 @@ fn east_west_traffic_keeps_its_private_source() {
         "only the north-south flow was a NAT connection"
     );
 }
+
+/// `InCsumErrors` of UDP and TCP in a namespace (/proc/net/snmp).
+fn csum_errors(ns: &Netns) -> (u64, u64) {
+    let o = ns.must(&["cat", "/proc/net/snmp"], 5);
+    let field = |proto: &str| -> u64 {
+        let mut it = o
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with(&format!("{proto}:")));
+        let (Some(h), Some(v)) = (it.next(), it.next()) else {
+            return 0;
+        };
+        let i = h.split_whitespace().position(|w| w == "InCsumErrors");
+        i.and_then(|i| v.split_whitespace().nth(i))
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Udp"), field("Tcp"))
+}
+
+/// A pcap capture decoded with `tcpdump -vv` (which verifies every checksum it can).
+fn capture_vv(ns: &Netns, ifname: &str, filter: &str, dir: &TempDir) -> (BgProc, String) {
+    let pcap = dir.join(&format!("{ifname}.pcap"));
+    let pcap_s = pcap.to_string_lossy().into_owned();
+    let mut args = vec![
+        "tcpdump",
+        "--immediate-mode",
+        "-i",
+        ifname,
+        "-nn",
+        "-U",
+        "-w",
+        &pcap_s,
+    ];
+    args.extend(filter.split_whitespace());
+    let p = ns.spawn(&args, &dir.join(&format!("{ifname}.log")));
+    assert!(
+        wait_for(std::time::Duration::from_secs(10), || p
+            .log_text()
+            .contains("listening on")
+            .then_some(()))
+        .is_some(),
+        "tcpdump: {}",
+        p.log_text()
+    );
+    (p, pcap_s)
+}
+
+fn decode_vv(mut p: BgProc, pcap: &str) -> Vec<String> {
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    p.stop_with(libc::SIGINT, std::time::Duration::from_secs(5));
+    let o = run(&["tcpdump", "-nn", "-vv", "-r", pcap], 20);
+    o.stdout.lines().map(str::to_string).collect()
+}
+
+/// A STUN-like exchange: argv[3] requests of argv[4] bytes, each answered with the
+/// address the server saw and the request echoed; prints `ok=N`.
+const UDP_STUNLIKE_CLIENT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1.0)
+ok = 0
+for i in range(int(sys.argv[3])):
+    msg = (b"req-%d-" % i) + bytes((j * 13 + i) % 251 for j in range(int(sys.argv[4])))
+    for attempt in range(3):
+        s.sendto(msg, (sys.argv[1], int(sys.argv[2])))
+        try:
+            d, a = s.recvfrom(65535)
+        except socket.timeout:
+            continue
+        if d.endswith(msg):
+            ok += 1
+        break
+print("ok=%d" % ok, flush=True)
+"#;
+
+#[test]
+fn udp_and_http_through_nat_with_kernel_default_offloads() {
+    let Some(_g) = setup("udp_and_http_through_nat_with_kernel_default_offloads") else {
+        return;
+    };
+    let rig = NatRig::start("nofflds", &NatOpts::default());
+    // The appliance's peers keep tx checksum offload and TSO/GSO on (kernel defaults).
+    for (ns, ifn) in [
+        (&rig.topo.lan, format!("{}i1", rig.topo.prefix)),
+        (rig.router(), format!("{}o1", rig.topo.prefix)),
+        (rig.a(), rig.topo.a_if()),
+        (rig.server(), rig.topo.server_if()),
+    ] {
+        let o = ns.must(&["ethtool", "-k", &ifn], 5);
+        assert!(
+            o.stdout.contains("tx-checksumming: on"),
+            "{ifn}: offloads not at defaults\n{o}"
+        );
+    }
+    let dir = TempDir::new("offl");
+    let (s0, a0) = (csum_errors(rig.server()), csum_errors(rig.a()));
+    let (cap, pcap) = capture_vv(rig.server(), &rig.topo.server_if(), "udp or tcp", &dir);
+    let _udp = udp_echo_server(rig.server(), SERVER, 3478, &dir.join("stun.log"));
+    let o = python_in(
+        rig.a(),
+        UDP_STUNLIKE_CLIENT,
+        &[SERVER, "3478", "20", "200"],
+        60,
+    );
+    assert_eq!(o.stdout.trim(), "ok=20", "STUN-like exchange: {o}");
+    let http = HttpServer::start(rig.server(), SERVER, 8080);
+    let body = test_bytes(3 * 1024 * 1024, 7);
+    http.put("blob", &body);
+    let got = curl_get(rig.a(), &http.url("blob"));
+    assert!(got == body, "HTTP download corrupt ({} bytes)", got.len());
+    let lines = decode_vv(cap, &pcap);
+    let (s1, a1) = (csum_errors(rig.server()), csum_errors(rig.a()));
+    assert_eq!(s1, s0, "server InCsumErrors (udp, tcp)");
+    assert_eq!(a1, a0, "host a InCsumErrors (udp, tcp)");
+    let from_public: Vec<&String> = lines
+        .iter()
+        .filter(|l| {
+            PUBLIC_IPS
+                .iter()
+                .any(|p| l.trim_start().starts_with(&format!("{p}.")))
+        })
+        .collect();
+    assert!(!from_public.is_empty(), "nothing captured: {lines:#?}");
+    let bad: Vec<&&String> = from_public
+        .iter()
+        .filter(|l| l.contains("[bad ") || l.contains("incorrect"))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} of {} translated packets arrive with a bad checksum: {:#?}",
+        bad.len(),
+        from_public.len(),
+        &bad[..bad.len().min(5)]
+    );
+}

@@ -71,6 +71,7 @@ drop_reasons! {
     ForeignInsideSource => "foreign_inside_source", "received on a NAT gateway's inside port from a source in none of its inside prefixes";
     L4PortZero => "l4_port_zero", "TCP or UDP source or destination port 0";
     Land => "land", "source address equals destination address (land attack)";
+    OversizeFrame => "oversize_frame", "IP packet larger than the receiving port's MTU (e.g. a GSO/GRO super-frame from a kernel peer)";
 }
 
 macro_rules! worker_counters {

@@ -17,6 +17,7 @@ pub mod frag;
 pub mod handoff;
 pub mod icmp_out;
 pub mod neighbor;
+pub mod offload;
 pub mod pmtu;
 pub mod route;
 pub mod spoof;
@@ -360,6 +361,10 @@ impl<B: PacketBuf> Pipeline<B> {
                 return Step::Drop(r);
             }
         }
+        if !from_kernel && self.fib.port(rx_port).is_some_and(|p| total as u32 > p.mtu) {
+            // A GSO/GRO super-frame from a kernel peer, or a frame the port cannot carry.
+            return Step::Drop(DropReason::OversizeFrame);
+        }
         // Drop Ethernet padding: from here on the frame is exactly the IP packet.
         pkt.set_len(ETH + total);
         if first_frag {
@@ -532,6 +537,9 @@ impl<B: PacketBuf> Pipeline<B> {
             }
             out.discard(pkt);
             return;
+        }
+        if !originated && self.fib.filters.untrusted_csum(rx_port) {
+            offload::refresh_l4_checksum(pkt.data_mut());
         }
         if !originated {
             let mut ip = Ipv4Packet::new_unchecked(&mut pkt.data_mut()[ETH..]);

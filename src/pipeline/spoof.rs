@@ -27,6 +27,8 @@ pub struct SourceFilters {
     /// Per port id: sources allowed there (the inside prefixes of the gateways that have
     /// it as inside port with `drop_foreign_inside_sources`); empty = not checked.
     inside_sources: Vec<Vec<Ipv4Net>>,
+    /// Per port id: received TCP/UDP checksums may be partial (`super::offload`).
+    untrusted_csum: Vec<bool>,
 }
 
 impl SourceFilters {
@@ -35,11 +37,14 @@ impl SourceFilters {
         let mut f = SourceFilters {
             rpf: vec![RpfMode::Off; n],
             inside_sources: vec![Vec::new(); n],
+            untrusted_csum: vec![false; n],
         };
         for (i, p) in cfg.ports.iter().enumerate() {
             if p.role == crate::config::PortRole::Data {
                 f.rpf[port_ids[i] as usize] = p.rpf;
             }
+            f.untrusted_csum[port_ids[i] as usize] =
+                super::offload::untrusted_l4_checksum(&p.device);
         }
         for g in cfg
             .nat_gateways
@@ -51,6 +56,15 @@ impl SourceFilters {
             }
         }
         f
+    }
+
+    /// Must TCP/UDP checksums of packets received on `port` be recomputed?
+    #[inline]
+    pub fn untrusted_csum(&self, port: u16) -> bool {
+        self.untrusted_csum
+            .get(port as usize)
+            .copied()
+            .unwrap_or(false)
     }
 
     pub fn rpf(&self, port: u16) -> RpfMode {
@@ -99,7 +113,7 @@ mod tests {
     use super::super::route::Fib;
     use super::super::{Output, Pipeline, PipelineParams};
     use crate::config;
-    use crate::packet::{VecAlloc, VecBuf};
+    use crate::packet::{PacketBuf, VecAlloc, VecBuf};
     use crate::wire::{EtherType, IPPROTO_TCP, IPPROTO_UDP};
     use crate::wire::{EthernetFrame, Ipv4Packet, MacAddr, TcpPacket, UdpPacket};
     use std::net::Ipv4Addr;
@@ -349,6 +363,31 @@ nat_gateways:
             v("10.0.0.20", "203.0.113.5"),
             Some(DropReason::SpoofedOwnSource)
         );
+    }
+
+    #[test]
+    fn frames_above_the_port_mtu_are_oversize() {
+        // A GSO super-frame from a kernel peer: 1600 bytes of IP on a 1500-byte port.
+        let f = fib(&yaml("", ""));
+        let (src, dst): (Ipv4Addr, Ipv4Addr) =
+            ("10.0.1.2".parse().unwrap(), "203.0.113.5".parse().unwrap());
+        let mut v = vec![0u8; 14 + 1600];
+        v[..14].copy_from_slice(&frame(0, U, "10.0.1.2", "203.0.113.5", 5000, 53).data()[..14]);
+        let mut ip = Ipv4Packet::new_unchecked(&mut v[14..]);
+        ip.set_version_ihl(5);
+        ip.set_total_len(1600);
+        ip.set_ttl(64);
+        ip.set_protocol(U);
+        ip.set_src_addr(src);
+        ip.set_dst_addr(dst);
+        ip.fill_checksum();
+        let mut u = UdpPacket::new_unchecked(ip.payload_mut());
+        u.set_src_port(5000);
+        u.set_dst_port(53);
+        u.set_len(1580);
+        u.fill_checksum(src, dst);
+        let got = verdict(&f, 0, VecBuf::from_frame(&v));
+        assert_eq!(got, Some(DropReason::OversizeFrame));
     }
 
     #[test]
