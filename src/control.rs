@@ -7,6 +7,7 @@ use crate::lb::control::LbControl;
 use crate::lb::stage::{LbPublished, LbStage};
 use crate::lb::LbWorker;
 use crate::metrics::{self, Telemetry};
+use crate::nat::east_west::NoTranslate;
 use crate::nat::stage::{NatPublished, NatStage};
 use crate::nat::{NatWorker, RssSteering};
 use crate::pipeline::counters::SharedCounters;
@@ -114,6 +115,15 @@ fn reload_compatible(old: &Config, new: &Config) -> Result<(), String> {
     if old.metrics != new.metrics {
         return Err("metrics.listen changed (restart needed)".into());
     }
+    for g in &new.nat_gateways {
+        if NoTranslate::from_config(old, g) != NoTranslate::from_config(new, g) {
+            return Err(format!(
+                "routes changed which destinations gateway `{}` leaves untranslated \
+                 (east-west through its inside ports; restart needed)",
+                g.id
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -214,6 +224,7 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
                 (!cfg.nat_gateways.is_empty()).then(|| {
                     let mut nat = NatWorker::new(&cfg.nat_gateways, i, n_workers, pmd::tsc_hz());
                     nat.set_rss_steering(steering.clone());
+                    nat.set_routes(cfg);
                     NatStage::new(nat, nat_published[i].clone())
                 }),
             ),

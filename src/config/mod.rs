@@ -134,6 +134,24 @@ pub struct PortConfig {
     pub rx_desc: u16,
     #[serde(default = "default_desc")]
     pub tx_desc: u16,
+    /// Reverse-path filtering of packets received here (RFC 3704): `strict` (default:
+    /// the route back to the source leaves through this port), `loose` (some route back
+    /// exists) or `off`. Not applied on the exception port.
+    #[serde(default)]
+    pub rpf: RpfMode,
+}
+
+/// Reverse-path filtering mode of a port (see `PortConfig::rpf`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RpfMode {
+    /// The route to the source must leave through the receiving port (RFC 3704 2.2).
+    #[default]
+    Strict,
+    /// Some route to the source must exist (RFC 3704 2.4); with a default route this only
+    /// refuses sources the appliance explicitly has no route for.
+    Loose,
+    Off,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -4,7 +4,7 @@
 //! public IPs as source. Defaults are AWS NAT Gateway's numbers.
 
 use super::validate::Validator;
-use super::{Config, Ipv4Net};
+use super::{Config, Ipv4Net, PortRole};
 use serde::Deserialize;
 use std::net::Ipv4Addr;
 
@@ -45,6 +45,21 @@ pub struct NatGatewayConfig {
     /// Default 120 s (2 x 60 s, Linux's TIME_WAIT); 0 disables it.
     #[serde(default = "default_time_wait_guard")]
     pub tcp_time_wait_guard_s: u32,
+    /// Names of the data ports the gateway's private hosts are behind. Default: the ports
+    /// through which an inside prefix is routed (connected or static route) and that do not
+    /// carry the default route, so none in a one-armed deployment (one port is both sides).
+    /// Used by `drop_foreign_inside_sources` and to keep east-west traffic untranslated.
+    #[serde(default)]
+    pub inside_ports: Option<Vec<String>>,
+    /// Drop packets received on an inside port whose source is in no inside prefix of the
+    /// gateway (a private host spoofing, or a leak of another network). Default true.
+    #[serde(default = "default_true")]
+    pub drop_foreign_inside_sources: bool,
+    /// Destinations never translated (traffic to them is routed with its private source
+    /// kept), in addition to the automatic ones: the gateway's inside prefixes and every
+    /// destination routed out of an inside port (east-west traffic). Default none.
+    #[serde(default)]
+    pub no_translate: Vec<Ipv4Net>,
 }
 
 fn default_time_wait_guard() -> u32 {
@@ -114,6 +129,9 @@ pub enum NatMode {
     Rfc4787,
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_flows_per_core() -> u32 {
     200_000
 }
@@ -169,6 +187,60 @@ impl NatGatewayConfig {
     }
 }
 
+impl NatGatewayConfig {
+    /// Indices (into `cfg.ports`) of this gateway's inside ports: `inside_ports` when
+    /// given, else the data ports through which an inside prefix is routed (connected or
+    /// static route) that do not carry the default route. A single data port (one-armed)
+    /// is never an inside port by default: it carries both sides.
+    pub fn inside_port_indices(&self, cfg: &Config) -> Vec<usize> {
+        if let Some(names) = &self.inside_ports {
+            return names
+                .iter()
+                .filter_map(|n| cfg.ports.iter().position(|p| &p.name == n))
+                .collect();
+        }
+        let data: Vec<usize> = (0..cfg.ports.len())
+            .filter(|&i| cfg.ports[i].role == PortRole::Data)
+            .collect();
+        if data.len() < 2 {
+            return Vec::new();
+        }
+        let inside = |n: &Ipv4Net| self.inside_prefixes.iter().any(|p| p.overlaps(n));
+        data.into_iter()
+            .filter(|&i| {
+                let p = &cfg.ports[i];
+                let default_here = cfg
+                    .routes
+                    .iter()
+                    .any(|r| r.prefix.len == 0 && r.port == p.name);
+                let connected = p.addresses.iter().any(inside);
+                let routed = cfg
+                    .routes
+                    .iter()
+                    .any(|r| r.port == p.name && r.prefix.len > 0 && inside(&r.prefix));
+                !default_here && (connected || routed)
+            })
+            .collect()
+    }
+}
+
+fn check_inside_ports(cfg: &Config, i: usize, g: &NatGatewayConfig, v: &mut Validator<'_>) {
+    let Some(names) = &g.inside_ports else {
+        return;
+    };
+    for (k, n) in names.iter().enumerate() {
+        let path = format!("nat_gateways[{i}].inside_ports[{k}]");
+        match cfg.ports.iter().find(|p| &p.name == n) {
+            None => v.fail(path, format!("no port named `{n}`")),
+            Some(p) if p.role != PortRole::Data => {
+                v.fail(path, format!("port `{n}` is not a data port"))
+            }
+            Some(_) if names[..k].contains(n) => v.fail(path, format!("`{n}` is listed twice")),
+            Some(_) => {}
+        }
+    }
+}
+
 /// The `nat_gateways` section check (registered in `validate::SECTIONS`).
 pub(super) fn check_nat_gateways(cfg: &Config, v: &mut Validator<'_>) {
     for (i, g) in cfg.nat_gateways.iter().enumerate() {
@@ -219,6 +291,8 @@ pub(super) fn check_nat_gateways(cfg: &Config, v: &mut Validator<'_>) {
         for (k, ip) in g.public_ips.iter().enumerate() {
             check_public_ip(cfg, i, k, *ip, v);
         }
+
+        check_inside_ports(cfg, i, g, v);
 
         let r = g.port_range;
         let rbase = format!("{base}.port_range");

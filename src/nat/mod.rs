@@ -22,6 +22,7 @@
 
 pub mod counters;
 pub mod dest_count;
+pub mod east_west;
 pub mod eim;
 pub mod expiry;
 pub mod flow;
@@ -45,7 +46,7 @@ pub mod tw_guard;
 pub use counters::GatewayCounters;
 pub use ports::RssSteering;
 
-use crate::config::{Ipv4Net, NatGatewayConfig, NatMode};
+use crate::config::{Config, Ipv4Net, NatGatewayConfig, NatMode};
 use crate::packet::PacketBuf;
 use crate::pipeline::counters::DropReason;
 use crate::wire::{Ipv4Packet, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
@@ -102,6 +103,8 @@ pub(crate) struct Gateway {
     guard: TimeWaitGuard,
     /// `rfc4787` mode: endpoint mappings and filtering permissions (`None` in `aws` mode).
     eim: Option<Eim>,
+    /// Destinations whose traffic is not translated (east-west, see `east_west`).
+    no_translate: east_west::NoTranslate,
 }
 
 impl Gateway {
@@ -317,6 +320,7 @@ impl NatWorker {
                 ),
                 eim: (g.mode == NatMode::Rfc4787)
                     .then(|| Eim::new(g.flows_per_core as usize, rng.next_u64())),
+                no_translate: east_west::NoTranslate::from_gateway(g),
             });
         }
         NatWorker {
@@ -376,9 +380,21 @@ impl NatWorker {
             .iter()
             .position(|g| g.inside.iter().any(|p| p.contains(src)))
         {
+            if self.gws[gi].no_translate.keeps_source(ip.dst) {
+                return NatVerdict::Pass;
+            }
             return self.in2out(gi, pkt, &ip, t);
         }
         NatVerdict::Pass
+    }
+
+    /// Adds the routes of `cfg` to where translation does not apply: destinations routed
+    /// out of a gateway's inside ports (east-west traffic, see `east_west`). `cfg` is the
+    /// config the gateways came from.
+    pub fn set_routes(&mut self, cfg: &Config) {
+        for (g, gc) in self.gws.iter_mut().zip(&cfg.nat_gateways) {
+            g.no_translate = east_west::NoTranslate::from_config(cfg, gc);
+        }
     }
 
     /// Amortized expiry, called between bursts: per gateway at most

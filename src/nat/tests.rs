@@ -41,6 +41,9 @@ pub(super) fn gw(
         flows_per_core: flows,
         mode: NatMode::Aws,
         tcp_time_wait_guard_s: 120,
+        inside_ports: None,
+        drop_foreign_inside_sources: true,
+        no_translate: Vec::new(),
     }
 }
 

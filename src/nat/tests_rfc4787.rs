@@ -14,6 +14,9 @@ const REMOTE3: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 9);
 fn rfc(first: u32, last: u32, flows: u32, ips: &[Ipv4Addr]) -> NatGatewayConfig {
     NatGatewayConfig {
         mode: NatMode::Rfc4787,
+        inside_ports: None,
+        drop_foreign_inside_sources: true,
+        no_translate: Vec::new(),
         ..gw(first, last, None, flows, ips)
     }
 }

@@ -81,6 +81,12 @@ drop_reasons! {
     LbIcmpErrorNoFlow => "lb_icmp_error_no_flow", "LB: ICMP error quoting no LB flow";
     LbIcmpErrorMalformed => "lb_icmp_error_malformed", "LB: ICMP error with a bad checksum or truncated quote";
     NatTimeWaitReuse => "nat_time_wait_reuse", "NAT: event, not a drop — a port still in its TIME_WAIT guard toward this destination was reused (only guarded ports were left)";
+    SpoofedOwnSource => "spoofed_own_source", "source is one of the appliance's addresses or a NAT public IP, received on a data port";
+    RpfFailed => "rpf_failed", "reverse-path filter: no route back to the source (loose), or not through the receiving port (strict)";
+    ForeignInsideSource => "foreign_inside_source", "received on a NAT gateway's inside port from a source in none of its inside prefixes";
+    L4PortZero => "l4_port_zero", "TCP or UDP source or destination port 0";
+    Land => "land", "source address equals destination address (land attack)";
+    OversizeFrame => "oversize_frame", "IP packet larger than the receiving port's MTU (e.g. a GSO/GRO super-frame from a kernel peer)";
 }
 
 macro_rules! worker_counters {

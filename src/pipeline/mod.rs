@@ -17,7 +17,10 @@ pub mod frag;
 pub mod handoff;
 pub mod icmp_out;
 pub mod neighbor;
+pub mod offload;
+pub mod pmtu;
 pub mod route;
+pub mod spoof;
 pub mod worker;
 
 use crate::packet::{BufAlloc, PacketBuf};
@@ -350,8 +353,17 @@ impl<B: PacketBuf> Pipeline<B> {
                 ip.frag_offset() == 0,
             )
         };
-        if bad_source(src) || (!from_kernel && self.fib.local_port(src).is_some()) {
+        if bad_source(src) {
             return Step::Drop(DropReason::Ipv4BadSource);
+        }
+        if !from_kernel {
+            if let Some(r) = spoof::check(&self.fib, rx_port, src, dst) {
+                return Step::Drop(r);
+            }
+        }
+        if !from_kernel && self.fib.port(rx_port).is_some_and(|p| total as u32 > p.mtu) {
+            // A GSO/GRO super-frame from a kernel peer, or a frame the port cannot carry.
+            return Step::Drop(DropReason::OversizeFrame);
         }
         // Drop Ethernet padding: from here on the frame is exactly the IP packet.
         pkt.set_len(ETH + total);
@@ -463,6 +475,9 @@ impl<B: PacketBuf> Pipeline<B> {
                 return;
             }
         }
+        // A stage may route this DF packet to a smaller MTU: keep what the quote needs.
+        let saved = (df && !originated && total > self.fib.min_egress_mtu && self.stages.is_some())
+            .then(|| pmtu::SavedQuote::take(&pkt));
         let mut originated = originated;
         let mut dst = dst;
         let mut dst_changed = false;
@@ -509,11 +524,22 @@ impl<B: PacketBuf> Pipeline<B> {
         if (pkt.len() - ETH) as u32 > nh.mtu
             && Ipv4Packet::new_unchecked(&pkt.data()[ETH..]).dont_frag()
         {
-            // Only reachable after a translation changed the route; the sender is on
-            // the far side of the translation, so no ICMP (it would quote the rewrite).
+            // Only reachable after a translation changed the route: the error goes to
+            // the remote sender quoting what it sent (the bytes saved before the stages).
             self.counters.drop(DropReason::FragNeeded);
+            if let Some(q) = saved.as_ref().filter(|_| !originated) {
+                q.restore(&mut pkt);
+                if self.icmp_error(&mut pkt, rx_port, 3, 4, nh.mtu & 0xffff, now) {
+                    self.counters.events.icmp_frag_needed_sent += 1;
+                    out.tx(rx_port, pkt);
+                    return;
+                }
+            }
             out.discard(pkt);
             return;
+        }
+        if !originated && self.fib.filters.untrusted_csum(rx_port) {
+            offload::refresh_l4_checksum(pkt.data_mut());
         }
         if !originated {
             let mut ip = Ipv4Packet::new_unchecked(&mut pkt.data_mut()[ETH..]);
@@ -746,6 +772,9 @@ fn check_l4(frame: &[u8], proto: u8, is_frag: bool) -> Result<(), DropReason> {
             if !tcp.flags_legal() {
                 return Err(DropReason::TcpIllegalFlags);
             }
+            if tcp.src_port() == 0 || tcp.dst_port() == 0 {
+                return Err(DropReason::L4PortZero);
+            }
         }
         IPPROTO_UDP => {
             if is_frag {
@@ -755,6 +784,10 @@ fn check_l4(frame: &[u8], proto: u8, is_frag: bool) -> Result<(), DropReason> {
                 }
             } else {
                 UdpPacket::new_checked(l4).map_err(DropReason::from)?;
+            }
+            // Source and destination ports are the first 4 bytes (length checked above).
+            if l4[0..2] == [0, 0] || l4[2..4] == [0, 0] {
+                return Err(DropReason::L4PortZero);
             }
         }
         IPPROTO_ICMP => {

@@ -147,6 +147,10 @@ pub struct Fib {
     proxy_arp: HashMap<u32, ()>,
     /// Monotonic id of the config this snapshot came from.
     pub generation: u64,
+    /// Anti-spoofing settings per port (`super::spoof`).
+    pub filters: super::spoof::SourceFilters,
+    /// Smallest egress MTU (`super::pmtu`).
+    pub min_egress_mtu: u32,
 }
 
 impl Fib {
@@ -203,6 +207,8 @@ impl Fib {
                 fib.add_proxy_arp(*ip);
             }
         }
+        fib.filters = super::spoof::SourceFilters::build(cfg, port_ids);
+        fib.min_egress_mtu = super::pmtu::min_egress_mtu(cfg);
         for r in &cfg.routes {
             if let Some(i) = cfg.ports.iter().position(|p| p.name == r.port) {
                 let port_mtu = cfg.ports[i].mtu;

@@ -975,13 +975,14 @@ fn df_clear_packet_over_route_mtu_is_fragmented() {
 #[test]
 fn held_packet_over_mtu_is_fragmented_on_release() {
     let mut h = Harness::new();
-    let pkt = client_udp(ip("203.0.113.5"), 64, false, 2000);
+    // (Within the 1500-byte MTU of the receiving port: larger frames are oversize.)
+    let pkt = client_udp(ip("203.0.113.5"), 64, false, 1400);
     h.rx(0, &pkt);
     assert_eq!(h.take_tx().len(), 1, "ARP request for the gateway");
     assert_eq!(h.p.pending.len(), 1);
     h.resolve_keep_output(1, ip("198.51.100.254"), GW_MAC);
     let frags: Vec<_> = h.take_tx();
-    assert_eq!(frags.len(), 2, "2008 bytes of UDP in 1256-byte pieces");
+    assert_eq!(frags.len(), 2, "1408 bytes of UDP in 1256-byte pieces");
     let mut total = 0;
     for (port, f) in &frags {
         assert_eq!(*port, 1);
@@ -989,7 +990,7 @@ fn held_packet_over_mtu_is_fragmented_on_release() {
         assert!(p.total_len() <= 1280);
         total += p.payload().len();
     }
-    assert_eq!(total, 2008);
+    assert_eq!(total, 1408);
     assert_eq!(h.p.counters.events.fragments_created, 2);
 }
 
@@ -1290,13 +1291,25 @@ fn malformed_battery_is_dropped_with_the_right_reason() {
         f[..6].copy_from_slice(&MAC1.0);
         cases.push(("the other port's mac", f, DropReason::NotOurMac));
     }
-    for (name, s) in [
-        ("loopback source", "127.0.0.1"),
-        ("broadcast source", "255.255.255.255"),
-        ("multicast source", "224.0.0.1"),
-        ("unspecified source", "0.0.0.0"),
-        ("our own address as source", "10.0.1.1"),
-        ("our other address as source", "198.51.100.1"),
+    for (name, s, reason) in [
+        ("loopback source", "127.0.0.1", DropReason::Ipv4BadSource),
+        (
+            "broadcast source",
+            "255.255.255.255",
+            DropReason::Ipv4BadSource,
+        ),
+        ("multicast source", "224.0.0.1", DropReason::Ipv4BadSource),
+        ("unspecified source", "0.0.0.0", DropReason::Ipv4BadSource),
+        (
+            "our own address as source",
+            "10.0.1.1",
+            DropReason::SpoofedOwnSource,
+        ),
+        (
+            "our other address as source",
+            "198.51.100.1",
+            DropReason::SpoofedOwnSource,
+        ),
     ] {
         let s = ip(s);
         let f = from_client(&ipv4(
@@ -1307,7 +1320,7 @@ fn malformed_battery_is_dropped_with_the_right_reason() {
             false,
             &udp(s, dst, 1, 2, b"x"),
         ));
-        cases.push((name, f, DropReason::Ipv4BadSource));
+        cases.push((name, f, reason));
     }
 
     for (name, frame, reason) in cases {

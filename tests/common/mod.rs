@@ -644,6 +644,17 @@ impl Veth {
     /// Creates the pair (removing a leftover of the same names first), moves `peer` into `ns`,
     /// sets `mtu` on both ends, offloads off on both, IPv6 off, both ends up.
     pub fn new(root: &str, peer: &str, ns: &Netns, mtu: u32) -> Veth {
+        Self::create(root, peer, ns, mtu, false)
+    }
+
+    /// As [`Veth::new`], but checksum and segmentation offloads stay at the kernel's
+    /// defaults (tx checksum offload, TSO, GSO on): the appliance then receives partial
+    /// checksums and GSO frames, as it would from any kernel peer.
+    pub fn new_default_offloads(root: &str, peer: &str, ns: &Netns, mtu: u32) -> Veth {
+        Self::create(root, peer, ns, mtu, true)
+    }
+
+    fn create(root: &str, peer: &str, ns: &Netns, mtu: u32, defaults: bool) -> Veth {
         check_ifname(root);
         check_ifname(peer);
         delete_link(root);
@@ -672,8 +683,10 @@ impl Veth {
             ],
             5,
         );
-        offloads_off(None, root);
-        offloads_off(Some(ns), peer);
+        if !defaults {
+            offloads_off(None, root);
+            offloads_off(Some(ns), peer);
+        }
         must(&["ip", "link", "set", root, "up"], 5);
         ns.must(&["ip", "link", "set", peer, "up"], 5);
         v
