@@ -7,5 +7,6 @@ pub mod pmd;
 pub mod wire;
 #[macro_use]
 pub mod log;
+pub mod fleet;
 pub mod metrics;
 pub mod nat;

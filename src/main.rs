@@ -42,6 +42,8 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
+    /// Shuffle-sharding simulation: overlap of tenant pairs vs the hypergeometric law.
+    Shard(flowgate::fleet::cli::ShardArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
             }
         },
         Cmd::CheckConfig { file, all } => check_config(&file, all),
+        Cmd::Shard(a) => flowgate::fleet::cli::shard(&a),
     }
 }
 
