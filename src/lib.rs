@@ -9,6 +9,7 @@ pub mod stages;
 pub mod wire;
 #[macro_use]
 pub mod log;
+pub mod fleet;
 pub mod metrics;
 pub mod nat;
 pub mod rng;

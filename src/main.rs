@@ -42,6 +42,14 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
+    /// Shuffle-sharding simulation: overlap of tenant pairs vs the hypergeometric law.
+    Shard(flowgate::fleet::cli::ShardArgs),
+    /// Fleet controller: elected placement writer (etcd).
+    Controller(flowgate::fleet::cli::ControllerArgs),
+    /// Fleet node agent: membership lease and the tenants placed on this node (etcd).
+    NodeAgent(flowgate::fleet::cli::NodeAgentArgs),
+    /// Fleet fabric agent: routes each tenant's prefixes to its shard in a router netns.
+    Fabric(flowgate::fleet::cli::FabricArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +63,10 @@ fn main() -> ExitCode {
             }
         },
         Cmd::CheckConfig { file, all } => check_config(&file, all),
+        Cmd::Shard(a) => flowgate::fleet::cli::shard(&a),
+        Cmd::Controller(a) => flowgate::fleet::cli::controller(a),
+        Cmd::NodeAgent(a) => flowgate::fleet::cli::node_agent(a),
+        Cmd::Fabric(a) => flowgate::fleet::cli::fabric(a),
     }
 }
 

@@ -1,0 +1,120 @@
+//! The hook from a node's set of tenants to its running data path.
+//!
+//! [`render`] turns a base node config (ports, lcores, routes: everything that is the node's
+//! own) plus the specs of the tenants placed on the node into the node's full flowgate config:
+//! each tenant's `config` goes under `nat_gateways:` (kind nat) or `load_balancers:` (kind lb).
+//! [`apply`] writes it atomically, checks it with the same loader `flowgate run` uses, and
+//! sends SIGHUP to the flowgate process.
+//!
+//! What is missing on the data path (being built elsewhere): today a SIGHUP reload refuses a
+//! change of `nat_gateways` ("restart needed: flows are owned by workers", see
+//! `control::reload_compatible`) and there is no `load_balancers` section yet. Until the
+//! live tenant reload lands, the node agent logs the refused reload (visible in flowgate's
+//! `reloads_refused` counter) and the operator restarts the node; nothing else changes here.
+use super::keys::TenantSpec;
+use serde_yaml::{Mapping, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The node's config: `base` with the tenants' configs appended to their kind's section
+/// (sorted by tenant id, so the output is stable and a no-op change renders identically).
+pub fn render(base: &str, tenants: &BTreeMap<String, TenantSpec>) -> Result<String, String> {
+    let mut doc: Value = serde_yaml::from_str(base).map_err(|e| format!("base config: {e}"))?;
+    let map = doc.as_mapping_mut().ok_or("base config: not a mapping")?;
+    for (id, t) in tenants {
+        let Some(cfg) = &t.config else { continue };
+        let section = match t.kind.as_str() {
+            "lb" => "load_balancers",
+            _ => "nat_gateways",
+        };
+        let list = map
+            .entry(Value::from(section))
+            .or_insert_with(|| Value::Sequence(vec![]));
+        if list.is_null() {
+            *list = Value::Sequence(vec![]);
+        }
+        let seq = list
+            .as_sequence_mut()
+            .ok_or(format!("base config: {section} is not a list"))?;
+        let mut entry = cfg.clone();
+        if let Some(m) = entry.as_mapping_mut() {
+            m.entry(Value::from("id"))
+                .or_insert_with(|| Value::from(id.as_str()));
+        } else {
+            let mut m = Mapping::new();
+            m.insert(Value::from("id"), Value::from(id.as_str()));
+            entry = Value::Mapping(m);
+        }
+        seq.push(entry);
+    }
+    serde_yaml::to_string(&doc).map_err(|e| e.to_string())
+}
+
+/// Renders, writes `out` atomically, validates it with the data path's own loader, and
+/// signals `pid` (SIGHUP) if given. Returns what it did, for the log.
+pub fn apply(
+    base: &Path,
+    out: &Path,
+    tenants: &BTreeMap<String, TenantSpec>,
+    pid: Option<i32>,
+) -> Result<String, String> {
+    let base_text =
+        std::fs::read_to_string(base).map_err(|e| format!("{}: {e}", base.display()))?;
+    let text = render(&base_text, tenants)?;
+    if std::fs::read_to_string(out).ok().as_deref() == Some(text.as_str()) {
+        return Ok(format!("{} unchanged", out.display()));
+    }
+    super::status::write_atomic(out, &text).map_err(|e| format!("{}: {e}", out.display()))?;
+    crate::config::load(out).map_err(|e| format!("rendered config refused: {e}"))?;
+    let Some(pid) = pid else {
+        return Ok(format!("wrote {}", out.display()));
+    };
+    // kill(1) rather than libc::kill: no `unsafe` outside src/pmd, and this runs once per
+    // placement change, not per packet.
+    let st = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .map_err(|e| format!("kill: {e}"))?;
+    if !st.success() {
+        return Err(format!("SIGHUP to pid {pid} failed ({st})"));
+    }
+    Ok(format!(
+        "wrote {} and sent SIGHUP to pid {pid}",
+        out.display()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_tenants_into_sections() {
+        let base = "ports: []\nnat_gateways: []\n";
+        let mut t = BTreeMap::new();
+        t.insert(
+            "gw2".to_string(),
+            TenantSpec::parse(
+                "kind: nat\nconfig: {inside_prefixes: [10.2.0.0/24], public_ips: [203.0.113.12]}\n",
+            )
+            .unwrap(),
+        );
+        t.insert(
+            "gw1".to_string(),
+            TenantSpec::parse("kind: nat\nconfig: {id: custom}\n").unwrap(),
+        );
+        t.insert(
+            "web".to_string(),
+            TenantSpec::parse("kind: lb\nconfig: {vip: 198.18.0.1}\n").unwrap(),
+        );
+        let out = render(base, &t).unwrap();
+        let v: Value = serde_yaml::from_str(&out).unwrap();
+        let nat = v["nat_gateways"].as_sequence().unwrap();
+        assert_eq!(nat.len(), 2);
+        assert_eq!(nat[0]["id"], Value::from("custom"));
+        assert_eq!(nat[1]["id"], Value::from("gw2"));
+        assert_eq!(v["load_balancers"][0]["id"], Value::from("web"));
+        assert_eq!(render(base, &t).unwrap(), out, "stable output");
+        assert!(render("- a\n", &t).is_err());
+    }
+}

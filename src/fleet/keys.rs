@@ -1,0 +1,220 @@
+//! The fleet's layout in etcd (all under `/flowgate/<fleet>/`):
+//!
+//! | key                          | value                                    | written by       |
+//! |------------------------------|------------------------------------------|------------------|
+//! | `nodes/<node>`               | the node's fabric address (IPv4), leased | node agent       |
+//! | `tenants/<tenant>`           | tenant spec, YAML ([`TenantSpec`])       | operator         |
+//! | `placements/<tenant>`        | shard: node ids, comma-separated, sorted | controller       |
+//! | `election`                   | etcd election of the controllers         | controller       |
+//!
+//! Values are plain text so `etcdctl get --prefix /flowgate/` is readable.
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+/// Key prefixes of one fleet.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    pub root: String,
+}
+
+impl Keys {
+    pub fn new(fleet: &str) -> Keys {
+        Keys {
+            root: format!("/flowgate/{fleet}/"),
+        }
+    }
+    pub fn nodes(&self) -> String {
+        format!("{}nodes/", self.root)
+    }
+    pub fn node(&self, id: &str) -> String {
+        format!("{}nodes/{id}", self.root)
+    }
+    pub fn tenants(&self) -> String {
+        format!("{}tenants/", self.root)
+    }
+    pub fn tenant(&self, id: &str) -> String {
+        format!("{}tenants/{id}", self.root)
+    }
+    pub fn placements(&self) -> String {
+        format!("{}placements/", self.root)
+    }
+    pub fn placement(&self, id: &str) -> String {
+        format!("{}placements/{id}", self.root)
+    }
+    pub fn election(&self) -> String {
+        format!("{}election", self.root)
+    }
+}
+
+/// Node and tenant ids: short, printable, safe in keys, file names and logs.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// Shard value: `node-1,node-4,node-7`.
+pub fn encode_shard(shard: &[String]) -> String {
+    shard.join(",")
+}
+
+pub fn decode_shard(v: &str) -> Vec<String> {
+    let mut s: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(String::from)
+        .collect();
+    s.sort();
+    s.dedup();
+    s
+}
+
+/// An IPv4 prefix `a.b.c.d/len` (a bare address is a /32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Prefix {
+    pub addr: Ipv4Addr,
+    pub len: u8,
+}
+
+impl Prefix {
+    pub fn parse(s: &str) -> Result<Prefix, String> {
+        let (a, l) = s.split_once('/').unwrap_or((s, "32"));
+        let addr: Ipv4Addr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad IPv4 address in {s:?}"))?;
+        let len: u8 = l
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad prefix length in {s:?}"))?;
+        if len > 32 {
+            return Err(format!("prefix length > 32 in {s:?}"));
+        }
+        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+        if u32::from(addr) & !mask != 0 {
+            return Err(format!("{s:?} has host bits set"));
+        }
+        Ok(Prefix { addr, len })
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// What the fleet needs to know about a tenant (`tenants/<id>`, YAML):
+///
+/// ```yaml
+/// kind: nat                     # nat | lb: placement does not care, the node config does
+/// public: [203.0.113.10/32]     # public IPs / VIPs: routed by destination to the shard
+/// inside: [10.1.0.0/24]         # inside prefixes: policy-routed by source to the shard
+/// config: {...}                 # the tenant's data-path config (a nat_gateways entry, ...)
+/// ```
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSpecRaw {
+    pub kind: String,
+    #[serde(default)]
+    pub public: Vec<String>,
+    #[serde(default)]
+    pub inside: Vec<String>,
+    #[serde(default)]
+    pub config: Option<serde_yaml::Value>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TenantSpec {
+    pub kind: String,
+    pub public: Vec<Prefix>,
+    pub inside: Vec<Prefix>,
+    pub config: Option<serde_yaml::Value>,
+}
+
+impl TenantSpec {
+    pub fn parse(text: &str) -> Result<TenantSpec, String> {
+        let raw: TenantSpecRaw = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        if raw.kind != "nat" && raw.kind != "lb" {
+            return Err(format!("kind {:?}: expected nat or lb", raw.kind));
+        }
+        let parse_all = |v: &[String]| {
+            v.iter()
+                .map(|s| Prefix::parse(s))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(TenantSpec {
+            kind: raw.kind,
+            public: parse_all(&raw.public)?,
+            inside: parse_all(&raw.inside)?,
+            config: raw.config,
+        })
+    }
+}
+
+/// Strips `prefix` from every key of a listing; drops keys with invalid ids.
+pub fn strip(prefix: &str, kvs: Vec<(String, String)>) -> BTreeMap<String, String> {
+    kvs.into_iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v)))
+        .filter(|(k, _)| valid_id(k))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout() {
+        let k = Keys::new("prod");
+        assert_eq!(k.node("n1"), "/flowgate/prod/nodes/n1");
+        assert_eq!(k.placement("gw1"), "/flowgate/prod/placements/gw1");
+        assert!(k.placement("gw1").starts_with(&k.placements()));
+    }
+
+    #[test]
+    fn ids_and_shards() {
+        assert!(valid_id("node-1") && valid_id("gw_1.a"));
+        assert!(
+            !valid_id("") && !valid_id("a/b") && !valid_id("a b") && !valid_id(&"x".repeat(65))
+        );
+        assert_eq!(decode_shard(" n3,n1,,n1 "), ["n1", "n3"]);
+        assert_eq!(encode_shard(&decode_shard("b,a")), "a,b");
+    }
+
+    #[test]
+    fn tenant_spec() {
+        let t = TenantSpec::parse("kind: nat\npublic: [203.0.113.10, 198.18.0.0/24]\ninside: [10.1.0.0/24]\nconfig: {id: gw1}\n")
+            .unwrap();
+        assert_eq!(t.public[0].to_string(), "203.0.113.10/32");
+        assert_eq!(t.public[1].len, 24);
+        assert_eq!(t.inside[0].to_string(), "10.1.0.0/24");
+        assert!(TenantSpec::parse("kind: nat\npublic: [10.0.0.1/8]\n")
+            .unwrap_err()
+            .contains("host bits"));
+        assert!(TenantSpec::parse("kind: gre\n")
+            .unwrap_err()
+            .contains("nat or lb"));
+        assert!(TenantSpec::parse("kind: nat\nbogus: 1\n").is_err());
+    }
+
+    #[test]
+    fn strip_drops_bad_ids() {
+        let m = strip(
+            "/f/n/",
+            vec![
+                ("/f/n/a".into(), "1".into()),
+                ("/f/n/x/y".into(), "2".into()),
+                ("/g/b".into(), "3".into()),
+            ],
+        );
+        assert_eq!(
+            m.into_iter().collect::<Vec<_>>(),
+            vec![("a".to_string(), "1".to_string())]
+        );
+    }
+}

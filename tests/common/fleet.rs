@@ -1,0 +1,147 @@
+//! Fleet test helpers: a real etcd on loopback, the fleet daemons, the router namespace.
+//! Used by tests/fleet.rs as `#[path = "common/fleet.rs"] mod fleet_common;`.
+#![allow(dead_code)]
+
+use crate::common::{self, BgProc, Netns, TempDir};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+/// A free TCP port on 127.0.0.1 (bound, then released: a race is possible but harmless here).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A single-member etcd on 127.0.0.1 with random ports and its data in the test's temp dir.
+pub struct Etcd {
+    pub endpoint: String,
+    peer: String,
+    data: PathBuf,
+    log: PathBuf,
+    pub proc: Option<BgProc>,
+}
+
+impl Etcd {
+    pub fn start(dir: &TempDir) -> Etcd {
+        common::require_tool("etcd");
+        common::require_tool("etcdctl");
+        let mut e = Etcd {
+            endpoint: format!("http://127.0.0.1:{}", free_port()),
+            peer: format!("http://127.0.0.1:{}", free_port()),
+            data: dir.join("etcd-data"),
+            log: dir.join("etcd.log"),
+            proc: None,
+        };
+        e.resume();
+        e
+    }
+
+    /// (Re)starts etcd on the same ports and data and waits until it answers.
+    pub fn resume(&mut self) {
+        let mut c = Command::new("etcd");
+        c.args(["--name", "fleet-test", "--data-dir"])
+            .arg(&self.data)
+            .args(["--listen-client-urls", &self.endpoint])
+            .args(["--advertise-client-urls", &self.endpoint])
+            .args(["--listen-peer-urls", &self.peer])
+            .args(["--initial-advertise-peer-urls", &self.peer])
+            .args(["--initial-cluster", &format!("fleet-test={}", self.peer)])
+            .args(["--log-level", "warn"]);
+        self.proc = Some(BgProc::spawn(c, "etcd", &self.log));
+        let ok = common::wait_for(Duration::from_secs(15), || {
+            self.ctl(&["endpoint", "health"]).ok().then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "etcd did not come up:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    /// Stops etcd (SIGTERM), keeping its data for `resume`.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.stop_with(libc::SIGTERM, Duration::from_secs(5));
+        }
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> common::Out {
+        let mut full = vec![
+            "env",
+            "ETCDCTL_API=3",
+            "etcdctl",
+            "--dial-timeout=2s",
+            "--command-timeout=3s",
+            "--endpoints",
+            &self.endpoint,
+        ];
+        full.extend_from_slice(args);
+        common::run(&full, 10)
+    }
+
+    pub fn put(&self, key: &str, value: &str) {
+        self.ctl(&["put", key, value]).expect_ok("etcdctl put");
+    }
+
+    /// key suffix -> value for every key under `prefix`.
+    pub fn list(&self, prefix: &str) -> BTreeMap<String, String> {
+        let o = self.ctl(&["get", "--prefix", prefix]);
+        if !o.ok() {
+            return BTreeMap::new();
+        }
+        let lines: Vec<&str> = o.stdout.lines().collect();
+        lines
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .filter_map(|c| Some((c[0].strip_prefix(prefix)?.to_string(), c[1].to_string())))
+            .collect()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.stop_with(libc::SIGKILL, Duration::from_secs(2));
+        }
+    }
+}
+
+/// Shard value -> node set.
+pub fn shard(v: &str) -> BTreeSet<String> {
+    v.split(',')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// The next hops (`via X`) of routes listed by `ip -n NS route show ARGS`.
+pub fn route_vias(router: &Netns, args: &[&str]) -> BTreeSet<String> {
+    let mut full = vec!["ip", "route", "show"];
+    full.extend_from_slice(args);
+    let o = router.exec(&full, 5);
+    let words: Vec<&str> = o.stdout.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == "via")
+        .map(|w| w[1].to_string())
+        .collect()
+}
+
+/// `ip rule` lines of the router.
+pub fn rules(router: &Netns) -> String {
+    router.exec(&["ip", "rule", "show"], 5).stdout
+}
+
+/// A Prometheus text-file gauge value.
+pub fn gauge(path: &std::path::Path, name: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
