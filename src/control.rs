@@ -241,7 +241,7 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
                 metrics::nat_families(r, &ids, &published)
             }));
     }
-    if let Err(e) = metrics::serve(cfg.metrics.listen, telemetry.clone()) {
+    if let Err(e) = crate::http::serve(cfg.metrics.listen, telemetry.clone(), cfg) {
         signal::request_stop();
         stop.store(true, Ordering::Relaxed);
         pmd::wait_all_lcores();
