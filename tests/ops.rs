@@ -3,8 +3,11 @@
 //! running appliance.
 
 mod common;
+#[path = "common/nat_topology.rs"]
+mod nat_topology;
 
 use common::*;
+use nat_topology::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -201,4 +204,294 @@ fn log_lines_carry_syslog_priorities_under_journald() {
         };
         assert!(text.lines().any(|l| l.starts_with(want)), "{text}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The EC2 deployment kit (deploy/)
+// ---------------------------------------------------------------------------------------------
+
+fn repo(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// LB metric families the dashboard's NLB panels use. They come with the load balancer
+/// (branch lb, src/lb/metrics.rs); a flowgate without a load balancer configured exposes
+/// none, so they are checked only when the scrape has some `flowgate_lb_` family.
+const LB_FAMILIES: &[&str] = &[
+    "flowgate_lb_active_flows",
+    "flowgate_lb_new_flows_total",
+    "flowgate_lb_bytes_from_client_total",
+    "flowgate_lb_bytes_from_target_total",
+    "flowgate_lb_healthy_hosts",
+    "flowgate_lb_unhealthy_hosts",
+    "flowgate_lb_tcp_client_resets_total",
+    "flowgate_lb_tcp_target_resets_total",
+    "flowgate_lb_tcp_elb_resets_total",
+    "flowgate_lb_port_allocation_errors_total",
+];
+
+/// `systemd-analyze verify` on both units, with the install paths pointed at this build
+/// (verify insists that every Exec* binary exists). It exits 0 even for a unit it only
+/// half understood, so any output fails the test; a broken copy proves the check bites.
+#[test]
+fn systemd_analyze_verifies_the_units() {
+    require_tool("systemd-analyze");
+    let dir = TempDir::new("opsunit");
+    let fix = |text: &str| {
+        text.replace("/usr/local/bin/flowgate", flowgate_bin().to_str().unwrap())
+            .replace(
+                "/usr/local/lib/flowgate/prepare.sh",
+                repo("deploy/flowgate-prepare.sh").to_str().unwrap(),
+            )
+    };
+    let verify = |units: &[&str]| -> Out {
+        let paths: Vec<String> = units
+            .iter()
+            .map(|u| dir.join(u).to_string_lossy().into_owned())
+            .collect();
+        let mut args = vec!["systemd-analyze", "verify"];
+        args.extend(paths.iter().map(|s| s.as_str()));
+        run(&args, 60)
+    };
+    for u in ["flowgate.service", "flowgate-prepare.service"] {
+        let text = std::fs::read_to_string(repo(&format!("deploy/{u}"))).unwrap();
+        std::fs::write(dir.join(u), fix(&text)).unwrap();
+    }
+    let o = verify(&["flowgate.service", "flowgate-prepare.service"]);
+    assert!(o.ok() && o.all().trim().is_empty(), "{o}");
+
+    let unit = std::fs::read_to_string(dir.join("flowgate.service")).unwrap();
+    for want in [
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "KillSignal=SIGTERM",
+        "Restart=on-failure",
+        "LimitMEMLOCK=infinity",
+        "TimeoutStopSec=",
+        "Requires=dev-hugepages.mount",
+    ] {
+        assert!(unit.contains(want), "flowgate.service lacks {want}");
+    }
+    std::fs::write(
+        dir.join("flowgate.service"),
+        unit.replace("Type=exec", "Type=bogus"),
+    )
+    .unwrap();
+    let o = verify(&["flowgate.service"]);
+    assert!(
+        o.all().contains("bogus"),
+        "verify missed a broken unit: {o}"
+    );
+    assert!(run(
+        &[
+            "bash",
+            "-n",
+            repo("deploy/flowgate-prepare.sh").to_str().unwrap()
+        ],
+        10
+    )
+    .ok());
+}
+
+/// The flowgate config inside the cloud-init user data passes `flowgate check-config`.
+#[test]
+fn user_data_config_is_valid() {
+    let text = std::fs::read_to_string(repo("deploy/user-data.yaml")).unwrap();
+    assert!(text.starts_with("#cloud-config\n"));
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let files = doc["write_files"].as_sequence().expect("write_files");
+    let cfg = files
+        .iter()
+        .find(|f| f["path"].as_str() == Some("/etc/flowgate/flowgate.yaml"))
+        .and_then(|f| f["content"].as_str())
+        .expect("the flowgate config in write_files");
+    let dir = TempDir::new("opsud");
+    std::fs::write(dir.join("flowgate.yaml"), cfg).unwrap();
+    let bin = flowgate_bin();
+    let o = run(
+        &[
+            bin.to_str().unwrap(),
+            "check-config",
+            "--all",
+            dir.join("flowgate.yaml").to_str().unwrap(),
+        ],
+        10,
+    );
+    assert!(o.ok(), "{o}");
+}
+
+/// Every `flowgate_` name in the panel queries.
+fn dashboard_metrics(exprs: &[String]) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for e in exprs {
+        let mut rest = e.as_str();
+        while let Some(i) = rest.find("flowgate_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            names.insert(tail[..end].to_string());
+            rest = &tail[end..];
+        }
+    }
+    names
+}
+
+fn dashboard_exprs() -> Vec<String> {
+    let text = std::fs::read_to_string(repo("deploy/grafana-flowgate.json")).unwrap();
+    let d: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON parses");
+    assert!(d["title"].as_str().is_some_and(|t| t.contains("flowgate")));
+    let mut exprs = Vec::new();
+    for p in d["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            exprs.push(t["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    assert!(exprs.len() > 20, "{exprs:?}");
+    exprs
+}
+
+/// Percent-encoding for a query string value.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Prometheus instant query: the JSON answer.
+fn prom_query(addr: SocketAddr, q: &str) -> serde_json::Value {
+    let (code, body) = http_get(addr, &format!("/api/v1/query?query={}", urlencode(q)))
+        .unwrap_or_else(|e| panic!("query {q}: {e}"));
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{code} {q}: {e}: {body}"));
+    assert_eq!(v["status"], "success", "{q}: {body}");
+    v
+}
+
+/// The dashboard JSON parses and every metric it draws exists in a running NAT gateway's
+/// /metrics; a real Prometheus with deploy/prometheus.yml's job (pointed at the appliance)
+/// and the alert rules scrapes flowgate, its HTTP API returns the NAT connection counter the
+/// test caused, and every dashboard query is valid PromQL against it.
+#[test]
+fn dashboard_metrics_exist_and_prometheus_scrapes() {
+    let Some(_g) = setup("dashboard_metrics_exist_and_prometheus_scrapes") else {
+        return;
+    };
+    require_tool("prometheus");
+    require_tool("promtool");
+    let o = run(
+        &[
+            "promtool",
+            "check",
+            "config",
+            repo("deploy/prometheus.yml").to_str().unwrap(),
+        ],
+        30,
+    );
+    assert!(o.ok(), "{o}");
+
+    let rig = NatRig::start("opsdash", &NatOpts::default());
+    let o = ping(rig.a(), SERVER, 3, &[]);
+    assert_eq!(ping_counts(&o.stdout), Some((3, 3)), "{o}");
+    let m = rig.app.metrics();
+    let have: std::collections::BTreeSet<&str> =
+        m.samples.iter().map(|s| s.name.as_str()).collect();
+    let exprs = dashboard_exprs();
+    let used = dashboard_metrics(&exprs);
+    let lb_present = have.iter().any(|n| n.starts_with("flowgate_lb_"));
+    for name in &used {
+        if name.starts_with("flowgate_lb_") {
+            assert!(
+                LB_FAMILIES.contains(&name.as_str()),
+                "undocumented LB metric {name}"
+            );
+            if !lb_present {
+                continue;
+            }
+        }
+        assert!(
+            have.contains(name.as_str()),
+            "dashboard uses {name}, /metrics lacks it"
+        );
+    }
+    assert!(used.len() >= 25, "{used:?}");
+    if !lb_present {
+        println!(
+            "NOTE: no load balancer in this build: LB panels' metrics not checked: {LB_FAMILIES:?}"
+        );
+    }
+
+    // Prometheus on loopback: the repository's scrape job pointed at this appliance.
+    let dir = TempDir::new("opsprom");
+    let kit: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo("deploy/prometheus.yml")).unwrap())
+            .unwrap();
+    let mut job = kit["scrape_configs"][0].clone();
+    job["static_configs"][0]["targets"][0] = rig.app.metrics_addr.to_string().into();
+    job["scrape_interval"] = "1s".into();
+    job["scrape_timeout"] = "1s".into();
+    let cfg = serde_yaml::to_string(&serde_yaml::Value::from(
+        [
+            ("global", kit["global"].clone()),
+            (
+                "rule_files",
+                serde_yaml::to_value([repo("deploy/flowgate-alerts.yml")]).unwrap(),
+            ),
+            ("scrape_configs", serde_yaml::Value::Sequence(vec![job])),
+        ]
+        .into_iter()
+        .map(|(k, v)| (serde_yaml::Value::from(k), v))
+        .collect::<serde_yaml::Mapping>(),
+    ))
+    .unwrap();
+    std::fs::write(dir.join("prometheus.yml"), &cfg).unwrap();
+    let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut cmd = std::process::Command::new("prometheus");
+    cmd.arg(format!(
+        "--config.file={}",
+        dir.join("prometheus.yml").display()
+    ))
+    .arg(format!(
+        "--storage.tsdb.path={}",
+        dir.join("data").display()
+    ))
+    .arg(format!("--web.listen-address={web}"));
+    let mut prom = BgProc::spawn(cmd, "prometheus", &dir.join("prometheus.log"));
+
+    let q =
+        format!("flowgate_nat_connection_attempts_total{{gateway=\"{GW_ID}\",job=\"flowgate\"}}");
+    let got = wait_for(Duration::from_secs(30), || {
+        let (code, body) = http_get(web, &format!("/api/v1/query?query={}", urlencode(&q))).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let val = v["data"]["result"][0]["value"][1]
+            .as_str()?
+            .parse::<f64>()
+            .ok()?;
+        (code == 200 && val >= 1.0).then_some(val)
+    });
+    assert!(
+        got.is_some(),
+        "Prometheus never returned {q}\nconfig:\n{cfg}\nlog:\n{}",
+        prom.log_text()
+    );
+    // Rules loaded, target up.
+    let up = prom_query(web, "up{job=\"flowgate\"}");
+    assert_eq!(up["data"]["result"][0]["value"][1], "1", "{up}");
+    let (_, rules) = http_get(web, "/api/v1/rules").unwrap();
+    assert!(rules.contains("FlowgateNatPortAllocationErrors"), "{rules}");
+    // Every panel query parses and evaluates (Grafana's variables filled in).
+    for e in &exprs {
+        let q = e
+            .replace("$__rate_interval", "1m")
+            .replace("$instance", ".*")
+            .replace("$gateway", ".*")
+            .replace("$lb", ".*");
+        prom_query(web, &q);
+    }
+    prom.stop_with(libc::SIGTERM, Duration::from_secs(10));
+    drop(rig);
 }
