@@ -102,6 +102,8 @@ fn main() {
         .allowlist_function("rte_eth_rx_burst")
         .allowlist_function("rte_eth_tx_burst")
         .allowlist_function("rte_eal_process_type")
+        .allowlist_function("rte_pdump_init")
+        .allowlist_function("rte_pdump_uninit")
         .allowlist_function("fg_.*")
         .allowlist_var("FG_.*")
         .allowlist_var("RTE_MAX_LCORE")

@@ -121,7 +121,9 @@ pub fn run(config_path: &Path, extra_eal: &[String]) -> Result<(), String> {
     info!("EAL arguments: {}", args.join(" "));
     let eal = Eal::init(&args).map_err(|e| e.to_string())?;
     signal::install();
+    let capture = pmd::capture::CaptureServer::start(cfg.eal.capture != Some(false), &args);
     let result = run_with_eal(&cfg, config_path.to_path_buf());
+    drop(capture);
     drop(eal);
     result
 }

@@ -495,3 +495,85 @@ fn dashboard_metrics_exist_and_prometheus_scrapes() {
     prom.stop_with(libc::SIGTERM, Duration::from_secs(10));
     drop(rig);
 }
+
+// ---------------------------------------------------------------------------------------------
+// DPDK's own tools against the running appliance
+// ---------------------------------------------------------------------------------------------
+
+/// Removes the hugepage files a primary with `prefix` left behind (a killed run keeps them).
+fn remove_hugepage_files(prefix: &str) {
+    if let Ok(rd) = std::fs::read_dir("/dev/hugepages") {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// `dpdk-dumpcap` attaches to the running appliance as a secondary process and captures
+/// 20 packets on the client port while the client pings the server every 20 ms; no echo is
+/// lost, and the capture holds the client's echo requests.
+#[test]
+fn dumpcap_captures_on_a_live_port_without_loss() {
+    let Some(_g) = setup("dumpcap_captures_on_a_live_port_without_loss") else {
+        return;
+    };
+    require_tool("dpdk-dumpcap");
+    require_tool("tcpdump");
+    let topo = Topology::standard("opcap", 1500);
+    let mut app = Appliance::start_hugepages(&topo.router_config(&RouterOpts::default()), &[]);
+    let prefix = app.file_prefix.clone();
+    assert!(ping_until_reply(&topo.client, CLIENT_GW, 5));
+    assert!(ping_until_reply(&topo.server, SERVER_GW, 5));
+    assert!(
+        app.log().contains("packet capture (rte_pdump): ready"),
+        "{}",
+        app.log()
+    );
+
+    let dir = TempDir::new("opcap");
+    let mut pinger = topo.client.spawn(
+        &[
+            "ping", "-n", "-i", "0.02", "-c", "250", "-W", "2", SERVER_IP,
+        ],
+        &dir.join("ping.log"),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let pcap = dir.join("client.pcapng");
+    let o = run(
+        &[
+            "dpdk-dumpcap",
+            "--file-prefix",
+            &prefix,
+            "-i",
+            "net_af_packet0",
+            "-c",
+            "20",
+            "-w",
+            pcap.to_str().unwrap(),
+        ],
+        30,
+    );
+    assert!(o.ok(), "{o}\n{}", app.log());
+    let st = pinger.wait_timeout(Duration::from_secs(20));
+    assert!(st.is_some(), "ping did not finish");
+    let out = pinger.log_text();
+    assert_eq!(
+        ping_counts(&out),
+        Some((250, 250)),
+        "echo lost during capture:\n{out}"
+    );
+
+    let r = run(&["tcpdump", "-n", "-r", pcap.to_str().unwrap()], 10);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 20, "{r}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("10.0.1.2 > 198.51.100.2: ICMP echo request")),
+        "{r}"
+    );
+    assert!(app.stop().success());
+    remove_hugepage_files(&prefix);
+}

@@ -15,6 +15,7 @@ pub mod ffi {
     include!(concat!(env!("OUT_DIR"), "/dpdk_bindings.rs"));
 }
 
+pub mod capture;
 mod eal;
 mod mbuf;
 mod mempool;
