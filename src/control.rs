@@ -252,6 +252,7 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
             cfg.metrics.listen
         ));
     }
+    crate::telemetry::register(telemetry.clone());
     info!(
         "running: {} port(s), {n_workers} worker(s), metrics on http://{}/metrics",
         ports.len(),

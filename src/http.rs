@@ -97,6 +97,14 @@ fn answer(req: Request, state: &State) {
     let _ = req.respond(resp);
 }
 
+fn json(d: crate::pmd::telemetry::Dict) -> Reply {
+    Reply {
+        status: 200,
+        content_type: "application/json",
+        body: crate::telemetry::to_json(&d) + "\n",
+    }
+}
+
 /// The routing table (plain function: unit-testable without sockets).
 pub fn route(path: &str, query: &str, state: &State) -> Reply {
     let _ = query;
@@ -111,9 +119,13 @@ pub fn route(path: &str, query: &str, state: &State) -> Reply {
             Err(why) => Reply::text(503, format!("not ready: {why}\n")),
         },
         "/livez" => Reply::text(200, "alive\n"),
+        "/api/stats" => json(crate::telemetry::stats(&state.telemetry)),
+        "/api/nat/flows" => json(crate::telemetry::nat_flows(&state.telemetry)),
+        "/api/lb/targets" => json(crate::telemetry::lb_targets(&state.telemetry)),
         "/" => Reply::text(
             200,
-            "flowgate: /metrics (Prometheus), /healthz (readiness), /livez\n",
+            "flowgate: /metrics (Prometheus), /healthz (readiness), /livez, \
+             /api/stats, /api/nat/flows, /api/lb/targets (JSON)\n",
         ),
         _ => Reply::text(404, "not found\n"),
     }

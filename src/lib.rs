@@ -11,3 +11,4 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod nat;
+pub mod telemetry;

@@ -577,3 +577,91 @@ fn dumpcap_captures_on_a_live_port_without_loss() {
     assert!(app.stop().success());
     remove_hugepage_files(&prefix);
 }
+
+/// Runs `dpdk-telemetry.py -f PREFIX` with `cmds` on stdin: one JSON reply per command.
+fn telemetry(prefix: &str, cmds: &[&str]) -> Vec<serde_json::Value> {
+    require_tool("dpdk-telemetry.py");
+    let script = format!(
+        "printf '{}\\n' | dpdk-telemetry.py -f {prefix}",
+        cmds.join("\\n")
+    );
+    let o = sh(&script, 20);
+    assert!(o.ok(), "{o}");
+    let replies: Vec<serde_json::Value> = o
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(replies.len(), cmds.len(), "{o}");
+    replies
+}
+
+/// flowgate's commands on DPDK's telemetry socket answer through `dpdk-telemetry.py`, with
+/// the counters of pings the test sent through the NAT gateway; the HTTP `/api/*` twins
+/// answer the same.
+#[test]
+fn telemetry_commands_answer_over_the_dpdk_socket() {
+    let Some(_g) = setup("telemetry_commands_answer_over_the_dpdk_socket") else {
+        return;
+    };
+    let rig = NatRig::start("optel", &NatOpts::default());
+    let o = ping(rig.a(), SERVER, 3, &[]);
+    assert_eq!(ping_counts(&o.stdout), Some((3, 3)), "{o}");
+    // Workers publish between bursts; let the echo replies land in the slots.
+    rig.app.wait_metrics(Duration::from_secs(3), |m| {
+        m.value("flowgate_forwarded_packets_total", &[]) >= 6.0
+    });
+    let r = telemetry(
+        &rig.app.file_prefix,
+        &[
+            "/",
+            "/flowgate/stats",
+            "/flowgate/nat/flows",
+            "/flowgate/lb/targets",
+        ],
+    );
+    let list = r[0]["/"].as_array().expect("command list");
+    for c in [
+        "/flowgate/stats",
+        "/flowgate/nat/flows",
+        "/flowgate/lb/targets",
+    ] {
+        assert!(list.iter().any(|x| x == c), "{c} not registered: {list:?}");
+    }
+    let s = &r[1]["/flowgate/stats"];
+    assert_eq!(s["workers"], 1, "{s}");
+    assert!(s["forwarded_packets"].as_u64().unwrap() >= 6, "{s}");
+    assert!(s["port/inside/rx_packets"].as_u64().unwrap() >= 3, "{s}");
+    assert!(s["port/outside/tx_packets"].as_u64().unwrap() >= 3, "{s}");
+    assert_eq!(s["port/inside/link_up"], 1, "{s}");
+    assert!(s["worker/0/heartbeat"].as_u64().unwrap() > 0, "{s}");
+    let n = &r[2]["/flowgate/nat/flows"];
+    assert_eq!(n["gateways"], 1, "{n}");
+    assert!(
+        n[&format!("gateway/{GW_ID}/connection_attempts")]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{n}"
+    );
+    assert!(
+        n[&format!("gateway/{GW_ID}/active_connections")]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{n}"
+    );
+    assert!(n["worker/0/capacity"].as_u64().unwrap() > 0, "{n}");
+    assert_eq!(r[3]["/flowgate/lb/targets"]["targets"], 0);
+
+    let (code, body) = http_get(rig.app.metrics_addr, "/api/nat/flows").unwrap();
+    assert_eq!(code, 200);
+    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        h[&format!("gateway/{GW_ID}/connection_attempts")],
+        n[&format!("gateway/{GW_ID}/connection_attempts")]
+    );
+    let (_, body) = http_get(rig.app.metrics_addr, "/api/stats").unwrap();
+    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(h["port/outside/tx_packets"].as_u64().unwrap() >= 3, "{h}");
+}

@@ -21,6 +21,7 @@ mod mbuf;
 mod mempool;
 mod port;
 pub mod signal;
+pub mod telemetry;
 pub mod thp;
 
 pub use eal::{
