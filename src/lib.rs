@@ -7,6 +7,7 @@ pub mod pmd;
 pub mod wire;
 #[macro_use]
 pub mod log;
+pub mod ctl;
 pub mod health;
 pub mod http;
 pub mod metrics;

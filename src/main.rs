@@ -35,6 +35,8 @@ enum Cmd {
         #[arg(last = true)]
         eal: Vec<String>,
     },
+    /// Ask a running appliance (over its HTTP server): health, stats, ports, nat, targets.
+    Ctl(flowgate::ctl::CtlArgs),
     /// Validate a config file; errors are printed as FILE:LINE:COLUMN: field: problem.
     CheckConfig {
         file: PathBuf,
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
             }
         },
         Cmd::CheckConfig { file, all } => check_config(&file, all),
+        Cmd::Ctl(args) => ExitCode::from(flowgate::ctl::run(&args) as u8),
     }
 }
 

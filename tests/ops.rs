@@ -664,4 +664,37 @@ fn telemetry_commands_answer_over_the_dpdk_socket() {
     let (_, body) = http_get(rig.app.metrics_addr, "/api/stats").unwrap();
     let h: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(h["port/outside/tx_packets"].as_u64().unwrap() >= 3, "{h}");
+
+    // `flowgate ctl` asks the same HTTP server.
+    let bin = flowgate_bin();
+    let addr = rig.app.metrics_addr.to_string();
+    let ctl = |cmd: &str| run(&[bin.to_str().unwrap(), "ctl", "-a", &addr, cmd], 10);
+    let o = ctl("health");
+    assert!(
+        o.ok()
+            && o.stdout
+                .starts_with("ok: 2 port(s) up, 1 worker(s) running"),
+        "{o}"
+    );
+    let o = ctl("ports");
+    assert!(o.ok(), "{o}");
+    let inside = o
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("inside"))
+        .expect("inside row");
+    assert!(inside.split_whitespace().nth(2) == Some("up"), "{o}");
+    let o = ctl("nat");
+    assert!(
+        o.ok()
+            && o.stdout
+                .contains(&format!("gateway/{GW_ID}/active_connections")),
+        "{o}"
+    );
+    let o = ctl("stats");
+    assert!(o.ok() && o.stdout.contains("forwarded_packets"), "{o}");
+    assert_eq!(ctl("targets").stdout.trim(), "no load-balancer targets");
+    let dead = format!("127.0.0.1:{}", free_port());
+    let o = run(&[bin.to_str().unwrap(), "ctl", "-a", &dead, "health"], 10);
+    assert!(!o.ok() && o.stderr.contains("flowgate ctl:"), "{o}");
 }
