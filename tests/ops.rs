@@ -512,8 +512,8 @@ fn remove_hugepage_files(prefix: &str) {
 }
 
 /// `dpdk-dumpcap` attaches to the running appliance as a secondary process and captures
-/// 20 packets on the client port while the client pings the server every 20 ms; no echo is
-/// lost, and the capture holds the client's echo requests.
+/// 20 ICMP packets (a BPF capture filter, run by the primary) on the client port while the
+/// client pings the server every 20 ms; no echo is lost, the capture holds only ICMP.
 #[test]
 fn dumpcap_captures_on_a_live_port_without_loss() {
     let Some(_g) = setup("dumpcap_captures_on_a_live_port_without_loss") else {
@@ -548,6 +548,8 @@ fn dumpcap_captures_on_a_live_port_without_loss() {
             &prefix,
             "-i",
             "net_af_packet0",
+            "-f",
+            "icmp",
             "-c",
             "20",
             "-w",
@@ -568,6 +570,7 @@ fn dumpcap_captures_on_a_live_port_without_loss() {
     let r = run(&["tcpdump", "-n", "-r", pcap.to_str().unwrap()], 10);
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines.len(), 20, "{r}");
+    assert!(lines.iter().all(|l| l.contains(": ICMP echo")), "{r}");
     assert!(
         lines
             .iter()
