@@ -14,7 +14,7 @@ set -euo pipefail
 PACKAGES=(
     dpdk dpdk-dev libdpdk-dev libclang-dev pkg-config build-essential
     iproute2 iputils-ping ethtool python3 python3-scapy prometheus
-    netcat-openbsd curl iperf3 tcpdump traceroute kmod procps
+    netcat-openbsd curl iperf3 tcpdump traceroute kmod procps systemd
     etcd-server etcd-client protobuf-compiler
 )
 HUGEPAGES=1024

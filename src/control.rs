@@ -135,7 +135,9 @@ pub fn run(config_path: &Path, extra_eal: &[String]) -> Result<(), String> {
     info!("EAL arguments: {}", args.join(" "));
     let eal = Eal::init(&args).map_err(|e| e.to_string())?;
     signal::install();
+    let capture = pmd::capture::CaptureServer::start(cfg.eal.capture != Some(false), &args);
     let result = run_with_eal(&cfg, config_path.to_path_buf());
+    drop(capture);
     drop(eal);
     result
 }
@@ -292,7 +294,7 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
                 crate::lb::metrics::lb_families(r, &ctl, &published)
             }));
     }
-    if let Err(e) = metrics::serve(cfg.metrics.listen, telemetry.clone()) {
+    if let Err(e) = crate::http::serve(cfg.metrics.listen, telemetry.clone(), cfg) {
         signal::request_stop();
         stop.store(true, Ordering::Relaxed);
         pmd::wait_all_lcores();
@@ -301,6 +303,7 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
             cfg.metrics.listen
         ));
     }
+    crate::telemetry::register(telemetry.clone());
     info!(
         "running: {} port(s), {n_workers} worker(s), metrics on http://{}/metrics",
         ports.len(),

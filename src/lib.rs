@@ -9,7 +9,11 @@ pub mod stages;
 pub mod wire;
 #[macro_use]
 pub mod log;
+pub mod ctl;
 pub mod fleet;
+pub mod health;
+pub mod http;
 pub mod metrics;
 pub mod nat;
 pub mod rng;
+pub mod telemetry;

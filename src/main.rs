@@ -35,6 +35,8 @@ enum Cmd {
         #[arg(last = true)]
         eal: Vec<String>,
     },
+    /// Ask a running appliance (over its HTTP server): health, stats, ports, nat, targets.
+    Ctl(flowgate::ctl::CtlArgs),
     /// Validate a config file; errors are printed as FILE:LINE:COLUMN: field: problem.
     CheckConfig {
         file: PathBuf,
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Cmd::Controller(a) => flowgate::fleet::cli::controller(a),
         Cmd::NodeAgent(a) => flowgate::fleet::cli::node_agent(a),
         Cmd::Fabric(a) => flowgate::fleet::cli::fabric(a),
+        Cmd::Ctl(args) => ExitCode::from(flowgate::ctl::run(&args) as u8),
     }
 }
 

@@ -1,14 +1,11 @@
 //! Prometheus metrics: a registry built from the workers' published counters on every
-//! scrape, served at `/metrics` by a small synchronous HTTP server on a control thread.
+//! scrape, served at `/metrics` by the control HTTP server (`crate::http`).
 
 use crate::pipeline::counters::{Counters, DropReason, EventCounters, SharedCounters};
 use crate::pmd::{Mempool, Port};
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// Adds more metric families to a scrape (the NAT and LB stages register these).
 pub type Collector = Box<dyn Fn(&Registry) + Send + Sync>;
@@ -243,53 +240,6 @@ pub fn render(t: &Telemetry) -> String {
         .encode(&r.gather(), &mut buf)
         .expect("text encoding");
     String::from_utf8(buf).unwrap_or_default()
-}
-
-/// Serve `/metrics` on `addr` from a background thread.
-pub fn serve(addr: SocketAddr, t: Arc<Telemetry>) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let listener = TcpListener::bind(addr)?;
-    let h = std::thread::Builder::new()
-        .name("fg-metrics".into())
-        .spawn(move || {
-            for conn in listener.incoming() {
-                if let Ok(s) = conn {
-                    let _ = handle(s, &t);
-                }
-                if crate::pmd::signal::stop_requested() {
-                    break;
-                }
-            }
-        })?;
-    Ok(h)
-}
-
-fn handle(mut s: TcpStream, t: &Telemetry) -> std::io::Result<()> {
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut reader = BufReader::new(s.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    // Drain the request headers.
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
-            break;
-        }
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or("");
-    let path = parts.next().unwrap_or("");
-    let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", render(t)),
-        ("GET", "/") | ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
-        _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
-    };
-    write!(
-        s,
-        "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    s.flush()
 }
 
 /// The NAT gateway families, mirroring CloudWatch `AWS/NATGateway`, per gateway id.

@@ -73,6 +73,11 @@ pub struct EalConfig {
     /// `lcores` when absent here.
     #[serde(default)]
     pub args: Vec<String>,
+    /// Packet capture with `dpdk-dumpcap` / `dpdk-pdump` (rte_pdump in the primary). Unset
+    /// means on; it needs hugepages and a shared runtime directory (not `--no-huge`,
+    /// `--in-memory`, `--no-shconf`), otherwise it is off and the log says why.
+    #[serde(default)]
+    pub capture: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -160,6 +160,9 @@ pub struct SharedCounters {
     events: Vec<AtomicU64>,
     /// Extra per-worker gauges/counters published by later stages (NAT, LB) by index.
     pub extra: Vec<AtomicU64>,
+    /// Advanced by every publish (between bursts, also when idle): the control side's proof
+    /// that the worker loop is running (`/healthz`).
+    pub heartbeat: AtomicU64,
 }
 
 impl SharedCounters {
@@ -170,6 +173,7 @@ impl SharedCounters {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             extra: (0..extra).map(|_| AtomicU64::new(0)).collect(),
+            heartbeat: AtomicU64::new(0),
         }
     }
 
@@ -181,6 +185,10 @@ impl SharedCounters {
         for (slot, v) in self.events.iter().zip(c.events.values()) {
             slot.store(v, Ordering::Relaxed);
         }
+        // Single writer: a plain load and store, no locked read-modify-write.
+        let beat = self.heartbeat.load(Ordering::Relaxed);
+        self.heartbeat
+            .store(beat.wrapping_add(1), Ordering::Relaxed);
     }
 
     /// Called by the control thread.

@@ -11,4 +11,6 @@
 #include <rte_ring.h>
 #include <rte_prefetch.h>
 #include <rte_version.h>
+#include <rte_pdump.h>
+#include <rte_telemetry.h>
 #include "shim.h"

@@ -15,11 +15,13 @@ pub mod ffi {
     include!(concat!(env!("OUT_DIR"), "/dpdk_bindings.rs"));
 }
 
+pub mod capture;
 mod eal;
 mod mbuf;
 mod mempool;
 mod port;
 pub mod signal;
+pub mod telemetry;
 pub mod thp;
 
 pub use eal::{

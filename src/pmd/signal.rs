@@ -1,27 +1,22 @@
 //! Process signals for the control thread: SIGINT/SIGTERM stop, SIGHUP reloads.
-//! The handlers only set flags; the control loop polls them.
+//! `signal-hook` installs handlers that only set flags (async-signal-safe); the control loop
+//! polls them.
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 
-static STOP: AtomicBool = AtomicBool::new(false);
-static RELOAD: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-extern "C" fn on_hup(_: libc::c_int) {
-    RELOAD.store(true, Ordering::SeqCst);
-}
+static STOP: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
+static RELOAD: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
 
 /// Install the handlers (once, before workers start).
 pub fn install() {
-    let stop: extern "C" fn(libc::c_int) = on_stop;
-    let hup: extern "C" fn(libc::c_int) = on_hup;
-    // SAFETY: the handlers are async-signal-safe (a single atomic store each).
-    unsafe {
-        libc::signal(libc::SIGINT, stop as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, stop as libc::sighandler_t);
-        libc::signal(libc::SIGHUP, hup as libc::sighandler_t);
+    for sig in [SIGINT, SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, STOP.clone()) {
+            crate::error!("cannot handle signal {sig}: {e}");
+        }
+    }
+    if let Err(e) = signal_hook::flag::register(SIGHUP, RELOAD.clone()) {
+        crate::error!("cannot handle SIGHUP: {e}");
     }
 }
 

@@ -1172,6 +1172,19 @@ impl Appliance {
 
     /// Spawns without waiting for readiness.
     pub fn launch(yaml: &str, extra_eal: &[&str]) -> Appliance {
+        Self::launch_base(yaml, &["--no-pci", "--no-huge", "-m", "512"], extra_eal)
+    }
+
+    /// `start` on hugepages (`--no-pci -m 256`, no `--no-huge`): DPDK secondary processes
+    /// (dpdk-dumpcap, dpdk-pdump, dpdk-proc-info) map the primary's hugepage files.
+    pub fn start_hugepages(yaml: &str, extra_eal: &[&str]) -> Appliance {
+        let mut a = Self::launch_base(yaml, &["--no-pci", "-m", "256"], extra_eal);
+        a.wait_ready();
+        a
+    }
+
+    /// Spawns with `base` EAL args (then `--file-prefix`, then `extra_eal`).
+    pub fn launch_base(yaml: &str, base: &[&str], extra_eal: &[&str]) -> Appliance {
         let n = unique();
         let file_prefix = format!("fgt{}_{n}", std::process::id());
         let dir = TempDir::new(&format!("appliance{n}"));
@@ -1179,10 +1192,8 @@ impl Appliance {
         let config_path = dir.join("flowgate.yaml");
         fs::write(&config_path, &text).expect("write config");
         let log_path = dir.join("flowgate.log");
-        let mut eal_args: Vec<String> = ["--no-pci", "--no-huge", "-m", "512", "--file-prefix"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut eal_args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        eal_args.push("--file-prefix".into());
         eal_args.push(file_prefix.clone());
         eal_args.extend(extra_eal.iter().map(|s| s.to_string()));
         let mut cmd = Command::new(flowgate_bin());
