@@ -15,6 +15,7 @@ PACKAGES=(
     dpdk dpdk-dev libdpdk-dev libclang-dev pkg-config build-essential
     iproute2 iputils-ping ethtool python3 python3-scapy prometheus
     netcat-openbsd curl iperf3 tcpdump traceroute kmod procps
+    valgrind
 )
 HUGEPAGES=1024
 
