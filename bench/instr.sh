@@ -6,7 +6,8 @@
 #
 # Deterministic and independent of machine load: the pipeline benchmark's `--instr N`
 # mode runs exactly N packets per case on a fake clock with fixed flow seeds, and
-# callgrind counts only `measured_burst` (`--toggle-collect`), so EAL start, table
+# callgrind counts only `measured_burst` and `measured_handoff` (`--toggle-collect`, the
+# only functions named `measured_*`), so EAL start, table
 # creation, flow establishment, warm-up and frame refill are not counted. Repeated runs
 # agree to within 0.01 % (the NAT's hash seeds come from the clock; the route case is
 # exact). ~2 s per case.
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
         --packets) PACKETS=$2; shift 2 ;;
         --only) ONLY=$2; shift 2 ;;
         --update) UPDATE=1; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "instr.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -52,7 +53,7 @@ while read -r name mode flows budget tol; do
     args=(--instr "$PACKETS" --mode "$mode")
     [ "$flows" != - ] && args+=(--flows "$flows")
     out=$TMP/$name.callgrind
-    if ! valgrind --tool=callgrind --toggle-collect='*measured_burst*' \
+    if ! valgrind --tool=callgrind --toggle-collect='*measured_*' \
         --callgrind-out-file="$out" "$BIN" "${args[@]}" > "$TMP/$name.log" 2>&1; then
         echo "instr.sh: $name: the benchmark failed under valgrind:" >&2
         tail -n 20 "$TMP/$name.log" >&2

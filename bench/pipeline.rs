@@ -33,6 +33,7 @@ use flowgate::nat::stage::{NatPublished, NatStage};
 use flowgate::nat::NatWorker;
 use flowgate::packet::{BufAlloc, PacketBuf, VecAlloc, VecBuf};
 use flowgate::pipeline::counters::DropReason;
+use flowgate::pipeline::handoff::{HandoffEndpoints, HandoffMesh, HANDOFF_RING_SIZE};
 use flowgate::pipeline::route::Fib;
 use flowgate::pipeline::{Output, Pipeline, PipelineParams};
 use flowgate::pmd::thp::ThpAlloc;
@@ -103,6 +104,7 @@ enum Mode {
     Route,
     Nat,
     NatNew,
+    Handoff,
 }
 
 #[allow(dead_code)]
@@ -112,6 +114,7 @@ impl Mode {
             Mode::Route => "route",
             Mode::Nat => "nat",
             Mode::NatNew => "nat-new",
+            Mode::Handoff => "handoff",
         }
     }
 }
@@ -147,7 +150,8 @@ fn parse_opts() -> Opts {
                         "route" => Mode::Route,
                         "nat" => Mode::Nat,
                         "nat-new" => Mode::NatNew,
-                        _ => die(&format!("unknown mode {m} (route, nat, nat-new)")),
+                        "handoff" => Mode::Handoff,
+                        _ => die(&format!("unknown mode {m} (route, nat, nat-new, handoff)")),
                     })
                 }
             }
@@ -349,7 +353,7 @@ fn run_burst<S: Bufs>(
 }
 
 /// The measured bursts: the only function `bench/instr.sh` has callgrind count
-/// (`--toggle-collect=*measured_burst*`); keep its name.
+/// (`--toggle-collect=*measured_*`); keep its name.
 #[inline(never)]
 fn measured_burst<S: Bufs>(
     p: &mut Pipeline<S::B>,
@@ -508,7 +512,7 @@ fn bench_route<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, St
         };
         p.neighbor_resolved(1, GATEWAY_IP, GATEWAY_MAC, clock(), s.alloc(), &mut c);
         let mut rng = Rng(0x1234_5678_9abc_def1);
-        let r = drive(s, &mut p, o.seconds, measured_packets(o), |_, f| {
+        let r = drive(s, &mut p, o.seconds, packets_to_measure(o), |_, f| {
             let flow = rng.below(flows);
             let t = tcp_frame(flow, flow_dest(flow), 64);
             f.clear();
@@ -613,6 +617,7 @@ fn run_mode<S: Bufs>(m: Mode, s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(Stri
         Mode::Route => bench_route(s, o, hz, keys),
         Mode::Nat => bench_nat(s, o, hz, keys),
         Mode::NatNew => bench_nat_new(s, o, hz, keys),
+        Mode::Handoff => bench_handoff(s, o, hz, keys),
     }
 }
 
@@ -667,7 +672,7 @@ fn bench_nat<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, Stri
         );
         // Steady state: random established flows.
         let mut rng = Rng(0x1234_5678_9abc_def1 ^ flows as u64);
-        let r = drive(s, &mut p, o.seconds, measured_packets(o), |_, f| {
+        let r = drive(s, &mut p, o.seconds, packets_to_measure(o), |_, f| {
             let flow = rng.below(flows);
             f.clear();
             f.extend_from_slice(&udp_frame(flow, flow_dest(flow), 64));
@@ -708,7 +713,7 @@ fn bench_nat_new<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, 
     }
     // Long enough for the 1 s timeouts to start expiring flows (steady state).
     let secs = (o.seconds * 2.0).max(1.5);
-    let r = drive(s, &mut p, secs, measured_packets(o), &mut syn);
+    let r = drive(s, &mut p, secs, packets_to_measure(o), &mut syn);
     let ns = report("nat-new (SYN, new 5-tuple)", &r, hz, "");
     let ok = r.tx as f64 / r.packets.max(1) as f64;
     let cps = 1e9 / ns * ok;
@@ -724,7 +729,7 @@ fn bench_nat_new<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, 
 }
 
 /// Packets a measured run handles: `--instr N`, else until the time is up.
-fn measured_packets(o: &Opts) -> u64 {
+fn packets_to_measure(o: &Opts) -> u64 {
     o.instr.unwrap_or(u64::MAX)
 }
 
@@ -753,4 +758,61 @@ fn tsc_hz_estimate() -> u64 {
     std::thread::sleep(Duration::from_millis(50));
     let t1 = pmd::rdtsc();
     ((t1 - t0) as f64 / w0.elapsed().as_secs_f64()) as u64
+}
+
+// ---------------------------------------------------------------------------------------
+// Handoff: worker 0 hands bursts of 32 mbufs to worker 1 through the handoff mesh, both
+// ends on this thread (the per-packet cost of the rings themselves, without the
+// cross-core cache-line transfers; docs/benchmarks.md discusses those).
+
+fn bench_handoff<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, String)>) {
+    let mesh: HandoffMesh<S::B> = HandoffMesh::new(2, HANDOFF_RING_SIZE);
+    let mut e0 = mesh.endpoints(0);
+    let mut e1 = mesh.endpoints(1);
+    let mut bufs: Vec<S::B> = (0..BURST).map(|_| s.new_buf()).collect();
+    let max = packets_to_measure(o);
+    let deadline = Instant::now() + Duration::from_secs_f64(o.seconds);
+    let (mut packets, mut cycles, mut lost) = (0u64, 0u64, 0u64);
+    while packets < max && Instant::now() < deadline {
+        for _ in 0..64 {
+            let t0 = pmd::rdtsc();
+            lost += measured_handoff::<S::B>(&mut e0, &mut e1, &mut bufs);
+            cycles += pmd::rdtsc() - t0;
+            packets += BURST as u64;
+            while bufs.len() < BURST {
+                bufs.push(s.new_buf());
+            }
+            if packets >= max {
+                break;
+            }
+        }
+    }
+    let r = RunResult {
+        packets,
+        cycles,
+        wall: Duration::from_secs(1),
+        tx: packets - lost,
+        discarded: lost,
+    };
+    let ns = report("handoff (2 workers, 1 thread)", &r, hz, "");
+    keys.push(("handoff_ns_per_pkt".into(), format!("{ns:.1}")));
+}
+
+/// One burst from worker 0 to worker 1 and back into `bufs`; returns packets refused.
+/// Counted by bench/instr.sh like `measured_burst` (`--toggle-collect=*measured_*`).
+#[inline(never)]
+fn measured_handoff<B>(
+    e0: &mut HandoffEndpoints<B>,
+    e1: &mut HandoffEndpoints<B>,
+    bufs: &mut Vec<B>,
+) -> u64 {
+    let mut lost = 0;
+    for b in bufs.drain(..) {
+        if e0.out.push(1, b).is_err() {
+            lost += 1;
+        }
+    }
+    e0.out.flush();
+    e1.inbound.poll(BURST, |b| bufs.push(b));
+    lost
 }
