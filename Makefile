@@ -63,8 +63,17 @@ clean:
 
 # Benchmark smoke run (CI): builds, then runs each benchmark for a moment (pipeline
 # ~2 s, criterion --test, link ~15 s or skipped without root/hugepages/testpmd).
-# Writes bench/results/latest.txt; measures nothing worth publishing. See docs/benchmarks.md.
+# Writes bench/results/latest.txt; measures nothing worth publishing, except that it fails
+# when callgrind instructions per packet exceed bench/instr-budget.txt. See docs/benchmarks.md.
 BENCH_SMOKE_TIMEOUT ?= 900
 .PHONY: bench-smoke
 bench-smoke: build
 	timeout -k 30 $(BENCH_SMOKE_TIMEOUT) bash bench/run.sh --smoke
+
+# Instructions per packet (callgrind) of the pipeline benchmark's cases against
+# bench/instr-budget.txt; fails on a regression. Also part of bench-smoke.
+# `make bench-instr INSTR_ARGS=--update` rewrites the budget with the measured values.
+INSTR_ARGS ?=
+.PHONY: bench-instr
+bench-instr: build
+	timeout -k 10 300 bash bench/instr.sh $(INSTR_ARGS)

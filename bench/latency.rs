@@ -4,9 +4,12 @@
 //!
 //!   cargo bench --bench latency -- [--flowgate PATH] [--seconds S] [--mode route|nat]
 //!
-//! Topology: flowgate one-armed on a `net_memif` server port (10.254.0.1/16, route
-//! 10.253.0.0/16 back out via 10.254.0.2); this process is the memif client at
-//! 10.254.0.2 and answers flowgate's ARP itself. It first sends as fast as it can for a
+//! Topology: flowgate one-armed on a `net_memif` client port (10.254.0.1/16, route
+//! 10.253.0.0/16 back out via 10.254.0.2); this process is the memif server at
+//! 10.254.0.2 and answers flowgate's ARP itself. flowgate is the client because DPDK
+//! 22.11's memif server can crash when its client disconnects; at the end this process
+//! stops its port first (the client survives its server leaving), then flowgate is
+//! stopped with SIGTERM and must print its exit summary (`latency_flowgate_clean_exit`). It first sends as fast as it can for a
 //! moment to find the maximum rate flowgate returns, then sends TSC-paced at 10 %, 50 %
 //! and 90 % of it and reports p50/p99/p999 of the added latency. flowgate's worker is
 //! pinned to cpu 1, the generator to cpu 0. Output ends with `key: value` lines.
@@ -75,7 +78,7 @@ fn config(sock: &str, metrics: &str, nat: bool) -> String {
         "eal:\n  args: [--file-prefix, fgl-dut, --no-pci, --in-memory, --lcores, \"0@0,1@1\", --log-level=lib.eal:warning]\n\
 lcores: {{main: 0, workers: [1]}}\n\
 mempool: {{mbufs: 16383, cache: 256, data_room: 2176}}\n\
-ports:\n  - name: link\n    device: net_memif0,role=server,socket={sock},id=0,mac={DUT_MAC}\n    addresses: [10.254.0.1/16]\n\
+ports:\n  - name: link\n    device: net_memif0,role=client,socket={sock},id=0,mac={DUT_MAC}\n    addresses: [10.254.0.1/16]\n\
 routes:\n  - prefix: 10.253.0.0/16\n    port: link\n    via: 10.254.0.2\n\
 {nat}metrics: {{listen: \"{metrics}\"}}\n\
 worker: {{idle_sleep_us: 0}}\n\
@@ -217,11 +220,8 @@ fn start_flowgate(o: &Opts, work: &std::path::Path, sock: &str) -> Child {
         .stdin(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("start {}: {e}", o.flowgate.display()));
-    // The memif server socket appears once flowgate has set up its port.
-    let t0 = Instant::now();
-    while !std::path::Path::new(sock).exists() && t0.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // flowgate (memif client) connects to our server socket at its port start; the
+    // caller's `Port::start` waits for that link.
     child
 }
 
@@ -234,9 +234,7 @@ fn main() {
     let work = std::env::temp_dir().join(format!("flowgate-latency-{}", std::process::id()));
     std::fs::create_dir_all(&work).expect("work dir");
     let sock = work.join("memif.sock").to_string_lossy().into_owned();
-    let mut dut = start_flowgate(&o, &work, &sock);
-
-    let device = format!("net_memif0,role=client,socket={sock},id=0,mac={GEN_MAC}");
+    let device = format!("net_memif0,role=server,socket={sock},id=0,mac={GEN_MAC}");
     let eal_args: Vec<String> = [
         "--no-pci",
         "--in-memory",
@@ -251,7 +249,10 @@ fn main() {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    // EAL probes the memif server (its socket listens from here on); then flowgate, the
+    // client, starts and connects while our port start waits for the link.
     let eal = Eal::init(&eal_args).expect("EAL");
+    let mut dut = start_flowgate(&o, &work, &sock);
     let pool = Mempool::create("fgl_pool", 8191, 256, 2176).expect("mempool");
     let setup = PortSetup {
         name: "gen".into(),
@@ -261,7 +262,7 @@ fn main() {
         rx_desc: 1024,
         tx_desc: 1024,
     };
-    let port = Port::start(&setup, pool).expect("memif client port");
+    let port = Port::start(&setup, pool).expect("memif server port");
     let hz = pmd::tsc_hz();
     let mut g = Gen {
         port: port.id,
@@ -341,8 +342,14 @@ fn main() {
         }
     }
 
-    // Stop flowgate before disconnecting: DPDK 22.11's memif server can crash when its
-    // client goes away under it.
+    // Results first: nothing after this point can lose them.
+    for (k, v) in keys {
+        println!("{k}: {v}");
+    }
+    // The server (us) leaves first, then flowgate (the client, which survives that) stops
+    // on SIGTERM and must print its summary.
+    drop(g);
+    port.stop();
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(dut.id().to_string())
@@ -356,11 +363,12 @@ fn main() {
     }
     let _ = dut.kill();
     let _ = dut.wait();
-    drop(g);
-    port.stop();
+    let log = std::fs::read_to_string(work.join("flowgate.log")).unwrap_or_default();
+    let clean = log.contains("Pipeline: forwarded");
+    if !clean {
+        println!("  flowgate ended without its exit summary; log:\n{log}");
+    }
+    println!("latency_flowgate_clean_exit: {}", u8::from(clean));
     drop(eal);
     let _ = std::fs::remove_dir_all(&work);
-    for (k, v) in keys {
-        println!("{k}: {v}");
-    }
 }

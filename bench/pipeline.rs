@@ -2,7 +2,7 @@
 //! function) on one core over many packets and reports ns/packet and Mpps.
 //!
 //!   cargo bench --bench pipeline -- [--mode route|nat|nat-new] [--flows 10000,1000000]
-//!                                   [--seconds S] [--buf mbuf|vec] [--smoke]
+//!                                   [--seconds S] [--buf mbuf|vec] [--smoke] [--instr N]
 //!
 //! Packets are real DPDK mbufs from a real mempool (EAL started with `--no-huge`, no
 //! ports) unless `--buf vec`. Each burst of 32 is refilled with frames (not timed: that is
@@ -21,6 +21,13 @@
 //!   client IP preserved), after the flows are pinned; random established flow per packet.
 //! - `lb-new`: every packet a TCP SYN of a never-seen 5-tuple to the VIP (new flows/s).
 //!
+//! `--instr N` is the instruction-count mode (for `valgrind --tool=callgrind`, see
+//! bench/instr.sh): exactly N measured packets per case, a fake clock (1 tick = 1 ns,
+//! `INSTR_BURST_NS` per burst, timers polled after every burst) so nothing depends on
+//! wall time, and all measured work (the `handle` calls and `poll_timers`) inside
+//! `measured_burst`, the function callgrind's `--toggle-collect` counts; setup
+//! (establishing flows, warm-up, frame refill) runs in `setup_burst` and is not counted.
+//!
 //! Memory per flow is measured with a counting global allocator (bytes held after
 //! establishing N flows minus bytes held before creating the NAT state, divided by N).
 //! Output ends with `key: value` lines.
@@ -32,13 +39,14 @@ use flowgate::nat::stage::{NatPublished, NatStage};
 use flowgate::nat::NatWorker;
 use flowgate::packet::{BufAlloc, PacketBuf, VecAlloc, VecBuf};
 use flowgate::pipeline::counters::DropReason;
+use flowgate::pipeline::handoff::{HandoffEndpoints, HandoffMesh, HANDOFF_RING_SIZE};
 use flowgate::pipeline::route::Fib;
 use flowgate::pipeline::{Output, Pipeline, PipelineParams};
 use flowgate::pmd::thp::ThpAlloc;
 use flowgate::pmd::{self, Eal, Mbuf, MbufAlloc, Mempool};
 use flowgate::stages::StageChain;
 use std::alloc::{GlobalAlloc, Layout};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -105,6 +113,7 @@ enum Mode {
     NatNew,
     Lb,
     LbNew,
+    Handoff,
 }
 
 #[allow(dead_code)]
@@ -116,6 +125,7 @@ impl Mode {
             Mode::NatNew => "nat-new",
             Mode::Lb => "lb",
             Mode::LbNew => "lb-new",
+            Mode::Handoff => "handoff",
         }
     }
 }
@@ -125,6 +135,8 @@ struct Opts {
     flows: Vec<u32>,
     seconds: f64,
     vecbuf: bool,
+    /// `--instr N`: N measured packets per case on the fake clock.
+    instr: Option<u64>,
 }
 
 fn parse_opts() -> Opts {
@@ -133,6 +145,7 @@ fn parse_opts() -> Opts {
         flows: vec![],
         seconds: 2.0,
         vecbuf: false,
+        instr: None,
     };
     let mut smoke = false;
     let mut args = std::env::args().skip(1);
@@ -150,8 +163,9 @@ fn parse_opts() -> Opts {
                         "nat-new" => Mode::NatNew,
                         "lb" => Mode::Lb,
                         "lb-new" => Mode::LbNew,
+                        "handoff" => Mode::Handoff,
                         _ => die(&format!(
-                            "unknown mode {m} (route, nat, nat-new, lb, lb-new)"
+                            "unknown mode {m} (route, nat, nat-new, lb, lb-new, handoff)"
                         )),
                     })
                 }
@@ -167,11 +181,16 @@ fn parse_opts() -> Opts {
                     .unwrap_or_else(|_| die("bad --seconds"))
             }
             "--buf" => o.vecbuf = val("--buf") == "vec",
+            "--instr" => {
+                let n = parse_count(&val("--instr")) as u64;
+                // Whole bursts, so every case measures exactly n packets.
+                o.instr = Some(n.div_ceil(BURST as u64) * BURST as u64);
+            }
             "--smoke" => smoke = true,
             // cargo bench passes --bench; ignore it and any filter.
             "--bench" => {}
             "-h" | "--help" => {
-                println!("usage: cargo bench --bench pipeline -- [--mode route|nat|nat-new[,..]] [--flows N[,N..]] [--seconds S] [--buf mbuf|vec] [--smoke]");
+                println!("usage: cargo bench --bench pipeline -- [--mode route|nat|nat-new[,..]] [--flows N[,N..]] [--seconds S] [--buf mbuf|vec] [--smoke] [--instr N]");
                 std::process::exit(0);
             }
             _ => {}
@@ -189,7 +208,35 @@ fn parse_opts() -> Opts {
     if o.flows.is_empty() {
         o.flows = vec![10_000, 1_000_000];
     }
+    if o.instr.is_some() {
+        o.seconds = 1e9; // the packet count ends each case
+        FAKE_CLOCK.store(INSTR_CLOCK_START, Relaxed);
+    }
     o
+}
+
+// ---------------------------------------------------------------------------------------
+// Clock: the TSC, or in `--instr` mode a fake one (1 tick = 1 ns) advanced per burst.
+
+/// Fake clock value; 0 = use the TSC.
+static FAKE_CLOCK: AtomicU64 = AtomicU64::new(0);
+/// Where the fake clock starts (non-zero, so "never" timestamps stay in the past).
+const INSTR_CLOCK_START: u64 = 1_000_000_000;
+/// Fake time per burst of 32: 4 ms (8k packets/s), so a few thousand packets span the
+/// 1 s NAT timeouts of `nat-new` and its expiry reaches steady state quickly.
+const INSTR_BURST_NS: u64 = 4_000_000;
+/// TSC rate the cases are told in `--instr` mode (the fake clock's).
+const INSTR_HZ: u64 = 1_000_000_000;
+
+fn instr_mode() -> bool {
+    FAKE_CLOCK.load(Relaxed) != 0
+}
+
+fn clock() -> u64 {
+    match FAKE_CLOCK.load(Relaxed) {
+        0 => pmd::rdtsc(),
+        t => t,
+    }
 }
 
 /// "10k", "1M", "10000000".
@@ -298,12 +345,87 @@ struct RunResult {
     discarded: u64,
 }
 
+/// One burst through the pipeline as the worker runs it (same `now` for the burst, next
+/// packet's data prefetched), then the timers if `timers` (fake clock only).
+#[inline(always)]
+fn run_burst<S: Bufs>(
+    p: &mut Pipeline<S::B>,
+    burst: &mut Vec<S::B>,
+    now: u64,
+    alloc: &mut S::A,
+    out: &mut Collect<S::B>,
+    timers: bool,
+) {
+    while let Some(b) = burst.pop() {
+        if let Some(next) = burst.last() {
+            S::prefetch(next);
+        }
+        p.handle(b, 0, now, alloc, out);
+    }
+    if timers {
+        p.poll_timers(now, out);
+    }
+}
+
+/// The measured bursts: the only function `bench/instr.sh` has callgrind count
+/// (`--toggle-collect=*measured_*`); keep its name.
+#[inline(never)]
+fn measured_burst<S: Bufs>(
+    p: &mut Pipeline<S::B>,
+    burst: &mut Vec<S::B>,
+    now: u64,
+    alloc: &mut S::A,
+    out: &mut Collect<S::B>,
+    timers: bool,
+) {
+    run_burst::<S>(p, burst, now, alloc, out, timers)
+}
+
+/// Packets handled by `setup_burst` (also keeps its code distinct from
+/// `measured_burst`'s, so the linker cannot fold the two into one symbol).
+static SETUP_PACKETS: AtomicU64 = AtomicU64::new(0);
+
+/// Setup bursts (establishing flows, warm-up): the same work, not counted.
+#[inline(never)]
+fn setup_burst<S: Bufs>(
+    p: &mut Pipeline<S::B>,
+    burst: &mut Vec<S::B>,
+    now: u64,
+    alloc: &mut S::A,
+    out: &mut Collect<S::B>,
+    timers: bool,
+) {
+    SETUP_PACKETS.fetch_add(burst.len() as u64, Relaxed);
+    run_burst::<S>(p, burst, now, alloc, out, timers)
+}
+
 /// Run bursts of 32 through `p` for `seconds`: `next_frame(i)` gives packet i's frame.
 fn drive<S: Bufs>(
     s: &mut S,
     p: &mut Pipeline<S::B>,
     seconds: f64,
     max_packets: u64,
+    next_frame: impl FnMut(u64, &mut Vec<u8>),
+) -> RunResult {
+    drive_as(s, p, seconds, max_packets, true, next_frame)
+}
+
+/// `drive` for setup work: never counted in `--instr` mode.
+fn drive_setup<S: Bufs>(
+    s: &mut S,
+    p: &mut Pipeline<S::B>,
+    max_packets: u64,
+    next_frame: impl FnMut(u64, &mut Vec<u8>),
+) -> RunResult {
+    drive_as(s, p, 1e6, max_packets, false, next_frame)
+}
+
+fn drive_as<S: Bufs>(
+    s: &mut S,
+    p: &mut Pipeline<S::B>,
+    seconds: f64,
+    max_packets: u64,
+    measured: bool,
     mut next_frame: impl FnMut(u64, &mut Vec<u8>),
 ) -> RunResult {
     let mut out = Collect {
@@ -323,6 +445,7 @@ fn drive<S: Bufs>(
     let deadline = start + Duration::from_secs_f64(seconds);
     let mut last_timers = pmd::rdtsc();
     let timer_cycles = pmd::tsc_hz() / 10_000; // 100 us, as tx_drain_us
+    let fake = instr_mode();
     'outer: loop {
         for _ in 0..64 {
             if i >= max_packets {
@@ -338,17 +461,18 @@ fn drive<S: Bufs>(
             i += BURST as u64;
             burst.reverse();
             let t0 = pmd::rdtsc();
-            let now = t0;
+            let now = clock();
             let alloc = s.alloc();
-            while let Some(b) = burst.pop() {
-                if let Some(next) = burst.last() {
-                    S::prefetch(next);
-                }
-                p.handle(b, 0, now, alloc, &mut out);
+            if measured {
+                measured_burst::<S>(p, &mut burst, now, alloc, &mut out, fake);
+            } else {
+                setup_burst::<S>(p, &mut burst, now, alloc, &mut out, fake);
             }
             let t1 = pmd::rdtsc();
             cycles += t1 - t0;
-            if t1.wrapping_sub(last_timers) >= timer_cycles {
+            if fake {
+                FAKE_CLOCK.fetch_add(INSTR_BURST_NS, Relaxed);
+            } else if t1.wrapping_sub(last_timers) >= timer_cycles {
                 p.poll_timers(t1, &mut out);
                 last_timers = t1;
             }
@@ -372,6 +496,14 @@ fn report(name: &str, r: &RunResult, hz: u64, extra: &str) -> f64 {
     let ns = r.cycles as f64 * 1e9 / hz as f64 / r.packets.max(1) as f64;
     let mpps = 1e3 / ns;
     let wall_mpps = r.packets as f64 / r.wall.as_secs_f64() / 1e6;
+    if instr_mode() {
+        // Times under callgrind mean nothing; instructions come from callgrind itself.
+        println!(
+            "  {name:<28} {:>11} pkts measured (instruction-count mode)  tx {} dropped {}{extra}",
+            r.packets, r.tx, r.discarded
+        );
+        return ns;
+    }
     println!(
         "  {name:<28} {:>11} pkts  {ns:7.1} ns/pkt  {mpps:7.2} Mpps (pipeline only)  {wall_mpps:6.2} Mpps (with refill)  tx {} dropped {}{extra}",
         r.packets, r.tx, r.discarded
@@ -393,9 +525,9 @@ fn bench_route<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, St
             tx: 0,
             discarded: 0,
         };
-        p.neighbor_resolved(1, GATEWAY_IP, GATEWAY_MAC, pmd::rdtsc(), s.alloc(), &mut c);
+        p.neighbor_resolved(1, GATEWAY_IP, GATEWAY_MAC, clock(), s.alloc(), &mut c);
         let mut rng = Rng(0x1234_5678_9abc_def1);
-        let r = drive(s, &mut p, o.seconds, u64::MAX, |_, f| {
+        let r = drive(s, &mut p, o.seconds, packets_to_measure(o), |_, f| {
             let flow = rng.below(flows);
             let t = tcp_frame(flow, flow_dest(flow), 64);
             f.clear();
@@ -429,7 +561,7 @@ fn main() {
         "DPDK mbufs (mempool, EAL --no-huge)"
     };
     println!("# buffers: {buf_kind}; {} s per case", o.seconds);
-    let hz;
+    let mut hz;
     if o.vecbuf {
         eal = None;
         hz = tsc_hz_estimate();
@@ -453,6 +585,12 @@ fn main() {
         .collect();
         eal = Some(Eal::init(&args).unwrap_or_else(|e| die(&format!("EAL: {e}"))));
         hz = pmd::tsc_hz();
+    }
+    if let Some(n) = o.instr {
+        // Instruction-count mode: the fake clock's rate, not the TSC's.
+        hz = INSTR_HZ;
+        println!("# --instr: {n} measured packets per case, fake clock; count with callgrind");
+        keys.push(("instr_packets".into(), n.to_string()));
     }
     println!("# tsc: {:.3} GHz", hz as f64 / 1e9);
     keys.push((
@@ -496,6 +634,7 @@ fn run_mode<S: Bufs>(m: Mode, s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(Stri
         Mode::NatNew => bench_nat_new(s, o, hz, keys),
         Mode::Lb => bench_lb(s, o, hz, keys),
         Mode::LbNew => bench_lb_new(s, o, hz, keys),
+        Mode::Handoff => bench_handoff(s, o, hz, keys),
     }
 }
 
@@ -515,7 +654,7 @@ fn nat_pipeline<S: Bufs>(s: &mut S, fib: &Arc<Fib>, nat: NatWorker, hz: u64) -> 
         tx: 0,
         discarded: 0,
     };
-    p.neighbor_resolved(1, GATEWAY_IP, GATEWAY_MAC, pmd::rdtsc(), s.alloc(), &mut c);
+    p.neighbor_resolved(1, GATEWAY_IP, GATEWAY_MAC, clock(), s.alloc(), &mut c);
     p
 }
 
@@ -532,7 +671,7 @@ fn bench_nat<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, Stri
         let mut p = nat_pipeline(s, &fib, nat, hz);
         // Establish: one UDP packet per flow creates its mapping.
         let t = Instant::now();
-        let est = drive(s, &mut p, 1e6, flows as u64, |i, f| {
+        let est = drive_setup(s, &mut p, flows as u64, |i, f| {
             let flow = i as u32;
             f.clear();
             f.extend_from_slice(&udp_frame(flow, flow_dest(flow), 64));
@@ -550,7 +689,7 @@ fn bench_nat<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, Stri
         );
         // Steady state: random established flows.
         let mut rng = Rng(0x1234_5678_9abc_def1 ^ flows as u64);
-        let r = drive(s, &mut p, o.seconds, u64::MAX, |_, f| {
+        let r = drive(s, &mut p, o.seconds, packets_to_measure(o), |_, f| {
             let flow = rng.below(flows);
             f.clear();
             f.extend_from_slice(&udp_frame(flow, flow_dest(flow), 64));
@@ -571,20 +710,27 @@ fn bench_nat<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, Stri
 /// (every 100 us, bounded work) keep the table bounded.
 fn bench_nat_new<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, String)>) {
     let fib = bench_fib();
-    let cap = 4_000_000;
+    // --instr: the fake clock holds ~8k live flows (1 s at 32 per 4 ms); no need for 4M.
+    let cap = if o.instr.is_some() { 65_536 } else { 4_000_000 };
     let cfg = nat_config(cap, 1);
     let nat = NatWorker::new(&cfg.nat_gateways, 0, 1, hz);
     let mut p = nat_pipeline(s, &fib, nat, hz);
     let mut next = 0u32;
-    // Long enough for the 1 s timeouts to start expiring flows (steady state).
-    let secs = (o.seconds * 2.0).max(1.5);
-    let r = drive(s, &mut p, secs, u64::MAX, |_, f| {
-        // 250 hosts x 60000 ports x 64k destinations: unique far longer than 1 s.
+    // 250 hosts x 60000 ports x 64k destinations: unique far longer than 1 s.
+    let mut syn = |_: u64, f: &mut Vec<u8>| {
         let flow = next;
         next = next.wrapping_add(1);
         f.clear();
         f.extend_from_slice(&tcp_syn_frame(flow, flow_dest(flow), 64));
-    });
+    };
+    if o.instr.is_some() {
+        // Warm-up past the 1 s timeouts (fake clock), so expiry runs as in steady state.
+        let warm = (1_250_000_000 / INSTR_BURST_NS) * BURST as u64;
+        drive_setup(s, &mut p, warm, &mut syn);
+    }
+    // Long enough for the 1 s timeouts to start expiring flows (steady state).
+    let secs = (o.seconds * 2.0).max(1.5);
+    let r = drive(s, &mut p, secs, packets_to_measure(o), &mut syn);
     let ns = report("nat-new (SYN, new 5-tuple)", &r, hz, "");
     let ok = r.tx as f64 / r.packets.max(1) as f64;
     let cps = 1e9 / ns * ok;
@@ -717,6 +863,9 @@ fn bench_lb_new<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, S
     keys.push(("lb_new_ns_per_pkt".into(), format!("{ns:.1}")));
     keys.push(("lb_new_flows_per_s".into(), format!("{fps:.0}")));
     keys.push(("lb_new_dropped".into(), r.discarded.to_string()));
+/// Packets a measured run handles: `--instr N`, else until the time is up.
+fn packets_to_measure(o: &Opts) -> u64 {
+    o.instr.unwrap_or(u64::MAX)
 }
 
 fn nonzero_drops<B>(p: &Pipeline<B>) -> Vec<(&'static str, u64)> {
@@ -744,4 +893,61 @@ fn tsc_hz_estimate() -> u64 {
     std::thread::sleep(Duration::from_millis(50));
     let t1 = pmd::rdtsc();
     ((t1 - t0) as f64 / w0.elapsed().as_secs_f64()) as u64
+}
+
+// ---------------------------------------------------------------------------------------
+// Handoff: worker 0 hands bursts of 32 mbufs to worker 1 through the handoff mesh, both
+// ends on this thread (the per-packet cost of the rings themselves, without the
+// cross-core cache-line transfers; docs/benchmarks.md discusses those).
+
+fn bench_handoff<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, String)>) {
+    let mesh: HandoffMesh<S::B> = HandoffMesh::new(2, HANDOFF_RING_SIZE);
+    let mut e0 = mesh.endpoints(0);
+    let mut e1 = mesh.endpoints(1);
+    let mut bufs: Vec<S::B> = (0..BURST).map(|_| s.new_buf()).collect();
+    let max = packets_to_measure(o);
+    let deadline = Instant::now() + Duration::from_secs_f64(o.seconds);
+    let (mut packets, mut cycles, mut lost) = (0u64, 0u64, 0u64);
+    while packets < max && Instant::now() < deadline {
+        for _ in 0..64 {
+            let t0 = pmd::rdtsc();
+            lost += measured_handoff::<S::B>(&mut e0, &mut e1, &mut bufs);
+            cycles += pmd::rdtsc() - t0;
+            packets += BURST as u64;
+            while bufs.len() < BURST {
+                bufs.push(s.new_buf());
+            }
+            if packets >= max {
+                break;
+            }
+        }
+    }
+    let r = RunResult {
+        packets,
+        cycles,
+        wall: Duration::from_secs(1),
+        tx: packets - lost,
+        discarded: lost,
+    };
+    let ns = report("handoff (2 workers, 1 thread)", &r, hz, "");
+    keys.push(("handoff_ns_per_pkt".into(), format!("{ns:.1}")));
+}
+
+/// One burst from worker 0 to worker 1 and back into `bufs`; returns packets refused.
+/// Counted by bench/instr.sh like `measured_burst` (`--toggle-collect=*measured_*`).
+#[inline(never)]
+fn measured_handoff<B>(
+    e0: &mut HandoffEndpoints<B>,
+    e1: &mut HandoffEndpoints<B>,
+    bufs: &mut Vec<B>,
+) -> u64 {
+    let mut lost = 0;
+    for b in bufs.drain(..) {
+        if e0.out.push(1, b).is_err() {
+            lost += 1;
+        }
+    }
+    e0.out.flush();
+    e1.inbound.poll(BURST, |b| bufs.push(b));
+    lost
 }

@@ -5,7 +5,9 @@
 # python3 has matplotlib, docs/bench-mpps.png (bench/plot.py).
 #
 #   bench/run.sh            full run (~5 min on 2 cores)
-#   bench/run.sh --smoke    each piece for a moment (CI: keeps the benchmarks working);
+#   bench/run.sh --smoke    each piece for a moment (CI: keeps the benchmarks working),
+#                           and fails when a case's callgrind instruction count per packet
+#                           exceeds bench/instr-budget.txt (bench/instr.sh, ~10 s);
 #                           the link benchmark is skipped, with a note, when the machine
 #                           lacks root, hugepages or dpdk-testpmd
 #
@@ -51,6 +53,12 @@ else
     PIPE_ARGS=(--flows "${FLOWS:-10k,1M,10M}" --seconds 3)
 fi
 $CARGO bench --bench pipeline -- "${PIPE_ARGS[@]}" 2>&1 | grep -v '^ *Running\|^ *Finished' | tee "$TMP/pipeline.txt"
+
+# --- 1b. instructions per packet (callgrind) against bench/instr-budget.txt ----------------
+# Deterministic (no timing): a regression fails the run (after the results are written).
+section "instructions per packet (callgrind, budget bench/instr-budget.txt)"
+INSTR_RC=0
+bash "$HERE/instr.sh" 2>&1 | tee "$TMP/instr.txt" || INSTR_RC=1
 
 # --- 2. criterion microbenchmarks --------------------------------------------------------
 section "microbenchmarks (criterion)"
@@ -120,6 +128,8 @@ fi
     echo
     echo "## pipeline"; cat "$TMP/pipeline.txt"
     echo
+    echo "## instructions per packet"; cat "$TMP/instr.txt"
+    echo
     echo "## micro"; grep -E '^[a-z_]+/|time:' "$TMP/micro.txt" || true
     echo
     echo "## link"; cat "$TMP/link.txt"
@@ -128,13 +138,14 @@ fi
     echo
     echo "## keys"
     grep -hE '^[a-z0-9_]+: ' "$TMP/pipeline.txt" | sed 's/^/pipeline_/' || true
+    grep -hE '^instr_[a-z0-9_]+: ' "$TMP/instr.txt" || true
     cat "$TMP/micro-keys.txt"
     grep -hE '^[a-z0-9_]+: ' "$TMP/link.txt" | sed -E 's/^(link|flows|frame_bytes|rounds|run_seconds):/link_\1:/' || true
     grep -hE '^latency_[a-z0-9_]+: ' "$TMP/latency.txt" || true
 } > "$RESULTS"
 section results
 echo "written: $RESULTS"
-grep -E 'vs_testpmd|pipeline_(route|nat)_.*_(ns_per_pkt|bytes_per_flow)|nat_new_conn|latency_(max_mpps|[0-9]+pct_p99)' "$RESULTS" || true
+grep -E 'vs_testpmd|pipeline_(route|nat)_.*_(ns_per_pkt|bytes_per_flow)|nat_new_conn|latency_(max_mpps|[0-9]+pct_p99)|^instr_.*_per_pkt' "$RESULTS" || true
 
 if [ $SMOKE = 0 ] || [ "${PLOT:-0}" = 1 ]; then
     if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then
@@ -142,4 +153,9 @@ if [ $SMOKE = 0 ] || [ "${PLOT:-0}" = 1 ]; then
     else
         echo "plot skipped: python3-matplotlib not installed (apt-get install python3-matplotlib)"
     fi
+fi
+
+if [ $INSTR_RC != 0 ]; then
+    echo "bench: FAILED: instructions per packet over budget (bench/instr-budget.txt), see the instructions section" >&2
+    exit 1
 fi

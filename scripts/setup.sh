@@ -16,6 +16,7 @@ PACKAGES=(
     iproute2 iputils-ping ethtool python3 python3-scapy prometheus
     netcat-openbsd curl iperf3 tcpdump traceroute kmod procps systemd
     etcd-server etcd-client protobuf-compiler
+    valgrind
 )
 HUGEPAGES=1024
 

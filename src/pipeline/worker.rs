@@ -3,7 +3,7 @@
 //! between bursts polls its control channel (config snapshots, learned neighbors).
 
 use super::counters::{DropReason, SharedCounters};
-use super::handoff::HandoffEndpoints;
+use super::handoff::{HandoffEndpoints, HandoffOut};
 use super::route::Fib;
 use super::{Output, Pipeline, PipelineParams};
 use crate::pmd::{self, FreeBatch, Mbuf, MbufAlloc, Mempool, RxBurst, TxBuffer, BURST};
@@ -65,7 +65,8 @@ struct TxSide {
     bufs: Vec<Option<TxBuffer>>,
     free: FreeBatch,
     tx_refused: u64,
-    handoff: HandoffEndpoints<Mbuf>,
+    /// Staged per destination worker, enqueued in bulk by `flush`.
+    handoff: HandoffOut<Mbuf>,
 }
 
 impl Output<Mbuf> for TxSide {
@@ -85,19 +86,19 @@ impl Output<Mbuf> for TxSide {
     }
     #[inline]
     fn handoff(&mut self, worker: usize, pkt: Mbuf) -> bool {
-        match self.handoff.out.get(worker).map(|r| r.push(pkt)) {
-            Some(Ok(())) => true,
-            Some(Err(pkt)) => {
+        match self.handoff.push(worker, pkt) {
+            Ok(()) => true,
+            Err(pkt) => {
                 self.free.push(pkt);
                 false
             }
-            None => false,
         }
     }
 }
 
 impl TxSide {
     fn flush(&mut self) {
+        self.handoff.flush();
         for b in self.bufs.iter_mut().flatten() {
             self.tx_refused += b.flush().dropped as u64;
         }
@@ -111,7 +112,7 @@ pub fn run(setup: WorkerSetup) -> i32 {
     let drain_cycles = (hz / 1_000_000).max(1) * setup.tx_drain_us as u64;
     let mut pipeline: Pipeline<Mbuf> = Pipeline::new(setup.fib.clone(), setup.params);
     pipeline.stages = setup.stages;
-    let inbound = setup.handoff.inbound.clone();
+    let mut inbound = setup.handoff.inbound;
     let mut alloc = MbufAlloc { pool: setup.pool };
     let max_port = setup.port_ids.iter().copied().max().unwrap_or(0) as usize;
     let mut tx = TxSide {
@@ -125,7 +126,7 @@ pub fn run(setup: WorkerSetup) -> i32 {
             .collect(),
         free: FreeBatch::default(),
         tx_refused: 0,
-        handoff: setup.handoff,
+        handoff: setup.handoff.out,
     };
     let burst_size = setup.burst.clamp(1, BURST);
     let mut burst = RxBurst::default();
@@ -151,6 +152,8 @@ pub fn run(setup: WorkerSetup) -> i32 {
                 }
                 pipeline.handle(m, port, now, &mut alloc, &mut tx);
             }
+            // This burst's handoffs: one bulk enqueue per destination ring.
+            tx.handoff.flush();
             if !pipeline.learned.is_empty() {
                 pipeline.release_learned(now, &mut alloc, &mut tx);
                 for &(port, ip, mac) in &pipeline.learned {
@@ -164,15 +167,11 @@ pub fn run(setup: WorkerSetup) -> i32 {
                 pipeline.learned.clear();
             }
         }
-        for ring in &inbound {
-            let mut n = 0;
+        if !inbound.is_empty() {
             let now = pmd::rdtsc();
-            while n < BURST {
-                let Some(m) = ring.pop() else { break };
-                pipeline.handle_handoff(m, now, &mut alloc, &mut tx);
-                n += 1;
-            }
-            got += n;
+            got += inbound.poll(BURST, |m| {
+                pipeline.handle_handoff(m, now, &mut alloc, &mut tx)
+            });
         }
         let now = pmd::rdtsc();
         if now.wrapping_sub(last_drain) >= drain_cycles || got == 0 {
