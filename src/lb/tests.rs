@@ -518,3 +518,19 @@ fn reload_refuses_vip_changes() {
     let e = c.reload(&other.load_balancers, 0).unwrap_err();
     assert!(e.contains("vips"), "{e}");
 }
+
+#[test]
+fn full_nat_replies_handed_to_the_port_owner() {
+    let c = cfg(GROUPS);
+    let ctl = LbControl::new(&c.load_balancers, HZ, 0);
+    let mut w0 = LbWorker::new(&c.load_balancers, ctl.cell(), 0, 2, HZ);
+    let mut w1 = LbWorker::new(&c.load_balancers, ctl.cell(), 1, 2, HZ);
+    let mut b = udp(CLIENT, 7000, VIP, 53);
+    assert_eq!(w0.process(&mut b, s(1)), StageVerdict::Translated);
+    let lport = tuple(&b).1;
+    // Worker 0 allocated from its own slice: worker 1 hands the reply over.
+    let mut r = udp(t(5), 5353, LBA, lport);
+    assert_eq!(w1.process(&mut r, s(1)), StageVerdict::Handoff(0));
+    assert_eq!(w0.process(&mut r, s(1)), StageVerdict::Translated);
+    assert_eq!(tuple(&r), (VIP, 53, CLIENT, 7000));
+}
