@@ -115,7 +115,25 @@ fn weighted_distribution_and_client_ip_preserved() {
     assert!(rig.server_log(1).contains(&format!("HTTP {CLIENT}")));
     let m = rig.app.metrics();
     let new = m.value("flowgate_lb_new_flows_total", &[("lb", LB_ID)]);
-    assert!(new >= n as f64, "new flows {new}");
+    assert_eq!(new, n as f64, "new flows");
+    for (t, ip) in [
+        ("t1", "10.1.0.11"),
+        ("t2", "10.1.0.12"),
+        ("t3", "10.1.0.13"),
+    ] {
+        assert_eq!(
+            m.value(
+                "flowgate_lb_target_new_flows_total",
+                &[
+                    ("lb", LB_ID),
+                    ("target_group", "web"),
+                    ("target", &format!("{ip}:8080"))
+                ]
+            ),
+            *got.get(t).unwrap_or(&0) as f64,
+            "per-target new flows of {t}"
+        );
+    }
     assert_eq!(
         m.value(
             "flowgate_lb_target_new_flows_total",
