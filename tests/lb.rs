@@ -535,3 +535,48 @@ print(n)
     let mut app = rig.app;
     assert!(app.running(), "the appliance died");
 }
+
+/// Two workers, two queues per port: the client endpoint decides which worker owns a DNAT
+/// flow (the other hands packets over), the LB port a full-NAT flow. Every connection and
+/// datagram gets through.
+#[test]
+fn two_workers_hand_off_lb_flows() {
+    let Some(_g) = setup("two_workers_hand_off_lb_flows") else {
+        return;
+    };
+    let rig = LbRig::start_yaml(
+        "lbm",
+        |t| two_workers(&t.config(&[1, 1, 1, 0], "")),
+        &["--lcores", "0@0,1@1,2@1"],
+    );
+    let (got, out) = http_burst(&rig, 200);
+    assert!(out.contains("fail=0"), "{out}");
+    assert_eq!(got.values().sum::<usize>(), 200, "{got:?}");
+    let script = r#"
+import socket, sys
+ok = 0
+for i in range(40):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(2)
+    u.sendto(b"hi", (sys.argv[1], 53))
+    try:
+        if u.recvfrom(2048)[0].startswith(b"name=t5"):
+            ok += 1
+    except OSError:
+        pass
+print("udp_ok=%d" % ok, flush=True)
+"#;
+    let o = rig
+        .topo
+        .client
+        .exec(&[PYTHON, "-u", "-c", script, VIP], 120);
+    assert!(o.stdout.contains("udp_ok=40"), "{o}");
+    let m = rig.app.wait_metrics(Duration::from_secs(3), |m| {
+        m.value("flowgate_handoff_sent_total", &[])
+            == m.value("flowgate_handoff_received_total", &[])
+    });
+    let sent = m.value("flowgate_handoff_sent_total", &[]);
+    println!("handoff sent {sent}");
+    assert_eq!(sent, m.value("flowgate_handoff_received_total", &[]));
+    assert_eq!(m.dropped("handoff_full"), 0.0);
+}
