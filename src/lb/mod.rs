@@ -232,7 +232,7 @@ fn client_owner(ip: Ipv4Addr, port: u16, n_workers: usize) -> usize {
         u64::from(u32::from(ip)),
         u64::from(port),
     );
-    ((h >> 32) * n_workers as u64 >> 32) as usize
+    (((h >> 32) * n_workers as u64) >> 32) as usize
 }
 
 /// Which side of a flow a packet came from.
