@@ -365,6 +365,13 @@ fn unhealthy_target_rst_and_fail_open() {
     }
     assert!(c.set_target_health("web", "web", t(2), 8080, false));
     assert!(!c.set_target_health("web", "web", t(9), 8080, false));
+    assert!(
+        !c.set_target_health_keyed("web", t(2), 8080, false),
+        "no group in the key"
+    );
+    let key = LbControl::group_key("web", "web");
+    assert!(c.set_target_health_keyed(&key, t(2), 8080, false));
+    assert_eq!(c.probe_targets().len(), 4);
     w.refresh();
     let (p2, _) = *by.iter().find(|(_, x)| *x == t(2)).unwrap();
     let (p3, _) = *by.iter().find(|(_, x)| *x == t(3)).unwrap();
