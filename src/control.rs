@@ -186,6 +186,8 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
         .map(|_| Arc::new(NatPublished::new(cfg.nat_gateways.len())))
         .collect();
     // Load balancers: snapshots built here on the control thread, picked up by workers.
+    // A health checker reports through `lb_ctl` (`LbControl::set_target_health(_keyed)`),
+    // its probe list is `LbControl::probe_targets()`; until one runs, targets are healthy.
     let lb_ctl = (!cfg.load_balancers.is_empty()).then(|| {
         Arc::new(std::sync::Mutex::new(LbControl::new(
             &cfg.load_balancers,

@@ -115,7 +115,25 @@ fn weighted_distribution_and_client_ip_preserved() {
     assert!(rig.server_log(1).contains(&format!("HTTP {CLIENT}")));
     let m = rig.app.metrics();
     let new = m.value("flowgate_lb_new_flows_total", &[("lb", LB_ID)]);
-    assert!(new >= n as f64, "new flows {new}");
+    assert_eq!(new, n as f64, "new flows");
+    for (t, ip) in [
+        ("t1", "10.1.0.11"),
+        ("t2", "10.1.0.12"),
+        ("t3", "10.1.0.13"),
+    ] {
+        assert_eq!(
+            m.value(
+                "flowgate_lb_target_new_flows_total",
+                &[
+                    ("lb", LB_ID),
+                    ("target_group", "web"),
+                    ("target", &format!("{ip}:8080"))
+                ]
+            ),
+            *got.get(t).unwrap_or(&0) as f64,
+            "per-target new flows of {t}"
+        );
+    }
     assert_eq!(
         m.value(
             "flowgate_lb_target_new_flows_total",
@@ -406,4 +424,159 @@ except OSError as e:
     assert!(m.dropped("lb_idle_timeout_rst") >= 1.0);
     assert!(m.value("flowgate_lb_idle_timeouts_total", &[("lb", LB_ID)]) >= 1.0);
     assert!(m.value("flowgate_lb_tcp_elb_resets_total", &[("lb", LB_ID)]) >= 1.0);
+}
+
+/// SYN flood from random sources toward the VIP fills a small flow table: refused and
+/// counted, an established connection keeps working, the process stays up and the mbufs
+/// in use return to their baseline.
+#[test]
+fn syn_flood_fills_table_established_flow_survives() {
+    let Some(_g) = setup("syn_flood_fills_table_established_flow_survives") else {
+        return;
+    };
+    let topo = LbTopology::new("lbs");
+    let dir = TempDir::new("lb-lbs");
+    let servers = topo.start_servers(&dir.join(""));
+    let yaml = topo
+        .config(&[1, 1, 1, 0], "")
+        .replace("flows_per_core: 65536", "flows_per_core: 256");
+    let app = Appliance::start(&yaml);
+    assert!(ping_until_reply(&topo.client, FRONT_IP, 10));
+    let rig = LbRig {
+        servers,
+        app,
+        topo,
+        dir,
+    };
+    const MBUFS: &str = "flowgate_mempool_mbufs_in_use";
+    let base = rig.app.metrics();
+    let mbufs_base = base.value(MBUFS, &[]);
+    let held = r#"
+import socket, sys, time
+vip, trigger = sys.argv[1], sys.argv[2]
+def get(s):
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while b"name=" not in data or not data.endswith(b"\n"):
+        d = s.recv(4096)
+        if not d:
+            return "eof"
+        data += d
+    return data.split(b"\r\n\r\n", 1)[1].decode().strip()
+s = socket.create_connection((vip, 80), timeout=5)
+print("before " + get(s), flush=True)
+import os
+while not os.path.exists(trigger):
+    time.sleep(0.1)
+print("after " + get(s), flush=True)
+"#;
+    let trigger = rig.dir.join("go");
+    let mut h = rig.topo.client.spawn(
+        &[
+            PYTHON,
+            "-u",
+            "-c",
+            held,
+            VIP,
+            &trigger.display().to_string(),
+        ],
+        &rig.dir.join("held.log"),
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || h
+            .log_text()
+            .contains("before name=")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        h.log_text()
+    );
+    let flood = r#"
+import sys, random
+from scapy.all import Ether, IP, TCP, sendp, conf
+conf.verb = 0
+iface, mac, dst, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+pkts = [Ether(dst=mac) / IP(src="198.18.%d.%d" % (random.randint(0, 255), random.randint(1, 254)), dst=dst) / TCP(sport=random.randint(1024, 65535), dport=80, flags="S", seq=random.randint(0, 2**32 - 1)) for _ in range(n)]
+for i in range(0, n, 200):
+    sendp(pkts[i:i + 200], iface=iface)
+print(n)
+"#;
+    let mac = rig
+        .topo
+        .client
+        .neighbor_mac(FRONT_IP)
+        .expect("client has no ARP entry for the appliance");
+    let n = 2000;
+    let iface = format!("{}f1", rig.topo.prefix);
+    let o = rig.topo.client.exec(
+        &[PYTHON, "-u", "-c", flood, &iface, &mac, VIP, &n.to_string()],
+        180,
+    );
+    assert!(o.ok(), "{o}");
+    let m = rig
+        .app
+        .wait_metrics(Duration::from_secs(5), |m| m.dropped("lb_table_full") > 0.0);
+    let full = m.dropped("lb_table_full");
+    println!("SYN flood of {n} into a 256-flow table: {full} refused");
+    assert!(full >= (n - 256) as f64 * 0.5, "only {full} refused");
+    assert!(m.value("flowgate_lb_active_flows", &[("lb", LB_ID)]) <= 256.0);
+    std::fs::write(&trigger, b"go").unwrap();
+    h.wait_timeout(Duration::from_secs(15));
+    let hl = h.log_text();
+    assert!(hl.contains("after name="), "established flow broke:\n{hl}");
+    let m = rig.app.wait_metrics(Duration::from_secs(10), |m| {
+        m.value(MBUFS, &[]) <= mbufs_base
+    });
+    assert!(
+        m.value(MBUFS, &[]) <= mbufs_base,
+        "mbufs in use {} above baseline {mbufs_base}",
+        m.value(MBUFS, &[])
+    );
+    let mut app = rig.app;
+    assert!(app.running(), "the appliance died");
+}
+
+/// Two workers, two queues per port: the client endpoint decides which worker owns a DNAT
+/// flow (the other hands packets over), the LB port a full-NAT flow. Every connection and
+/// datagram gets through.
+#[test]
+fn two_workers_hand_off_lb_flows() {
+    let Some(_g) = setup("two_workers_hand_off_lb_flows") else {
+        return;
+    };
+    let rig = LbRig::start_yaml(
+        "lbm",
+        |t| two_workers(&t.config(&[1, 1, 1, 0], "")),
+        &["--lcores", "0@0,1@1,2@1"],
+    );
+    let (got, out) = http_burst(&rig, 200);
+    assert!(out.contains("fail=0"), "{out}");
+    assert_eq!(got.values().sum::<usize>(), 200, "{got:?}");
+    let script = r#"
+import socket, sys
+ok = 0
+for i in range(40):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(2)
+    u.sendto(b"hi", (sys.argv[1], 53))
+    try:
+        if u.recvfrom(2048)[0].startswith(b"name=t5"):
+            ok += 1
+    except OSError:
+        pass
+print("udp_ok=%d" % ok, flush=True)
+"#;
+    let o = rig
+        .topo
+        .client
+        .exec(&[PYTHON, "-u", "-c", script, VIP], 120);
+    assert!(o.stdout.contains("udp_ok=40"), "{o}");
+    let m = rig.app.wait_metrics(Duration::from_secs(3), |m| {
+        m.value("flowgate_handoff_sent_total", &[])
+            == m.value("flowgate_handoff_received_total", &[])
+    });
+    let sent = m.value("flowgate_handoff_sent_total", &[]);
+    println!("handoff sent {sent}");
+    assert_eq!(sent, m.value("flowgate_handoff_received_total", &[]));
+    assert_eq!(m.dropped("handoff_full"), 0.0);
 }

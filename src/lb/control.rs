@@ -208,6 +208,26 @@ impl LbControl {
         true
     }
 
+    /// The health checker's name for a target group: `lb/group` (group names are unique
+    /// within a load balancer only).
+    pub fn group_key(lb: &str, group: &str) -> String {
+        format!("{lb}/{group}")
+    }
+
+    /// `set_target_health` by a `group_key` (what a checker keyed by group reports).
+    pub fn set_target_health_keyed(
+        &mut self,
+        group_key: &str,
+        ip: Ipv4Addr,
+        port: u16,
+        healthy: bool,
+    ) -> bool {
+        match group_key.split_once('/') {
+            Some((lb, group)) => self.set_target_health(lb, group, ip, port, healthy),
+            None => false,
+        }
+    }
+
     /// Targets to probe (registered, not removed).
     pub fn probe_targets(&self) -> Vec<ProbeTarget> {
         let mut v = Vec::new();

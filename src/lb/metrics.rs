@@ -137,8 +137,11 @@ pub fn lb_families(r: &Registry, ctl: &Mutex<LbControl>, workers: &[Arc<LbPublis
         group_new
             .with_label_values(&[lb.as_str(), t.group.as_str()])
             .inc_by(n);
-        if t.removed && !matches!(t.state, super::snapshot::TargetState::Draining { .. }) {
-            continue;
+        // A removed target is reported until its deregistration delay is over.
+        if let (true, super::snapshot::TargetState::Draining { until }) = (t.removed, t.state) {
+            if until <= crate::pmd::rdtsc() {
+                continue;
+            }
         }
         let s = match t.state {
             super::snapshot::TargetState::Healthy => "healthy",

@@ -232,6 +232,20 @@ fn rewrite<B: PacketBuf>(
     true
 }
 
+/// The worker owning the flows of client endpoint `ip:port` when there are several: the
+/// client endpoint is the one thing both directions of a DNAT flow carry (source of the
+/// client's packets, destination of the target's), so both find the owner without shared
+/// state. Full-NAT replies find it through the LB port instead (its owner allocated it).
+#[inline]
+fn client_owner(ip: Ipv4Addr, port: u16, n_workers: usize) -> usize {
+    let h = crate::nat::flow::mix2(
+        0x6c62_6f77_6e65_7221,
+        u64::from(u32::from(ip)),
+        u64::from(port),
+    );
+    (((h >> 32) * n_workers as u64) >> 32) as usize
+}
+
 /// Which side of a flow a packet came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dir {
@@ -432,6 +446,12 @@ impl LbWorker {
             return self.icmp_to_vip(li, pkt, ip);
         }
         let l4 = parse_l4(pkt.data(), ip).ok_or(DropReason::LbUnsupportedProtocol)?;
+        if self.n_workers > 1 {
+            let o = client_owner(ip.src, l4.sport, self.n_workers);
+            if o != self.worker {
+                return Ok(StageVerdict::Handoff(o));
+            }
+        }
         let tcp = ip.proto == IPPROTO_TCP;
         let view = snap.lbs.get(li).ok_or(DropReason::LbNoListener)?;
         let listener = *view
@@ -835,6 +855,13 @@ impl LbWorker {
         let Some(l4) = parse_l4(pkt.data(), ip) else {
             return StageVerdict::Pass;
         };
+        let ep = (u64::from(u32::from(ip.src)) << 16) | u64::from(l4.sport);
+        if self.n_workers > 1 && snap.dnat_endpoints.contains_key(&ep) {
+            let o = client_owner(ip.dst, l4.dport, self.n_workers);
+            if o != self.worker {
+                return StageVerdict::Handoff(o);
+            }
+        }
         let key = Key::new(ip.proto, ip.src, l4.sport, ip.dst, l4.dport);
         for li in 0..self.lbs.len() {
             if let Some(idx) = self.lbs[li].flows.lookup_out(&key) {
@@ -852,7 +879,6 @@ impl LbWorker {
         }
         // A target endpoint speaking with no flow (expired, or never seen here): it must
         // not reach the client untranslated.
-        let ep = (u64::from(u32::from(ip.src)) << 16) | u64::from(l4.sport);
         match snap.dnat_endpoints.get(&ep) {
             Some(&li) => self.verdict(li as usize, Err(DropReason::LbNoFlow)),
             None => StageVerdict::Pass,

@@ -365,6 +365,13 @@ fn unhealthy_target_rst_and_fail_open() {
     }
     assert!(c.set_target_health("web", "web", t(2), 8080, false));
     assert!(!c.set_target_health("web", "web", t(9), 8080, false));
+    assert!(
+        !c.set_target_health_keyed("web", t(2), 8080, false),
+        "no group in the key"
+    );
+    let key = LbControl::group_key("web", "web");
+    assert!(c.set_target_health_keyed(&key, t(2), 8080, false));
+    assert_eq!(c.probe_targets().len(), 4);
     w.refresh();
     let (p2, _) = *by.iter().find(|(_, x)| *x == t(2)).unwrap();
     let (p3, _) = *by.iter().find(|(_, x)| *x == t(3)).unwrap();
@@ -517,4 +524,67 @@ fn reload_refuses_vip_changes() {
     let other = parse_str(&other, "t.yaml").unwrap();
     let e = c.reload(&other.load_balancers, 0).unwrap_err();
     assert!(e.contains("vips"), "{e}");
+}
+
+#[test]
+fn full_nat_replies_handed_to_the_port_owner() {
+    let c = cfg(GROUPS);
+    let ctl = LbControl::new(&c.load_balancers, HZ, 0);
+    let mut ws: Vec<LbWorker> = (0..2)
+        .map(|i| LbWorker::new(&c.load_balancers, ctl.cell(), i, 2, HZ))
+        .collect();
+    let mut b = udp(CLIENT, 7000, VIP, 53);
+    let o = match ws[0].process(&mut b, s(1)) {
+        StageVerdict::Handoff(o) => o,
+        v => {
+            assert_eq!(v, StageVerdict::Translated);
+            0
+        }
+    };
+    let mut b = udp(CLIENT, 7000, VIP, 53);
+    assert_eq!(ws[o].process(&mut b, s(1)), StageVerdict::Translated);
+    let lport = tuple(&b).1;
+    // The owner allocated from its own slice: the other worker hands the reply over.
+    let mut r = udp(t(5), 5353, LBA, lport);
+    assert_eq!(ws[1 - o].process(&mut r, s(1)), StageVerdict::Handoff(o));
+    assert_eq!(ws[o].process(&mut r, s(1)), StageVerdict::Translated);
+    assert_eq!(tuple(&r), (VIP, 53, CLIENT, 7000));
+}
+
+#[test]
+fn several_workers_agree_on_the_owner_of_a_dnat_flow() {
+    let c = cfg(GROUPS);
+    let ctl = LbControl::new(&c.load_balancers, HZ, 0);
+    let mut ws: Vec<LbWorker> = (0..3)
+        .map(|i| LbWorker::new(&c.load_balancers, ctl.cell(), i, 3, HZ))
+        .collect();
+    for sport in 50000..50020u16 {
+        // The client's SYN: every non-owner hands it to the same owner.
+        let mut owner = None;
+        for (i, w) in ws.iter_mut().enumerate() {
+            let mut b = tcp(CLIENT, sport, VIP, 80, SYN);
+            match w.process(&mut b, s(1)) {
+                StageVerdict::Handoff(o) => assert!(owner.is_none_or(|x| x == o) && o != i),
+                StageVerdict::Translated => owner = owner.or(Some(i)),
+                v => panic!("{v:?}"),
+            }
+        }
+        let o = owner.expect("one worker owns it");
+        let target = {
+            let mut b = tcp(CLIENT, sport, VIP, 80, ACK);
+            assert_eq!(ws[o].process(&mut b, s(1)), StageVerdict::Translated);
+            tuple(&b).2
+        };
+        // The target's reply, wherever it arrives, goes to that owner.
+        for (i, w) in ws.iter_mut().enumerate() {
+            let mut r = tcp(target, 8080, CLIENT, sport, SYN | ACK);
+            let v = w.process(&mut r, s(1));
+            if i == o {
+                assert_eq!(v, StageVerdict::Translated);
+                assert_eq!(tuple(&r), (VIP, 80, CLIENT, sport));
+            } else {
+                assert_eq!(v, StageVerdict::Handoff(o));
+            }
+        }
+    }
 }

@@ -273,12 +273,29 @@ pub struct LbRig {
     pub dir: TempDir,
 }
 
+/// `yaml` with two workers and two queue pairs per port.
+pub fn two_workers(yaml: &str) -> String {
+    yaml.replace("workers: [1]", "workers: [1, 2]").replace(
+        ",framesz=10240,blocksz=20480\"",
+        ",framesz=10240,blocksz=20480,qpairs=2\"\n    queues: 2",
+    )
+}
+
 impl LbRig {
     pub fn start(prefix: &str, weights: &[u32; 4]) -> LbRig {
+        Self::start_yaml(prefix, |t| t.config(weights, ""), &[])
+    }
+
+    /// Starts with the config `make` builds for the topology, extra EAL args appended.
+    pub fn start_yaml(
+        prefix: &str,
+        make: impl Fn(&LbTopology) -> String,
+        extra_eal: &[&str],
+    ) -> LbRig {
         let topo = LbTopology::new(prefix);
         let dir = TempDir::new(&format!("lb-{prefix}"));
         let servers = topo.start_servers(&dir.join(""));
-        let app = Appliance::start(&topo.config(weights, ""));
+        let app = Appliance::start_with(&make(&topo), extra_eal);
         assert!(
             ping_until_reply(&topo.client, FRONT_IP, 10),
             "the appliance does not answer ping on the front port"
