@@ -863,6 +863,8 @@ fn bench_lb_new<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, S
     keys.push(("lb_new_ns_per_pkt".into(), format!("{ns:.1}")));
     keys.push(("lb_new_flows_per_s".into(), format!("{fps:.0}")));
     keys.push(("lb_new_dropped".into(), r.discarded.to_string()));
+}
+
 /// Packets a measured run handles: `--instr N`, else until the time is up.
 fn packets_to_measure(o: &Opts) -> u64 {
     o.instr.unwrap_or(u64::MAX)

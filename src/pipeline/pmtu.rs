@@ -137,7 +137,10 @@ nat_gateways:
         assert_eq!(fib.min_egress_mtu, 1280);
         let mut p = Pipeline::new(fib, PipelineParams::for_tests());
         let nat = NatWorker::new(&cfg.nat_gateways, 0, 1, 1_000_000_000);
-        p.stages = Some(Box::new(NatStage::new(nat, Arc::new(NatPublished::new(1)))));
+        p.stages = crate::stages::StageChain::build(
+            None,
+            Some(NatStage::new(nat, Arc::new(NatPublished::new(1)))),
+        );
         let (mut al, mut out) = (VecAlloc::default(), Rec::default());
         p.neighbor_resolved(0, a("10.0.1.2"), HOST_MAC, NOW, &mut al, &mut out);
         p.neighbor_resolved(1, a("198.51.100.254"), ROUTER_MAC, NOW, &mut al, &mut out);
