@@ -260,6 +260,7 @@ fn main() {
         queues: 1,
         rx_desc: 1024,
         tx_desc: 1024,
+        scatter: false,
     };
     let port = Port::start(&setup, pool).expect("memif client port");
     let hz = pmd::tsc_hz();

@@ -63,6 +63,7 @@ fn port_setup(cfg: &Config, p: &config::PortConfig, workers: u16) -> PortSetup {
         queues: p.queues.max(workers),
         rx_desc: p.rx_desc,
         tx_desc: p.tx_desc,
+        scatter: cfg.mempool.scatter && p.mtu + 18 > cfg.mempool.data_room,
     }
 }
 
@@ -80,6 +81,21 @@ pub fn rx_assignment(cfg: &Config, port_ids: &[u16], workers: usize) -> Vec<Vec<
         }
     }
     a
+}
+
+/// With `mempool.scatter` and a port MTU above the data room: the pool of jumbo buffers
+/// chained mbufs are copied into (allocated once, at start).
+fn linear_pool(cfg: &Config) -> Result<Option<Mempool>, String> {
+    let m = &cfg.mempool;
+    let max_frame = cfg.ports.iter().map(|p| p.mtu + 18).max().unwrap_or(0);
+    if !m.scatter || max_frame <= m.data_room {
+        return Ok(None);
+    }
+    let room = max_frame.div_ceil(1024) * 1024;
+    let n = m.linear_mbufs.max(63);
+    let pool = Mempool::create("fg_lin_pool", n, 32.min(n / 2), room).map_err(|e| e.to_string())?;
+    info!("scatter rx: chained mbufs are linearized into {n} buffers of {room} bytes");
+    Ok(Some(pool))
 }
 
 /// Rx queues of port `p` (as many as `port_setup` gives it); all are polled.
@@ -166,6 +182,7 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
         cfg.mempool.data_room,
     )
     .map_err(|e| e.to_string())?;
+    let linear_pool = linear_pool(cfg)?;
     let mut ports = Vec::new();
     for p in &cfg.ports {
         let port =
@@ -221,6 +238,7 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
             counters: counters.clone(),
             stop: stop.clone(),
             handoff: mesh.endpoints(i),
+            linear_pool,
             stages: if cfg.nat_gateways.is_empty() {
                 None
             } else {
