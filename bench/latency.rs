@@ -261,6 +261,7 @@ fn main() {
         queues: 1,
         rx_desc: 1024,
         tx_desc: 1024,
+        scatter: false,
     };
     let port = Port::start(&setup, pool).expect("memif server port");
     let hz = pmd::tsc_hz();

@@ -66,6 +66,7 @@ fn port_setup(cfg: &Config, p: &config::PortConfig, workers: u16) -> PortSetup {
         queues: p.queues.max(workers),
         rx_desc: p.rx_desc,
         tx_desc: p.tx_desc,
+        scatter: cfg.mempool.scatter && p.mtu + 18 > cfg.mempool.data_room,
     }
 }
 
@@ -74,16 +75,35 @@ fn port_setup(cfg: &Config, p: &config::PortConfig, workers: u16) -> PortSetup {
 pub fn rx_assignment(cfg: &Config, port_ids: &[u16], workers: usize) -> Vec<Vec<(u16, u16)>> {
     let mut a = vec![Vec::new(); workers];
     for (i, p) in cfg.ports.iter().enumerate() {
-        let queues = if p.role == PortRole::Exception {
-            1
-        } else {
-            p.queues
-        };
+        // Every rx queue the port is given (`port_setup`: one queue pair per worker at
+        // least) is polled: a PMD spreading traffic over queues (RSS, a multi-queue tap)
+        // must not feed one nobody reads.
+        let queues = polled_queues(p, workers);
         for q in 0..queues {
             a[q as usize % workers].push((port_ids[i], q));
         }
     }
     a
+}
+
+/// With `mempool.scatter` and a port MTU above the data room: the pool of jumbo buffers
+/// chained mbufs are copied into (allocated once, at start).
+fn linear_pool(cfg: &Config) -> Result<Option<Mempool>, String> {
+    let m = &cfg.mempool;
+    let max_frame = cfg.ports.iter().map(|p| p.mtu + 18).max().unwrap_or(0);
+    if !m.scatter || max_frame <= m.data_room {
+        return Ok(None);
+    }
+    let room = max_frame.div_ceil(1024) * 1024;
+    let n = m.linear_mbufs.max(63);
+    let pool = Mempool::create("fg_lin_pool", n, 32.min(n / 2), room).map_err(|e| e.to_string())?;
+    info!("scatter rx: chained mbufs are linearized into {n} buffers of {room} bytes");
+    Ok(Some(pool))
+}
+
+/// Rx queues of port `p` (as many as `port_setup` gives it); all are polled.
+fn polled_queues(p: &config::PortConfig, workers: usize) -> u16 {
+    p.queues.max(workers.min(u16::MAX as usize) as u16)
 }
 
 fn params(cfg: &Config) -> PipelineParams {
@@ -96,8 +116,9 @@ fn params(cfg: &Config) -> PipelineParams {
     }
 }
 
-/// What a reload may change without restarting: routes and neighbor settings. Ports,
-/// lcores, mempool and EAL arguments need a restart.
+/// What a reload may change without restarting: routes (unless they move NAT east-west
+/// exemptions) and the log level. Ports, lcores, mempool, EAL arguments, NAT gateways,
+/// neighbor and worker settings need a restart.
 fn reload_compatible(old: &Config, new: &Config) -> Result<(), String> {
     if old.ports != new.ports {
         return Err("ports changed (restart needed)".into());
@@ -114,6 +135,22 @@ fn reload_compatible(old: &Config, new: &Config) -> Result<(), String> {
     LbControl::reload_compatible(&old.load_balancers, &new.load_balancers)?;
     if old.metrics != new.metrics {
         return Err("metrics.listen changed (restart needed)".into());
+    }
+    // Read by the workers when they start (table sizes, timers, burst, drain timer): a
+    // reload cannot change them, so it is refused rather than reported as applied.
+    if old.neighbor != new.neighbor {
+        return Err(
+            "neighbor settings changed (timeout_s, pending_max apply when workers start; \
+             restart needed)"
+                .into(),
+        );
+    }
+    if old.worker != new.worker {
+        return Err(
+            "worker settings changed (burst, tx_drain_us, idle_sleep_us apply when workers \
+             start; restart needed)"
+                .into(),
+        );
     }
     for g in &new.nat_gateways {
         if NoTranslate::from_config(old, g) != NoTranslate::from_config(new, g) {
@@ -151,6 +188,7 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
         cfg.mempool.data_room,
     )
     .map_err(|e| e.to_string())?;
+    let linear_pool = linear_pool(cfg)?;
     let mut ports = Vec::new();
     for p in &cfg.ports {
         let port =
@@ -219,6 +257,7 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
             counters: counters.clone(),
             stop: stop.clone(),
             handoff: mesh.endpoints(i),
+            linear_pool,
             stages: crate::stages::StageChain::build(
                 lb_ctl.as_ref().and_then(|c| {
                     let cell = c.lock().ok()?.cell();
@@ -443,5 +482,66 @@ fn print_summary(t: &Telemetry) {
                 println!("    {:<24} {v}", r.name());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YAML: &str = "lcores: {workers: [1, 2]}
+ports:
+  - {name: a, device: net_null0, addresses: [10.0.1.1/24]}
+  - {name: b, device: net_null1, addresses: [198.51.100.1/24], queues: 4}
+  - {name: k, device: net_tap0, role: exception}
+exception: {port: k}
+neighbor: {timeout_s: 300, pending_max: 64}
+worker: {burst: 32}
+";
+
+    #[test]
+    fn every_configured_rx_queue_is_polled_exactly_once() {
+        let cfg = config::parse_str(YAML, "t.yaml").unwrap();
+        let a = rx_assignment(&cfg, &[0, 1, 2], 2);
+        let mut all: Vec<(u16, u16)> = a.iter().flatten().copied().collect();
+        all.sort();
+        // a: 1 queue asked, 2 workers -> 2 queues; b: 4; the exception tap: 2.
+        let want = vec![
+            (0, 0),
+            (0, 1),
+            (1, 0),
+            (1, 1),
+            (1, 2),
+            (1, 3),
+            (2, 0),
+            (2, 1),
+        ];
+        assert_eq!(all, want);
+        for (i, p) in cfg.ports.iter().enumerate() {
+            let s = port_setup(&cfg, p, 2);
+            let polled = all.iter().filter(|(port, _)| *port == i as u16).count();
+            assert_eq!(s.queues as usize, polled, "port {}", p.name);
+        }
+    }
+
+    #[test]
+    fn reload_refuses_start_only_settings_and_accepts_routes() {
+        let old = config::parse_str(YAML, "t.yaml").unwrap();
+        let edit =
+            |from: &str, to: &str| config::parse_str(&YAML.replace(from, to), "t.yaml").unwrap();
+        let e = reload_compatible(&old, &edit("timeout_s: 300", "timeout_s: 30")).unwrap_err();
+        assert!(
+            e.contains("neighbor settings changed") && e.contains("restart"),
+            "{e}"
+        );
+        let e = reload_compatible(&old, &edit("pending_max: 64", "pending_max: 8")).unwrap_err();
+        assert!(e.contains("neighbor"), "{e}");
+        let e = reload_compatible(&old, &edit("burst: 32", "burst: 8")).unwrap_err();
+        assert!(e.contains("worker settings changed"), "{e}");
+        let routes = edit(
+            "exception: {port: k}\n",
+            "exception: {port: k}\nroutes: [{prefix: 0.0.0.0/0, port: b, via: 198.51.100.254}]\n",
+        );
+        assert_eq!(reload_compatible(&old, &routes), Ok(()));
     }
 }

@@ -104,6 +104,15 @@ pub struct MempoolConfig {
     /// Default 10240 (jumbo frames in one segment).
     #[serde(default = "default_data_room")]
     pub data_room: u32,
+    /// Receive frames larger than the data room as chained mbufs (the `scatter` rx
+    /// offload, e.g. ENA with 2 KiB buffers at MTU 9001; net_tap supports it): the data
+    /// room may then be smaller than MTU + 18. Chains are copied into one buffer of a
+    /// second, small pool of jumbo buffers (`linear_mbufs` of them) before processing.
+    #[serde(default)]
+    pub scatter: bool,
+    /// Jumbo buffers for linearizing chained mbufs (with `scatter`). Default 1023.
+    #[serde(default = "default_linear_mbufs")]
+    pub linear_mbufs: u32,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -233,6 +242,9 @@ fn default_cache() -> u32 {
 fn default_data_room() -> u32 {
     10240
 }
+fn default_linear_mbufs() -> u32 {
+    1023
+}
 fn default_mtu() -> u32 {
     1500
 }
@@ -267,6 +279,8 @@ impl Default for MempoolConfig {
             mbufs: default_mbufs(),
             cache: default_cache(),
             data_room: default_data_room(),
+            scatter: false,
+            linear_mbufs: default_linear_mbufs(),
         }
     }
 }

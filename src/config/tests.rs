@@ -873,3 +873,21 @@ fn conf_examples_say_what_the_brief_says() {
         assert_eq!(port.role, PortRole::Exception, "{file}");
     }
 }
+
+#[test]
+fn scatter_allows_a_data_room_below_the_mtu() {
+    let text = |scatter: &str| {
+        format!(
+            "lcores: {{workers: [1]}}
+mempool: {{data_room: 2048{scatter}}}
+ports:
+  - {{name: a, device: net_tap0, mtu: 9001}}
+"
+        )
+    };
+    let e = parse_str(&text(""), "t.yaml").unwrap_err();
+    assert_eq!(e.field, "mempool.data_room", "{e}");
+    let c = parse_str(&text(", scatter: true"), "t.yaml").unwrap();
+    assert!(c.mempool.scatter);
+    assert_eq!(c.mempool.linear_mbufs, 1023);
+}

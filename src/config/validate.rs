@@ -352,7 +352,7 @@ fn check_mempool(cfg: &Config, v: &mut Validator<'_>) {
         .max_by_key(|(i, p)| (p.mtu, std::cmp::Reverse(*i)));
     if let Some((i, p)) = largest {
         let need = p.mtu + FRAME_OVERHEAD;
-        if m.data_room < need {
+        if m.data_room < need && !m.scatter {
             v.fail(
                 "mempool.data_room",
                 format!(

@@ -28,7 +28,7 @@ drop_reasons! {
     EthTruncated => "eth_truncated", "frame shorter than an Ethernet header";
     NotOurMac => "not_our_mac", "destination MAC neither the port's nor broadcast";
     UnknownEthertype => "unknown_ethertype", "neither IPv4 nor ARP";
-    MultiSegment => "multi_segment", "chained mbuf (the data room is sized to hold frames whole)";
+    MultiSegment => "multi_segment", "chained mbuf not processed (no mempool.scatter, or no jumbo buffer free)";
     ArpMalformed => "arp_malformed", "ARP that is not Ethernet/IPv4 or is truncated";
     ArpNotForUs => "arp_not_for_us", "ARP neither asking for nor answering the appliance";
     Ipv4Truncated => "ipv4_truncated", "shorter than an IPv4 header";
@@ -120,6 +120,7 @@ worker_counters! {
     handoff_sent => "packets passed to another worker through a handoff ring";
     handoff_received => "packets received from another worker's handoff ring";
     config_updates => "config snapshots applied by the worker";
+    linearized => "chained mbufs (scatter rx) copied into one jumbo buffer";
 }
 
 /// One worker's counters, owned and bumped by that worker only.

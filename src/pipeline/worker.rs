@@ -56,6 +56,9 @@ pub struct WorkerSetup {
     pub stop: Arc<AtomicBool>,
     /// Rings to and from the other workers (return traffic of flows they own).
     pub handoff: HandoffEndpoints<Mbuf>,
+    /// Jumbo buffers to linearize chained mbufs into (`mempool.scatter`), else chains
+    /// are dropped (`multi_segment`).
+    pub linear_pool: Option<Mempool>,
     /// NAT / LB stages for this worker, if configured.
     pub stages: Option<crate::stages::StageChain>,
 }
@@ -144,12 +147,22 @@ pub fn run(setup: WorkerSetup) -> i32 {
             burst.prefetch_ahead(0);
             while let Some(m) = burst.take() {
                 burst.prefetch_ahead(1);
-                if m.nb_segs() != 1 {
-                    pipeline.counters.events.rx_packets += 1;
-                    pipeline.counters.drop(DropReason::MultiSegment);
-                    tx.discard(m);
-                    continue;
-                }
+                let m = if m.nb_segs() == 1 {
+                    m
+                } else {
+                    // Scatter rx: one contiguous copy (slow path), or drop the chain.
+                    match setup.linear_pool.and_then(|p| m.linearize(p)) {
+                        Some(m) => {
+                            pipeline.counters.events.linearized += 1;
+                            m
+                        }
+                        None => {
+                            pipeline.counters.events.rx_packets += 1;
+                            pipeline.counters.drop(DropReason::MultiSegment);
+                            continue;
+                        }
+                    }
+                };
                 pipeline.handle(m, port, now, &mut alloc, &mut tx);
             }
             // This burst's handoffs: one bulk enqueue per destination ring.

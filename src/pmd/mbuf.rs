@@ -72,6 +72,60 @@ impl Mbuf {
     }
 }
 
+impl Mbuf {
+    /// Copies a chained mbuf (scatter rx) into one buffer from `pool`, whose data room
+    /// holds the whole frame; the chain is freed. `None` (the chain freed too) when the
+    /// pool is empty or its buffers are too small. The slow path of jumbo frames received
+    /// into small buffers: the pipeline then works on one contiguous frame.
+    pub fn linearize(self, pool: Mempool) -> Option<Mbuf> {
+        let total = self.m().pkt_len as usize;
+        // SAFETY: the pool is valid for the life of the data plane.
+        let p = unsafe { ffi::rte_pktmbuf_alloc(pool.as_ptr()) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: a freshly allocated mbuf is ours.
+        let mut out = unsafe { Mbuf::from_raw(p) };
+        if total > u16::MAX as usize || !out.append(total) {
+            return None;
+        }
+        let mut off = 0;
+        let mut seg: *const ffi::rte_mbuf = self.ptr.as_ptr();
+        {
+            let dst = out.data_mut();
+            while !seg.is_null() && off < total {
+                // SAFETY: `seg` is a segment of the chain `self` owns (the head, then
+                // each `next` until null); nothing else touches it meanwhile.
+                let s = unsafe { &*seg };
+                let n = (s.data_len as usize).min(total - off);
+                // SAFETY: buf_addr + data_off .. + data_len lies inside the segment's buffer.
+                let src = unsafe {
+                    std::slice::from_raw_parts(
+                        (s.buf_addr as *const u8).add(s.data_off as usize),
+                        n,
+                    )
+                };
+                dst[off..off + n].copy_from_slice(src);
+                off += n;
+                seg = s.next;
+            }
+        }
+        if off != total {
+            return None;
+        }
+        let (port, flags, hash) = {
+            let m = self.m();
+            // SAFETY: reading a u32 from a plain-data union is always defined.
+            (m.port, m.ol_flags, unsafe { m.__bindgen_anon_2.hash.rss })
+        };
+        let o = out.m_mut();
+        o.port = port;
+        o.ol_flags = flags;
+        o.__bindgen_anon_2.hash.rss = hash;
+        Some(out)
+    }
+}
+
 impl Drop for Mbuf {
     fn drop(&mut self) {
         // SAFETY: we own the mbuf; freeing returns every segment to its pool.

@@ -13,6 +13,8 @@ pub struct PortSetup {
     pub queues: u16,
     pub rx_desc: u16,
     pub tx_desc: u16,
+    /// Ask for the scatter rx offload (frames larger than an mbuf arrive chained).
+    pub scatter: bool,
 }
 
 /// A started port.
@@ -120,7 +122,9 @@ impl Port {
         // net_af_packet reports a 1518-byte maximum frame to ethdev although its ring
         // frames (`framesz`) carry jumbo frames: there the ethdev MTU stays at the
         // driver's maximum and the data plane enforces the configured MTU itself.
-        let af_packet = driver == "net_af_packet";
+        // net_tap likewise reports 1522 but reads jumbo frames (into mbuf chains with the
+        // scatter offload, see mempool.scatter).
+        let af_packet = driver == "net_af_packet" || driver == "net_tap";
         // ethdev checks mtu + overhead against max_rx_pktlen (overhead as ethdev derives it).
         let overhead = if info.max_mtu != u16::MAX && info.max_rx_pktlen > info.max_mtu as u32 {
             info.max_rx_pktlen - info.max_mtu as u32
@@ -173,6 +177,20 @@ impl Port {
                 conf.rx_adv_conf.rss_conf.rss_hf = hf;
                 conf.rxmode.offloads |= rss_hash & info.rx_offload_capa;
             }
+        }
+        if setup.scatter {
+            // SAFETY: reading an extern const defined in the C shim.
+            let scatter = unsafe { ffi::FG_RX_OFFLOAD_SCATTER };
+            if scatter & info.rx_offload_capa == 0 {
+                return Err(err(
+                    format!(
+                        "port {}: mempool.scatter asked, {driver} cannot scatter",
+                        setup.name
+                    ),
+                    95,
+                ));
+            }
+            conf.rxmode.offloads |= scatter;
         }
         // One mempool, refcount 1 everywhere: the fast-free precondition holds.
         conf.txmode.offloads |= fast_free & info.tx_offload_capa;
