@@ -43,10 +43,32 @@ fn inside(t: usize) -> String {
 
 fn tenant_spec(t: usize) -> String {
     format!(
-        "kind: nat\npublic: [{}/32]\ninside: [{}]\n",
-        public_ip(t),
-        inside(t)
+        "kind: nat\npublic: [{ip}/32]\ninside: [{p}]\nconfig: {{inside_prefixes: [{p}], public_ips: [{ip}]}}\n",
+        ip = public_ip(t),
+        p = inside(t)
     )
+}
+
+/// The base config of a node whose agent renders its data-path config: the test NAT config
+/// (ports, lcores, routes) without its own gateway.
+fn base_config(dir: &TempDir) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/test-nat.yaml");
+    let mut v: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    v["nat_gateways"] = serde_yaml::Value::Sequence(vec![]);
+    let out = dir.join("base.yaml");
+    std::fs::write(&out, serde_yaml::to_string(&v).unwrap()).unwrap();
+    out
+}
+
+/// Gateway ids in a node's rendered config.
+fn rendered_gateways(path: &std::path::Path) -> Option<Vec<String>> {
+    let v: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let ids = v["nat_gateways"]
+        .as_sequence()?
+        .iter()
+        .filter_map(|g| g["id"].as_str().map(String::from));
+    Some(ids.collect())
 }
 
 fn table_of(t: &str) -> u32 {
@@ -85,6 +107,13 @@ impl Fleet {
         .arg(self.dir.join(&format!("n{i}.state")))
         .arg("--status")
         .arg(self.dir.join(&format!("n{i}.prom")));
+        if i == 1 {
+            // Node 1 also renders its flowgate config through the apply hook.
+            c.arg("--base-config")
+                .arg(base_config(&self.dir))
+                .arg("--config-out")
+                .arg(self.dir.join("n1.yaml"));
+        }
         BgProc::spawn(
             c,
             &format!("node-agent n{i}"),
@@ -409,6 +438,24 @@ fn fleet_placement_fabric_failover_and_etcd_outage() {
         })
         .unwrap_or_else(|| panic!("{node}: state file does not list {want:?}\n{}", f.dump()));
     }
+
+    // The apply hook rendered node 1's config with exactly its gateways (validated by the
+    // real config loader before it was written).
+    let n1: Vec<String> = placed
+        .iter()
+        .filter(|(_, s)| s.contains("n1"))
+        .map(|(t, _)| t.clone())
+        .collect();
+    wait(10, || {
+        (rendered_gateways(&f.dir.join("n1.yaml"))? == n1).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "n1.yaml gateways {:?}, want {n1:?}\n{}",
+            rendered_gateways(&f.dir.join("n1.yaml")),
+            f.dump()
+        )
+    });
 
     // 3. SIGKILL the node agent of t0's first node: its tenants move, the others stay.
     let victim: usize = placed["t0"].iter().next().unwrap()[1..].parse().unwrap();
