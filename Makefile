@@ -3,6 +3,8 @@
 #   make test    setup (packages, hugepages) + release build + every test (unit and the
 #                namespace/real-traffic integration tests), serially, time-bounded
 #   make demo    setup + release build + scripts/demo.sh (two namespaces, real traffic)
+#   make demo-fleet  setup + build + scripts/demo-fleet.sh (etcd, controller, node agents,
+#                fabric router: placement table, routes, a node failure)
 #   make bench   bench/run.sh, if there is one
 #   make check   cargo fmt --check + cargo clippy -D warnings
 #   make setup   scripts/setup.sh only (idempotent; root)
@@ -77,3 +79,8 @@ INSTR_ARGS ?=
 .PHONY: bench-instr
 bench-instr: build
 	timeout -k 10 300 bash bench/instr.sh $(INSTR_ARGS)
+
+# Fleet demo (docs/fleet.md): etcd + controller + node agents + fabric router namespace.
+.PHONY: demo-fleet
+demo-fleet: setup build
+	FLOWGATE_BIN=$(FLOWGATE_BIN) timeout -k 10 $(DEMO_TIMEOUT) bash scripts/demo-fleet.sh

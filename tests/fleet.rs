@@ -8,6 +8,9 @@
 //! tenants untouched) and its routes fixed within lease TTL + a few seconds; with etcd down
 //! the agents keep their last state and the routes stay, and after etcd returns everything
 //! catches up (a tenant added afterwards is placed and routed, the killed node rejoins).
+//! Real traffic checks it: every node namespace answers UDP for every tenant IP with its
+//! name, and 32 flows from a client behind the router to a tenant's IP are answered by
+//! exactly the tenant's shard (ECMP with the L4 hash spreads them over all of it).
 //!
 //! Six nodes rather than five: with k=2, m=1 each tenant takes one node pair; five nodes have
 //! 10 pairs, four (after a loss) only 6, too few to re-place 8 tenants without breaking m.
@@ -40,10 +43,32 @@ fn inside(t: usize) -> String {
 
 fn tenant_spec(t: usize) -> String {
     format!(
-        "kind: nat\npublic: [{}/32]\ninside: [{}]\n",
-        public_ip(t),
-        inside(t)
+        "kind: nat\npublic: [{ip}/32]\ninside: [{p}]\nconfig: {{inside_prefixes: [{p}], public_ips: [{ip}]}}\n",
+        ip = public_ip(t),
+        p = inside(t)
     )
+}
+
+/// The base config of a node whose agent renders its data-path config: the test NAT config
+/// (ports, lcores, routes) without its own gateway.
+fn base_config(dir: &TempDir) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/test-nat.yaml");
+    let mut v: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    v["nat_gateways"] = serde_yaml::Value::Sequence(vec![]);
+    let out = dir.join("base.yaml");
+    std::fs::write(&out, serde_yaml::to_string(&v).unwrap()).unwrap();
+    out
+}
+
+/// Gateway ids in a node's rendered config.
+fn rendered_gateways(path: &std::path::Path) -> Option<Vec<String>> {
+    let v: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let ids = v["nat_gateways"]
+        .as_sequence()?
+        .iter()
+        .filter_map(|g| g["id"].as_str().map(String::from));
+    Some(ids.collect())
 }
 
 fn table_of(t: &str) -> u32 {
@@ -82,6 +107,13 @@ impl Fleet {
         .arg(self.dir.join(&format!("n{i}.state")))
         .arg("--status")
         .arg(self.dir.join(&format!("n{i}.prom")));
+        if i == 1 {
+            // Node 1 also renders its flowgate config through the apply hook.
+            c.arg("--base-config")
+                .arg(base_config(&self.dir))
+                .arg("--config-out")
+                .arg(self.dir.join("n1.yaml"));
+        }
         BgProc::spawn(
             c,
             &format!("node-agent n{i}"),
@@ -157,6 +189,38 @@ impl Fleet {
     }
 }
 
+/// UDP responder in a node namespace: answers every datagram on port 7777 with the node name.
+const RESPONDER: &str = "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',7777))\nwhile True:\n    d,a=s.recvfrom(100)\n    s.sendto(sys.argv[1].encode(),a)\n";
+
+/// From the client namespace: 32 datagrams from 32 source ports to `ip:7777`; the set of node
+/// names that answered (the router spreads them over the tenant's ECMP group by L4 hash).
+const PROBE: &str = "import socket,sys,select\nss=[socket.socket(socket.AF_INET,socket.SOCK_DGRAM) for _ in range(32)]\nfor s in ss:\n    s.sendto(b'?',(sys.argv[1],7777))\nseen=set()\nfor s in ss:\n    r,_,_=select.select([s],[],[],0.5)\n    if r: seen.add(s.recv(100).decode())\nprint(' '.join(sorted(seen)))\n";
+
+fn probe(client: &Netns, ip: &str) -> BTreeSet<String> {
+    let o = client.exec(&[common::PYTHON, "-c", PROBE, ip], 10);
+    o.stdout.split_whitespace().map(String::from).collect()
+}
+
+/// Real traffic: every tenant's public IP is answered by exactly its shard's nodes.
+fn traffic_matches(
+    client: &Netns,
+    placements: &BTreeMap<String, BTreeSet<String>>,
+    n: usize,
+) -> Result<(), String> {
+    for t in 0..n {
+        let id = format!("t{t}");
+        let got = probe(client, &public_ip(t));
+        if Some(&got) != placements.get(&id) {
+            return Err(format!(
+                "{id}: UDP to {} answered by {got:?}, shard {:?}",
+                public_ip(t),
+                placements.get(&id)
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn wait<T>(secs: u64, f: impl FnMut() -> Option<T>) -> Option<T> {
     common::wait_for(Duration::from_secs(secs), f)
 }
@@ -172,6 +236,7 @@ fn fleet_placement_fabric_failover_and_etcd_outage() {
     // Router namespace + six node namespaces, router side 10.99.i.1/24, node 10.99.i.2/24.
     let router = Netns::new("fltr");
     let mut nodes = Vec::new();
+    let mut responders = Vec::new();
     for i in 1..=NODES {
         let ns = Netns::new(&format!("fltn{i}"));
         common::must(
@@ -216,8 +281,49 @@ fn fleet_placement_fabric_failover_and_etcd_outage() {
             5,
         );
         ns.must(&["ip", "link", "set", "eth0", "up"], 5);
+        ns.must(
+            &[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.99.{i}.1"),
+            ],
+            5,
+        );
+        // Every node can answer for every tenant: only the fabric decides who gets what.
+        for t in 0..=TENANTS {
+            ns.must(
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{}/32", public_ip(t)),
+                    "dev",
+                    "lo",
+                ],
+                5,
+            );
+        }
+        let log = dir.join(&format!("responder{i}.log"));
+        responders.push(ns.spawn(&[common::PYTHON, "-c", RESPONDER, &format!("n{i}")], &log));
         nodes.push(ns);
     }
+    // A client behind the router.
+    let client = Netns::new("fltc");
+    common::must(
+        &[
+            "ip", "link", "add", "fltrc", "netns", "fltr", "type", "veth", "peer", "name", "eth0",
+            "netns", "fltc",
+        ],
+        10,
+    );
+    router.must(&["ip", "addr", "add", "10.97.0.1/24", "dev", "fltrc"], 5);
+    router.must(&["ip", "link", "set", "fltrc", "up"], 5);
+    client.must(&["ip", "addr", "add", "10.97.0.2/24", "dev", "eth0"], 5);
+    client.must(&["ip", "link", "set", "eth0", "up"], 5);
+    client.must(&["ip", "route", "add", "default", "via", "10.97.0.1"], 5);
 
     for t in 0..TENANTS {
         etcd.put(&format!("/flowgate/{FLEET}/tenants/t{t}"), &tenant_spec(t));
@@ -300,6 +406,13 @@ fn fleet_placement_fabric_failover_and_etcd_outage() {
         )
     });
     println!("placed and routed {TENANTS} tenants in {:?}", t0.elapsed());
+    wait(10, || traffic_matches(&client, &placed, TENANTS).ok()).unwrap_or_else(|| {
+        panic!(
+            "traffic: {:?}\n{}",
+            traffic_matches(&client, &placed, TENANTS),
+            f.dump()
+        )
+    });
     let multipath = f
         .router
         .exec(&["sysctl", "-n", "net.ipv4.fib_multipath_hash_policy"], 5);
@@ -326,6 +439,24 @@ fn fleet_placement_fabric_failover_and_etcd_outage() {
         .unwrap_or_else(|| panic!("{node}: state file does not list {want:?}\n{}", f.dump()));
     }
 
+    // The apply hook rendered node 1's config with exactly its gateways (validated by the
+    // real config loader before it was written).
+    let n1: Vec<String> = placed
+        .iter()
+        .filter(|(_, s)| s.contains("n1"))
+        .map(|(t, _)| t.clone())
+        .collect();
+    wait(10, || {
+        (rendered_gateways(&f.dir.join("n1.yaml"))? == n1).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "n1.yaml gateways {:?}, want {n1:?}\n{}",
+            rendered_gateways(&f.dir.join("n1.yaml")),
+            f.dump()
+        )
+    });
+
     // 3. SIGKILL the node agent of t0's first node: its tenants move, the others stay.
     let victim: usize = placed["t0"].iter().next().unwrap()[1..].parse().unwrap();
     let vname = format!("n{victim}");
@@ -348,6 +479,11 @@ fn fleet_placement_fabric_failover_and_etcd_outage() {
         )
     });
     let routed_in = killed.elapsed();
+    // (A new next hop may still be resolving its neighbour: a few seconds of grace.)
+    wait(5, || traffic_matches(&client, &after, TENANTS).ok()).unwrap_or_else(|| {
+        let e = traffic_matches(&client, &after, TENANTS);
+        panic!("traffic after failover: {e:?}\n{}", f.dump())
+    });
     println!("node {vname} SIGKILLed: re-placed after {replaced_in:?}, routes updated after {routed_in:?} (lease TTL {TTL} s)");
     assert!(
         routed_in < Duration::from_secs(TTL + 5),
@@ -457,6 +593,10 @@ fn fleet_placement_fabric_failover_and_etcd_outage() {
     for (t, s) in &after {
         assert_eq!(&fin[t], s, "{t} moved across the etcd outage");
     }
+    wait(5, || traffic_matches(&client, &fin, TENANTS + 1).ok()).unwrap_or_else(|| {
+        let e = traffic_matches(&client, &fin, TENANTS + 1);
+        panic!("traffic after etcd returned: {e:?}\n{}", f.dump())
+    });
     println!(
         "after etcd outage: ninth tenant placed and routed {:?} after etcd returned",
         back.elapsed()

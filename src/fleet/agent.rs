@@ -41,6 +41,8 @@ struct Known {
     etcd_up: bool,
     synced_at: f64,
     registered_at: f64,
+    /// Lease of the last session, reused after an etcd restart (see `store::lease`).
+    lease: Option<i64>,
 }
 
 /// The state file: which tenants this node serves, with their specs.
@@ -139,8 +141,9 @@ fn set_tenants(o: &AgentOpts, k: &mut Known, now: BTreeMap<String, String>) {
 async fn session(o: &AgentOpts, k: &mut Known) -> store::Result<()> {
     let keys = Keys::new(&o.fleet);
     let mut c = store::connect(&o.endpoints, Some(Duration::from_secs(2))).await?;
-    let (lease, mut lost, keeper) = store::lease(&mut c, o.ttl).await?;
-    let _abort = Abort(keeper);
+    let l = store::lease(&mut c, o.ttl, k.lease).await?;
+    k.lease = Some(l.id);
+    let (lease, mut lost) = (l.id, l.lost.clone());
     c.put(
         keys.node(&o.node),
         o.addr.to_string(),
@@ -175,13 +178,6 @@ async fn session(o: &AgentOpts, k: &mut Known) -> store::Result<()> {
             r = store::wait_change(&mut stream, o.resync) => r?,
             _ = lost.changed() => return Err("lease lost".into()),
         }
-    }
-}
-
-struct Abort(tokio::task::JoinHandle<()>);
-impl Drop for Abort {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

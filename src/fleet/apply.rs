@@ -64,8 +64,16 @@ pub fn apply(
     if std::fs::read_to_string(out).ok().as_deref() == Some(text.as_str()) {
         return Ok(format!("{} unchanged", out.display()));
     }
-    super::status::write_atomic(out, &text).map_err(|e| format!("{}: {e}", out.display()))?;
-    crate::config::load(out).map_err(|e| format!("rendered config refused: {e}"))?;
+    // Validated before it replaces the current file: a refused config never becomes live.
+    let tmp = out.with_extension("new.yaml");
+    std::fs::write(&tmp, &text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    if let Err(e) = crate::config::load(&tmp) {
+        return Err(format!(
+            "rendered config refused (kept in {}): {e}",
+            tmp.display()
+        ));
+    }
+    std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))?;
     let Some(pid) = pid else {
         return Ok(format!("wrote {}", out.display()));
     };
@@ -116,5 +124,44 @@ mod tests {
         assert_eq!(v["load_balancers"][0]["id"], Value::from("web"));
         assert_eq!(render(base, &t).unwrap(), out, "stable output");
         assert!(render("- a\n", &t).is_err());
+    }
+
+    /// The hook end to end: the test NAT config as the node's base, a second gateway placed on
+    /// the node, the result validated by the real loader, and SIGHUP delivered to a process.
+    #[test]
+    fn apply_writes_validates_and_signals() {
+        let dir = std::env::temp_dir().join(format!("fg-apply-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/test-nat.yaml");
+        let out = dir.join("node.yaml");
+        let mut t = BTreeMap::new();
+        t.insert(
+            "gw2".to_string(),
+            TenantSpec::parse(
+                "kind: nat\npublic: [203.0.113.20]\nconfig: {inside_prefixes: [10.0.2.0/24], public_ips: [203.0.113.20]}\n",
+            )
+            .unwrap(),
+        );
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let what = apply(&base, &out, &t, Some(child.id() as i32)).unwrap();
+        assert!(what.contains("SIGHUP"), "{what}");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGHUP));
+        let cfg = crate::config::load(&out).unwrap();
+        assert_eq!(cfg.nat_gateways.len(), 2);
+        // Unchanged tenants: nothing written, nobody signalled.
+        assert!(apply(&base, &out, &t, None).unwrap().contains("unchanged"));
+        // A tenant config the loader refuses never replaces the live file.
+        t.insert(
+            "bad".into(),
+            TenantSpec::parse("kind: nat\nconfig: {public_ips: [nope]}\n").unwrap(),
+        );
+        let e = apply(&base, &out, &t, None).unwrap_err();
+        assert!(e.contains("refused"), "{e}");
+        assert_eq!(crate::config::load(&out).unwrap().nat_gateways.len(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

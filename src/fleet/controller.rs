@@ -144,11 +144,15 @@ async fn reconcile(
 }
 
 /// One leadership term: connect, campaign, reconcile until something breaks.
-async fn term(o: &ControllerOpts) -> store::Result<()> {
+/// `lease`: the previous term's lease, reused if etcd still has it (after an etcd restart our
+/// election key is still there: reusing its lease wins the election at once instead of
+/// waiting a TTL for the orphaned key to expire).
+async fn term(o: &ControllerOpts, lease: &mut Option<i64>) -> store::Result<()> {
     let keys = Keys::new(&o.fleet);
     let mut c = store::connect(&o.endpoints, Some(Duration::from_secs(2))).await?;
-    let (lease, mut lost, keeper) = store::lease(&mut c, o.ttl).await?;
-    let _abort = AbortOnDrop(keeper);
+    let l = store::lease(&mut c, o.ttl, *lease).await?;
+    *lease = Some(l.id);
+    let mut lost = l.lost.clone();
     // No request timeout on the campaign: it returns when we win.
     let mut camp = store::connect(&o.endpoints, None).await?;
     info!(
@@ -156,7 +160,7 @@ async fn term(o: &ControllerOpts) -> store::Result<()> {
         o.id, o.fleet
     );
     let won = tokio::select! {
-        r = camp.campaign(keys.election(), o.id.clone(), lease) => r.map_err(|e| format!("etcd campaign: {e}"))?,
+        r = camp.campaign(keys.election(), o.id.clone(), l.id) => r.map_err(|e| format!("etcd campaign: {e}"))?,
         _ = lost.changed() => return Err("lease lost while campaigning".into()),
     };
     let leader = won
@@ -180,19 +184,13 @@ async fn term(o: &ControllerOpts) -> store::Result<()> {
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Runs forever: a broken term (etcd unreachable, leadership lost) starts a new campaign.
 pub fn run(o: ControllerOpts) -> ! {
     let rt = store::runtime();
     let mut last = String::new();
+    let mut lease = None;
     loop {
-        match rt.block_on(term(&o)) {
+        match rt.block_on(term(&o, &mut lease)) {
             // The same error every second while etcd is down: say it once.
             Err(e) if e != last => {
                 warn!("controller {}: {e}; retrying every 1 s", o.id);

@@ -63,27 +63,46 @@ pub async fn wait_change(stream: &mut WatchStream, period: Duration) -> Result<(
     }
 }
 
-/// Grants a lease of `ttl` seconds and keeps it alive in a background task every ttl/3.
-/// The returned receiver turns true when the lease is lost (expired, or etcd unreachable for
-/// longer than a keep-alive round trip can tolerate): the holder must start over.
-pub async fn lease(
-    c: &mut Client,
-    ttl: i64,
-) -> Result<(
-    i64,
-    tokio::sync::watch::Receiver<bool>,
-    tokio::task::JoinHandle<()>,
-)> {
-    let id = c
-        .lease_grant(ttl, None)
-        .await
-        .map_err(|e| err("lease grant", e))?
-        .id();
+/// A lease kept alive by a background task; `lost` turns true when the lease is gone
+/// (expired, or etcd unreachable for longer than a keep-alive round trip can tolerate): the
+/// holder must start over. The task stops when this is dropped.
+pub struct Lease {
+    pub id: i64,
+    pub lost: tokio::sync::watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Keeps lease `reuse` if etcd still has it (etcd restarts renew leases, so a holder that
+/// reconnects keeps its keys, e.g. its election key, instead of waiting for them to expire);
+/// otherwise grants a new one of `ttl` seconds. Keep-alive every ttl/3.
+pub async fn lease(c: &mut Client, ttl: i64, reuse: Option<i64>) -> Result<Lease> {
+    let mut id = None;
+    if let Some(old) = reuse {
+        if let Ok(r) = c.lease_time_to_live(old, None).await {
+            if r.ttl() > 0 {
+                id = Some(old);
+            }
+        }
+    }
+    let id = match id {
+        Some(id) => id,
+        None => c
+            .lease_grant(ttl, None)
+            .await
+            .map_err(|e| err("lease grant", e))?
+            .id(),
+    };
     let (mut keeper, mut stream) = c
         .lease_keep_alive(id)
         .await
         .map_err(|e| err("lease keep-alive", e))?;
-    let (tx, rx) = tokio::sync::watch::channel(false);
+    let (tx, lost) = tokio::sync::watch::channel(false);
     let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(200));
     let task = tokio::spawn(async move {
         loop {
@@ -103,7 +122,7 @@ pub async fn lease(
             tokio::time::sleep(period).await;
         }
     });
-    Ok((id, rx, task))
+    Ok(Lease { id, lost, task })
 }
 
 /// Current-thread tokio runtime for one control-side daemon.
