@@ -47,7 +47,8 @@ PKT=64
 MODES=()
 FLOWGATE=""
 TESTPMD=${TESTPMD:-dpdk-testpmd}
-METRICS_ADDR=127.0.0.1:9190
+# Per invocation, so two benchmark runs on one machine never scrape each other's flowgate.
+METRICS_ADDR=${METRICS_ADDR:-127.0.0.1:$((20000 + $$ % 20000))}
 SMOKE=0
 
 while [ $# -gt 0 ]; do
@@ -130,9 +131,11 @@ wait_gone() { # pid timeout_s
     kill -KILL "$1" 2>/dev/null || true
 }
 
-stop_pid() { # pid signal
+stop_pid() { # pid signal [timeout_s]
     kill -"$2" "$1" 2>/dev/null || true
-    wait_gone "$1" 5
+    # flowgate joins its workers and prints its summary on SIGTERM: on a loaded machine
+    # that can take seconds, and a KILL would lose the summary.
+    wait_gone "$1" "${3:-20}"
 }
 
 # Start "$@" in the background with output to $SPAWN_LOG, detached from this shell's job
@@ -317,7 +320,9 @@ run_flowgate() {
     PIDS+=("$dut")
     local i up=0
     for i in $(seq 1 100); do
-        if curl -s --max-time 1 "http://$METRICS_ADDR/metrics" >/dev/null 2>&1; then up=1; break; fi
+        if curl -s --max-time 1 "http://$METRICS_ADDR/metrics" >/dev/null 2>&1 && alive "$dut"; then
+            up=1; break
+        fi
         alive "$dut" || break
         sleep 0.1
     done
@@ -374,7 +379,9 @@ run_flowgate() {
         # Died when the generator connected (memif server, as above). The generator then
         # reads garbage rates from the dead peer's rings (seen: 3.6-4.2 Mpps): retry.
         if [ "${3:-0}" -lt 2 ]; then
-            echo "    flowgate died during the run (memif server; generator rate meaningless); retrying"
+            local keep="$ROOT/bench/results/memif-died-$mode-$r-$(date +%s)"
+            mkdir -p "$keep" && cp "$log" "$glog" "$WORK"/m?.txt "$keep"/ 2>/dev/null || true
+            echo "    flowgate ended without its summary (logs: $keep); retrying"
             run_flowgate "$mode" "$r" $(( ${3:-0} + 1 ))
             return
         fi

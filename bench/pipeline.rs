@@ -566,15 +566,19 @@ fn main() {
         eal = None;
         hz = tsc_hz_estimate();
     } else {
+        // Private runtime (`--no-shconf`, per-process prefix): several benchmark runs
+        // (bench/instr.sh in CI next to someone else's) may share the machine.
+        let prefix = format!("fgb-pipeline-{}", std::process::id());
         let args: Vec<String> = [
             "flowgate-bench",
             "--no-huge",
+            "--no-shconf",
             "-m",
             "256",
             "--no-pci",
             "--no-telemetry",
             "--file-prefix",
-            "fgb-pipeline",
+            &prefix,
             "-l",
             "0",
             "--log-level",
@@ -625,6 +629,12 @@ fn main() {
         println!("{k}: {v}");
     }
     drop(eal);
+    // The per-process runtime directory EAL leaves behind (empty with --no-shconf).
+    // (root: /var/run; otherwise $XDG_RUNTIME_DIR or /tmp).
+    let xdg = std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into());
+    for rt in ["/var/run", &xdg, "/tmp"] {
+        let _ = std::fs::remove_dir(format!("{rt}/dpdk/fgb-pipeline-{}", std::process::id()));
+    }
 }
 
 fn run_mode<S: Bufs>(m: Mode, s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, String)>) {

@@ -7,12 +7,21 @@
 //! and burst instead of one contended CAS per packet); the consumer takes a whole chunk
 //! per poll (one head store per ring and poll).
 //!
+//! Nothing a worker writes shares a cache line with another worker's state: each ring end
+//! (the rtrb producer or consumer with its cached indexes, and the staging slots) is
+//! `CachePadded` (128 bytes on x86_64, the adjacent-line prefetcher's pair), so the
+//! vectors holding them, allocated by the control thread next to other workers' data,
+//! start and end on line boundaries. The only lines two workers both touch are the
+//! ring's own head, tail (each padded by rtrb) and slots: the handoff itself.
+//!
 //! Counting is exact even though enqueueing is deferred: `push` accepts a packet only
 //! when the ring has room for it and everything already staged (the consumer only ever
 //! frees slots), so a staged packet is never refused at flush. The producer counts what
 //! it sends (`handoff_sent`) and what the full ring refused (drop reason
 //! `handoff_full`); the consumer counts what it takes (`handoff_received`).
 
+use arrayvec::ArrayVec;
+use crossbeam_utils::CachePadded;
 use rtrb::{Consumer, Producer, RingBuffer};
 use std::sync::Mutex;
 
@@ -60,15 +69,18 @@ impl<T> HandoffMesh<T> {
                 } else {
                     ends[w * self.n + to].0.take()
                 };
-                ring.map(|ring| Outbound {
-                    ring,
-                    staged: Vec::with_capacity(HANDOFF_STAGE),
+                ring.map(|ring| {
+                    CachePadded::new(Outbound {
+                        ring,
+                        staged: ArrayVec::new(),
+                    })
                 })
             })
             .collect();
         let inbound = (0..self.n)
             .filter(|&from| from != w)
             .filter_map(|from| ends[from * self.n + w].1.take())
+            .map(CachePadded::new)
             .collect();
         HandoffEndpoints {
             out: HandoffOut { rings: out },
@@ -86,7 +98,8 @@ pub struct HandoffEndpoints<T> {
 struct Outbound<T> {
     ring: Producer<T>,
     /// Accepted by `push`, enqueued by `flush`; never more than the ring has room for.
-    staged: Vec<T>,
+    /// Inline (not a heap Vec) so it lies inside this end's padding.
+    staged: ArrayVec<T, HANDOFF_STAGE>,
 }
 
 impl<T> Outbound<T> {
@@ -95,8 +108,8 @@ impl<T> Outbound<T> {
         if n == 0 {
             return;
         }
-        // Cannot fail: `push` reserved the room. Were it ever to, the packets are
-        // dropped (an mbuf is freed by its Drop), never leaked.
+        // Cannot fail: `push` reserved the room. Were it ever to, the packets left are
+        // dropped by `clear` (an mbuf is freed by its Drop), never leaked.
         if let Ok(chunk) = self.ring.write_chunk_uninit(n) {
             chunk.fill_from_iter(self.staged.drain(..));
         }
@@ -106,7 +119,7 @@ impl<T> Outbound<T> {
 
 /// The producer side: one staged ring per destination worker.
 pub struct HandoffOut<T> {
-    rings: Vec<Option<Outbound<T>>>,
+    rings: Vec<Option<CachePadded<Outbound<T>>>>,
 }
 
 impl<T> HandoffOut<T> {
@@ -117,6 +130,7 @@ impl<T> HandoffOut<T> {
         let Some(o) = self.rings.get_mut(to).and_then(|o| o.as_mut()) else {
             return Err(pkt);
         };
+        let o: &mut Outbound<T> = o;
         let staged = o.staged.len();
         // The cached free count only grows when refreshed from the consumer's head, so
         // the shared line is read only when the ring looks full.
@@ -126,8 +140,7 @@ impl<T> HandoffOut<T> {
         if staged == HANDOFF_STAGE {
             o.flush();
         }
-        o.staged.push(pkt);
-        Ok(())
+        o.staged.try_push(pkt).map_err(|e| e.element())
     }
 
     /// Enqueue everything staged: one bulk write per ring that has packets.
@@ -141,7 +154,7 @@ impl<T> HandoffOut<T> {
 
 /// The consumer side: one ring per other worker.
 pub struct HandoffIn<T> {
-    rings: Vec<Consumer<T>>,
+    rings: Vec<CachePadded<Consumer<T>>>,
 }
 
 impl<T> HandoffIn<T> {
@@ -150,7 +163,7 @@ impl<T> HandoffIn<T> {
     #[inline]
     pub fn poll(&mut self, max: usize, mut f: impl FnMut(T)) -> usize {
         let mut got = 0;
-        for ring in &mut self.rings {
+        for ring in self.rings.iter_mut().map(|r| &mut **r) {
             let n = ring.slots().min(max);
             if n == 0 {
                 continue;
@@ -226,11 +239,33 @@ mod tests {
     }
 
     #[test]
+    fn ring_ends_own_whole_cache_lines() {
+        // Elements aligned to and sized in multiples of the line pair, so the vectors
+        // (allocated next to other workers' data) share no line with anything.
+        for (size, align) in [
+            (
+                std::mem::size_of::<Option<CachePadded<Outbound<u64>>>>(),
+                std::mem::align_of::<Option<CachePadded<Outbound<u64>>>>(),
+            ),
+            (
+                std::mem::size_of::<CachePadded<Consumer<u64>>>(),
+                std::mem::align_of::<CachePadded<Consumer<u64>>>(),
+            ),
+        ] {
+            assert!(align >= 64 && size % 64 == 0, "size {size} align {align}");
+        }
+        let mesh: HandoffMesh<u64> = HandoffMesh::new(2, 16);
+        let e0 = mesh.endpoints(0);
+        assert_eq!(e0.out.rings.as_ptr() as usize % 64, 0);
+        assert_eq!(e0.inbound.rings.as_ptr() as usize % 64, 0);
+    }
+
+    #[test]
     fn across_threads_nothing_lost_or_duplicated() {
         let mesh: HandoffMesh<u64> = HandoffMesh::new(2, 64);
         let mut e0 = mesh.endpoints(0);
         let mut e1 = mesh.endpoints(1);
-        const N: u64 = 100_000;
+        const N: u64 = 20_000;
         let producer = std::thread::spawn(move || {
             let (mut sent, mut full) = (0u64, 0u64);
             let mut next = 0;
