@@ -159,11 +159,18 @@ struct HealthRig {
     dir: TempDir,
 }
 
-fn config(topo: &LbTopology, tap: &str) -> String {
+/// The appliance config; `targets` = (target number, weight) of group `web`.
+fn config(topo: &LbTopology, tap: &str, targets: &[(usize, u32)]) -> String {
     let p = &topo.prefix;
     let (port, exception) = ProbeTap::yaml(tap);
-    let targets: String = (1..=4)
-        .map(|i| format!("          - {{ip: {}, port: 8080}}\n", target_ip(i)))
+    let targets: String = targets
+        .iter()
+        .map(|(i, w)| {
+            format!(
+                "          - {{ip: {}, port: 8080, weight: {w}}}\n",
+                target_ip(*i)
+            )
+        })
         .collect();
     format!(
         r#"lcores:
@@ -225,7 +232,8 @@ impl HealthRig {
             t.wait_listen("tcp", 8080, Duration::from_secs(10));
         }
         let tap = format!("{prefix}k0");
-        let app = Appliance::start(&config(&topo, &tap));
+        let all: Vec<(usize, u32)> = (1..=4).map(|i| (i, 1)).collect();
+        let app = Appliance::start(&config(&topo, &tap, &all));
         let tap = ProbeTap::attach(&tap);
         let rig = HealthRig {
             servers,
@@ -241,6 +249,21 @@ impl HealthRig {
         });
         assert!(ok.is_some(), "targets not all healthy:\n{}", rig.app.log());
         rig
+    }
+
+    /// Rewrites the config with these targets, sends SIGHUP, waits until it is applied.
+    fn reload(&self, targets: &[(usize, u32)]) {
+        let ok = |m: &Metrics| m.value("flowgate_config_reloads_total", &[("result", "ok")]);
+        let before = ok(&self.app.metrics());
+        let text = format!(
+            "{}metrics:\n  listen: \"{}\"\n",
+            config(&self.topo, &self._tap.name, targets),
+            self.app.metrics_addr
+        );
+        std::fs::write(&self.app.config_path, text).expect("write config");
+        self.app.signal(libc::SIGHUP);
+        let done = self.wait(Duration::from_secs(10), |m| ok(m) > before);
+        assert!(done.is_some(), "reload not applied:\n{}", self.app.log());
     }
 
     /// Polls /metrics every 50 ms until `f` holds; returns the time it took.
@@ -478,7 +501,8 @@ fn stopped_target_unhealthy_reset_then_healthy_again() {
 }
 
 /// All servers stopped: every target unhealthy, the group fails open (new SYNs still reach
-/// the targets, whose kernels refuse them); one server back: only it gets new flows.
+/// the targets, whose kernels refuse them); one server back: only it gets new flows; a
+/// SIGHUP that removes a target and reweights another keeps the others' states.
 #[test]
 fn all_targets_unhealthy_fail_open() {
     let Some(_g) = setup("all_targets_unhealthy_fail_open") else {
@@ -521,4 +545,25 @@ fn all_targets_unhealthy_fail_open() {
         "fail open should have ended: {got:?}"
     );
     rig.assert_metrics_match_log();
+
+    // SIGHUP: t4 removed, t3's weight changed. The targets that stay keep their states
+    // (no transition for 2.5 intervals), t4 is no longer probed or counted.
+    let m0 = rig.app.metrics();
+    rig.reload(&[(1, 1), (2, 1), (3, 2)]);
+    std::thread::sleep(Duration::from_millis(INTERVAL_MS * 5 / 2));
+    let m1 = rig.app.metrics();
+    assert_eq!(rig.hosts(&m1), (1.0, 2.0));
+    for (i, want) in [(1, "unhealthy"), (2, "healthy"), (3, "unhealthy")] {
+        assert_eq!(rig.check_state(&m1, i), want, "t{i} after the reload");
+        for to in ["initial", "healthy", "unhealthy"] {
+            assert_eq!(
+                rig.transitions(&m1, i, to),
+                rig.transitions(&m0, i, to),
+                "t{i} -> {to} after a reload that kept it"
+            );
+        }
+    }
+    assert_eq!(rig.check_state(&m1, 4), "?", "removed t4 still probed");
+    let (got, _) = rig.burst(10);
+    assert_eq!(got.get("t2"), Some(&10), "{got:?}");
 }
