@@ -498,6 +498,17 @@ fn stopped_target_unhealthy_reset_then_healthy_again() {
         "{got:?}"
     );
     rig.assert_metrics_match_log();
+    // The health families are promtool-clean.
+    require_tool("promtool");
+    let text = rig.app.metrics_text();
+    assert!(text.contains("flowgate_lb_target_health_transitions_total"));
+    let f = rig.dir.join("metrics.txt");
+    std::fs::write(&f, &text).unwrap();
+    let o = sh(&format!("promtool check metrics < {}", f.display()), 20);
+    assert!(
+        o.ok(),
+        "promtool check metrics:\n{o}\n--- scraped ---\n{text}"
+    );
 }
 
 /// All servers stopped: every target unhealthy, the group fails open (new SYNs still reach
