@@ -180,6 +180,22 @@ pub struct HealthWiring {
 fn start_one(cfg: &Config, lb: &LoadBalancerConfig) -> std::io::Result<LbChecks> {
     let opts = probe_options(cfg, lb);
     let (tx, rx) = unbounded();
+    let Some(dev) = opts.bind_device.clone() else {
+        // Without the exception tap the kernel holds none of the appliance's addresses
+        // and replies to them never reach it: probes would leave by the host's own routes
+        // (e.g. a management network) from a host address. Not run; targets serve.
+        crate::warn!(
+            "load balancer {}: health checks NOT run (no exception port and no \
+             health_check_device): every target is treated as healthy",
+            lb.id
+        );
+        return Ok(LbChecks {
+            id: lb.id.clone(),
+            opts,
+            checker: None,
+            rx,
+        });
+    };
     let checker = HealthChecker::start(
         CheckerOptions {
             probe: opts.clone(),
@@ -188,13 +204,10 @@ fn start_one(cfg: &Config, lb: &LoadBalancerConfig) -> std::io::Result<LbChecks>
         tx,
     )?;
     crate::info!(
-        "load balancer {}: health checks from {} via {}{}",
+        "load balancer {}: health checks from {} bound to device {dev}{}",
         lb.id,
         opts.source_ip
             .map_or("the kernel's source address".to_string(), |a| a.to_string()),
-        opts.bind_device
-            .as_deref()
-            .map_or("the kernel's routes".to_string(), |d| format!("device {d}")),
         lb.health_check_interval_ms
             .map_or(String::new(), |ms| format!(
                 " (TESTING: every {ms} ms, health_check_interval_ms)"
@@ -226,9 +239,12 @@ impl HealthWiring {
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         for (c, lb) in self.lbs.iter().zip(&cfg.load_balancers) {
             let targets = probe_targets(lb);
-            if let Some(ch) = &c.checker {
-                ch.update(targets.clone());
-                stats.set_targets(&c.id, &targets, ch);
+            match &c.checker {
+                Some(ch) => {
+                    ch.update(targets.clone());
+                    stats.set_targets(&c.id, &targets, ch);
+                }
+                None => stats.states.retain(|(l, _, _), _| *l != c.id),
             }
         }
     }
@@ -333,6 +349,16 @@ load_balancers:
         assert_eq!(fast.timeout, Duration::from_millis(500), "timeout capped");
     }
 
+    /// No exception port and no device: no checker, so no probe leaves by the host's routes.
+    #[test]
+    fn no_probe_path_no_checks() {
+        let mut cfg = parse_str(CFG, "t.yaml").unwrap();
+        cfg.exception = None;
+        let w = HealthWiring::start(&cfg).unwrap();
+        assert!(w.lbs[0].checker.is_none());
+        assert!(w.stats.lock().unwrap().states.is_empty());
+    }
+
     #[test]
     fn explicit_device_wins_and_none_without_exception_port() {
         let text = CFG.replace(
@@ -383,6 +409,7 @@ load_balancers:
         cfg.exception = None;
         let lb = &mut cfg.load_balancers[0];
         lb.health_check_source = None;
+        lb.health_check_device = Some("lo".into());
         lb.health_check_interval_ms = Some(100);
         let g = &mut lb.target_groups[0];
         g.health_check = HealthCheckConfig::default();
