@@ -385,6 +385,9 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
     }
 
     info!("stopping");
+    if let Some(h) = health.take() {
+        h.stop_in_background();
+    }
     stop.store(true, Ordering::Relaxed);
     pmd::wait_all_lcores();
     print_summary(&telemetry);

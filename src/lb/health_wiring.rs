@@ -269,6 +269,14 @@ impl HealthWiring {
         n
     }
 
+    /// Shutdown: stops the checkers without waiting for probes in flight (a probe of a
+    /// silent target holds its thread for up to its timeout, 10 s at the defaults).
+    pub fn stop_in_background(self) {
+        let _ = std::thread::Builder::new()
+            .name("health-stop".into())
+            .spawn(move || drop(self));
+    }
+
     /// SIGHUP: the target set and health settings change live (targets that stay keep
     /// their state). A changed probe source or device restarts that load balancer's
     /// checker: its targets start `initial` again, while `LbControl` keeps their last
