@@ -519,7 +519,7 @@ fn all_targets_unhealthy_fail_open() {
     let Some(_g) = setup("all_targets_unhealthy_fail_open") else {
         return;
     };
-    let rig = HealthRig::start("lbh2");
+    let mut rig = HealthRig::start("lbh2");
     for i in 1..=4 {
         rig.set_server(i, false);
     }
@@ -577,4 +577,9 @@ fn all_targets_unhealthy_fail_open() {
     assert_eq!(rig.check_state(&m1, 4), "?", "removed t4 still probed");
     let (got, _) = rig.burst(10);
     assert_eq!(got.get("t2"), Some(&10), "{got:?}");
+    // A clean, prompt exit with the checkers running (they are not waited for).
+    let t0 = Instant::now();
+    assert!(rig.app.stop().success(), "{}", rig.app.log());
+    println!("stopped in {:?}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_secs(5));
 }
