@@ -345,6 +345,29 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
         ));
     }
     crate::telemetry::register(telemetry.clone());
+    // Health checks (control side, kernel sockets): transitions applied in the loop below.
+    let mut health = if lb_ctl.is_some() {
+        Some(
+            crate::lb::health_wiring::HealthWiring::start(cfg).map_err(|e| {
+                signal::request_stop();
+                stop.store(true, Ordering::Relaxed);
+                pmd::wait_all_lcores();
+                format!("health checks: cannot start: {e}")
+            })?,
+        )
+    } else {
+        None
+    };
+    if let Some(h) = &health {
+        let stats = h.stats.clone();
+        telemetry
+            .collectors
+            .lock()
+            .expect("collectors")
+            .push(Box::new(move |r| {
+                crate::lb::health_wiring::families(r, &stats)
+            }));
+    }
     info!(
         "running: {} port(s), {n_workers} worker(s), metrics on http://{}/metrics",
         ports.len(),
@@ -373,6 +396,9 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
         telemetry
             .neighbor_entries
             .store(neighbors.len() as u64, Ordering::Relaxed);
+        if let (Some(h), Some(ctl)) = (&health, &lb_ctl) {
+            h.poll(ctl);
+        }
         if signal::take_reload() {
             match config::load(&path)
                 .map_err(|e| e.to_string())
@@ -390,6 +416,9 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
                             // Compatibility was checked above: this only publishes.
                             let _ = c.reload(&new.load_balancers, pmd::rdtsc());
                         }
+                    }
+                    if let Some(h) = health.as_mut() {
+                        h.reload(&new);
                     }
                     telemetry.reloads_ok.fetch_add(1, Ordering::Relaxed);
                     telemetry
@@ -411,6 +440,9 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
     }
 
     info!("stopping");
+    if let Some(h) = health.take() {
+        h.stop_in_background();
+    }
     stop.store(true, Ordering::Relaxed);
     pmd::wait_all_lcores();
     print_summary(&telemetry);

@@ -32,6 +32,20 @@ pub struct LoadBalancerConfig {
     pub flows_per_core: u32,
     pub listeners: Vec<ListenerConfig>,
     pub target_groups: Vec<TargetGroupConfig>,
+    /// Source address of this load balancer's health probes (an address of one of the
+    /// appliance's data ports, also held by the exception tap's kernel interface). Default:
+    /// the kernel's choice for the route to the target.
+    #[serde(default)]
+    pub health_check_source: Option<Ipv4Addr>,
+    /// Kernel interface the probe sockets are bound to (`SO_BINDTODEVICE`). Default: the
+    /// exception port's kernel interface (its `iface=`), if an exception port is configured.
+    #[serde(default)]
+    pub health_check_device: Option<String>,
+    /// TESTING ONLY: overrides every group's `health_check.interval_s` (AWS range 5..=300 s)
+    /// with this many milliseconds (100..=300000), so integration tests run in seconds. The
+    /// probe timeout is capped at the interval.
+    #[serde(default)]
+    pub health_check_interval_ms: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -365,6 +379,50 @@ pub(super) fn check_load_balancers(cfg: &Config, v: &mut Validator<'_>) {
         );
         check_listeners(lb, &base, v);
         check_groups(cfg, lb, &base, v);
+        check_health_probe_path(cfg, lb, &base, v);
+    }
+}
+
+/// The probe source must be an address of a data port (targets answer it; the pipeline
+/// hands the replies to the kernel); the device name must be a valid interface name.
+fn check_health_probe_path(
+    cfg: &Config,
+    lb: &LoadBalancerConfig,
+    base: &str,
+    v: &mut Validator<'_>,
+) {
+    if let Some(src) = lb.health_check_source {
+        let on_data_port = cfg
+            .ports
+            .iter()
+            .filter(|p| p.role == PortRole::Data)
+            .any(|p| p.addresses.iter().any(|a| a.addr == src));
+        if !on_data_port {
+            v.fail(
+                format!("{base}.health_check_source"),
+                format!(
+                    "{src} is not an address of a data port; probes need an address of the \
+                     appliance that targets answer and the pipeline hands to the kernel"
+                ),
+            );
+        }
+    }
+    if let Some(dev) = &lb.health_check_device {
+        if dev.is_empty() || dev.len() > 15 || dev.contains(['/', ' ']) {
+            v.fail(
+                format!("{base}.health_check_device"),
+                format!("`{dev}` is not a kernel interface name (1..=15 chars, no / or space)"),
+            );
+        }
+    }
+    if let Some(ms) = lb.health_check_interval_ms {
+        v.in_range(
+            format!("{base}.health_check_interval_ms"),
+            ms,
+            100,
+            300_000,
+            " (testing only)",
+        );
     }
 }
 

@@ -19,6 +19,7 @@
 pub mod control;
 pub mod counters;
 pub mod health;
+pub mod health_wiring;
 pub mod maglev;
 pub mod metrics;
 mod rst;

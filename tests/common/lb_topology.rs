@@ -338,3 +338,74 @@ impl LbRig {
         );
     }
 }
+
+/// The appliance's exception tap, for health probes (tests/lb_health.rs). flowgate runs in
+/// the root namespace and its health checker uses the root kernel's TCP stack, so the root
+/// kernel must reach the targets through the tap: the tap's kernel side gets the back
+/// port's address `BACK_IP/24`, which (a) lets probe sockets bind that source address and
+/// receive the replies the pipeline hands to the kernel, and (b) adds the connected route
+/// 10.1.0.0/24 dev <tap> in the root namespace, so the kernel ARPs for targets on the tap
+/// (the pipeline answers every ARP from the kernel) rather than following the root
+/// namespace's default route. Nothing else in the root namespace uses 10.1.0.0/24, and the
+/// root ends of the test veths have ARP off, so the root kernel never answers ARP for
+/// BACK_IP on the data links. Drop removes the address and its route (the tap itself
+/// disappears with the appliance).
+pub struct ProbeTap {
+    pub name: String,
+}
+
+impl ProbeTap {
+    /// The `ports:` entry and the `exception:` section for a tap named `name`.
+    pub fn yaml(name: &str) -> (String, String) {
+        (
+            format!(
+                "  - name: kernel\n    device: \"net_tap0,iface={name}\"\n    role: exception\n"
+            ),
+            "exception:\n  port: kernel\n".to_string(),
+        )
+    }
+
+    /// Configures the kernel side once the appliance has created the tap.
+    pub fn attach(name: &str) -> ProbeTap {
+        let ok = wait_for(std::time::Duration::from_secs(10), || {
+            run(&["ip", "link", "show", name], 5).ok().then_some(())
+        });
+        assert!(ok.is_some(), "the appliance did not create tap {name}");
+        let tap = ProbeTap {
+            name: name.to_string(),
+        };
+        let _ = run(
+            &[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{name}.disable_ipv6=1"),
+            ],
+            5,
+        );
+        offloads_off(None, name);
+        must(
+            &["ip", "addr", "add", &format!("{BACK_IP}/24"), "dev", name],
+            5,
+        );
+        must(&["ip", "link", "set", name, "up"], 5);
+        tap
+    }
+}
+
+impl Drop for ProbeTap {
+    fn drop(&mut self) {
+        if run(&["ip", "link", "show", &self.name], 5).ok() {
+            let _ = run(
+                &[
+                    "ip",
+                    "addr",
+                    "del",
+                    &format!("{BACK_IP}/24"),
+                    "dev",
+                    &self.name,
+                ],
+                5,
+            );
+        }
+    }
+}
