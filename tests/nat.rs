@@ -1184,7 +1184,11 @@ fn udp_fragments_with_two_workers() {
         port_of.entry(current.clone()).or_default().insert(src);
     }
     for (sock, srcs) in &port_of {
-        assert_eq!(srcs.len(), 1, "socket {sock} got several mappings: {srcs:?}");
+        assert_eq!(
+            srcs.len(),
+            1,
+            "socket {sock} got several mappings: {srcs:?}"
+        );
     }
     let m = settle(&rig, |m| {
         nat_delta(
@@ -1201,7 +1205,8 @@ fn udp_fragments_with_two_workers() {
         "{}",
         m.excerpt("flowgate_nat")
     );
-    let handed = m.value("flowgate_handoff_sent_total", &[]) - before.value("flowgate_handoff_sent_total", &[]);
+    let handed = m.value("flowgate_handoff_sent_total", &[])
+        - before.value("flowgate_handoff_sent_total", &[]);
     println!("handoffs: {handed}");
 }
 
@@ -1310,7 +1315,14 @@ fn spoofed_segments_do_not_break_a_running_transfer() {
     let o = python_in(
         rig.server(),
         SCAPY_TCP_SPOOF,
-        &[&rig.topo.server_if(), &mac, SERVER, "8090", pub_ip, pub_port],
+        &[
+            &rig.topo.server_if(),
+            &mac,
+            SERVER,
+            "8090",
+            pub_ip,
+            pub_port,
+        ],
         60,
     );
     assert!(o.ok(), "{o}");
@@ -1331,7 +1343,9 @@ fn spoofed_segments_do_not_break_a_running_transfer() {
         "transfer broken by spoofed segments:\n{out}\n{}",
         srv.log_text()
     );
-    let m = settle(&rig, |m| drop_delta(&before, m, "nat_tcp_out_of_window") >= sent * 0.8);
+    let m = settle(&rig, |m| {
+        drop_delta(&before, m, "nat_tcp_out_of_window") >= sent * 0.8
+    });
     let dropped = drop_delta(&before, &m, "nat_tcp_out_of_window");
     // Random sequence numbers: a few may fall inside the (large) window and be forwarded
     // to the host, which answers them with a challenge ACK (RFC 5961).
@@ -1340,6 +1354,52 @@ fn spoofed_segments_do_not_break_a_running_transfer() {
         "only {dropped} of {sent} spoofed segments dropped\n{}",
         m.excerpt("flowgate_nat")
     );
+}
+
+/// Issue 8 item 12: a churn of short HTTP connections (the server closes first, so it
+/// holds each one in TIME_WAIT for 60 s) to one server with a 5 s transitory timeout:
+/// mappings expire long before the server forgets the connections, yet no public port is
+/// handed out again toward the server while it may still be in TIME_WAIT — zero failures.
+#[test]
+fn short_connection_churn_with_short_transitory_timeout_never_hits_time_wait() {
+    let Some(_g) =
+        setup("short_connection_churn_with_short_transitory_timeout_never_hits_time_wait")
+    else {
+        return;
+    };
+    let opts = NatOpts {
+        tcp_transitory_s: 5,
+        ..NatOpts::default()
+    };
+    let rig = NatRig::start("ntw", &opts);
+    let dir = TempDir::new("ntw");
+    let _srv = py_spawn(
+        rig.server(),
+        HTTP11_SERVER,
+        &[SERVER, "8080"],
+        &dir.join("http.log"),
+    );
+    rig.server()
+        .wait_listen("tcp", 8080, Duration::from_secs(10));
+    let before = rig.app.metrics();
+    let url = format!("http://{SERVER}:8080");
+    let n = 1500;
+    let bg = py_spawn(
+        rig.b(),
+        HTTP_MANY_CLIENT,
+        &[&url, &n.to_string()],
+        &dir.join("client-b.log"),
+    );
+    let o = python_in(rig.a(), HTTP_MANY_CLIENT, &[&url, &n.to_string()], 200);
+    assert!(wait_log(&bg, "fail=", 200), "{}", bg.log_text());
+    for (who, out) in [("a", o.stdout.clone()), ("b", bg.log_text())] {
+        assert_eq!(kv_num(&out, "ok"), n, "host {who}: {out}");
+        assert_eq!(kv(&out, "fail"), Some(""), "host {who}: {out}");
+    }
+    let m = settle(&rig, |_| true);
+    assert_eq!(drop_delta(&before, &m, "nat_time_wait_reuse"), 0.0);
+    assert_eq!(drop_delta(&before, &m, "nat_tcp_out_of_window"), 0.0);
+    assert_eq!(drop_delta(&before, &m, "nat_port_exhausted"), 0.0);
 }
 
 #[test]
