@@ -338,12 +338,9 @@ mod tests {
             .map(|n| t.insert(flow(n)).unwrap())
             .collect();
         let bytes = t.memory_bytes();
-        let mut x: u64 = 0x9e37_79b9;
+        let mut rng = crate::rng::Rng::new(0x9e37_79b9);
         for n in cap as u32..200_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let victim = (x % cap as u64) as usize;
+            let victim = rng.below(cap);
             t.unindex(live[victim]);
             t.free(live[victim]);
             let mut f = flow(n % 50_000);
