@@ -139,7 +139,12 @@ impl FlowTable {
             .collect();
         FlowTable {
             flows: vec![Flow::default(); cap],
-            tcp: vec![TcpWin::default(); cap],
+            // Written rather than `calloc`ed: pages faulted in at start, not per packet.
+            tcp: {
+                let mut v = Vec::with_capacity(cap);
+                v.resize(cap, TcpWin::default());
+                v
+            },
             next,
             free_head: 0,
             // Twice the flows: hashbrown reclaims deleted slots by rehashing in place only
