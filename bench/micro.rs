@@ -194,7 +194,7 @@ fn pipeline(c: &mut Criterion) {
 /// allocation, and the Toeplitz hash the RSS-aware allocator evaluates.
 fn nat(c: &mut Criterion) {
     use flowgate::nat::flow::{Flow, FlowTable, Key};
-    use flowgate::nat::ports::{PortAllocator, Rng as NatRng};
+    use flowgate::nat::ports::{PortAllocator, Probe, Rng as NatRng};
     use flowgate::nat::toeplitz;
 
     let mut g = c.benchmark_group("nat");
@@ -241,19 +241,25 @@ fn nat(c: &mut Criterion) {
 
     // Port allocation toward one destination, with an `ok` check that accepts the first
     // candidate (empty table) and one that refuses half of them.
-    let pa = PortAllocator::new(1024, 65535, 55_000, 0, 2, 0xabcdef);
+    let pa = PortAllocator::new(1024, 65535, 55_000, 0, 2);
     let mut rng = NatRng::new(42);
-    let mut d = 0u64;
+    let mut d = 0u32;
     g.bench_function("port_allocate_free", |b| {
         b.iter(|| {
-            d = d.wrapping_add(0x9e37_79b9);
-            black_box(pa.allocate(&mut rng, black_box(d), |_| true))
+            d = (d + 1) % 27_500;
+            black_box(pa.allocate(&mut rng, false, black_box(d), |_| Probe::Free))
         })
     });
     g.bench_function("port_allocate_half_used", |b| {
         b.iter(|| {
-            d = d.wrapping_add(0x9e37_79b9);
-            black_box(pa.allocate(&mut rng, black_box(d), |p| p & 2 == 0))
+            d = (d + 1) % 27_500;
+            black_box(pa.allocate(&mut rng, false, black_box(d), |p| {
+                if p & 2 == 0 {
+                    Probe::Free
+                } else {
+                    Probe::Taken
+                }
+            }))
         })
     });
     let src = Ipv4Addr::new(66, 9, 149, 187);

@@ -65,11 +65,6 @@ impl Rng {
         let n = n.to_u64();
         T::from_u64(((self.next_u64() >> 32) * n) >> 32)
     }
-    /// Alias of `next_u64` (fuzzers' spelling).
-    #[inline]
-    pub fn next(&mut self) -> u64 {
-        self.next_u64()
-    }
     pub fn u32(&mut self) -> u32 {
         (self.next_u64() >> 32) as u32
     }
