@@ -244,12 +244,17 @@ fn nat(c: &mut Criterion) {
     // candidate (empty table) and one that refuses half of them.
     let pa = PortAllocator::new(1024, 65535, 55_000, 0, 2);
     let mut rng = NatRng::new(42);
+    let mut d = 0u32;
     g.bench_function("port_allocate_free", |b| {
-        b.iter(|| black_box(pa.allocate(&mut rng, false, black_box(0), |_| Probe::Free)))
+        b.iter(|| {
+            d = (d + 1) % 27_500;
+            black_box(pa.allocate(&mut rng, false, black_box(d), |_| Probe::Free))
+        })
     });
     g.bench_function("port_allocate_half_used", |b| {
         b.iter(|| {
-            black_box(pa.allocate(&mut rng, false, black_box(0), |p| {
+            d = (d + 1) % 27_500;
+            black_box(pa.allocate(&mut rng, false, black_box(d), |p| {
                 if p & 2 == 0 {
                     Probe::Free
                 } else {

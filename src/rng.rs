@@ -5,6 +5,46 @@
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
 
+/// Integer types `Rng::below` works with.
+pub trait Bound: Copy {
+    fn to_u64(self) -> u64;
+    fn from_u64(v: u64) -> Self;
+}
+
+impl Bound for u32 {
+    #[inline]
+    fn to_u64(self) -> u64 {
+        u64::from(self)
+    }
+    #[inline]
+    fn from_u64(v: u64) -> Self {
+        v as u32
+    }
+}
+
+/// Unconstrained integer literals in test code default to `i32` (negative `n`: 0).
+impl Bound for i32 {
+    #[inline]
+    fn to_u64(self) -> u64 {
+        self.max(0) as u64
+    }
+    #[inline]
+    fn from_u64(v: u64) -> Self {
+        v as i32
+    }
+}
+
+impl Bound for usize {
+    #[inline]
+    fn to_u64(self) -> u64 {
+        self as u64
+    }
+    #[inline]
+    fn from_u64(v: u64) -> Self {
+        v as usize
+    }
+}
+
 impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
@@ -18,21 +58,12 @@ impl Rng {
         self.0 = x;
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    /// Uniform-ish in `0..n` (multiply-shift, no division); 0 when `n == 0`.
+    /// Uniform-ish in `0..n` (multiply-shift, no division; `n` below 2^32); 0 when
+    /// `n == 0`. For `u32` (port choice) and `usize` (test code indexing slices).
     #[inline]
-    pub fn below(&mut self, n: u32) -> u32 {
-        if n == 0 {
-            return 0;
-        }
-        (((self.next_u64() >> 32) * u64::from(n)) >> 32) as u32
-    }
-    /// Uniform-ish in `0..n` for test code indexing slices; 0 when `n == 0`.
-    #[inline]
-    pub fn below_usize(&mut self, n: usize) -> usize {
-        if n == 0 {
-            return 0;
-        }
-        (self.next_u64() % n as u64) as usize
+    pub fn below<T: Bound>(&mut self, n: T) -> T {
+        let n = n.to_u64();
+        T::from_u64(((self.next_u64() >> 32) * n) >> 32)
     }
     pub fn u32(&mut self) -> u32 {
         (self.next_u64() >> 32) as u32
@@ -42,6 +73,24 @@ impl Rng {
     }
     pub fn u8(&mut self) -> u8 {
         (self.next_u64() >> 56) as u8
+    }
+    pub fn bool(&mut self) -> bool {
+        self.next_u64() & 1 == 1
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            *b = self.u8();
+        }
+    }
+    /// A 16-bit value biased towards the interesting edges (fuzzing).
+    pub fn edgy_u16(&mut self) -> u16 {
+        match self.below(8u32) {
+            0 => 0x0000,
+            1 => 0xFFFF,
+            2 => 0x0001,
+            3 => 0xFFFE,
+            _ => self.u16(),
+        }
     }
 }
 
@@ -54,12 +103,13 @@ mod tests {
         let mut r = Rng::new(1);
         let mut seen = [false; 10];
         for _ in 0..1000 {
-            let v = r.below(10);
+            let v = r.below(10u32);
             assert!(v < 10);
             seen[v as usize] = true;
         }
         assert!(seen.iter().all(|&s| s));
-        assert_eq!(r.below(0), 0);
-        assert_eq!(r.below_usize(0), 0);
+        assert_eq!(r.below(0u32), 0);
+        assert_eq!(r.below(0usize), 0);
+        assert!(r.below(7usize) < 7);
     }
 }

@@ -1115,6 +1115,301 @@ fn udp_fragments_are_delivered_whole() {
     assert_eq!(drop_delta(&before, &m, "nat_fragment_not_allowed"), 0.0);
 }
 
+/// Per socket: a small datagram (whole), then a 3000-byte one (fragmented both ways), then
+/// another small one; checks every echo. Prints `sock <i> ok` or `sock <i> FAIL <why>`,
+/// then `ok=<n>`.
+const UDP_MIXED_CLIENT: &str = r#"
+import socket, sys
+srv, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+big = bytes((i * 7) % 251 for i in range(3000))
+good = 0
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(1.0)
+    why = None
+    for msg in (b"small-%d" % i, big, b"again-%d" % i):
+        for attempt in range(4):
+            s.sendto(msg, (srv, port))
+            try:
+                d, a = s.recvfrom(65535)
+                break
+            except socket.timeout:
+                d = None
+        if d != b"echo:" + msg:
+            why = "len %d: got %r" % (len(msg), None if d is None else len(d))
+            break
+    print("sock %d %s" % (i, "ok" if why is None else "FAIL " + why), flush=True)
+    good += why is None
+    s.close()
+print("ok=%d" % good, flush=True)
+"#;
+
+/// Issue 8 item 6: with two workers, UDP fragments cross the NAT both ways. On a
+/// multi-queue tap the kernel spreads fragments by addresses and whole datagrams by
+/// 4-tuple, so fragments and whole datagrams of one socket reach different workers:
+/// every socket still gets one mapping (the server sees one source port per socket) and
+/// no later fragment is dropped on a worker that does not own its flow.
+#[test]
+fn udp_fragments_with_two_workers() {
+    let Some(_g) = setup("udp_fragments_with_two_workers") else {
+        return;
+    };
+    let opts = NatOpts {
+        workers: vec![1, 2],
+        queues: 2,
+        ..NatOpts::default()
+    };
+    let rig = NatRig::start_tap_with("nfrag2", &opts, &["--lcores", "0@0,1@1,2@1"]);
+    let dir = TempDir::new("nfrag2");
+    let echo = udp_echo_server(rig.server(), SERVER, 9999, &dir.join("echo.log"));
+    let before = rig.app.metrics();
+    let n = 24;
+    let o = python_in(
+        rig.a(),
+        UDP_MIXED_CLIENT,
+        &[SERVER, "9999", &n.to_string()],
+        150,
+    );
+    assert!(o.ok() && o.stdout.contains(&format!("ok={n}")), "{o}");
+    // One public source port per socket: small-i, the big one and again-i from one port.
+    let log = echo.log_text();
+    let mut port_of: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut current = String::new();
+    for line in log.lines().filter(|l| l.starts_with("from ")) {
+        let src = line.split_whitespace().nth(1).unwrap_or("").to_string();
+        assert!(src.starts_with("192.0.2."), "untranslated source: {line}");
+        if let Some(i) = line.find("b'small-") {
+            current = line[i + 8..].trim_end_matches('\'').to_string();
+        }
+        port_of.entry(current.clone()).or_default().insert(src);
+    }
+    for (sock, srcs) in &port_of {
+        assert_eq!(
+            srcs.len(),
+            1,
+            "socket {sock} got several mappings: {srcs:?}"
+        );
+    }
+    let m = settle(&rig, |m| {
+        nat_delta(
+            &rig,
+            &before,
+            m,
+            "packets_total",
+            &[("direction", "out_to_source")],
+        ) >= (n * 4) as f64
+    });
+    assert_eq!(
+        drop_delta(&before, &m, "nat_fragment_no_flow"),
+        0.0,
+        "{}",
+        m.excerpt("flowgate_nat")
+    );
+    let handed = m.value("flowgate_handoff_sent_total", &[])
+        - before.value("flowgate_handoff_sent_total", &[]);
+    println!("handoffs: {handed}");
+}
+
+/// Bulk sender: on each connection sends argv[3] MB of a deterministic pattern in 64 KiB
+/// chunks, pausing argv[4] s between chunks; logs `ACCEPT <ip> <port>`.
+const TCP_BULK_SERVER: &str = r#"
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(8)
+print("listening", flush=True)
+mb, pause = int(sys.argv[3]), float(sys.argv[4])
+chunk = bytes((i * 31 + 7) % 256 for i in range(65536))
+while True:
+    c, a = s.accept()
+    print("ACCEPT %s %d" % a, flush=True)
+    try:
+        for i in range(mb * 16):
+            c.sendall(chunk)
+            time.sleep(pause)
+        c.shutdown(socket.SHUT_WR)
+        c.recv(1)
+    except OSError as e:
+        print("ERR %s" % e, flush=True)
+    c.close()
+"#;
+
+/// Receives everything from argv[1]:argv[2]; prints bytes=, sha_ok= (against the pattern).
+const TCP_BULK_CLIENT: &str = r#"
+import hashlib, socket, sys
+mb = int(sys.argv[3])
+chunk = bytes((i * 31 + 7) % 256 for i in range(65536))
+want = hashlib.sha256(chunk * (mb * 16)).hexdigest()
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+h, n = hashlib.sha256(), 0
+try:
+    while True:
+        d = s.recv(1 << 20)
+        if not d:
+            break
+        h.update(d)
+        n += len(d)
+except OSError as e:
+    print("error=%s" % e, flush=True)
+print("bytes=%d" % n)
+print("sha_ok=%s" % (h.hexdigest() == want), flush=True)
+"#;
+
+/// scapy: spoofed segments "from" argv[3]:argv[4] (the server) to the public endpoint
+/// argv[5]:argv[6], sent on argv[1] to the next hop MAC argv[2]: RSTs, SYNs, SYN-ACKs
+/// and data at random sequence numbers, and ACKs of data never sent. Prints the count.
+const SCAPY_TCP_SPOOF: &str = r#"
+import sys, random
+from scapy.all import Ether, IP, TCP, Raw, sendp, conf
+conf.verb = 0
+iface, mac, src, sport, dst, dport = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
+E = lambda: Ether(dst=mac) / IP(src=src, dst=dst)
+r = lambda: random.randint(0, 2**32 - 1)
+pkts = []
+pkts += [E() / TCP(sport=sport, dport=dport, flags="R", seq=r()) for _ in range(40)]
+pkts += [E() / TCP(sport=sport, dport=dport, flags="RA", seq=r(), ack=r()) for _ in range(40)]
+pkts += [E() / TCP(sport=sport, dport=dport, flags="S", seq=r()) for _ in range(20)]
+pkts += [E() / TCP(sport=sport, dport=dport, flags="SA", seq=r(), ack=r()) for _ in range(20)]
+pkts += [E() / TCP(sport=sport, dport=dport, flags="PA", seq=r(), ack=r()) / Raw(b"evil" * 100) for _ in range(40)]
+random.shuffle(pkts)
+for i in range(0, len(pkts), 20):
+    sendp(pkts[i:i + 20], iface=iface, inter=0.01)
+print(len(pkts), flush=True)
+"#;
+
+/// Issue 8 item 4: while a real TCP transfer runs through the NAT, spoofed RSTs, SYNs,
+/// SYN-ACKs and out-of-window segments "from the server" hit the flow's public endpoint;
+/// the NAT drops them (counted as `nat_tcp_out_of_window`) and the transfer completes
+/// byte-exact.
+#[test]
+fn spoofed_segments_do_not_break_a_running_transfer() {
+    let Some(_g) = setup("spoofed_segments_do_not_break_a_running_transfer") else {
+        return;
+    };
+    let rig = NatRig::start("nspoof", &NatOpts::default());
+    let dir = TempDir::new("nspoof");
+    let mb = "6";
+    let srv = py_spawn(
+        rig.server(),
+        TCP_BULK_SERVER,
+        &[SERVER, "8090", mb, "0.1"],
+        &dir.join("srv.log"),
+    );
+    rig.server()
+        .wait_listen("tcp", 8090, Duration::from_secs(10));
+    let before = rig.app.metrics();
+    let client = py_spawn(
+        rig.a(),
+        TCP_BULK_CLIENT,
+        &[SERVER, "8090", mb],
+        &dir.join("client.log"),
+    );
+    assert!(wait_log(&srv, "ACCEPT", 20), "{}", srv.log_text());
+    let log = srv.log_text();
+    let acc = log.lines().find(|l| l.starts_with("ACCEPT")).unwrap();
+    let f: Vec<&str> = acc.split_whitespace().collect();
+    let (pub_ip, pub_port) = (f[1], f[2]);
+    assert!(is_public(pub_ip), "{acc}");
+    let mac = rig.topo.router.mac_of(&rig.topo.router_server_if());
+    let o = python_in(
+        rig.server(),
+        SCAPY_TCP_SPOOF,
+        &[
+            &rig.topo.server_if(),
+            &mac,
+            SERVER,
+            "8090",
+            pub_ip,
+            pub_port,
+        ],
+        60,
+    );
+    assert!(o.ok(), "{o}");
+    let sent: f64 = o.stdout.trim().parse().unwrap_or(0.0);
+    assert!(
+        !client.log_text().contains("sha_ok="),
+        "the transfer ended before the spoofing did; make it slower"
+    );
+    assert!(
+        wait_log(&client, "sha_ok=", 60),
+        "transfer did not finish: {}",
+        client.log_text()
+    );
+    let out = client.log_text();
+    let want = format!("bytes={}", 6 * 1024 * 1024);
+    assert!(
+        out.contains(&want) && out.contains("sha_ok=True"),
+        "transfer broken by spoofed segments:\n{out}\n{}",
+        srv.log_text()
+    );
+    let m = settle(&rig, |m| {
+        drop_delta(&before, m, "nat_tcp_out_of_window") >= sent * 0.8
+    });
+    let dropped = drop_delta(&before, &m, "nat_tcp_out_of_window");
+    // Random sequence numbers: a few may fall inside the (large) window and be forwarded
+    // to the host, which answers them with a challenge ACK (RFC 5961).
+    assert!(
+        dropped >= sent * 0.8,
+        "only {dropped} of {sent} spoofed segments dropped\n{}",
+        m.excerpt("flowgate_nat")
+    );
+}
+
+/// Issue 8 item 12: a churn of short HTTP connections (the server closes first, so it
+/// holds each one in TIME_WAIT for 60 s) to one server with a 5 s transitory timeout:
+/// mappings expire long before the server forgets the connections, yet no public port is
+/// handed out again toward the server while it may still be in TIME_WAIT — zero failures.
+#[test]
+fn short_connection_churn_with_short_transitory_timeout_never_hits_time_wait() {
+    let Some(_g) =
+        setup("short_connection_churn_with_short_transitory_timeout_never_hits_time_wait")
+    else {
+        return;
+    };
+    let opts = NatOpts {
+        tcp_transitory_s: 5,
+        ..NatOpts::default()
+    };
+    let rig = NatRig::start("ntw", &opts);
+    let dir = TempDir::new("ntw");
+    let _srv = py_spawn(
+        rig.server(),
+        HTTP11_SERVER,
+        &[SERVER, "8080"],
+        &dir.join("http.log"),
+    );
+    rig.server()
+        .wait_listen("tcp", 8080, Duration::from_secs(10));
+    let before = rig.app.metrics();
+    let url = format!("http://{SERVER}:8080");
+    let n = 1500;
+    let bg = py_spawn(
+        rig.b(),
+        HTTP_MANY_CLIENT,
+        &[&url, &n.to_string()],
+        &dir.join("client-b.log"),
+    );
+    let o = python_in(rig.a(), HTTP_MANY_CLIENT, &[&url, &n.to_string()], 200);
+    assert!(wait_log(&bg, "fail=", 200), "{}", bg.log_text());
+    for (who, out) in [("a", o.stdout.clone()), ("b", bg.log_text())] {
+        assert_eq!(kv_num(&out, "ok"), n, "host {who}: {out}");
+        assert_eq!(kv(&out, "fail"), Some(""), "host {who}: {out}");
+    }
+    let m = settle(&rig, |_| true);
+    // An event of the gateway's counters (not a drop of the pipeline).
+    let reuse = |m: &Metrics| {
+        m.value(
+            "flowgate_nat_packets_dropped_total",
+            &[("reason", "nat_time_wait_reuse")],
+        )
+    };
+    assert!(m.has("flowgate_nat_packets_dropped_total"));
+    assert_eq!(reuse(&m) - reuse(&before), 0.0);
+    assert_eq!(drop_delta(&before, &m, "nat_tcp_out_of_window"), 0.0);
+    assert_eq!(drop_delta(&before, &m, "nat_port_exhausted"), 0.0);
+}
+
 #[test]
 fn tcp_and_icmp_fragments_are_dropped_in_aws_mode() {
     let Some(_g) = setup("tcp_and_icmp_fragments_are_dropped_in_aws_mode") else {

@@ -139,7 +139,12 @@ impl FlowTable {
             .collect();
         FlowTable {
             flows: vec![Flow::default(); cap],
-            tcp: vec![TcpWin::default(); cap],
+            // Written rather than `calloc`ed: pages faulted in at start, not per packet.
+            tcp: {
+                let mut v = Vec::with_capacity(cap);
+                v.resize(cap, TcpWin::default());
+                v
+            },
             next,
             free_head: 0,
             // Twice the flows: hashbrown reclaims deleted slots by rehashing in place only
@@ -338,12 +343,9 @@ mod tests {
             .map(|n| t.insert(flow(n)).unwrap())
             .collect();
         let bytes = t.memory_bytes();
-        let mut x: u64 = 0x9e37_79b9;
+        let mut rng = crate::rng::Rng::new(0x9e37_79b9);
         for n in cap as u32..200_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let victim = (x % cap as u64) as usize;
+            let victim = rng.below(cap);
             t.unindex(live[victim]);
             t.free(live[victim]);
             let mut f = flow(n % 50_000);

@@ -2,14 +2,13 @@
 
 use super::flow::{st, Key};
 use super::icmp_error::{self, Side};
-use super::{be16, split_l3_l4, tcp_state, Ip, NatVerdict, NatWorker};
+use super::{split_l3_l4, tcp_state, udp_ports, Ip, NatVerdict, NatWorker};
 use crate::packet::PacketBuf;
 use crate::pipeline::counters::DropReason;
 use crate::wire::icmp::{ECHO_REQUEST, HEADER_LEN as ICMP_HDR};
 use crate::wire::tcp::{ACK, FIN, RST, SYN};
 use crate::wire::{
-    EthernetFrame, IcmpPacket, Ipv4Packet, TcpPacket, UdpPacket, IPPROTO_ICMP, IPPROTO_TCP,
-    IPPROTO_UDP,
+    EthernetFrame, IcmpPacket, Ipv4Packet, TcpPacket, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 impl NatWorker {
@@ -101,7 +100,7 @@ impl NatWorker {
                     t,
                 )?;
                 self.track_tcp(gi, idx, &seg, true)?;
-                return self.snat(gi, idx, pkt, ip);
+                return self.translate(gi, idx, pkt, ip, Side::Src);
             }
         };
         let f = self.flow(gi, idx).ok_or(DropReason::NatNoMapping)?;
@@ -112,7 +111,7 @@ impl NatWorker {
         self.track_tcp(gi, idx, &seg, true)?;
         self.outbound_seen(gi, idx);
         self.touch(gi, idx, t);
-        self.snat(gi, idx, pkt, ip)
+        self.translate(gi, idx, pkt, ip, Side::Src)
     }
 
     fn in2out_udp<B: PacketBuf>(
@@ -122,8 +121,7 @@ impl NatWorker {
         ip: &Ip,
         t: u32,
     ) -> Result<NatVerdict, DropReason> {
-        let l4 = pkt.data().get(14 + ip.hl..14 + ip.len).unwrap_or(&[]);
-        let (sport, dport) = (be16(l4, 0), be16(l4, 2));
+        let (sport, dport) = udp_ports(pkt.data(), ip);
         let key = Key::new(IPPROTO_UDP, ip.src, sport, ip.dst, dport);
         let idx = match self.lookup_in(gi, &key, t) {
             Some(idx) => {
@@ -138,7 +136,7 @@ impl NatWorker {
             let f = self.flow(gi, idx).ok_or(DropReason::NatNoMapping)?;
             self.remember_first_fragment(gi, ip, Side::Src, f.public_ip, t);
         }
-        self.snat(gi, idx, pkt, ip)
+        self.translate(gi, idx, pkt, ip, Side::Src)
     }
 
     fn in2out_icmp<B: PacketBuf>(
@@ -169,7 +167,7 @@ impl NatWorker {
             }
             None => self.create(gi, IPPROTO_ICMP, (ip.src, id), (ip.dst, 0), 0, t)?,
         };
-        self.snat(gi, idx, pkt, ip)
+        self.translate(gi, idx, pkt, ip, Side::Src)
     }
 
     /// An error from an inside host about a packet that came in through the NAT (e.g. port
@@ -198,35 +196,6 @@ impl NatWorker {
             split_l3_l4(pkt.data_mut(), ip).ok_or(DropReason::NatIcmpErrorMalformed)?;
         icmp_error::rewrite(msg, &q, Side::Dst, f.public(), f.public_port);
         Ipv4Packet::new_unchecked(hdr).rewrite_src(f.public());
-        Ok(NatVerdict::Translated)
-    }
-
-    /// Rewrites source address and port (identifier) to the flow's public endpoint.
-    fn snat<B: PacketBuf>(
-        &mut self,
-        gi: usize,
-        idx: u32,
-        pkt: &mut B,
-        ip: &Ip,
-    ) -> Result<NatVerdict, DropReason> {
-        let f = self.flow(gi, idx).ok_or(DropReason::NatNoMapping)?;
-        let (hdr, l4) = split_l3_l4(pkt.data_mut(), ip).ok_or(DropReason::NatNoMapping)?;
-        let old = Ipv4Packet::new_unchecked(hdr).rewrite_src(f.public());
-        match ip.proto {
-            IPPROTO_TCP => {
-                let mut p = TcpPacket::new_unchecked(l4);
-                p.rewrite_src_port(f.public_port);
-                p.adjust_checksum_for_addr(old, f.public());
-            }
-            IPPROTO_UDP => {
-                let mut p = UdpPacket::new_unchecked(l4);
-                p.rewrite_src_port(f.public_port);
-                p.adjust_checksum_for_addr(old, f.public());
-            }
-            _ => {
-                IcmpPacket::new_unchecked(l4).rewrite_echo_ident(f.public_port);
-            }
-        }
         Ok(NatVerdict::Translated)
     }
 }

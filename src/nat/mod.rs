@@ -256,12 +256,16 @@ pub(crate) fn split_l3_l4<'a>(
     Some(pkt.split_at_mut(ip.hl))
 }
 
-/// Read a big-endian u16 (0 when out of bounds).
+/// Source and destination port of a UDP (or TCP: same offsets) datagram (0, 0 when the
+/// header is not there; the pipeline validated it on first fragments).
 #[inline]
-pub(crate) fn be16(d: &[u8], off: usize) -> u16 {
-    match d.get(off..off + 2) {
-        Some(&[a, b]) => u16::from_be_bytes([a, b]),
-        _ => 0,
+pub(crate) fn udp_ports(frame: &[u8], ip: &Ip) -> (u16, u16) {
+    match frame.get(14 + ip.hl..14 + ip.len) {
+        Some(l4) if l4.len() >= 8 => {
+            let u = crate::wire::UdpPacket::new_unchecked(l4);
+            (u.src_port(), u.dst_port())
+        }
+        _ => (0, 0),
     }
 }
 
@@ -507,8 +511,7 @@ impl NatWorker {
                 as usize;
             return (o != self.worker).then_some(o);
         }
-        let l4 = frame.get(14 + ip.hl..14 + ip.len)?;
-        let (sport, dport) = (be16(l4, 0), be16(l4, 2));
+        let (sport, dport) = udp_ports(frame, ip);
         let owner = match self.steering.as_ref().filter(|_| g.ports.steered()) {
             Some(s) => s
                 .queue(toeplitz::hash_v4_l4(&s.key, ip.src, ip.dst, sport, dport))
@@ -770,6 +773,53 @@ impl NatWorker {
             f.state = (f.state & !(st::TCP_MASK | st::SEEN_REPLY)) | tcp_state::SYN_SENT;
             tcp_state::reset(win);
         }
+    }
+
+    /// Rewrites one side of the packet to the flow's other endpoint: the source to the
+    /// public one going out (`Side::Src`), the destination to the inside one coming back
+    /// (`Side::Dst`); address, port (echo identifier) and checksums (RFC 1624).
+    fn translate<B: PacketBuf>(
+        &mut self,
+        gi: usize,
+        idx: u32,
+        pkt: &mut B,
+        ip: &Ip,
+        side: icmp_error::Side,
+    ) -> Result<NatVerdict, DropReason> {
+        use crate::wire::{IcmpPacket, TcpPacket, UdpPacket};
+        let f = self.flow(gi, idx).ok_or(DropReason::NatNoMapping)?;
+        let (hdr, l4) = split_l3_l4(pkt.data_mut(), ip).ok_or(DropReason::NatNoMapping)?;
+        let mut h = Ipv4Packet::new_unchecked(hdr);
+        let src = side == icmp_error::Side::Src;
+        let (addr, port, old) = if src {
+            (f.public(), f.public_port, h.rewrite_src(f.public()))
+        } else {
+            (f.inside(), f.inside_port, h.rewrite_dst(f.inside()))
+        };
+        match ip.proto {
+            IPPROTO_TCP => {
+                let mut p = TcpPacket::new_unchecked(l4);
+                if src {
+                    p.rewrite_src_port(port);
+                } else {
+                    p.rewrite_dst_port(port);
+                }
+                p.adjust_checksum_for_addr(old, addr);
+            }
+            IPPROTO_UDP => {
+                let mut p = UdpPacket::new_unchecked(l4);
+                if src {
+                    p.rewrite_src_port(port);
+                } else {
+                    p.rewrite_dst_port(port);
+                }
+                p.adjust_checksum_for_addr(old, addr);
+            }
+            _ => {
+                IcmpPacket::new_unchecked(l4).rewrite_echo_ident(port);
+            }
+        }
+        Ok(NatVerdict::Translated)
     }
 
     /// Refreshes a flow's deadline for its (possibly new) state.

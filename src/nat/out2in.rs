@@ -2,7 +2,7 @@
 
 use super::flow::{st, Key};
 use super::icmp_error::{self, Side};
-use super::{be16, split_l3_l4, tcp_state, Ip, NatVerdict, NatWorker};
+use super::{split_l3_l4, tcp_state, udp_ports, Ip, NatVerdict, NatWorker};
 use crate::packet::PacketBuf;
 use crate::pipeline::counters::DropReason;
 use crate::wire::icmp::{ECHO_REPLY, HEADER_LEN as ICMP_HDR};
@@ -75,7 +75,10 @@ impl NatWorker {
         let l4 = frame.get(14 + ip.hl..14 + ip.len)?;
         match ip.proto {
             IPPROTO_TCP | IPPROTO_UDP if ports.steered() => None,
-            IPPROTO_TCP | IPPROTO_UDP if l4.len() >= 4 => ports.owner_of(be16(l4, 2)),
+            // TCP and UDP headers both start with the two ports.
+            IPPROTO_TCP | IPPROTO_UDP if l4.len() >= 4 => {
+                ports.owner_of(UdpPacket::new_unchecked(l4).dst_port())
+            }
             IPPROTO_ICMP => {
                 let icmp = IcmpPacket::new_checked(l4).ok()?;
                 let ty = icmp.msg_type();
@@ -123,7 +126,7 @@ impl NatWorker {
         };
         self.track_tcp(gi, idx, &seg, false)?;
         self.touch(gi, idx, t);
-        self.dnat(gi, idx, pkt, ip)
+        self.translate(gi, idx, pkt, ip, Side::Dst)
     }
 
     fn out2in_udp<B: PacketBuf>(
@@ -133,8 +136,7 @@ impl NatWorker {
         ip: &Ip,
         t: u32,
     ) -> Result<NatVerdict, DropReason> {
-        let l4 = pkt.data().get(14 + ip.hl..14 + ip.len).unwrap_or(&[]);
-        let (sport, dport) = (be16(l4, 0), be16(l4, 2));
+        let (sport, dport) = udp_ports(pkt.data(), ip);
         let key = Key::new(IPPROTO_UDP, ip.dst, dport, ip.src, sport);
         let idx = match self.lookup_out(gi, &key, t) {
             Some(idx) => idx,
@@ -146,7 +148,7 @@ impl NatWorker {
             let f = self.flow(gi, idx).ok_or(DropReason::NatNoMapping)?;
             self.remember_first_fragment(gi, ip, Side::Dst, f.inside_ip, t);
         }
-        self.dnat(gi, idx, pkt, ip)
+        self.translate(gi, idx, pkt, ip, Side::Dst)
     }
 
     fn out2in_icmp<B: PacketBuf>(
@@ -177,7 +179,7 @@ impl NatWorker {
         };
         self.first_reply(gi, idx);
         self.touch(gi, idx, t);
-        self.dnat(gi, idx, pkt, ip)
+        self.translate(gi, idx, pkt, ip, Side::Dst)
     }
 
     /// An error about a packet that left through the NAT: the quoted source is the public
@@ -220,35 +222,6 @@ impl NatWorker {
                 c.connections_established += 1;
             }
         }
-    }
-
-    /// Rewrites destination address and port (identifier) to the flow's inside endpoint.
-    fn dnat<B: PacketBuf>(
-        &mut self,
-        gi: usize,
-        idx: u32,
-        pkt: &mut B,
-        ip: &Ip,
-    ) -> Result<NatVerdict, DropReason> {
-        let f = self.flow(gi, idx).ok_or(DropReason::NatNoMapping)?;
-        let (hdr, l4) = split_l3_l4(pkt.data_mut(), ip).ok_or(DropReason::NatNoMapping)?;
-        let old = Ipv4Packet::new_unchecked(hdr).rewrite_dst(f.inside());
-        match ip.proto {
-            IPPROTO_TCP => {
-                let mut p = TcpPacket::new_unchecked(l4);
-                p.rewrite_dst_port(f.inside_port);
-                p.adjust_checksum_for_addr(old, f.inside());
-            }
-            IPPROTO_UDP => {
-                let mut p = UdpPacket::new_unchecked(l4);
-                p.rewrite_dst_port(f.inside_port);
-                p.adjust_checksum_for_addr(old, f.inside());
-            }
-            _ => {
-                IcmpPacket::new_unchecked(l4).rewrite_echo_ident(f.inside_port);
-            }
-        }
-        Ok(NatVerdict::Translated)
     }
 }
 

@@ -55,6 +55,14 @@ impl Entry {
     }
 }
 
+/// `cap` default entries, written (not `calloc`ed) so that the pages are faulted in at
+/// start-up rather than on the packet path.
+fn prefaulted(cap: usize) -> Vec<Entry> {
+    let mut v = Vec::with_capacity(cap);
+    v.resize(cap, Entry::default());
+    v
+}
+
 pub struct TimeWaitGuard {
     ring: Vec<Entry>,
     head: usize,
@@ -69,7 +77,7 @@ impl TimeWaitGuard {
     pub fn new(capacity: usize, guard_ticks: u32, seed: u64) -> Self {
         let cap = if guard_ticks == 0 { 1 } else { capacity.max(1) };
         TimeWaitGuard {
-            ring: vec![Entry::default(); cap],
+            ring: prefaulted(cap),
             head: 0,
             len: 0,
             index: HashTable::with_capacity(2 * cap + 1),

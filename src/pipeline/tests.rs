@@ -1582,25 +1582,7 @@ fn exception_port_carries_appliance_traffic_both_ways() {
 // Fuzz: random, truncated and bit-flipped frames
 // ---------------------------------------------------------------------------
 
-/// xorshift64* (deterministic; no external crates).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn u8(&mut self) -> u8 {
-        (self.next() >> 56) as u8
-    }
-}
+use crate::rng::Rng;
 
 /// Valid frames of every kind the pipeline handles, with their rx port.
 fn fuzz_templates() -> Vec<(u16, Vec<u8>)> {
@@ -1739,7 +1721,7 @@ fn fuzz_run(
     seed: u64,
     n: u32,
 ) -> FuzzStats {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     // Outcomes of handle(): data frames sent, buffers discarded, packets held.
     let (mut sent, mut discarded, mut held) = (0u64, 0u64, 0u64);
     // What happened to held packets later.

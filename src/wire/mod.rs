@@ -221,52 +221,8 @@ pub(crate) mod testutil {
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     ];
 
-    pub struct Rng(u64);
-
-    impl Rng {
-        pub fn new(seed: u64) -> Rng {
-            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-        }
-        pub fn next_u64(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.0 = x;
-            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        pub fn u32(&mut self) -> u32 {
-            (self.next_u64() >> 32) as u32
-        }
-        pub fn u16(&mut self) -> u16 {
-            (self.next_u64() >> 48) as u16
-        }
-        pub fn u8(&mut self) -> u8 {
-            (self.next_u64() >> 56) as u8
-        }
-        /// Uniform-ish in `0..n` (`n > 0`).
-        pub fn below(&mut self, n: usize) -> usize {
-            (self.next_u64() % n as u64) as usize
-        }
-        pub fn bool(&mut self) -> bool {
-            self.next_u64() & 1 == 1
-        }
-        pub fn fill(&mut self, buf: &mut [u8]) {
-            for b in buf {
-                *b = self.u8();
-            }
-        }
-        /// A 16-bit value biased towards the interesting edges.
-        pub fn edgy_u16(&mut self) -> u16 {
-            match self.below(8) {
-                0 => 0x0000,
-                1 => 0xFFFF,
-                2 => 0x0001,
-                3 => 0xFFFE,
-                _ => self.u16(),
-            }
-        }
-    }
+    /// The crate's one generator (`crate::rng`).
+    pub use crate::rng::Rng;
 }
 
 #[cfg(test)]

@@ -458,6 +458,11 @@ impl NatRig {
         Self::launch(NatTopology::new_tap(prefix), o, &[])
     }
 
+    /// [`NatRig::start_tap`] with extra EAL args (e.g. `--lcores` for several workers).
+    pub fn start_tap_with(prefix: &str, o: &NatOpts, extra_eal: &[&str]) -> NatRig {
+        Self::launch(NatTopology::new_tap(prefix), o, extra_eal)
+    }
+
     fn launch(topo: NatTopology, o: &NatOpts, extra_eal: &[&str]) -> NatRig {
         let app = Appliance::start_with(&topo.config(o), extra_eal);
         let rig = NatRig { app, topo };
