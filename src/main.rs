@@ -56,6 +56,9 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every subcommand logs through the facade (the fleet agents too); `run` then applies
+    // the config's level.
+    flowgate::log::set_level(flowgate::config::LogLevel::Info);
     match cli.cmd {
         Cmd::Run { config, eal } => match flowgate::control::run(&config, &eal) {
             Ok(()) => ExitCode::SUCCESS,
