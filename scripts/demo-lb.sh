@@ -241,7 +241,7 @@ echo "target log: $(grep '^UDP' "$WORK/t4.log" | head -n 1)"
 check "UDP echo reply" grep -q 'echo: hello over udp' <<< "$reply"
 check "target saw the LB address $LB_ADDR" grep -q "^UDP from ${LB_ADDR//./\\.}:" "$WORK/t4.log"
 
-step "metrics excerpt (flowgate_lb_*)"
+step "metrics excerpt (flowgate_lb_*, zero-valued series left out)"
 curl -s --max-time 5 "http://$METRICS/metrics" | grep '^flowgate_lb_' \
     | grep -v -E ' 0$' | head -n 40 || true
 
