@@ -2,7 +2,8 @@
 #
 #   make test    setup (packages, hugepages) + release build + every test (unit and the
 #                namespace/real-traffic integration tests), serially, time-bounded
-#   make demo    setup + release build + scripts/demo.sh (two namespaces, real traffic)
+#   make demo    setup + release build + scripts/demo.sh (NAT gateway) and then
+#                scripts/demo-lb.sh (load balancer); namespaces, real traffic
 #   make demo-fleet  setup + build + scripts/demo-fleet.sh (etcd, controller, node agents,
 #                fabric router: placement table, routes, a node failure)
 #   make bench   bench/run.sh, if there is one
@@ -42,6 +43,7 @@ test: setup build
 
 demo: setup build
 	FLOWGATE_BIN=$(FLOWGATE_BIN) timeout -k 10 $(DEMO_TIMEOUT) bash scripts/demo.sh
+	FLOWGATE_BIN=$(FLOWGATE_BIN) timeout -k 10 $(DEMO_TIMEOUT) bash scripts/demo-lb.sh
 
 bench: setup build
 	@/usr/bin/python3 -c 'import matplotlib' 2>/dev/null || \
