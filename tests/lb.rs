@@ -443,7 +443,8 @@ fn syn_flood_fills_table_established_flow_survives() {
     // The flood's random sources (198.18.0.0/15) are "internet" clients: give them a route
     // back through the front port, or the default strict reverse-path filter (correctly)
     // drops them as spoofed before the load balancer sees them.
-    let yaml = format!("{yaml}routes:\n  - {{prefix: 198.18.0.0/15, port: front, via: {CLIENT}}}\n");
+    let yaml =
+        format!("{yaml}routes:\n  - {{prefix: 198.18.0.0/15, port: front, via: {CLIENT}}}\n");
     let app = Appliance::start(&yaml);
     assert!(ping_until_reply(&topo.client, FRONT_IP, 10));
     let rig = LbRig {
