@@ -31,78 +31,18 @@ WEIGHTS=(1 2 3 0)
 ECHO_TARGET=10.1.0.14
 REQUESTS=60
 METRICS_PORT=${DEMO_METRICS_PORT:-9188}
-if ss -Hltn "sport = :$METRICS_PORT" 2>/dev/null | grep -q .; then
-    METRICS_PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-fi
-METRICS="127.0.0.1:${METRICS_PORT}"
 FILE_PREFIX="fgdemolb$$"
+DEMO_NAME=demo-lb
+DEMO_NAMESPACES=("$NS_C" "$NS_T")
+DEMO_ROOT_LINKS=(fgdf0 fgdb0)
+# shellcheck source=scripts/demo-lib.sh
+. scripts/demo-lib.sh
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "demo-lb: needs root (network namespaces, veth, DPDK)" >&2
-    exit 1
-fi
-[ -x "$BIN" ] || { echo "demo-lb: $BIN not found; run 'make build' first" >&2; exit 1; }
-
-WORK=$(mktemp -d /tmp/flowgate-demo-lb.XXXXXX)
-FG_PID=""
-BG_PIDS=()
-
-cleanup() {
-    set +e
-    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    if [ -n "$FG_PID" ] && kill -0 "$FG_PID" 2>/dev/null; then
-        kill -TERM "$FG_PID" 2>/dev/null
-        for _ in $(seq 50); do kill -0 "$FG_PID" 2>/dev/null || break; sleep 0.2; done
-        kill -KILL "$FG_PID" 2>/dev/null
-    fi
-    for ns in "$NS_C" "$NS_T"; do
-        if [ -e "/run/netns/$ns" ]; then
-            for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-            ip netns del "$ns" 2>/dev/null
-        fi
-    done
-    for l in fgdf0 fgdb0; do ip link del "$l" 2>/dev/null; done
-    rm -rf "/var/run/dpdk/$FILE_PREFIX" "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-step() { printf '\n=== %s\n' "$*"; }
-FAILED=()
-check() { # check NAME CMD...
-    local name=$1; shift
-    if "$@"; then echo "[ok]   $name"; else echo "[FAIL] $name"; FAILED+=("$name"); fi
-}
 in_c() { ip netns exec "$NS_C" "$@"; }
 in_t() { ip netns exec "$NS_T" "$@"; }
 
-# A leftover from an interrupted run goes first.
-cleanup
-mkdir -p "$WORK"
-
 step "topology: namespaces $NS_C (client), $NS_T (targets) and two veth pairs"
-ip netns add "$NS_C"
-ip netns add "$NS_T"
-for ns in "$NS_C" "$NS_T"; do
-    ip netns exec "$ns" ip link set lo up
-    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-done
-mkveth() { # root-end peer-end netns address...
-    local root=$1 peer=$2 ns=$3; shift 3
-    ip link add "$root" type veth peer name "$peer"
-    ip link set "$peer" netns "$ns"
-    # The root-side end belongs to flowgate (af_packet): no IPv6, no ARP, no forwarding by
-    # the root kernel. Checksum offload stays at the kernel default (flowgate completes the
-    # partial checksums af_packet hands it). Only TSO/GSO go off on the host end: with them
-    # the host hands af_packet GSO super-frames of up to 64 KiB, which DPDK's af_packet PMD
-    # truncates to its ring frame (flowgate drops and counts them); a NIC never sends them.
-    sysctl -qw "net.ipv6.conf.$root.disable_ipv6=1" "net.ipv4.conf.$root.forwarding=0"
-    ip link set "$root" arp off
-    ip netns exec "$ns" timeout 10 ethtool -K "$peer" tso off gso off >/dev/null 2>&1 || true
-    ip link set "$root" up
-    for a in "$@"; do ip netns exec "$ns" ip addr add "$a" dev "$peer"; done
-    ip netns exec "$ns" ip link set "$peer" up
-}
+netns_up
 mkveth fgdf0 fgdf1 "$NS_C" 203.0.113.2/24
 mkveth fgdb0 fgdb1 "$NS_T" "${TARGETS[@]/%//24}"
 in_c ip route add default via 203.0.113.1

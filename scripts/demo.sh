@@ -20,77 +20,18 @@ PY=/usr/bin/python3
 NS_C=fgd-c
 NS_S=fgd-s
 METRICS_PORT=${DEMO_METRICS_PORT:-9187}
-if ss -Hltn "sport = :$METRICS_PORT" 2>/dev/null | grep -q .; then
-    METRICS_PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-fi
-METRICS="127.0.0.1:${METRICS_PORT}"
 FILE_PREFIX="fgdemo$$"
+DEMO_NAME=demo
+DEMO_NAMESPACES=("$NS_C" "$NS_S")
+DEMO_ROOT_LINKS=(fgdc0 fgds0)
+# shellcheck source=scripts/demo-lib.sh
+. scripts/demo-lib.sh
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "demo: needs root (network namespaces, veth, DPDK)" >&2
-    exit 1
-fi
-[ -x "$BIN" ] || { echo "demo: $BIN not found; run 'make build' first" >&2; exit 1; }
-
-WORK=$(mktemp -d /tmp/flowgate-demo.XXXXXX)
-FG_PID=""
-BG_PIDS=()
-
-cleanup() {
-    set +e
-    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    if [ -n "$FG_PID" ] && kill -0 "$FG_PID" 2>/dev/null; then
-        kill -TERM "$FG_PID" 2>/dev/null
-        for _ in $(seq 50); do kill -0 "$FG_PID" 2>/dev/null || break; sleep 0.2; done
-        kill -KILL "$FG_PID" 2>/dev/null
-    fi
-    for ns in "$NS_C" "$NS_S"; do
-        if [ -e "/run/netns/$ns" ]; then
-            for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
-            ip netns del "$ns" 2>/dev/null
-        fi
-    done
-    for l in fgdc0 fgds0; do ip link del "$l" 2>/dev/null; done
-    rm -rf "/var/run/dpdk/$FILE_PREFIX" "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-step() { printf '\n=== %s\n' "$*"; }
-FAILED=()
-check() { # check NAME CMD...
-    local name=$1; shift
-    if "$@"; then echo "[ok]   $name"; else echo "[FAIL] $name"; FAILED+=("$name"); fi
-}
 in_c() { ip netns exec "$NS_C" "$@"; }
 in_s() { ip netns exec "$NS_S" "$@"; }
 
-# A leftover from an interrupted run goes first.
-cleanup
-mkdir -p "$WORK"
-
 step "topology: namespaces $NS_C, $NS_S and two veth pairs"
-ip netns add "$NS_C"
-ip netns add "$NS_S"
-for ns in "$NS_C" "$NS_S"; do
-    ip netns exec "$ns" ip link set lo up
-    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-done
-mkveth() { # root-end peer-end netns address
-    ip link add "$1" type veth peer name "$2"
-    ip link set "$2" netns "$3"
-    # The root-side end belongs to flowgate (af_packet): no IPv6, no ARP, no forwarding by
-    # the root kernel. Checksum offload stays at the kernel default (flowgate completes the
-    # partial checksums af_packet hands it). Only TSO/GSO go off on the host end: with them
-    # the host hands af_packet GSO super-frames of up to 64 KiB, which DPDK's af_packet PMD
-    # truncates to its ring frame (flowgate drops and counts them); a NIC never sends them.
-    sysctl -qw "net.ipv6.conf.$1.disable_ipv6=1" "net.ipv4.conf.$1.forwarding=0"
-    ip link set "$1" arp off
-    ip netns exec "$3" timeout 10 ethtool -K "$2" tso off gso off >/dev/null 2>&1 || true
-    ip link set "$1" up
-    ip netns exec "$3" ip addr add "$4" dev "$2"
-    ip netns exec "$3" ip link set "$2" up
-}
+netns_up
 mkveth fgdc0 fgdc1 "$NS_C" 10.0.1.2/24
 mkveth fgds0 fgds1 "$NS_S" 198.51.100.2/24
 in_c ip route add default via 10.0.1.1
