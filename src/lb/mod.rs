@@ -22,7 +22,6 @@ pub mod health;
 pub mod health_wiring;
 pub mod maglev;
 pub mod metrics;
-mod rst;
 pub mod snapshot;
 pub mod stage;
 #[cfg(test)]
@@ -635,7 +634,7 @@ impl LbWorker {
         ip: &Ip,
         reason: DropReason,
     ) -> Result<StageVerdict, DropReason> {
-        if rst::make_rst(pkt, ip.hl, ip.len, ip.src, ip.dst) {
+        if crate::pipeline::rst::make_rst(pkt, ip.hl, ip.len, ip.src, ip.dst) {
             Ok(StageVerdict::Respond(reason))
         } else {
             Err(reason)

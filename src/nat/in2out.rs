@@ -5,11 +5,10 @@ use super::icmp_error::{self, Side};
 use super::{split_l3_l4, tcp_state, udp_ports, Ip, NatVerdict, NatWorker};
 use crate::packet::PacketBuf;
 use crate::pipeline::counters::DropReason;
+use crate::pipeline::rst::make_rst;
 use crate::wire::icmp::{ECHO_REQUEST, HEADER_LEN as ICMP_HDR};
-use crate::wire::tcp::{ACK, FIN, RST, SYN};
-use crate::wire::{
-    EthernetFrame, IcmpPacket, Ipv4Packet, TcpPacket, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-};
+use crate::wire::tcp::{ACK, RST, SYN};
+use crate::wire::{IcmpPacket, Ipv4Packet, TcpPacket, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
 
 impl NatWorker {
     pub(super) fn in2out<B: PacketBuf>(
@@ -83,7 +82,7 @@ impl NatWorker {
                 if flags & (SYN | ACK) != SYN {
                     // No mapping (idle timeout, or never had one): tell the host the
                     // connection is gone, as AWS does.
-                    if make_rst(pkt, ip) {
+                    if make_rst(pkt, ip.hl, ip.len, ip.src, ip.dst) {
                         if let Some(c) = self.counters.get_mut(gi) {
                             c.drop(DropReason::NatIdleTimeoutRst);
                         }
@@ -198,74 +197,4 @@ impl NatWorker {
         Ipv4Packet::new_unchecked(hdr).rewrite_src(f.public());
         Ok(NatVerdict::Translated)
     }
-}
-
-/// Turns a TCP segment into the RST its peer would send if it had no connection (RFC 793
-/// "Reset Generation"): from the remote to the inside host, no payload, no options.
-/// False if the frame is too short to hold the reply.
-pub(super) fn make_rst<B: PacketBuf>(pkt: &mut B, ip: &Ip) -> bool {
-    const IP_LEN: usize = 20;
-    const TCP_LEN: usize = 20;
-    let (sport, dport, seq, ack, flags, seg_len) = {
-        let l4 = pkt.data().get(14 + ip.hl..14 + ip.len).unwrap_or(&[]);
-        let tcp = TcpPacket::new_unchecked(l4);
-        let payload = l4.len().saturating_sub(tcp.header_len()) as u32;
-        (
-            tcp.src_port(),
-            tcp.dst_port(),
-            tcp.seq_number(),
-            tcp.ack_number(),
-            tcp.flags(),
-            payload,
-        )
-    };
-    if pkt.len() < 14 + IP_LEN + TCP_LEN || !pkt.set_len(14 + IP_LEN + TCP_LEN) {
-        return false;
-    }
-    let frame = pkt.data_mut();
-    {
-        let mut eth = EthernetFrame::new_unchecked(&mut *frame);
-        let (s, d) = (eth.src_addr(), eth.dst_addr());
-        eth.set_src_addr(d);
-        eth.set_dst_addr(s);
-    }
-    let Some(rest) = frame.get_mut(14..) else {
-        return false;
-    };
-    let (hdr, seg) = rest.split_at_mut(IP_LEN.min(rest.len()));
-    {
-        let mut h = Ipv4Packet::new_unchecked(&mut *hdr);
-        h.set_version_ihl(5);
-        h.set_tos(0);
-        h.set_total_len((IP_LEN + TCP_LEN) as u16);
-        h.set_ident(0);
-        h.set_flags_frag(true, false, 0);
-        h.set_ttl(64);
-        h.set_protocol(IPPROTO_TCP);
-        h.set_src_addr(ip.dst);
-        h.set_dst_addr(ip.src);
-        h.fill_checksum();
-    }
-    if let Some(b) = seg.get_mut(12) {
-        // Data offset 5 words, reserved bits clear.
-        *b = 0x50;
-    }
-    let mut tcp = TcpPacket::new_unchecked(seg);
-    tcp.set_src_port(dport);
-    tcp.set_dst_port(sport);
-    if flags & ACK != 0 {
-        tcp.set_seq_number(ack);
-        tcp.set_ack_number(0);
-        tcp.set_flags(RST);
-    } else {
-        let len = seg_len + u32::from(flags & SYN != 0) + u32::from(flags & FIN != 0);
-        tcp.set_seq_number(0);
-        tcp.set_ack_number(seq.wrapping_add(len));
-        tcp.set_flags(RST | ACK);
-    }
-    tcp.set_header_len(TCP_LEN);
-    tcp.set_window(0);
-    tcp.set_urgent_ptr(0);
-    tcp.fill_checksum(ip.dst, ip.src);
-    true
 }

@@ -20,6 +20,7 @@ pub mod neighbor;
 pub mod offload;
 pub mod pmtu;
 pub mod route;
+pub mod rst;
 pub mod spoof;
 pub mod worker;
 

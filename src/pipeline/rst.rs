@@ -1,14 +1,11 @@
 //! TCP RST generation in place (RFC 793 "Reset Generation"): the offending segment becomes
-//! the reset its sender would get from a peer without the connection.
+//! the reset its sender would get from a peer without the connection. Shared by the NAT
+//! (unknown/idle connection) and the load balancer (idle or deregistered target).
 
 use crate::packet::PacketBuf;
+use crate::wire::tcp::{ACK, FIN, RST, SYN};
 use crate::wire::{EthernetFrame, Ipv4Packet, TcpPacket, IPPROTO_TCP};
 use std::net::Ipv4Addr;
-
-const ACK: u8 = 0x10;
-const RST: u8 = 0x04;
-const SYN: u8 = 0x02;
-const FIN: u8 = 0x01;
 
 /// Rewrites the frame (IPv4 header of `hl` bytes at 14, `len` bytes in all, from `src`
 /// to `dst`) into the RST from `dst` to `src`. False if the frame cannot hold it.
@@ -65,6 +62,7 @@ pub fn make_rst<B: PacketBuf>(
         h.fill_checksum();
     }
     if let Some(b) = seg.get_mut(12) {
+        // Data offset 5 words, reserved bits clear.
         *b = 0x50;
     }
     let mut tcp = TcpPacket::new_unchecked(seg);
