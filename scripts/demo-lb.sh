@@ -185,23 +185,5 @@ step "metrics excerpt (flowgate_lb_*, zero-valued series left out)"
 curl -s --max-time 5 "http://$METRICS/metrics" | grep '^flowgate_lb_' \
     | grep -v -E ' 0$' | head -n 40 || true
 
-step "stop (SIGTERM)"
-kill -TERM "$FG_PID"
-rc=0
-for _ in $(seq 75); do kill -0 "$FG_PID" 2>/dev/null || break; sleep 0.2; done
-if kill -0 "$FG_PID" 2>/dev/null; then
-    echo "flowgate still running 15 s after SIGTERM"; rc=1
-else
-    wait "$FG_PID" || rc=$?
-fi
-FG_PID=""
-tail -n 20 "$WORK/flowgate.log"
-check "clean exit (status 0)" test "$rc" = 0
-
-echo
-if [ ${#FAILED[@]} -eq 0 ]; then
-    echo "demo-lb: all steps passed"
-else
-    echo "demo-lb: FAILED: ${FAILED[*]}"
-    exit 1
-fi
+stop_flowgate
+summary

@@ -9,7 +9,8 @@
 #   METRICS_PORT       preferred metrics port (another is picked if it is taken)
 #   FILE_PREFIX        DPDK --file-prefix of the appliance
 #   BIN                the flowgate binary
-# and gets: METRICS, WORK, FG_PID, BG_PIDS, FAILED, cleanup, step, check, netns_up, mkveth.
+# and gets: METRICS, WORK, FG_PID, BG_PIDS, FAILED, cleanup, step, check, netns_up, mkveth,
+# stop_flowgate, summary.
 
 if ss -Hltn "sport = :$METRICS_PORT" 2>/dev/null | grep -q .; then
     METRICS_PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -81,4 +82,31 @@ mkveth() { # root-end peer-end netns address...
     ip link set "$root" up
     for a in "$@"; do ip netns exec "$ns" ip addr add "$a" dev "$peer"; done
     ip netns exec "$ns" ip link set "$peer" up
+}
+
+# Stops the appliance (SIGTERM, up to 15 s), shows the end of its log and checks the exit.
+stop_flowgate() {
+    step "stop (SIGTERM)"
+    kill -TERM "$FG_PID"
+    local rc=0
+    for _ in $(seq 75); do kill -0 "$FG_PID" 2>/dev/null || break; sleep 0.2; done
+    if kill -0 "$FG_PID" 2>/dev/null; then
+        echo "flowgate still running 15 s after SIGTERM"; rc=1
+    else
+        wait "$FG_PID" || rc=$?
+    fi
+    FG_PID=""
+    tail -n 20 "$WORK/flowgate.log"
+    check "clean exit (status 0)" test "$rc" = 0
+}
+
+# The verdict: exit 1 if any check failed.
+summary() {
+    echo
+    if [ ${#FAILED[@]} -eq 0 ]; then
+        echo "$DEMO_NAME: all steps passed"
+    else
+        echo "$DEMO_NAME: FAILED: ${FAILED[*]}"
+        exit 1
+    fi
 }

@@ -127,23 +127,5 @@ curl -s --max-time 5 "http://$METRICS/metrics" \
     | grep -E '^flowgate_(port_(rx|tx)_packets_total|forwarded_packets_total|icmp_echo_requests_total|neighbor_entries|mempool_mbufs_in_use|build_info|nat_(active_connections|connection_attempts_total|connections_established_total|port_allocation_errors_total|packets_total)|packets_dropped_total\{reason="(no_route|ttl_exceeded|not_our_mac|unknown_ethertype|nat_no_mapping)"\})' \
     || true
 
-step "stop (SIGTERM)"
-kill -TERM "$FG_PID"
-rc=0
-for _ in $(seq 75); do kill -0 "$FG_PID" 2>/dev/null || break; sleep 0.2; done
-if kill -0 "$FG_PID" 2>/dev/null; then
-    echo "flowgate still running 15 s after SIGTERM"; rc=1
-else
-    wait "$FG_PID" || rc=$?
-fi
-FG_PID=""
-tail -n 20 "$WORK/flowgate.log"
-check "clean exit (status 0)" test "$rc" = 0
-
-echo
-if [ ${#FAILED[@]} -eq 0 ]; then
-    echo "demo: all steps passed"
-else
-    echo "demo: FAILED: ${FAILED[*]}"
-    exit 1
-fi
+stop_flowgate
+summary
