@@ -74,8 +74,8 @@ fn attach(vpc: &Netns, host: &Netns, tag: &str, addr: &str, route: Option<(&str,
         ],
         10,
     );
-    offloads_off(Some(vpc), &b);
-    offloads_off(Some(host), &h);
+    segmentation_off(Some(vpc), &b);
+    segmentation_off(Some(host), &h);
     vpc.must(&["ip", "link", "set", &b, "master", "br0"], 5);
     vpc.must(&["ip", "link", "set", &b, "up"], 5);
     host.must(&["ip", "addr", "add", addr, "dev", &h], 5);

@@ -24,8 +24,8 @@ fn attach_host(lan: &Netns, host: &Netns, tag: &str, addr: &str, route: Option<(
         ],
         10,
     );
-    offloads_off(Some(lan), &l);
-    offloads_off(Some(host), &h);
+    segmentation_off(Some(lan), &l);
+    segmentation_off(Some(host), &h);
     lan.must(&["ip", "link", "set", &l, "master", "br0"], 5);
     lan.must(&["ip", "link", "set", &l, "up"], 5);
     host.must(&["ip", "addr", "add", addr, "dev", &h], 5);

@@ -240,7 +240,7 @@ impl<B: PacketBuf> Pipeline<B> {
                 out.discard(pkt);
             }
             Step::Consumed => out.discard(pkt),
-            Step::Exception => self.send_to_kernel(pkt, out),
+            Step::Exception => self.send_to_kernel(pkt, rx_port, out),
             Step::Forward => self.forward(pkt, rx_port, false, now, alloc, out),
             Step::Originated => self.forward(pkt, rx_port, true, now, alloc, out),
         }
@@ -412,12 +412,17 @@ impl<B: PacketBuf> Pipeline<B> {
         Step::Forward
     }
 
-    fn send_to_kernel<O: Output<B>>(&mut self, mut pkt: B, out: &mut O) {
+    fn send_to_kernel<O: Output<B>>(&mut self, mut pkt: B, rx_port: u16, out: &mut O) {
         let Some(exc) = self.fib.exception_port else {
             self.counters.drop(DropReason::NoExceptionPath);
             out.discard(pkt);
             return;
         };
+        // The kernel behind the tap verifies L4 checksums: a partial one from an af_packet
+        // peer with tx checksum offload on (the kernel default) must be completed first.
+        if self.fib.filters.untrusted_csum(rx_port) {
+            offload::refresh_l4_checksum(pkt.data_mut());
+        }
         let mac = self.fib.port(exc).map(|p| p.mac).unwrap_or(MacAddr::ZERO);
         let mut eth = EthernetFrame::new_unchecked(pkt.data_mut());
         eth.set_dst_addr(self.kernel_mac.unwrap_or(MacAddr::BROADCAST));

@@ -385,7 +385,7 @@ impl ProbeTap {
             ],
             5,
         );
-        offloads_off(None, name);
+        segmentation_off(None, name);
         must(
             &["ip", "addr", "add", &format!("{BACK_IP}/24"), "dev", name],
             5,

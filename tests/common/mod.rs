@@ -8,7 +8,7 @@
 //! - [`Netns`]: a network namespace: exec with a timeout, background processes, removed with
 //!   everything in it on Drop (also during a panic); a leftover of the same name from a crashed
 //!   run is removed first.
-//! - [`Veth`]: a veth pair with one end moved into a namespace, offloads off on both ends,
+//! - [`Veth`]: a veth pair with one end moved into a namespace, TSO/GSO off on both ends,
 //!   IPv6 off, the root-side end made inert for the root kernel (no ARP, no forwarding).
 //! - [`Topology::standard`]: the two-host router topology (client `10.0.1.2/24` via
 //!   `10.0.1.1`, server `198.51.100.2/24`), and [`TapTopology`] for the net_tap variant.
@@ -590,12 +590,13 @@ impl Drop for Netns {
     }
 }
 
-/// Turns off checksum/segmentation offloads (`ethtool -K ... tx off rx off tso off gso off gro off`),
-/// in the root namespace (`ns` None) or a namespace.
-pub fn offloads_off(ns: Option<&Netns>, ifname: &str) {
-    let args = [
-        "ethtool", "-K", ifname, "tx", "off", "rx", "off", "tso", "off", "gso", "off", "gro", "off",
-    ];
+/// Turns off segmentation offloads only (`ethtool -K ... tso off gso off`), in the root
+/// namespace (`ns` None) or a namespace. Checksum offloads stay at the kernel's defaults, as
+/// on a user's machine: flowgate completes partial checksums from af_packet ports
+/// (src/pipeline/offload.rs). TSO/GSO must be off because a veth has no wire: its peer would
+/// hand af_packet 64 KiB super-frames that no NIC ever delivers (see docs/nat.md, offloads).
+pub fn segmentation_off(ns: Option<&Netns>, ifname: &str) {
+    let args = ["ethtool", "-K", ifname, "tso", "off", "gso", "off"];
     let o = match ns {
         Some(n) => n.exec(&args, 10),
         None => run(&args, 10),
@@ -603,7 +604,20 @@ pub fn offloads_off(ns: Option<&Netns>, ifname: &str) {
     // ethtool exits nonzero if one feature can't be changed (e.g. "fixed"); that's fine as long
     // as the interface exists.
     if !o.ok() && o.stderr.contains("No such device") {
-        panic!("offloads_off {ifname}: {o}");
+        panic!("segmentation_off {ifname}: {o}");
+    }
+}
+
+/// Turns off checksum offloads too (`tx off rx off`), on both ends of `v`. Only for peers
+/// that forward frames untouched without completing partial checksums (testpmd's io
+/// forwarding in the harness self-test); flowgate's own tests keep the kernel defaults.
+pub fn checksum_offloads_off(v: &Veth, ns: &Netns) {
+    for (n, ifname) in [(None, v.root.as_str()), (Some(ns), v.peer.as_str())] {
+        let args = ["ethtool", "-K", ifname, "tx", "off", "rx", "off"];
+        let _ = match n {
+            Some(n) => n.exec(&args, 10),
+            None => run(&args, 10),
+        };
     }
 }
 
@@ -642,7 +656,8 @@ pub struct Veth {
 
 impl Veth {
     /// Creates the pair (removing a leftover of the same names first), moves `peer` into `ns`,
-    /// sets `mtu` on both ends, offloads off on both, IPv6 off, both ends up.
+    /// sets `mtu` on both ends, TSO/GSO off on both (checksum offloads at kernel defaults, see
+    /// [`segmentation_off`]), IPv6 off, both ends up.
     pub fn new(root: &str, peer: &str, ns: &Netns, mtu: u32) -> Veth {
         Self::create(root, peer, ns, mtu, false)
     }
@@ -684,8 +699,8 @@ impl Veth {
             5,
         );
         if !defaults {
-            offloads_off(None, root);
-            offloads_off(Some(ns), peer);
+            segmentation_off(None, root);
+            segmentation_off(Some(ns), peer);
         }
         must(&["ip", "link", "set", root, "up"], 5);
         ns.must(&["ip", "link", "set", peer, "up"], 5);
@@ -905,7 +920,7 @@ impl TapTopology {
                 ],
                 5,
             );
-            offloads_off(Some(ns), tap);
+            segmentation_off(Some(ns), tap);
             ns.must(&["ip", "link", "set", tap, "mtu", &self.mtu.to_string()], 5);
             ns.must(&["ip", "addr", "add", &cidr, "dev", tap], 5);
             ns.must(&["ip", "link", "set", tap, "up"], 5);
