@@ -8,6 +8,11 @@
 //!   resolved (ns per packet), and the frame refill it includes, to subtract.
 //! - nat: flow-table lookup hit/miss (10k, 1M flows), port allocation, Toeplitz hash.
 //! - maglev: LB lookup-table build (1,000 targets, M=65537 and 655373) and lookup.
+//! - stage_dispatch: the stage chain (LB then NAT) called three ways — the enum
+//!   `StageChain` as the pipeline calls it (static dispatch), the same chain behind one
+//!   `Box<dyn Stages>` (the old single boxed stage), and a `Vec<Box<dyn Stages>>` with one
+//!   virtual call per stage — for a packet the LB claims (established flow), one the NAT
+//!   claims after the LB passed (established flow) and one neither claims.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use flowgate::packet::{PacketBuf, VecAlloc, VecBuf};
@@ -314,5 +319,143 @@ fn maglev(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, maglev, parse, checksums, lpm, pipeline, nat);
+/// The LB stage behind the `Stages` trait (it has inherent methods only: the chain calls
+/// it through the `Stage` enum), for the `dyn` variant.
+struct DynLb(flowgate::lb::stage::LbStage);
+
+impl<B: PacketBuf> flowgate::pipeline::Stages<B> for DynLb {
+    fn process(&mut self, pkt: &mut B, now: u64) -> flowgate::pipeline::StageVerdict {
+        self.0.process(pkt, now)
+    }
+    fn poll(&mut self, now: u64) {
+        self.0.poll(now)
+    }
+}
+
+/// A fresh LB stage and NAT stage over `BENCH_YAML` + a NAT gateway + a load balancer
+/// (VIP 203.0.113.50, UDP 53, 16 targets).
+fn stage_pair(hz: u64) -> (flowgate::lb::stage::LbStage, flowgate::nat::stage::NatStage) {
+    use flowgate::lb::{control::LbControl, stage::LbPublished, LbWorker};
+    use flowgate::nat::{stage::NatPublished, NatWorker};
+    use std::sync::Arc;
+    let targets: String = (1..=16)
+        .map(|i| format!("          - {{ip: 172.16.0.{i}, port: 8053}}\n"))
+        .collect();
+    let yaml = format!(
+        "{BENCH_YAML}
+nat_gateways:
+  - id: bench
+    inside_prefixes: [10.0.1.0/24]
+    public_ips: [{PUBLIC_IP}]
+    flows_per_core: 4096
+load_balancers:
+  - id: bench
+    vips: [203.0.113.50]
+    flows_per_core: 4096
+    listeners:
+      - {{protocol: udp, port: 53, target_group: tg}}
+    target_groups:
+      - name: tg
+        targets:
+{targets}"
+    );
+    let cfg =
+        flowgate::config::parse_str(&yaml, "micro-stages.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let ctl = LbControl::new(&cfg.load_balancers, hz, 0);
+    let lb = LbWorker::new(&cfg.load_balancers, ctl.cell(), 0, 1, hz);
+    let nat = NatWorker::new(&cfg.nat_gateways, 0, 1, hz);
+    (
+        flowgate::lb::stage::LbStage::new(lb, Arc::new(LbPublished::new(1))),
+        flowgate::nat::stage::NatStage::new(nat, Arc::new(NatPublished::new(1))),
+    )
+}
+
+/// Enum (static) dispatch of the stage chain against `dyn` dispatch (issue 7 §1: "an enum
+/// of stages if `dyn` shows in the benchmark — measure it"). Every variant processes a
+/// fresh copy of the same frame (copying is outside the timing).
+fn stage_dispatch(c: &mut Criterion) {
+    use flowgate::pipeline::Stages;
+    use flowgate::stages::StageChain;
+    let hz = PipelineParams::for_tests().tsc_hz;
+    let now = 1_000_000;
+    let vip = Ipv4Addr::new(203, 0, 113, 50);
+    let frames = [
+        ("lb_hit", udp_frame(7, vip, 64)),
+        ("nat_hit", udp_frame(7, flow_dest(7), 64)),
+        // Outside to outside: not a VIP, LB address, target or NAT flow; both pass.
+        ("pass", {
+            let mut f = udp_frame(7, Ipv4Addr::new(192, 0, 2, 77), 64);
+            let mut ip = Ipv4Packet::new_unchecked(&mut f[ETH..]);
+            ip.set_src_addr(Ipv4Addr::new(198, 51, 100, 7));
+            ip.fill_checksum();
+            // No UDP checksum (0 is valid for IPv4) rather than a stale one.
+            f[ETH + 26..ETH + 28].copy_from_slice(&[0, 0]);
+            f
+        }),
+    ];
+    let (lb, nat) = stage_pair(hz);
+    let mut enum_chain = StageChain::build(Some(lb), Some(nat)).expect("two stages");
+    let (lb, nat) = stage_pair(hz);
+    let mut boxed_chain: Box<dyn Stages<VecBuf>> =
+        Box::new(StageChain::build(Some(lb), Some(nat)).expect("two stages"));
+    let (lb, nat) = stage_pair(hz);
+    let mut per_stage: Vec<Box<dyn Stages<VecBuf>>> = vec![Box::new(DynLb(lb)), Box::new(nat)];
+    fn dyn_chain(
+        v: &mut [Box<dyn Stages<VecBuf>>],
+        pkt: &mut VecBuf,
+        now: u64,
+    ) -> flowgate::pipeline::StageVerdict {
+        for s in v.iter_mut() {
+            match s.process(pkt, now) {
+                flowgate::pipeline::StageVerdict::Pass => continue,
+                v => return v,
+            }
+        }
+        flowgate::pipeline::StageVerdict::Pass
+    }
+    // Establish the LB and NAT flows in every chain (first packet creates them).
+    for (_, f) in &frames {
+        let _ = Stages::<VecBuf>::process(&mut enum_chain, &mut VecBuf::from_frame(f), now);
+        let _ = boxed_chain.process(&mut VecBuf::from_frame(f), now);
+        let _ = dyn_chain(&mut per_stage, &mut VecBuf::from_frame(f), now);
+    }
+    let mut g = c.benchmark_group("stage_dispatch");
+    g.throughput(Throughput::Elements(1));
+    for (name, f) in &frames {
+        let fresh = || VecBuf::from_frame(f);
+        g.bench_function(format!("{name}_enum"), |b| {
+            b.iter_batched_ref(
+                fresh,
+                |p| black_box(Stages::<VecBuf>::process(&mut enum_chain, p, now)),
+                BatchSize::SmallInput,
+            )
+        });
+        g.bench_function(format!("{name}_dyn_chain"), |b| {
+            b.iter_batched_ref(
+                fresh,
+                |p| black_box(boxed_chain.process(p, now)),
+                BatchSize::SmallInput,
+            )
+        });
+        g.bench_function(format!("{name}_dyn_per_stage"), |b| {
+            b.iter_batched_ref(
+                fresh,
+                |p| black_box(dyn_chain(&mut per_stage, p, now)),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    maglev,
+    parse,
+    checksums,
+    lpm,
+    pipeline,
+    nat,
+    stage_dispatch
+);
 criterion_main!(benches);
