@@ -1,7 +1,8 @@
 //! In-process pipeline benchmark: drives `Pipeline::handle` (the worker's per-packet
 //! function) on one core over many packets and reports ns/packet and Mpps.
 //!
-//!   cargo bench --bench pipeline -- [--mode route|nat|nat-new] [--flows 10000,1000000]
+//!   cargo bench --bench pipeline -- [--mode route|nat|nat-new|lb|lb-new|handoff]
+//!                                   [--flows 10000,1000000]
 //!                                   [--seconds S] [--buf mbuf|vec] [--smoke] [--instr N]
 //!
 //! Packets are real DPDK mbufs from a real mempool (EAL started with `--no-huge`, no
