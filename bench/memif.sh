@@ -5,6 +5,8 @@
 #   dpdk-testpmd --forward-mode=flowgen     (a) dpdk-testpmd --forward-mode=macswap
 #   net_memif server  ====== memif ======   (b) flowgate, routing one-armed
 #   fwd lcore on cpu 0                      (c) flowgate, NAT one-armed (flows established)
+#                                           (d) flowgate, load balancer one-armed, DNAT
+#                                               (client IP kept), one established flow
 #                                           net_memif client; fwd lcore / worker on cpu 1
 #
 # The DUT is the memif *client*: DPDK 22.11's memif server segfaults at times when its
@@ -31,11 +33,24 @@
 # answers and learns the MAC; neighbor.timeout_s is a day, so it never goes stale), then
 # `set portlist 0`, `set fwd flowgen`, `start`, and `show port stats 0` once a second.
 #
+# Load balancer mode (lb): flowgen's destination 10.253.0.0 is a VIP with a UDP listener
+# on 1001 whose group holds four targets 10.253.1.1-4:1001; every packet is rewritten
+# (DNAT, client address kept) and routed back to the generator, whose receive rate is the
+# measurement as for the other modes. The first packet pins the flow to a target, every
+# later one hits the established flow. Only ONE flow: flowgen has a single source endpoint
+# (10.254.0.0:1000), so two of its flows pinned to the same target would be the same
+# (client endpoint, target) pair, which the LB refuses (`lb_tuple_conflict`: replies would
+# be ambiguous, as AWS documents) — with 1024 VIPs most packets would be refused, and the
+# VIP lookup is a short linear list anyway (a handful of VIPs per load balancer is the
+# design point). The generator (and so the macswap baseline) does the same work for one
+# flow as for 1024.
+#
 # Ends with `key: value` lines: *_mpps_median/min/max, route_vs_testpmd_macswap,
-# nat_vs_testpmd_macswap (ratios of medians; `n/a (reason)` when not measurable).
+# nat_vs_testpmd_macswap, lb_vs_testpmd_macswap (ratios of medians; `n/a (reason)` when
+# not measurable).
 #
 # Usage: bench/memif.sh [--rounds N] [--duration S] [--flows N] [--pkt-size B]
-#                       [--mode macswap|route|nat]... [--flowgate PATH] [--smoke]
+#                       [--mode macswap|route|nat|lb]... [--flowgate PATH] [--smoke]
 # Needs: root, hugepages (>= 1 GiB free), dpdk-testpmd (Debian dpdk), flowgate built
 # (cargo build --release). Every process it starts is stopped on exit.
 set -euo pipefail
@@ -61,14 +76,16 @@ while [ $# -gt 0 ]; do
         --modes) IFS=', ' read -r -a MODES <<<"$2"; shift 2 ;;
         --flowgate) FLOWGATE=$2; shift 2 ;;
         --smoke) SMOKE=1; shift ;;
-        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,54p' "$0"; exit 0 ;;
         *) echo "memif.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
 if [ "$SMOKE" = 1 ]; then
     ROUNDS=1; DURATION=2
 fi
-[ ${#MODES[@]} -gt 0 ] || MODES=(macswap route nat)
+[ ${#MODES[@]} -gt 0 ] || MODES=(macswap route nat lb)
+# flowgen destinations in lb mode (each one a VIP, see above).
+LB_VIPS=1
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -163,7 +180,7 @@ metric() {
     awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $NF } END { printf "%.0f\n", s + 0 }' "$2"
 }
 
-# flowgate config for one-armed routing (and NAT, when $1 = nat).
+# flowgate config for one-armed routing (and NAT when $1 = nat, a load balancer when lb).
 write_config() {
     local mode=$1 f=$WORK/flowgate-$1.yaml
     cat > "$f" <<EOF
@@ -211,6 +228,28 @@ nat_gateways:
     flows_per_core: $(( FLOWS * 2 > 1024 ? FLOWS * 2 : 1024 ))
 EOF
     fi
+    if [ "$mode" = lb ]; then
+        local vips
+        vips=$(seq 0 $((LB_VIPS - 1)) | sed 's/^/10.253.0./' | paste -sd, - | sed 's/,/, /g')
+        cat >> "$f" <<EOF
+# flowgen's destination(s) are VIPs; the flow is pinned to one of four targets (DNAT)
+# reached back through the generator (route 10.253.0.0/16 above).
+load_balancers:
+  - id: bench
+    vips: [$vips]
+    flows_per_core: 1024
+    listeners:
+      - {protocol: udp, port: 1001, target_group: tg}
+    target_groups:
+      - name: tg
+        udp_idle_timeout_s: 3600
+        targets:
+          - {ip: 10.253.1.1, port: 1001}
+          - {ip: 10.253.1.2, port: 1001}
+          - {ip: 10.253.1.3, port: 1001}
+          - {ip: 10.253.1.4, port: 1001}
+EOF
+    fi
     echo "$f"
 }
 
@@ -241,7 +280,7 @@ gen_start() { # log
         --vdev "net_memif0,role=server,socket=$SOCK,id=0,mac=00:01:02:03:04:00" \
         --vdev "net_pcap0,rx_pcap=$WORK/arp.pcap,tx_pcap=$WORK/gen-arp-rx.pcap" \
         -- -i --forward-mode=io --nb-cores=1 --burst=32 --total-num-mbufs=16384 \
-        --flowgen-flows="$FLOWS" --txpkts="$PKT" --no-flush-rx)
+        --flowgen-flows="${GEN_FLOWS:-$FLOWS}" --txpkts="$PKT" --no-flush-rx)
     exec 8> "$fifo"
     PIDS+=("$GEN_PID")
     # The memif socket is listening once testpmd shows its prompt.
@@ -314,7 +353,9 @@ run_macswap() {
 run_flowgate() {
     local mode=$1 r=$2 cfg log=$WORK/dut-$1-$2.log glog=$WORK/gen-$1-$2.log
     cfg=$(write_config "$mode")
-    gen_start "$glog" || return 1
+    local gen_flows=$FLOWS
+    [ "$mode" = lb ] && gen_flows=$LB_VIPS
+    GEN_FLOWS=$gen_flows gen_start "$glog" || return 1
     local dut
     dut=$(SPAWN_LOG=$log spawn "$FLOWGATE" run -c "$cfg")
     PIDS+=("$dut")
@@ -358,6 +399,8 @@ run_flowgate() {
     local natc=""
     if [ "$mode" = nat ]; then
         natc=", nat active connections $(metric flowgate_nat_active_connections "$WORK/m1.txt")"
+    elif [ "$mode" = lb ]; then
+        natc=", lb active flows $(metric flowgate_lb_active_flows "$WORK/m1.txt")"
     fi
     stop_pid "$dut" TERM
     local fwd_pps="?"
@@ -369,7 +412,7 @@ run_flowgate() {
     FG_RUNS=$((FG_RUNS + 1))
     if [ -n "$total" ]; then FG_CLEAN=$((FG_CLEAN + 1)); fi
     printf '  run %d/%d  %-8s flows %-7s %4sB  gen Rx-pps: %9s  Tx-pps: %9s  -> %6.3f Mpps  (flowgate: forwarded %s pps during the run, %s in all; neighbors %s, drops %s%s)\n' \
-        "$r" "$ROUNDS" "$mode" "$FLOWS" "$PKT" "$GEN_RX" "$GEN_TX" \
+        "$r" "$ROUNDS" "$mode" "$gen_flows" "$PKT" "$GEN_RX" "$GEN_TX" \
         "$(echo "$GEN_RX / 1000000" | bc -l)" "$fwd_pps" "${total:-?}" "$neigh" "$drops" "$natc"
     local bad=""
     # No summary: flowgate died when the generator disconnected (see above); then the
@@ -392,6 +435,8 @@ run_flowgate() {
     elif [ "$mode" = nat ] && [ "${natc##*connections }" = 0 ]; then
         # The binary accepted nat_gateways but translated nothing: not a NAT measurement.
         bad="flowgate reported no NAT connections"
+    elif [ "$mode" = lb ] && [ "${natc##*flows }" = 0 ]; then
+        bad="flowgate reported no load balancer flows"
     fi
     if [ -n "$bad" ]; then
         local keep="$ROOT/bench/results/memif-discarded-$mode-$r-$(date +%s)"
@@ -412,26 +457,27 @@ mpps() { echo "$1" | awk '{ printf "%.3f", $1 / 1e6 }'; }
 
 declare -A ENABLED
 NOTE[macswap]="not run (not among --mode)"; NOTE[route]=${NOTE[macswap]}; NOTE[nat]=${NOTE[macswap]}
+NOTE[lb]=${NOTE[macswap]}
 for m in "${MODES[@]}"; do
     NOTE[$m]=""
     case "$m" in
         macswap) ENABLED[macswap]=1 ;;
-        route|nat)
+        route|nat|lb)
             if [ -z "$FLOWGATE" ] || [ ! -x "$FLOWGATE" ]; then
                 NOTE[$m]="flowgate binary not found (cargo build --release, or --flowgate PATH)"
                 continue
             fi
             cfg=$(write_config "$m")
             if ! out=$("$FLOWGATE" check-config "$cfg" 2>&1); then
-                if [ "$m" = nat ]; then
-                    NOTE[nat]="this flowgate has no NAT stage (check-config: $(echo "$out" | head -n 1))"
+                if [ "$m" != route ]; then
+                    NOTE[$m]="this flowgate has no $m stage (check-config: $(echo "$out" | head -n 1))"
                 else
                     NOTE[route]="config refused: $(echo "$out" | head -n 1)"
                 fi
                 continue
             fi
             ENABLED[$m]=1 ;;
-        *) die "unknown mode $m (macswap, route, nat)" ;;
+        *) die "unknown mode $m (macswap, route, nat, lb)" ;;
     esac
 done
 write_arp_pcap
@@ -441,7 +487,7 @@ echo "# cpu: $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exi
 echo "# flowgate: ${FLOWGATE:-none}; testpmd: $(command -v "$TESTPMD")"
 
 for r in $(seq 1 "$ROUNDS"); do
-    for m in macswap route nat; do
+    for m in macswap route nat lb; do
         [ "${ENABLED[$m]:-0}" = 1 ] || continue
         if [ "$m" = macswap ]; then run_macswap "$r"; else run_flowgate "$m" "$r" || true; fi
     done
@@ -455,7 +501,7 @@ echo "rounds: $ROUNDS"
 echo "run_seconds: $DURATION"
 echo "flowgate_clean_exits: $FG_CLEAN/$FG_RUNS"
 base=$(echo "${SAMPLES[macswap]:-}" | median)
-for m in macswap route nat; do
+for m in macswap route nat lb; do
     s=${SAMPLES[$m]:-}
     med=$(echo "$s" | median)
     if [ -n "$med" ] && [ "$med" != 0 ]; then
@@ -468,7 +514,7 @@ for m in macswap route nat; do
         echo "${m}_mpps_median: n/a (${NOTE[$m]:-no traffic came back})"
     fi
 done
-for m in route nat; do
+for m in route nat lb; do
     med=$(echo "${SAMPLES[$m]:-}" | median)
     if [ -z "$base" ] || [ "$base" = 0 ]; then
         echo "${m}_vs_testpmd_macswap: n/a (${NOTE[macswap]:-testpmd macswap baseline not measured})"

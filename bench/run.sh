@@ -105,6 +105,7 @@ else
     echo "link benchmark skipped: $why" | tee "$TMP/link.txt"
     echo "route_vs_testpmd_macswap: n/a ($why)" >> "$TMP/link.txt"
     echo "nat_vs_testpmd_macswap: n/a ($why)" >> "$TMP/link.txt"
+    echo "lb_vs_testpmd_macswap: n/a ($why)" >> "$TMP/link.txt"
 fi
 
 # --- 4. latency (our own TSC-stamping generator on memif) -----------------------------------
@@ -145,7 +146,7 @@ fi
 } > "$RESULTS"
 section results
 echo "written: $RESULTS"
-grep -E 'vs_testpmd|pipeline_(route|nat)_.*_(ns_per_pkt|bytes_per_flow)|nat_new_conn|latency_(max_mpps|[0-9]+pct_p99)|^instr_.*_per_pkt' "$RESULTS" || true
+grep -E 'vs_testpmd|pipeline_(route|nat|lb)_.*_(ns_per_pkt|bytes_per_flow)|nat_new_conn|lb_new_flows|latency_(max_mpps|[0-9]+pct_p99)|^instr_.*_per_pkt' "$RESULTS" || true
 
 if [ $SMOKE = 0 ] || [ "${PLOT:-0}" = 1 ]; then
     if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then

@@ -225,10 +225,12 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
         .collect();
     // Load balancers: snapshots built here on the control thread, picked up by workers.
     // A health checker reports through `lb_ctl` (`LbControl::set_target_health(_keyed)`),
-    // its probe list is `LbControl::probe_targets()`; until one runs, targets are healthy.
+    // its probe list is `LbControl::probe_targets()`; where one runs, targets start
+    // `initial` (no new flows until they pass); elsewhere they are healthy.
     let lb_ctl = (!cfg.load_balancers.is_empty()).then(|| {
-        Arc::new(std::sync::Mutex::new(LbControl::new(
+        Arc::new(std::sync::Mutex::new(LbControl::new_checked(
             &cfg.load_balancers,
+            &crate::lb::health_wiring::checks_run(cfg),
             pmd::tsc_hz(),
             pmd::rdtsc(),
         )))
@@ -414,7 +416,8 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
                     if let Some(ctl) = lb_ctl.as_ref() {
                         if let Ok(mut c) = ctl.lock() {
                             // Compatibility was checked above: this only publishes.
-                            let _ = c.reload(&new.load_balancers, pmd::rdtsc());
+                            let checked = crate::lb::health_wiring::checks_run(&new);
+                            let _ = c.reload_checked(&new.load_balancers, &checked, pmd::rdtsc());
                         }
                     }
                     if let Some(h) = health.as_mut() {

@@ -210,6 +210,12 @@ fn ep(i: usize) -> String {
 
 impl HealthRig {
     fn start(prefix: &str) -> HealthRig {
+        let all: Vec<(usize, u32)> = (1..=4).map(|i| (i, 1)).collect();
+        Self::start_with(prefix, &all)
+    }
+
+    /// Every target's server runs; the appliance starts with group `web` = `targets`.
+    fn start_with(prefix: &str, targets: &[(usize, u32)]) -> HealthRig {
         let topo = LbTopology::new(prefix);
         let dir = TempDir::new(&format!("lbh-{prefix}"));
         let servers: Vec<BgProc> = (1..=4)
@@ -232,8 +238,7 @@ impl HealthRig {
             t.wait_listen("tcp", 8080, Duration::from_secs(10));
         }
         let tap = format!("{prefix}k0");
-        let all: Vec<(usize, u32)> = (1..=4).map(|i| (i, 1)).collect();
-        let app = Appliance::start(&config(&topo, &tap, &all));
+        let app = Appliance::start(&config(&topo, &tap, targets));
         let tap = ProbeTap::attach(&tap);
         let rig = HealthRig {
             servers,
@@ -245,7 +250,9 @@ impl HealthRig {
         // The first probes may run before the tap has its address (they fail); wait until
         // every target has passed its checks.
         let ok = rig.wait(Duration::from_secs(15), |m| {
-            (1..=4).all(|i| rig.check_state(m, i) == "healthy")
+            targets
+                .iter()
+                .all(|&(i, _)| rig.check_state(m, i) == "healthy")
         });
         assert!(ok.is_some(), "targets not all healthy:\n{}", rig.app.log());
         rig
@@ -253,13 +260,14 @@ impl HealthRig {
 
     /// Rewrites the config with these targets, sends SIGHUP, waits until it is applied.
     fn reload(&self, targets: &[(usize, u32)]) {
+        self.reload_text(&config(&self.topo, &self._tap.name, targets));
+    }
+
+    /// SIGHUP with this config text (the metrics listener is kept).
+    fn reload_text(&self, cfg: &str) {
         let ok = |m: &Metrics| m.value("flowgate_config_reloads_total", &[("result", "ok")]);
         let before = ok(&self.app.metrics());
-        let text = format!(
-            "{}metrics:\n  listen: \"{}\"\n",
-            config(&self.topo, &self._tap.name, targets),
-            self.app.metrics_addr
-        );
+        let text = format!("{cfg}metrics:\n  listen: \"{}\"\n", self.app.metrics_addr);
         std::fs::write(&self.app.config_path, text).expect("write config");
         self.app.signal(libc::SIGHUP);
         let done = self.wait(Duration::from_secs(10), |m| ok(m) > before);
@@ -582,4 +590,79 @@ fn all_targets_unhealthy_fail_open() {
     assert!(rig.app.stop().success(), "{}", rig.app.log());
     println!("stopped in {:?}", t0.elapsed());
     assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+/// AWS "initial": a target added by SIGHUP gets no new connections until it has passed
+/// `healthy_threshold` checks (5 here, about 4-5 s at 1 s intervals), while the others keep
+/// serving; once healthy it takes its share. The data path's state, the checker's state,
+/// the per-target new-flow counter and the target's own server log all agree.
+#[test]
+fn target_added_by_sighup_gets_no_flows_until_healthy() {
+    let Some(_g) = setup("target_added_by_sighup_gets_no_flows_until_healthy") else {
+        return;
+    };
+    let rig = HealthRig::start_with("lbh3", &[(1, 1), (2, 1), (3, 1)]);
+    let cfg = config(&rig.topo, &rig._tap.name, &[(1, 1), (2, 1), (3, 1), (4, 1)]).replace(
+        "path: /, healthy_threshold: 2,",
+        "path: /, healthy_threshold: 5,",
+    );
+    assert!(cfg.contains("healthy_threshold: 5,"));
+    let t0 = Instant::now();
+    rig.reload_text(&cfg);
+    let m = rig.app.metrics();
+    assert!(
+        rig.lb_state(&m, 4, "initial"),
+        "t4 not initial after SIGHUP"
+    );
+    assert_eq!(rig.hosts(&m), (3.0, 0.0), "initial counts as neither");
+    assert_eq!(
+        m.value(
+            "flowgate_lb_initial_hosts",
+            &[("lb", LB_ID), ("target_group", "web")]
+        ),
+        1.0
+    );
+    // Connections while t4 is initial: none reaches it.
+    let (got, out) = rig.burst(60);
+    let during = t0.elapsed();
+    let m = rig.app.metrics();
+    assert!(
+        rig.lb_state(&m, 4, "initial"),
+        "t4 left initial before the burst ended ({during:?}): the test proves nothing"
+    );
+    println!("while t4 is initial ({during:?} after SIGHUP): {got:?}");
+    assert!(out.contains("fail=0"), "{out}");
+    assert_eq!(got.values().sum::<usize>(), 60, "{out}");
+    assert_eq!(got.get("t4"), None, "initial t4 got flows: {got:?}");
+    assert_eq!(rig.new_flows(&m, 4), 0.0);
+    let log4 = std::fs::read_to_string(rig.dir.join("t4.log")).unwrap_or_default();
+    assert!(
+        !log4.contains(&format!("HTTP {}", lb_topology::CLIENT)),
+        "t4 saw a client connection while initial:\n{log4}"
+    );
+    assert!(
+        log4.contains(&format!("HTTP {BACK_IP} ")),
+        "t4 not probed:\n{log4}"
+    );
+    // Healthy after 5 successes: within 5 intervals (plus slack) of the SIGHUP.
+    let bound = Duration::from_millis(INTERVAL_MS * 5 + SLACK_MS);
+    let took = rig
+        .wait(bound.saturating_sub(t0.elapsed()), |m| {
+            rig.lb_state(m, 4, "healthy")
+        })
+        .map(|_| t0.elapsed())
+        .unwrap_or_else(|| panic!("t4 not healthy within {bound:?}\n{}", rig.app.log()));
+    println!("t4 added -> healthy in {took:?} (bound {bound:?})");
+    assert!(
+        took >= Duration::from_millis(INTERVAL_MS * 3),
+        "t4 healthy after {took:?}: sooner than 5 checks allow"
+    );
+    let m = rig.app.metrics();
+    assert_eq!(rig.hosts(&m), (4.0, 0.0));
+    assert_eq!(rig.transitions(&m, 4, "healthy"), 1.0);
+    let (got, out) = rig.burst(60);
+    println!("after t4 is healthy: {got:?}");
+    assert!(out.contains("fail=0"), "{out}");
+    assert!(got.get("t4").copied().unwrap_or(0) > 0, "{got:?}");
+    rig.assert_metrics_match_log();
 }

@@ -3,6 +3,7 @@
 //! and published to the workers. The health checker (`lb::health`) reports through
 //! `set_target_health`; SIGHUP goes through `reload`.
 
+use super::health::HealthState;
 use super::maglev::{stable_key, MaglevTable, MaglevTarget};
 use super::snapshot::{
     GroupView, LbSnapshot, LbView, Listener, SnapshotCell, TargetInfo, TargetRef, TargetState,
@@ -20,7 +21,8 @@ struct Reg {
     ip: Ipv4Addr,
     port: u16,
     weight: u32,
-    healthy: bool,
+    /// `Initial` until the checker reports, when health checks run for its load balancer.
+    health: HealthState,
     /// When it stopped taking new flows (removed or weight 0), in the workers' clock.
     drain_since: Option<u64>,
     removed: bool,
@@ -45,6 +47,8 @@ pub struct GroupHealth {
     pub group: String,
     pub healthy: u64,
     pub unhealthy: u64,
+    /// Registered, not yet through its health checks (counted in neither of the above).
+    pub initial: u64,
     pub draining: u64,
 }
 
@@ -54,20 +58,36 @@ pub struct LbControl {
     generation: u64,
     tsc_hz: u64,
     cell: Arc<SnapshotCell>,
+    /// Per load balancer: whether its health checks run (a probe path exists). Targets it
+    /// registers then start `Initial` (no new flows until they pass, as on AWS NLB);
+    /// otherwise every target is healthy.
+    checked: Vec<bool>,
     /// Seconds the last build of each load balancer's Maglev tables took.
     pub maglev_build_s: Vec<f64>,
 }
 
 impl LbControl {
-    /// Registers every target (healthy until a checker says otherwise) and publishes the
-    /// first snapshot. `now` is in the workers' clock (TSC cycles).
+    /// Registers every target as healthy (no health checks) and publishes the first
+    /// snapshot. `now` is in the workers' clock (TSC cycles).
     pub fn new(cfg: &[LoadBalancerConfig], tsc_hz: u64, now: u64) -> LbControl {
+        Self::new_checked(cfg, &vec![false; cfg.len()], tsc_hz, now)
+    }
+
+    /// As `new`, where `checked[i]` says whether load balancer i's health checks run
+    /// (`health_wiring::checks_run`): its targets then start `Initial`.
+    pub fn new_checked(
+        cfg: &[LoadBalancerConfig],
+        checked: &[bool],
+        tsc_hz: u64,
+        now: u64,
+    ) -> LbControl {
         let mut c = LbControl {
             cfg: Vec::new(),
             regs: Vec::new(),
             generation: 0,
             tsc_hz: tsc_hz.max(1),
             cell: Arc::new(SnapshotCell::new(LbSnapshot::default())),
+            checked: checked.to_vec(),
             maglev_build_s: vec![0.0; cfg.len()],
         };
         c.apply(cfg, now);
@@ -115,9 +135,34 @@ impl LbControl {
         Ok(())
     }
 
+    /// `reload` with the new config's `checked` flags (a reload may add or remove a
+    /// `health_check_device`): targets added while checks run start `Initial`; where checks
+    /// stop, every target becomes healthy.
+    pub fn reload_checked(
+        &mut self,
+        new: &[LoadBalancerConfig],
+        checked: &[bool],
+        now: u64,
+    ) -> Result<(), String> {
+        Self::reload_compatible(&self.cfg, new)?;
+        self.checked = checked.to_vec();
+        self.apply(new, now);
+        Ok(())
+    }
+
+    fn is_checked(&self, lb: usize) -> bool {
+        self.checked.get(lb).copied().unwrap_or(false)
+    }
+
     fn apply(&mut self, new: &[LoadBalancerConfig], now: u64) {
         let mut seen = vec![false; self.regs.len()];
         for (li, lb) in new.iter().enumerate() {
+            let checked = self.is_checked(li);
+            let first = if checked {
+                HealthState::Initial
+            } else {
+                HealthState::Healthy
+            };
             for g in &lb.target_groups {
                 for t in &g.targets {
                     let port = t.port as u16;
@@ -133,7 +178,7 @@ impl LbControl {
                                 ip: t.ip,
                                 port,
                                 weight: 0,
-                                healthy: true,
+                                health: first,
                                 drain_since: None,
                                 removed: false,
                                 dereg_delay_s: 0,
@@ -146,6 +191,10 @@ impl LbControl {
                     seen[id] = true;
                     let r = &mut self.regs[id];
                     r.weight = t.weight;
+                    if r.removed {
+                        // Registered again: checked anew (the checker forgot it).
+                        r.health = first;
+                    }
                     r.removed = false;
                     r.dereg_delay_s = g.deregistration_delay_s;
                     r.connection_termination = g.connection_termination;
@@ -158,6 +207,9 @@ impl LbControl {
             }
         }
         for (r, s) in self.regs.iter_mut().zip(seen) {
+            if !self.checked.get(r.lb).copied().unwrap_or(false) {
+                r.health = HealthState::Healthy;
+            }
             if !s && !r.removed {
                 r.removed = true;
                 r.drain_since.get_or_insert(now);
@@ -187,6 +239,24 @@ impl LbControl {
         port: u16,
         healthy: bool,
     ) -> bool {
+        let h = if healthy {
+            HealthState::Healthy
+        } else {
+            HealthState::Unhealthy
+        };
+        self.set_target_state(lb, group, ip, port, h)
+    }
+
+    /// The checker's state of a target (`set_target_health` with `Initial` too). Returns
+    /// false for an unknown target; publishes a new snapshot when the state changed.
+    pub fn set_target_state(
+        &mut self,
+        lb: &str,
+        group: &str,
+        ip: Ipv4Addr,
+        port: u16,
+        health: HealthState,
+    ) -> bool {
         let Some(li) = self.cfg.iter().position(|l| l.id == lb) else {
             return false;
         };
@@ -197,12 +267,9 @@ impl LbControl {
         else {
             return false;
         };
-        if r.healthy != healthy {
-            r.healthy = healthy;
-            crate::info!(
-                "load balancer {lb}: target {ip}:{port} in group {group} is now {}",
-                if healthy { "healthy" } else { "unhealthy" }
-            );
+        if r.health != health {
+            r.health = health;
+            crate::info!("load balancer {lb}: target {ip}:{port} in group {group} is now {health}");
             self.publish();
         }
         true
@@ -256,6 +323,7 @@ impl LbControl {
                     group: g.name.clone(),
                     healthy: 0,
                     unhealthy: 0,
+                    initial: 0,
                     draining: 0,
                 };
                 for r in self.regs.iter().filter(|r| r.lb == li && r.group == g.name) {
@@ -263,10 +331,12 @@ impl LbControl {
                         if !r.removed {
                             h.draining += 1;
                         }
-                    } else if r.healthy {
-                        h.healthy += 1;
                     } else {
-                        h.unhealthy += 1;
+                        match r.health {
+                            HealthState::Healthy => h.healthy += 1,
+                            HealthState::Initial => h.initial += 1,
+                            HealthState::Unhealthy => h.unhealthy += 1,
+                        }
                     }
                 }
                 v.push(h);
@@ -280,8 +350,11 @@ impl LbControl {
             Some(t) => TargetState::Draining {
                 until: t.saturating_add(u64::from(r.dereg_delay_s) * self.tsc_hz),
             },
-            None if r.healthy => TargetState::Healthy,
-            None => TargetState::Unhealthy,
+            None => match r.health {
+                HealthState::Healthy => TargetState::Healthy,
+                HealthState::Initial => TargetState::Initial,
+                HealthState::Unhealthy => TargetState::Unhealthy,
+            },
         }
     }
 
@@ -349,7 +422,7 @@ impl LbControl {
                         id: id as u32,
                     });
                     weights.push(t.weight);
-                    healthy.push(self.regs[id].healthy);
+                    healthy.push(self.regs[id].health.serves());
                 }
                 let failing_open = !healthy.iter().any(|&h| h);
                 let (eligible, weights): (Vec<TargetRef>, Vec<u32>) = eligible

@@ -11,11 +11,12 @@
 //!
 //! States: a target starts `Initial`, becomes `Healthy` after `healthy_threshold` consecutive
 //! successes and `Unhealthy` after `unhealthy_threshold` consecutive failures (from either
-//! state). `Initial` serves traffic like `Healthy`: AWS holds a new target back until it
-//! passes, but then a freshly started appliance would forward nothing for interval x healthy
-//! threshold (150 s at the defaults); flowgate instead takes a new target out after its first
-//! `unhealthy_threshold` failures, like any other. `HealthState::serves` is the one place
-//! that decides it.
+//! state). As on AWS NLB, an `Initial` target gets no new flows until it has passed
+//! (`HealthState::serves` is the one place that decides it); the snapshot builder
+//! (`control::LbControl`) fails open when no target of a group is healthy, so a freshly
+//! started appliance, whose targets are all `Initial`, still forwards to all of them until
+//! the first one passes. Without a probe path (no exception port, no
+//! `health_check_device`) no checker runs and every target is healthy from the start.
 
 mod checker;
 pub mod probe;
@@ -122,7 +123,7 @@ pub enum HealthState {
 impl HealthState {
     /// Whether new flows may go to a target in this state (see the module doc for Initial).
     pub fn serves(self) -> bool {
-        self != HealthState::Unhealthy
+        self == HealthState::Healthy
     }
 
     pub fn as_str(self) -> &'static str {

@@ -85,6 +85,17 @@ pub fn probe_options(cfg: &Config, lb: &LoadBalancerConfig) -> ProbeOptions {
     }
 }
 
+/// Per load balancer of `cfg`: whether its health checks run (it has a probe path, see
+/// `start_one`). `LbControl::new_checked` / `reload_checked` take this, so that targets of a
+/// checked load balancer start `initial` (no new flows until they pass) and those of an
+/// unchecked one serve at once.
+pub fn checks_run(cfg: &Config) -> Vec<bool> {
+    cfg.load_balancers
+        .iter()
+        .map(|lb| probe_options(cfg, lb).bind_device.is_some())
+        .collect()
+}
+
 /// What `/metrics` shows about the checks: transitions per target and destination state,
 /// and each target's checker state (including `initial`).
 #[derive(Default)]
@@ -186,7 +197,7 @@ fn start_one(cfg: &Config, lb: &LoadBalancerConfig) -> std::io::Result<LbChecks>
         // (e.g. a management network) from a host address. Not run; targets serve.
         crate::warn!(
             "load balancer {}: health checks NOT run (no exception port and no \
-             health_check_device): every target is treated as healthy",
+             health_check_device): every target is treated as healthy from the start",
             lb.id
         );
         return Ok(LbChecks {
@@ -262,8 +273,7 @@ impl HealthWiring {
                 }
                 let mut ctl = ctl.lock().unwrap_or_else(|p| p.into_inner());
                 // false = a target removed by a reload while its probe was in flight.
-                let _ =
-                    ctl.set_target_health(&c.id, &t.key.group, t.key.ip, t.key.port, t.to.serves());
+                let _ = ctl.set_target_state(&c.id, &t.key.group, t.key.ip, t.key.port, t.to);
             }
         }
         n

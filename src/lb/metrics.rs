@@ -76,6 +76,13 @@ pub fn lb_families(r: &Registry, ctl: &Mutex<LbControl>, workers: &[Arc<LbPublis
         "Unhealthy targets of the group (UnHealthyHostCount)",
         &["lb", "target_group"],
     );
+    let initial = gauge(
+        r,
+        "flowgate_lb_initial_hosts",
+        "Targets of the group registered but not yet through their health checks (no new \
+         flows; in neither the healthy nor the unhealthy count)",
+        &["lb", "target_group"],
+    );
     let draining = gauge(
         r,
         "flowgate_lb_draining_hosts",
@@ -86,13 +93,14 @@ pub fn lb_families(r: &Registry, ctl: &Mutex<LbControl>, workers: &[Arc<LbPublis
         let l = [h.lb.as_str(), h.group.as_str()];
         healthy.with_label_values(&l).set(h.healthy as i64);
         unhealthy.with_label_values(&l).set(h.unhealthy as i64);
+        initial.with_label_values(&l).set(h.initial as i64);
         draining.with_label_values(&l).set(h.draining as i64);
     }
     // Per target: state and flows.
     let state = gauge(
         r,
         "flowgate_lb_target_state",
-        "Target state: 1 for the state it is in (healthy, unhealthy, draining)",
+        "Target state: 1 for the state it is in (healthy, initial, unhealthy, draining)",
         &["lb", "target_group", "target", "state"],
     );
     let t_active = gauge(
@@ -145,10 +153,11 @@ pub fn lb_families(r: &Registry, ctl: &Mutex<LbControl>, workers: &[Arc<LbPublis
         }
         let s = match t.state {
             super::snapshot::TargetState::Healthy => "healthy",
+            super::snapshot::TargetState::Initial => "initial",
             super::snapshot::TargetState::Unhealthy => "unhealthy",
             super::snapshot::TargetState::Draining { .. } => "draining",
         };
-        for st in ["healthy", "unhealthy", "draining"] {
+        for st in ["healthy", "initial", "unhealthy", "draining"] {
             let l = [lb.as_str(), t.group.as_str(), ep.as_str(), st];
             state.with_label_values(&l).set(i64::from(st == s));
         }

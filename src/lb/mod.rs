@@ -604,7 +604,7 @@ impl LbWorker {
             return Some(Ok(StageVerdict::Translated));
         };
         match info.state {
-            TargetState::Healthy => Some(Ok(StageVerdict::Translated)),
+            TargetState::Healthy | TargetState::Initial => Some(Ok(StageVerdict::Translated)),
             TargetState::Unhealthy if info.failing_open || dir == Dir::Target => {
                 Some(Ok(StageVerdict::Translated))
             }

@@ -12,6 +12,9 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetState {
     Healthy,
+    /// Registered while health checks run and not yet passed them (AWS "initial"): no new
+    /// flows (unless its group is failing open); flows it has keep going.
+    Initial,
     /// Failed its health check: existing TCP flows get a RST to the client (unless its
     /// group is failing open), no new flows.
     Unhealthy,

@@ -400,6 +400,69 @@ fn unhealthy_target_rst_and_fail_open() {
     assert_eq!((h[0].healthy, h[0].unhealthy), (0, 3));
 }
 
+/// Health checks running (AWS "initial"): targets start `initial` and get no new flows
+/// until they pass, except while none of the group has (fail open, as for all unhealthy);
+/// their existing flows continue. A target added by reload starts `initial` while the
+/// others keep their state; where checks stop, every target serves.
+#[test]
+fn initial_targets_get_no_new_flows_until_healthy() {
+    use super::health::HealthState;
+    let c0 = cfg(GROUPS);
+    let mut c = LbControl::new_checked(&c0.load_balancers, &[true], HZ, 0);
+    let mut w = LbWorker::new(&c0.load_balancers, c.cell(), 0, 1, HZ);
+    let h = c.group_health();
+    assert_eq!((h[0].healthy, h[0].initial, h[0].unhealthy), (0, 3, 0));
+    // None has passed yet: fail open over all three.
+    let first: Vec<(u16, Ipv4Addr)> = (1000..1100).map(|p| (p, open(&mut w, p, s(1)))).collect();
+    for x in [t(2), t(3), t(4)] {
+        assert!(
+            first.iter().any(|(_, y)| *y == x),
+            "{x} unused in fail open"
+        );
+    }
+    assert!(c.set_target_state("web", "web", t(3), 8080, HealthState::Healthy));
+    w.refresh();
+    for p in 2000..2100 {
+        assert_eq!(open(&mut w, p, s(2)), t(3), "only the healthy target");
+    }
+    // A flow opened on a still-initial target keeps going.
+    let (p2, _) = *first.iter().find(|(_, x)| *x == t(2)).unwrap();
+    let mut a = tcp(CLIENT, p2, VIP, 80, ACK);
+    assert_eq!(w.process(&mut a, s(2)), StageVerdict::Translated);
+    // t(2), t(4) pass; then a reload adds t(6): initial, no new flows.
+    for x in [t(2), t(4)] {
+        assert!(c.set_target_state("web", "web", x, 8080, HealthState::Healthy));
+    }
+    let more = GROUPS.replace(
+        "          - {ip: 10.1.0.4, port: 8080}\n",
+        "          - {ip: 10.1.0.4, port: 8080}\n          - {ip: 10.1.0.6, port: 8080}\n",
+    );
+    let c1 = cfg(&more);
+    c.reload_checked(&c1.load_balancers, &[true], s(3)).unwrap();
+    let h = c.group_health();
+    assert_eq!((h[0].healthy, h[0].initial, h[0].unhealthy), (3, 1, 0));
+    w.refresh();
+    let got: Vec<Ipv4Addr> = (3000..3300).map(|p| open(&mut w, p, s(3))).collect();
+    assert!(!got.contains(&t(6)), "initial target got a new flow");
+    for x in [t(2), t(3), t(4)] {
+        assert!(got.contains(&x));
+    }
+    assert!(c.set_target_state("web", "web", t(6), 8080, HealthState::Healthy));
+    w.refresh();
+    let got: Vec<Ipv4Addr> = (4000..4300).map(|p| open(&mut w, p, s(4))).collect();
+    assert!(got.contains(&t(6)), "healthy target gets flows");
+    // Checks stop (e.g. the health_check_device removed): every target serves.
+    assert!(c.set_target_state("web", "web", t(6), 8080, HealthState::Unhealthy));
+    c.reload_checked(&c1.load_balancers, &[false], s(5))
+        .unwrap();
+    let h = c.group_health();
+    assert_eq!((h[0].healthy, h[0].initial, h[0].unhealthy), (4, 0, 0));
+    // Without checks (`LbControl::new`) targets serve from the start.
+    let c2 = LbControl::new(&c0.load_balancers, HZ, 0);
+    let h = c2.group_health();
+    assert_eq!((h[0].healthy, h[0].initial), (3, 0));
+}
+
 #[test]
 fn no_listener_malformed_and_other_traffic() {
     let (_c, mut w) = setup(GROUPS);

@@ -93,8 +93,8 @@ fn transitions_are_reported_once() {
 }
 
 #[test]
-fn initial_serves_unhealthy_does_not() {
-    assert!(HealthState::Initial.serves());
+fn only_healthy_serves_initial_is_held_back() {
+    assert!(!HealthState::Initial.serves());
     assert!(HealthState::Healthy.serves());
     assert!(!HealthState::Unhealthy.serves());
 }
