@@ -135,7 +135,7 @@ nat_gateways:
         let t = format!("{BASE}    limits:\n      new_flows_per_s: 1\n");
         let e = parse_str(&t, "f.yaml").unwrap_err().to_string();
         assert!(
-            e.starts_with("f.yaml:15:7: nat_gateways[0].limits.new_flows_per_s"),
+            e.starts_with("f.yaml:15:24: nat_gateways[0].limits.new_flows_per_s"),
             "{e}"
         );
         assert!(e.contains("out of range 2..="), "{e}");
