@@ -380,6 +380,13 @@ fn flooding_tenant_is_held_to_its_limits_and_its_neighbour_keeps_working() {
     let now = m.value(MBUFS_IN_USE, &[]);
     println!("mbufs in use: baseline {mbufs_base}, after {now}");
     assert!(now <= mbufs_base, "mbufs {now} > baseline {mbufs_base}");
+    // The per-tenant families stay valid exposition (promtool, as tests/routing.rs).
+    require_tool("promtool");
+    let text = rig.app.metrics_text();
+    let f = dir.join("metrics.txt");
+    std::fs::write(&f, &text).unwrap();
+    let o = sh(&format!("promtool check metrics < {}", f.display()), 20);
+    assert!(o.ok(), "promtool check metrics:\n{o}");
     // And B still works after the flood.
     let args = client_args("20", "0");
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
