@@ -26,6 +26,8 @@ pub mod snapshot;
 pub mod stage;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_limits;
 
 use crate::config::LoadBalancerConfig;
 use crate::nat::dest_count::{Dest, DestCounts};
