@@ -13,6 +13,7 @@ pub mod ctl;
 pub mod fleet;
 pub mod health;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod nat;
 pub mod rng;

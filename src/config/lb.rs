@@ -46,6 +46,10 @@ pub struct LoadBalancerConfig {
     /// probe timeout is capped at the interval.
     #[serde(default)]
     pub health_check_interval_ms: Option<u32>,
+    /// Per-tenant limits on this node (packets/s, new flows/s, concurrent flows); none by
+    /// default. See `config::limits`.
+    #[serde(default)]
+    pub limits: super::TenantLimits,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

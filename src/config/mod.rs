@@ -6,6 +6,7 @@
 
 mod error;
 mod lb;
+mod limits;
 mod locate;
 mod nat;
 #[cfg(test)]
@@ -17,6 +18,7 @@ pub use lb::{
     HealthCheckConfig, HealthCheckProtocol, ListenerConfig, ListenerProtocol, LoadBalancerConfig,
     TargetConfig, TargetGroupConfig,
 };
+pub use limits::TenantLimits;
 pub use locate::{Locator, Pos};
 pub use nat::{nat_warnings, NatGatewayConfig, NatMode, NatPortRange, NatTimeouts};
 pub use validate::{SectionCheck, Validator, SECTIONS};

@@ -60,6 +60,10 @@ pub struct NatGatewayConfig {
     /// destination routed out of an inside port (east-west traffic). Default none.
     #[serde(default)]
     pub no_translate: Vec<Ipv4Net>,
+    /// Per-tenant limits on this node (packets/s, new flows/s, concurrent flows); none by
+    /// default. See `config::limits`.
+    #[serde(default)]
+    pub limits: super::TenantLimits,
 }
 
 fn default_time_wait_guard() -> u32 {

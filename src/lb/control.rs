@@ -117,6 +117,13 @@ impl LbControl {
                     a.id
                 ));
             }
+            if a.limits != b.limits {
+                return Err(format!(
+                    "load balancer `{}`: limits changed (restart needed: workers build their \
+                     token buckets at start)",
+                    a.id
+                ));
+            }
             if a.flows_per_core != b.flows_per_core {
                 return Err(format!(
                     "load balancer `{}`: flows_per_core changed (restart needed)",

@@ -26,6 +26,8 @@ pub mod snapshot;
 pub mod stage;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_limits;
 
 use crate::config::LoadBalancerConfig;
 use crate::nat::dest_count::{Dest, DestCounts};
@@ -91,6 +93,8 @@ struct LbState {
     /// Live full-NAT flows per (LB address, target endpoint): the exact 55,000 limit.
     dests: DestCounts,
     seed: u64,
+    /// This worker's share of the load balancer's tenant limits (`crate::limits`).
+    limiter: crate::limits::TenantLimiter,
 }
 
 fn fnat_key(f: &Flow, m: &Meta) -> Key {
@@ -302,6 +306,9 @@ impl LbWorker {
                     meta: vec![Meta::default(); cap],
                     fnat: HashTable::with_capacity(2 * cap + 1),
                     seed: rng.next_u64(),
+                    limiter: crate::limits::TenantLimiter::new(
+                        &l.limits, worker, n_workers, tsc_hz,
+                    ),
                 }
             })
             .collect();
@@ -430,6 +437,27 @@ impl LbWorker {
         }
     }
 
+    /// The tenant limits (`crate::limits`): one packet of load balancer `li` (a client
+    /// packet, or a full-NAT reply), charged by the worker that owns its flow, after the
+    /// handoff decision and before any table work.
+    #[inline]
+    fn limit_packet(&mut self, li: usize, now: u64) -> Result<(), DropReason> {
+        match self.lbs.get_mut(li) {
+            Some(st) => st.limiter.packet(now).map_err(|r| r.lb()),
+            None => Ok(()),
+        }
+    }
+
+    /// A new flow of load balancer `li`: its concurrent-flow share, then its new flows/s.
+    #[inline]
+    fn limit_new_flow(&mut self, li: usize, now: u64) -> Result<(), DropReason> {
+        let live = self.counters.get(li).map_or(0, |c| c.active_flows);
+        match self.lbs.get_mut(li) {
+            Some(st) => st.limiter.new_flow(live, now).map_err(|r| r.lb()),
+            None => Ok(()),
+        }
+    }
+
     /// A packet to a VIP.
     fn client_packet<B: PacketBuf>(
         &mut self,
@@ -452,6 +480,7 @@ impl LbWorker {
                 return Ok(StageVerdict::Handoff(o));
             }
         }
+        self.limit_packet(li, now)?;
         let tcp = ip.proto == IPPROTO_TCP;
         let view = snap.lbs.get(li).ok_or(DropReason::LbNoListener)?;
         let listener = *view
@@ -487,6 +516,7 @@ impl LbWorker {
         if tcp && l4.flags & TCP_RST != 0 {
             return Err(DropReason::LbNoFlow);
         }
+        self.limit_new_flow(li, now)?;
         let idx = self.create(snap, li, listener.group, ip, &l4, t)?;
         if let Some(c) = self.counters.get_mut(li) {
             if tcp && !syn {
@@ -839,6 +869,7 @@ impl LbWorker {
                 }
             }
         }
+        self.limit_packet(li, now)?;
         let key = Key::new(ip.proto, ip.dst, l4.dport, ip.src, l4.sport);
         let idx = self.lbs[li].fnat_lookup(&key).ok_or(DropReason::LbNoFlow)?;
         self.target_side(snap, li, idx, pkt, ip, &l4, now)

@@ -32,6 +32,9 @@ impl NatWorker {
             c.packets_in_from_source += 1;
             c.bytes_in_from_source += ip.len as u64;
         }
+        if let Err(r) = self.limit_packet(gi) {
+            return self.drop(gi, r);
+        }
         if ip.is_fragment() && ip.proto != IPPROTO_UDP {
             // Only UDP fragments are tracked (AWS drops TCP and ICMP fragments).
             return self.drop(gi, DropReason::NatFragmentNotAllowed);

@@ -29,6 +29,7 @@ pub mod flow;
 pub mod frag;
 pub mod icmp_error;
 mod in2out;
+mod limits;
 mod out2in;
 pub mod ports;
 pub mod rfc4787;
@@ -105,6 +106,8 @@ pub(crate) struct Gateway {
     eim: Option<Eim>,
     /// Destinations whose traffic is not translated (east-west, see `east_west`).
     no_translate: east_west::NoTranslate,
+    /// This worker's share of the gateway's tenant limits (see `limits`).
+    limiter: crate::limits::TenantLimiter,
 }
 
 impl Gateway {
@@ -179,6 +182,8 @@ pub struct NatWorker {
     last_sweep: u32,
     /// Some gateway is in `rfc4787` mode (else inbound packets skip the hairpin check).
     hairpin: bool,
+    /// TSC of the packet being processed (the tenant limiters refill from it).
+    now: u64,
 }
 
 /// The IPv4 facts the translators need, read once.
@@ -325,6 +330,7 @@ impl NatWorker {
                 eim: (g.mode == NatMode::Rfc4787)
                     .then(|| Eim::new(g.flows_per_core as usize, rng.next_u64())),
                 no_translate: east_west::NoTranslate::from_gateway(g),
+                limiter: crate::limits::TenantLimiter::new(&g.limits, worker, n_workers, tsc_hz),
             });
         }
         NatWorker {
@@ -338,6 +344,7 @@ impl NatWorker {
             rng,
             steering: None,
             last_sweep: 0,
+            now: 0,
         }
     }
 
@@ -372,6 +379,7 @@ impl NatWorker {
             return NatVerdict::Pass;
         };
         let t = self.tick(now);
+        self.now = now;
         if let Some(&gi) = self.public.get(&u32::from(ip.dst)) {
             if let Some(gs) = self.hairpin.then(|| self.hairpin_source(ip.src)).flatten() {
                 return self.hairpin(gs, gi, pkt, &ip, t);
@@ -653,6 +661,7 @@ impl NatWorker {
         state: u8,
         t: u32,
     ) -> Result<u32, DropReason> {
+        self.limit_new_flow(gi)?;
         let NatWorker {
             gws,
             counters,

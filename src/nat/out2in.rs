@@ -37,6 +37,9 @@ impl NatWorker {
             c.packets_in_from_destination += 1;
             c.bytes_in_from_destination += ip.len as u64;
         }
+        if let Err(r) = self.limit_packet(gi) {
+            return self.drop(gi, r);
+        }
         let v = if ip.is_fragment() && ip.proto != IPPROTO_UDP {
             Err(DropReason::NatFragmentNotAllowed)
         } else if ip.is_later_fragment() {

@@ -236,6 +236,7 @@ impl NatWorker {
         state: u8,
         t: u32,
     ) -> Result<u32, DropReason> {
+        let now = self.now;
         let NatWorker { gws, counters, .. } = self;
         let (Some(g), Some(c)) = (gws.get_mut(gi), counters.get_mut(gi)) else {
             return Err(DropReason::NatNoMapping);
@@ -253,6 +254,10 @@ impl NatWorker {
             return Err(DropReason::NatNoMapping);
         }
         let m = eim.get(m_idx).copied().ok_or(DropReason::NatNoMapping)?;
+        // A flow opened from outside counts against the tenant's limits like any other.
+        g.limiter
+            .new_flow(c.active_connections, now)
+            .map_err(|r| r.nat())?;
         c.connection_attempts += 1;
         if g.flows.len() >= g.flows.capacity() {
             return Err(DropReason::NatTableFull);

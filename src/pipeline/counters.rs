@@ -87,6 +87,12 @@ drop_reasons! {
     L4PortZero => "l4_port_zero", "TCP or UDP source or destination port 0";
     Land => "land", "source address equals destination address (land attack)";
     OversizeFrame => "oversize_frame", "IP packet larger than the receiving port's MTU (e.g. a GSO/GRO super-frame from a kernel peer)";
+    NatTenantPpsLimit => "nat_tenant_pps_limit", "NAT: the gateway (tenant) is over its packets/s limit on this node";
+    NatTenantNewFlowLimit => "nat_tenant_new_flow_limit", "NAT: the gateway (tenant) is over its new flows/s limit on this node";
+    NatTenantFlowLimit => "nat_tenant_flow_limit", "NAT: the gateway (tenant) is at its concurrent-flow limit on this node";
+    LbTenantPpsLimit => "lb_tenant_pps_limit", "LB: the load balancer (tenant) is over its packets/s limit on this node";
+    LbTenantNewFlowLimit => "lb_tenant_new_flow_limit", "LB: the load balancer (tenant) is over its new flows/s limit on this node";
+    LbTenantFlowLimit => "lb_tenant_flow_limit", "LB: the load balancer (tenant) is at its concurrent-flow limit on this node";
 }
 
 macro_rules! worker_counters {
