@@ -29,6 +29,7 @@ pub mod flow;
 pub mod frag;
 pub mod icmp_error;
 mod in2out;
+mod log_hooks;
 mod out2in;
 pub mod ports;
 pub mod rfc4787;
@@ -105,6 +106,8 @@ pub(crate) struct Gateway {
     eim: Option<Eim>,
     /// Destinations whose traffic is not translated (east-west, see `east_west`).
     no_translate: east_west::NoTranslate,
+    /// Flow-log counters and translation events (`log_hooks`); None when off.
+    log: Option<crate::flowlog::GwLog>,
 }
 
 impl Gateway {
@@ -123,6 +126,9 @@ impl Gateway {
         f.deadline = t.wrapping_add(self.timeout(f.proto, f.state));
         let idx = self.flows.insert(f)?;
         self.wheel.arm(&mut self.flows.next, idx, f.deadline);
+        if let Some(l) = self.log.as_mut() {
+            l.created(idx, &f);
+        }
         c.active_connections += 1;
         Some(idx)
     }
@@ -136,6 +142,9 @@ impl Gateway {
         };
         if f.is_dead() {
             return;
+        }
+        if let Some(l) = self.log.as_mut() {
+            l.retired(idx, &f);
         }
         match self.eim.as_mut() {
             Some(e) => e.release_flow(&f, f.state & st::ALLOWS != 0),
@@ -179,6 +188,8 @@ pub struct NatWorker {
     last_sweep: u32,
     /// Some gateway is in `rfc4787` mode (else inbound packets skip the hairpin check).
     hairpin: bool,
+    /// This worker's end of the flow / translation logs (`log_hooks`); None when off.
+    flow_log: Option<crate::flowlog::Tap>,
 }
 
 /// The IPv4 facts the translators need, read once.
@@ -325,6 +336,7 @@ impl NatWorker {
                 eim: (g.mode == NatMode::Rfc4787)
                     .then(|| Eim::new(g.flows_per_core as usize, rng.next_u64())),
                 no_translate: east_west::NoTranslate::from_gateway(g),
+                log: None,
             });
         }
         NatWorker {
@@ -338,6 +350,7 @@ impl NatWorker {
             rng,
             steering: None,
             last_sweep: 0,
+            flow_log: None,
         }
     }
 
@@ -408,6 +421,7 @@ impl NatWorker {
         let t = t64 as u32;
         let sweep = t != self.last_sweep;
         self.last_sweep = t;
+        self.log_poll(now);
         for (g, c) in self.gws.iter_mut().zip(self.counters.iter_mut()) {
             let mut slots = EXPIRE_SLOT_BUDGET;
             for _ in 0..EXPIRE_FLOW_BUDGET {
@@ -791,6 +805,9 @@ impl NatWorker {
         let (hdr, l4) = split_l3_l4(pkt.data_mut(), ip).ok_or(DropReason::NatNoMapping)?;
         let mut h = Ipv4Packet::new_unchecked(hdr);
         let src = side == icmp_error::Side::Src;
+        if let Some(l) = self.gws.get_mut(gi).and_then(|g| g.log.as_mut()) {
+            l.count(idx, &f, src, ip.len);
+        }
         let (addr, port, old) = if src {
             (f.public(), f.public_port, h.rewrite_src(f.public()))
         } else {
