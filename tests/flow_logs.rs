@@ -287,6 +287,7 @@ fn flow_log_records_match_the_traffic_sent() {
     let text_now = std::fs::read_to_string(&flow_log).unwrap();
     assert!(text_now.starts_with("version account-id"), "{text}");
     let all = || text_now.clone();
+    println!("flow log:\n{text_now}");
 
     // ICMP: ports 0 (AWS), 5 packets of 84 bytes each way.
     assert_eq!(
@@ -356,6 +357,7 @@ fn flow_log_records_match_the_traffic_sent() {
     );
     let log_arg = tlog.display().to_string();
     let o = ctl_who(&[&public, "--log", &log_arg]);
+    println!("translation log:\n{t}\nctl who {public}: {}", o.stdout);
     assert!(
         o.ok() && o.stdout.contains(&format!("held by {HOST_A}:40001")),
         "{o}\n{t}"
