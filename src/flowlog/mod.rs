@@ -7,6 +7,7 @@
 //!   allocation: a full ring only increments a loss counter (reported as SKIPDATA).
 //! - control side (`writer`): one thread pops every ring, aggregates rejected packets
 //!   per interval, formats (`format`) and writes rotating files (`rotate`) and stdout.
+//!
 //! `who` answers `flowgate ctl who PUBLIC_IP:PORT` from the translation log.
 
 pub mod format;

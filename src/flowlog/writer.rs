@@ -172,13 +172,7 @@ impl Writer {
             } else {
                 "NODATA"
             };
-            let l = v2_status(
-                &self.account.clone(),
-                &self.name(gw).to_string(),
-                start,
-                end,
-                status,
-            );
+            let l = v2_status(&self.account, self.name(gw), start, end, status);
             self.flow_line(&l);
         }
         self.seen.retain(|(x, _)| *x > e);
