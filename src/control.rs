@@ -343,6 +343,16 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
                 crate::lb::metrics::lb_families(r, &ctl, &published)
             }));
     }
+    if let Some(l) = &logs {
+        let shared = l.shared.clone();
+        telemetry
+            .collectors
+            .lock()
+            .expect("collectors")
+            .push(Box::new(move |r| {
+                crate::flowlog::writer::families(r, &shared)
+            }));
+    }
     if let Err(e) = crate::http::serve(cfg.metrics.listen, telemetry.clone(), cfg) {
         signal::request_stop();
         stop.store(true, Ordering::Relaxed);

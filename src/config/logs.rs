@@ -102,3 +102,58 @@ pub fn check_logs(cfg: &Config, v: &mut Validator<'_>) {
         " (systemd TimeoutStopSec=30 must cover it)",
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse_str;
+
+    const BASE: &str = "lcores: {workers: [1]}
+ports:
+  - {name: a, device: net_null0, addresses: [10.0.1.1/24]}
+";
+
+    #[test]
+    fn logs_are_off_by_default_and_parse_when_given() {
+        let c = parse_str(BASE, "t.yaml").unwrap();
+        assert!(c.flow_logs.is_none() && c.translation_log.is_none());
+        assert_eq!(c.stop_drain_s, 0);
+        let c = parse_str(
+            &format!(
+                "{BASE}flow_logs: {{path: /tmp/f.log, interval_s: 5, account_id: \"123\"}}\n\
+                 translation_log: {{path: /tmp/t.log}}\nstop_drain_s: 3\n"
+            ),
+            "t.yaml",
+        )
+        .unwrap();
+        let f = c.flow_logs.unwrap();
+        assert_eq!((f.interval_s, f.account_id.as_str(), f.keep), (5, "123", 5));
+        assert_eq!(c.stop_drain_s, 3);
+    }
+
+    #[test]
+    fn bad_log_settings_name_their_field() {
+        for (extra, field) in [
+            (
+                "flow_logs: {path: /tmp/f, interval_s: 0}\n",
+                "flow_logs.interval_s",
+            ),
+            ("flow_logs: {interval_s: 5}\n", "flow_logs"),
+            (
+                "flow_logs: {path: /tmp/f, account_id: \"a b\"}\n",
+                "flow_logs.account_id",
+            ),
+            ("stop_drain_s: 99\n", "stop_drain_s"),
+            (
+                "translation_log: {path: /tmp/t, keep: 0}\n",
+                "translation_log.keep",
+            ),
+        ] {
+            let e = parse_str(&format!("{BASE}{extra}"), "t.yaml").unwrap_err();
+            let s = e.to_string();
+            assert!(
+                s.starts_with("t.yaml:") && s.contains(field),
+                "{extra}: {s}"
+            );
+        }
+    }
+}

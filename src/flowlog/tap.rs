@@ -249,6 +249,9 @@ pub struct TapShared {
     pub flush_req: AtomicBool,
     /// Per worker: the flush was done.
     pub flushed: Vec<AtomicBool>,
+    /// Lines written by the control side: flow-log records, translation-log events.
+    pub flow_lines: AtomicU64,
+    pub translation_lines: AtomicU64,
 }
 
 impl TapShared {
@@ -257,6 +260,8 @@ impl TapShared {
             lost: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             flush_req: AtomicBool::new(false),
             flushed: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            flow_lines: AtomicU64::new(0),
+            translation_lines: AtomicU64::new(0),
         }
     }
     pub fn lost_total(&self) -> u64 {

@@ -47,6 +47,7 @@ impl Writer {
     }
 
     fn flow_line(&mut self, line: &str) {
+        self.shared.flow_lines.fetch_add(1, Ordering::Relaxed);
         if let Some(f) = self.flow_file.as_mut() {
             if let Err(e) = f.write_line(line) {
                 crate::error!("flow log: {e}");
@@ -134,6 +135,9 @@ impl Writer {
                 t_ms,
             } => {
                 let l = mapping_line(t_ms, created, self.name(gw), proto, inside, public, remote);
+                self.shared
+                    .translation_lines
+                    .fetch_add(1, Ordering::Relaxed);
                 if let Some(f) = self.tlog.as_mut() {
                     if let Err(e) = f.write_line(&l) {
                         crate::error!("translation log: {e}");
@@ -210,6 +214,37 @@ impl Writer {
             let _ = f.flush();
         }
     }
+}
+
+/// Prometheus families: records lost to full rings, lines written per log.
+pub fn families(r: &prometheus::Registry, s: &TapShared) {
+    use prometheus::{IntCounter, IntCounterVec, Opts};
+    let Ok(lost) = IntCounter::new(
+        "flowgate_flow_log_records_lost_total",
+        "Flow-log and translation-log records dropped because a worker's ring or queue was \
+         full (flow-log intervals with losses say SKIPDATA)",
+    ) else {
+        return;
+    };
+    let Ok(lines) = IntCounterVec::new(
+        Opts::new(
+            "flowgate_log_lines_written_total",
+            "Lines written to the flow log and the translation log",
+        ),
+        &["log"],
+    ) else {
+        return;
+    };
+    if r.register(Box::new(lost.clone())).is_err() || r.register(Box::new(lines.clone())).is_err() {
+        return;
+    }
+    lost.inc_by(s.lost_total());
+    lines
+        .with_label_values(&["flow"])
+        .inc_by(s.flow_lines.load(Ordering::Relaxed));
+    lines
+        .with_label_values(&["translation"])
+        .inc_by(s.translation_lines.load(Ordering::Relaxed));
 }
 
 /// The control side of the logs: the taps to hand to workers, and the writer thread.
