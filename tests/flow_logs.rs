@@ -427,6 +427,21 @@ fn sigterm_drains_then_flushes_the_logs() {
     assert!(o.stdout.contains("echoed=7"), "{o}");
     let (code, _) = http_get(rig.app.metrics_addr, "/healthz").unwrap();
     assert_eq!(code, 200, "ready before the stop");
+    let m = rig.app.wait_metrics(Duration::from_secs(3), |m| {
+        m.value(
+            "flowgate_log_lines_written_total",
+            &[("log", "translation")],
+        ) >= 1.0
+    });
+    assert_eq!(m.value("flowgate_flow_log_records_lost_total", &[]), 0.0);
+    assert!(
+        m.value(
+            "flowgate_log_lines_written_total",
+            &[("log", "translation")]
+        ) >= 1.0,
+        "{}",
+        m.excerpt("flowgate_log")
+    );
 
     rig.app.signal(libc::SIGTERM);
     // Draining: still forwarding, but not ready.
