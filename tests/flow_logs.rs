@@ -143,9 +143,20 @@ fn logs_config(rig_yaml: &str, dir: &TempDir, interval_s: u32, drain_s: u32) -> 
 
 /// A NAT rig whose appliance writes its logs into `dir`.
 fn start(prefix: &str, dir: &TempDir, interval_s: u32, drain_s: u32) -> NatRig {
+    start_with(prefix, dir, interval_s, drain_s, &NatOpts::default(), &[])
+}
+
+fn start_with(
+    prefix: &str,
+    dir: &TempDir,
+    interval_s: u32,
+    drain_s: u32,
+    opts: &NatOpts,
+    eal: &[&str],
+) -> NatRig {
     let topo = NatTopology::new(prefix);
-    let yaml = logs_config(&topo.config(&NatOpts::default()), dir, interval_s, drain_s);
-    let app = Appliance::start(&yaml);
+    let yaml = logs_config(&topo.config(opts), dir, interval_s, drain_s);
+    let app = Appliance::start_with(&yaml, eal);
     let rig = NatRig { app, topo };
     for (ns, dst) in [
         (&rig.topo.a, INSIDE_GW),
@@ -410,8 +421,14 @@ fn sigterm_drains_then_flushes_the_logs() {
         return;
     };
     let dir = TempDir::new("flowstop");
-    // A long interval: nothing is written before the stop flushes it.
-    let mut rig = start("nfstop", &dir, 600, 2);
+    // A long interval: nothing is written before the stop flushes it. Two workers (both
+    // on cpu 1): each flushes its own flows; UDP goes through its designated owner.
+    let opts = NatOpts {
+        workers: vec![1, 2],
+        queues: 2,
+        ..NatOpts::default()
+    };
+    let mut rig = start_with("nfstop", &dir, 600, 2, &opts, &["--lcores", "0@0,1@1,2@1"]);
     let _udp = rig.server().spawn(
         &[PYTHON, "-u", "-c", UDP_ECHO, SERVER, "9999"],
         &dir.join("udp.log"),
