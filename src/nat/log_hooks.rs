@@ -96,3 +96,78 @@ impl NatWorker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{check, default_worker, s, udp, HZ, IN1, PUB0, REMOTE};
+    use super::super::NatVerdict;
+    use crate::flowlog::{Clock, Record, Tap, TapShared};
+    use crate::packet::PacketBuf;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_udp_flow_gives_mapping_events_counts_and_a_reject() {
+        let mut w = default_worker();
+        let (ring, mut rx) = rtrb::RingBuffer::new(64);
+        let shared = Arc::new(TapShared::new(1));
+        w.set_flow_log(Tap {
+            ring,
+            clock: Clock::at(0, 1_700_000_000_000, HZ),
+            shared: shared.clone(),
+            worker: 0,
+            flows: true,
+            mappings: true,
+            interval_s: 60,
+            lost: 0,
+            flushed: false,
+        });
+        w.expire(s(1));
+        let mut out = udp(IN1, 5000, REMOTE, 53);
+        let len = out.data().len() as u64 - 14;
+        assert_eq!(w.process(&mut out, s(1)), NatVerdict::Translated);
+        let (_, pport, _, _) = check(&out);
+        // The worker polls between bursts (the clock the records use moves there).
+        w.expire(s(2));
+        let mut back = udp(REMOTE, 53, PUB0, pport);
+        assert_eq!(w.process(&mut back, s(2)), NatVerdict::Translated);
+        let mut stray = udp(REMOTE, 53, PUB0, pport.wrapping_add(1));
+        assert!(matches!(w.process(&mut stray, s(2)), NatVerdict::Drop(_)));
+        w.log_reject(&stray, s(2));
+        // The UDP timeout (10 s) ends the flow; the next poll drains its records.
+        w.expire(s(30));
+        w.expire(s(30));
+        let mut got = Vec::new();
+        while let Ok(r) = rx.pop() {
+            got.push(r);
+        }
+        assert_eq!(got.len(), 4, "{got:?}");
+        // Rejects go straight to the ring; the others at the next poll, in order.
+        let reject: Vec<Record> = got
+            .iter()
+            .copied()
+            .filter(|r| matches!(r, Record::Reject { .. }))
+            .collect();
+        got.retain(|r| !matches!(r, Record::Reject { .. }));
+        let ms = |secs: u64| 1_700_000_000_000 + secs * 1000;
+        assert!(
+            matches!(reject[..], [Record::Reject { proto: 17, src, dst, t_s, .. }]
+                if src.addr() == REMOTE && dst.port == pport.wrapping_add(1) && u64::from(t_s) == ms(2) / 1000),
+            "{reject:?}"
+        );
+        assert!(
+            matches!(got[0], Record::Mapping { created: true, proto: 17, t_ms, inside, public, .. }
+                if t_ms == ms(1) && inside.port == 5000 && public.port == pport && public.addr() == PUB0),
+            "{got:?}"
+        );
+        assert!(
+            matches!(got[1], Record::Flow { out_packets: 1, in_packets: 1, out_bytes, in_bytes, first_s: 1_700_000_001, last_s: 1_700_000_002, .. }
+                if out_bytes == len && in_bytes == len),
+            "{got:?}"
+        );
+        assert!(
+            matches!(got[2], Record::Mapping { created: false, t_ms, .. } if t_ms == ms(30)),
+            "{got:?}"
+        );
+        assert_eq!(shared.lost_total(), 0);
+    }
+}
