@@ -680,7 +680,7 @@ fn bench_nat<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, Stri
         let cfg = nat_config(cap, 3600);
         let before = held();
         PEAK.store(before, Relaxed);
-        let nat = NatWorker::new(&cfg.nat_gateways, 0, 1, hz);
+        let nat = with_flow_logs(NatWorker::new(&cfg.nat_gateways, 0, 1, hz), hz);
         let after_new = held();
         let mut p = nat_pipeline(s, &fib, nat, hz);
         // Establish: one UDP packet per flow creates its mapping.
@@ -720,6 +720,28 @@ fn bench_nat<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, Stri
     }
 }
 
+/// `FLOWGATE_BENCH_FLOW_LOGS=1`: the NAT cases with flow logs and the translation log on
+/// (docs/operations.md). Nobody drains the ring: once full, pushes fail and count a loss,
+/// which costs what a successful push does.
+fn with_flow_logs(mut nat: NatWorker, hz: u64) -> NatWorker {
+    if std::env::var("FLOWGATE_BENCH_FLOW_LOGS").as_deref() == Ok("1") {
+        let (ring, rx) = rtrb::RingBuffer::new(flowgate::config::RING_RECORDS);
+        std::mem::forget(rx);
+        nat.set_flow_log(flowgate::flowlog::Tap {
+            ring,
+            clock: flowgate::flowlog::Clock::at(0, 1_700_000_000_000, hz),
+            shared: Arc::new(flowgate::flowlog::TapShared::new(1)),
+            worker: 0,
+            flows: true,
+            mappings: true,
+            interval_s: 60,
+            lost: 0,
+            flushed: false,
+        });
+    }
+    nat
+}
+
 /// Every packet a TCP SYN of a never-seen 5-tuple; 1 s timeouts and the worker's expiry
 /// (every 100 us, bounded work) keep the table bounded.
 fn bench_nat_new<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, String)>) {
@@ -727,7 +749,7 @@ fn bench_nat_new<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, 
     // --instr: the fake clock holds ~8k live flows (1 s at 32 per 4 ms); no need for 4M.
     let cap = if o.instr.is_some() { 65_536 } else { 4_000_000 };
     let cfg = nat_config(cap, 1);
-    let nat = NatWorker::new(&cfg.nat_gateways, 0, 1, hz);
+    let nat = with_flow_logs(NatWorker::new(&cfg.nat_gateways, 0, 1, hz), hz);
     let mut p = nat_pipeline(s, &fib, nat, hz);
     let mut next = 0u32;
     // 250 hosts x 60000 ports x 64k destinations: unique far longer than 1 s.

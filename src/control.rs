@@ -133,6 +133,9 @@ fn reload_compatible(old: &Config, new: &Config) -> Result<(), String> {
         return Err("nat_gateways changed (restart needed: flows are owned by workers)".into());
     }
     LbControl::reload_compatible(&old.load_balancers, &new.load_balancers)?;
+    if old.flow_logs != new.flow_logs || old.translation_log != new.translation_log {
+        return Err("flow_logs or translation_log changed (restart needed)".into());
+    }
     if old.metrics != new.metrics {
         return Err("metrics.listen changed (restart needed)".into());
     }
@@ -238,6 +241,8 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
     let lb_published: Vec<Arc<LbPublished>> = (0..n_workers)
         .map(|_| Arc::new(LbPublished::new(cfg.load_balancers.len())))
         .collect();
+    // Flow and translation logs: one ring per worker, drained by a control-side thread.
+    let mut logs = crate::flowlog::LogSink::start(cfg, n_workers, pmd::rdtsc(), pmd::tsc_hz())?;
     let mut ctl_txs = Vec::new();
     let mut shared = Vec::new();
     for (i, &lcore) in cfg.lcores.workers.iter().enumerate() {
@@ -270,6 +275,9 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
                     let mut nat = NatWorker::new(&cfg.nat_gateways, i, n_workers, pmd::tsc_hz());
                     nat.set_rss_steering(steering.clone());
                     nat.set_routes(cfg);
+                    if let Some(tap) = logs.as_mut().and_then(|l| l.take_tap(i)) {
+                        nat.set_flow_log(tap);
+                    }
                     NatStage::new(nat, nat_published[i].clone())
                 }),
             ),
@@ -335,6 +343,16 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
             .expect("collectors")
             .push(Box::new(move |r| {
                 crate::lb::metrics::lb_families(r, &ctl, &published)
+            }));
+    }
+    if let Some(l) = &logs {
+        let shared = l.shared.clone();
+        telemetry
+            .collectors
+            .lock()
+            .expect("collectors")
+            .push(Box::new(move |r| {
+                crate::flowlog::writer::families(r, &shared)
             }));
     }
     if let Err(e) = crate::http::serve(cfg.metrics.listen, telemetry.clone(), cfg) {
@@ -443,11 +461,17 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
     }
 
     info!("stopping");
+    graceful_drain(current.stop_drain_s, logs.as_ref());
     if let Some(h) = health.take() {
         h.stop_in_background();
     }
     stop.store(true, Ordering::Relaxed);
     pmd::wait_all_lcores();
+    if let Some(l) = logs.take() {
+        let lost = l.finish();
+        info!("flow and translation logs flushed ({lost} records lost to full rings)");
+    }
+    signal::set_finished();
     print_summary(&telemetry);
     for p in &ports {
         p.stop();
@@ -456,6 +480,21 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
         p.close();
     }
     Ok(())
+}
+
+/// SIGTERM: readiness already fails (`/healthz` says stopping, still answered); traffic
+/// in flight keeps being forwarded for `drain_s`, then the workers flush their log
+/// counters and end their mappings in the translation log (bounded wait).
+fn graceful_drain(drain_s: u32, logs: Option<&crate::flowlog::LogSink>) {
+    if drain_s > 0 {
+        info!("draining for {drain_s} s (readiness: not ready)");
+        std::thread::sleep(Duration::from_secs(u64::from(drain_s)));
+    }
+    if let Some(l) = logs {
+        if !l.flush_workers(Duration::from_secs(2)) {
+            error!("flow logs: a worker did not flush within 2 s");
+        }
+    }
 }
 
 /// RSS-aware NAT port choice is possible when every data port with several queues had

@@ -37,6 +37,19 @@ pub enum CtlCmd {
     Nat,
     /// Load-balancer targets: state and active flows.
     Targets,
+    /// Which inside host:port held PUBLIC_IP:PORT (and toward which destination, for which
+    /// tenant), from the translation log: at --at TIME, else now or most recently.
+    /// Exit status 1 when nobody did.
+    Who {
+        /// The public endpoint, e.g. 198.51.100.1:1024.
+        public: String,
+        /// UTC time: 2026-11-27T23:01:02Z, "2026-11-27 23:01:02" or unix seconds.
+        #[arg(long)]
+        at: Option<String>,
+        /// The translation log. Default: `translation_log.path` of --config.
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
 }
 
 /// The address to ask: --addr, else the config's `metrics.listen` (0.0.0.0 -> 127.0.0.1).
@@ -150,6 +163,9 @@ pub fn run(a: &CtlArgs) -> i32 {
 }
 
 fn run_inner(a: &CtlArgs) -> Result<i32, String> {
+    if let CtlCmd::Who { public, at, log } = &a.cmd {
+        return who(a, public, at.as_deref(), log.as_deref());
+    }
     let addr = address(a)?;
     match a.cmd {
         CtlCmd::Health => {
@@ -178,7 +194,43 @@ fn run_inner(a: &CtlArgs) -> Result<i32, String> {
             }
             Ok(0)
         }
+        CtlCmd::Who { .. } => Ok(1),
     }
+}
+
+/// `ctl who`: reads the log itself (works when the appliance is down, or on a copy).
+fn who(
+    a: &CtlArgs,
+    public: &str,
+    at: Option<&str>,
+    log: Option<&std::path::Path>,
+) -> Result<i32, String> {
+    use crate::flowlog::{time, who};
+    let ep: std::net::SocketAddrV4 = public
+        .parse()
+        .map_err(|_| format!("`{public}`: expected PUBLIC_IP:PORT"))?;
+    let path = match log {
+        Some(p) => p.to_path_buf(),
+        None => crate::config::load(&a.config)
+            .map_err(|e| e.to_string())?
+            .translation_log
+            .map(|t| t.path)
+            .ok_or("no --log and the config has no translation_log")?,
+    };
+    let at = at.map(time::parse_utc_ms).transpose()?;
+    let public = ep.to_string();
+    let found = who::who(&who::holders(&who::read_log(&path)?, &public), at);
+    if found.is_empty() {
+        match at {
+            Some(t) => println!("{public}: none at {}", time::rfc3339_ms(t)),
+            None => println!("{public}: none"),
+        }
+        return Ok(1);
+    }
+    for h in &found {
+        println!("{}", h.describe(&public));
+    }
+    Ok(0)
 }
 
 #[cfg(test)]

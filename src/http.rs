@@ -66,7 +66,7 @@ pub fn serve(
         std::thread::Builder::new()
             .name(format!("fg-http{i}"))
             .spawn(move || {
-                while !crate::pmd::signal::stop_requested() {
+                while !crate::pmd::signal::finished() {
                     match server.recv_timeout(Duration::from_millis(500)) {
                         Ok(Some(req)) => answer(req, &state),
                         Ok(None) => {}

@@ -11,6 +11,7 @@ pub mod wire;
 pub mod log;
 pub mod ctl;
 pub mod fleet;
+pub mod flowlog;
 pub mod health;
 pub mod http;
 pub mod limits;

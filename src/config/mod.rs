@@ -8,6 +8,7 @@ mod error;
 mod lb;
 mod limits;
 mod locate;
+mod logs;
 mod nat;
 #[cfg(test)]
 mod tests;
@@ -20,6 +21,7 @@ pub use lb::{
 };
 pub use limits::TenantLimits;
 pub use locate::{Locator, Pos};
+pub use logs::{FlowLogsConfig, TranslationLogConfig, RING_RECORDS, STOP_DRAIN_MAX_S};
 pub use nat::{nat_warnings, NatGatewayConfig, NatMode, NatPortRange, NatTimeouts};
 pub use validate::{SectionCheck, Validator, SECTIONS};
 
@@ -65,6 +67,16 @@ pub struct Config {
     /// Network load balancers (tenants); none by default.
     #[serde(default)]
     pub load_balancers: Vec<LoadBalancerConfig>,
+    /// VPC-style flow logs; off by default (see docs/operations.md).
+    #[serde(default)]
+    pub flow_logs: Option<FlowLogsConfig>,
+    /// NAT translation log (mapping created / deleted); off by default.
+    #[serde(default)]
+    pub translation_log: Option<TranslationLogConfig>,
+    /// Graceful stop: seconds SIGTERM keeps forwarding (readiness already failing) before
+    /// the workers stop; default 0.
+    #[serde(default = "logs::default_stop_drain_s")]
+    pub stop_drain_s: u32,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

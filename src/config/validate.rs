@@ -91,6 +91,7 @@ pub const SECTIONS: &[SectionCheck] = &[
     super::nat::check_nat_gateways,
     super::lb::check_load_balancers,
     super::limits::check_tenant_limits,
+    super::logs::check_logs,
 ];
 
 /// Runs every section check.

@@ -30,6 +30,7 @@ pub mod frag;
 pub mod icmp_error;
 mod in2out;
 mod limits;
+mod log_hooks;
 mod out2in;
 pub mod ports;
 pub mod rfc4787;
@@ -108,6 +109,8 @@ pub(crate) struct Gateway {
     no_translate: east_west::NoTranslate,
     /// This worker's share of the gateway's tenant limits (see `limits`).
     limiter: crate::limits::TenantLimiter,
+    /// Flow-log counters and translation events (`log_hooks`); None when off.
+    log: Option<crate::flowlog::GwLog>,
 }
 
 impl Gateway {
@@ -126,6 +129,9 @@ impl Gateway {
         f.deadline = t.wrapping_add(self.timeout(f.proto, f.state));
         let idx = self.flows.insert(f)?;
         self.wheel.arm(&mut self.flows.next, idx, f.deadline);
+        if let Some(l) = self.log.as_mut() {
+            l.created(idx, &f);
+        }
         c.active_connections += 1;
         Some(idx)
     }
@@ -139,6 +145,9 @@ impl Gateway {
         };
         if f.is_dead() {
             return;
+        }
+        if let Some(l) = self.log.as_mut() {
+            l.retired(idx, &f);
         }
         match self.eim.as_mut() {
             Some(e) => e.release_flow(&f, f.state & st::ALLOWS != 0),
@@ -184,6 +193,8 @@ pub struct NatWorker {
     hairpin: bool,
     /// TSC of the packet being processed (the tenant limiters refill from it).
     now: u64,
+    /// This worker's end of the flow / translation logs (`log_hooks`); None when off.
+    flow_log: Option<crate::flowlog::Tap>,
 }
 
 /// The IPv4 facts the translators need, read once.
@@ -331,6 +342,7 @@ impl NatWorker {
                     .then(|| Eim::new(g.flows_per_core as usize, rng.next_u64())),
                 no_translate: east_west::NoTranslate::from_gateway(g),
                 limiter: crate::limits::TenantLimiter::new(&g.limits, worker, n_workers, tsc_hz),
+                log: None,
             });
         }
         NatWorker {
@@ -345,6 +357,7 @@ impl NatWorker {
             steering: None,
             last_sweep: 0,
             now: 0,
+            flow_log: None,
         }
     }
 
@@ -416,6 +429,7 @@ impl NatWorker {
         let t = t64 as u32;
         let sweep = t != self.last_sweep;
         self.last_sweep = t;
+        self.log_poll(now);
         for (g, c) in self.gws.iter_mut().zip(self.counters.iter_mut()) {
             let mut slots = EXPIRE_SLOT_BUDGET;
             for _ in 0..EXPIRE_FLOW_BUDGET {
@@ -800,6 +814,9 @@ impl NatWorker {
         let (hdr, l4) = split_l3_l4(pkt.data_mut(), ip).ok_or(DropReason::NatNoMapping)?;
         let mut h = Ipv4Packet::new_unchecked(hdr);
         let src = side == icmp_error::Side::Src;
+        if let Some(l) = self.gws.get_mut(gi).and_then(|g| g.log.as_mut()) {
+            l.count(idx, &f, src, ip.len);
+        }
         let (addr, port, old) = if src {
             (f.public(), f.public_port, h.rewrite_src(f.public()))
         } else {

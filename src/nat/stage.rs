@@ -139,7 +139,10 @@ impl<B: PacketBuf> Stages<B> for NatStage {
             // The inside packet is not forwarded: it became the RST.
             NatVerdict::Respond => StageVerdict::Respond(DropReason::NatIdleTimeoutRst),
             NatVerdict::Handoff(w) => StageVerdict::Handoff(w),
-            NatVerdict::Drop(r) => StageVerdict::Drop(r),
+            NatVerdict::Drop(r) => {
+                self.nat.log_reject(pkt, now);
+                StageVerdict::Drop(r)
+            }
         }
     }
 

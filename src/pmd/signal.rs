@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 
 static STOP: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
+/// Set once the stop sequence is over (the HTTP server answers until then).
+static FINISHED: AtomicBool = AtomicBool::new(false);
 static RELOAD: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
 
 /// Install the handlers (once, before workers start).
@@ -32,4 +34,15 @@ pub fn take_reload() -> bool {
 /// Ask the control loop to stop (tests, errors).
 pub fn request_stop() {
     STOP.store(true, Ordering::SeqCst);
+}
+
+/// The stop sequence (drain, log flush) is over: the HTTP server may go.
+pub fn set_finished() {
+    FINISHED.store(true, Ordering::SeqCst);
+}
+
+/// True once `set_finished` was called (the HTTP threads' loop condition: they keep
+/// answering `/healthz` "not ready" while the stop drains).
+pub fn finished() -> bool {
+    FINISHED.load(Ordering::SeqCst)
 }
