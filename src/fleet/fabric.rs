@@ -16,7 +16,7 @@
 //! / GWLB on EC2, or each node announcing its tenants' prefixes over BGP with ECMP in a data
 //! centre (see docs/fleet.md).
 use super::hash;
-use super::keys::{decode_shard, Keys, Prefix, TenantSpec};
+use super::keys::{decode_shard, decode_slots, port_slice, Keys, Prefix, TenantSpec};
 use super::status;
 use super::store;
 use std::collections::BTreeMap;
@@ -27,6 +27,9 @@ use std::time::Duration;
 
 pub const PROTO: &str = "77";
 pub const RULE_PREF: &str = "10000";
+/// Priority of the return-traffic rules (before the inside-prefix rules: ICMP from an inside
+/// prefix goes to the tenant's ICMP owner, not to the ECMP group).
+pub const RETURN_PREF: &str = "9000";
 
 #[derive(Clone, Debug)]
 pub struct FabricOpts {
@@ -42,6 +45,12 @@ pub fn table_of(tenant: &str) -> u32 {
     100_000 + (hash::fnv1a64(tenant.as_bytes()) % 900_000) as u32
 }
 
+/// Routing table of a node (`default via <node>`), the target of the return-traffic rules
+/// (1000000..1900000, disjoint from the tenant tables).
+pub fn node_table(node: &str) -> u32 {
+    1_000_000 + (hash::fnv1a64(node.as_bytes()) % 900_000) as u32
+}
+
 /// The router's desired state.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Desired {
@@ -51,6 +60,14 @@ pub struct Desired {
     pub rules: BTreeMap<Prefix, u32>,
     /// table -> ECMP next hops of its default route.
     pub tables: BTreeMap<u32, Vec<Ipv4Addr>>,
+    /// node table -> the node's address (one default route each).
+    pub node_tables: BTreeMap<u32, Ipv4Addr>,
+    /// Return-traffic rules (priority [`RETURN_PREF`]), selector and table as `ip rule` words:
+    /// `to P ipproto tcp dport A-B table T` sends a NAT tenant's public IP and the port slice
+    /// of node i of its shard to node i; `to P ipproto icmp` and `from I ipproto icmp` send
+    /// its ICMP both ways to one node, the first live one of its shard (fib rules cannot
+    /// match an ICMP identifier).
+    pub return_rules: std::collections::BTreeSet<Vec<String>>,
 }
 
 /// Desired routes from the store's content; problems are reported, not fatal.
@@ -96,6 +113,9 @@ pub fn desired(
                 d.routes.insert(*p, hops.clone());
             }
         }
+        if spec.kind == "nat" {
+            return_rules(&mut d, nodes, &spec, shard, |p| owner[p] == t);
+        }
         if !spec.inside.is_empty() {
             let table = table_of(t);
             d.tables.insert(table, hops.clone());
@@ -109,6 +129,66 @@ pub fn desired(
     (d, errs)
 }
 
+/// The return rules of one NAT tenant (see [`Desired::return_rules`]); only live nodes.
+fn return_rules(
+    d: &mut Desired,
+    nodes: &BTreeMap<String, String>,
+    spec: &TenantSpec,
+    shard: &str,
+    mine: impl Fn(&Prefix) -> bool,
+) {
+    let slots = decode_slots(shard);
+    let (first, last) = spec.port_range();
+    let w = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
+    let mut owner = None;
+    for (i, n) in slots.iter().enumerate() {
+        let Some(addr) = nodes.get(n).and_then(|a| a.parse::<Ipv4Addr>().ok()) else {
+            continue;
+        };
+        let table = node_table(n);
+        d.node_tables.insert(table, addr);
+        owner.get_or_insert(table);
+        let Some((a, b)) = port_slice(first, last, i, slots.len()) else {
+            continue;
+        };
+        for p in spec.public.iter().filter(|p| mine(p)) {
+            for proto in ["tcp", "udp"] {
+                d.return_rules.insert(w(&[
+                    "to",
+                    &p.to_string(),
+                    "ipproto",
+                    proto,
+                    "dport",
+                    &format!("{a}-{b}"),
+                    "table",
+                    &table.to_string(),
+                ]));
+            }
+        }
+    }
+    let Some(table) = owner else { return };
+    for p in spec.public.iter().filter(|p| mine(p)) {
+        d.return_rules.insert(w(&[
+            "to",
+            &p.to_string(),
+            "ipproto",
+            "icmp",
+            "table",
+            &table.to_string(),
+        ]));
+    }
+    for p in spec.inside.iter().filter(|p| mine(p)) {
+        d.return_rules.insert(w(&[
+            "from",
+            &p.to_string(),
+            "ipproto",
+            "icmp",
+            "table",
+            &table.to_string(),
+        ]));
+    }
+}
+
 fn nexthops(h: &[Ipv4Addr]) -> Vec<String> {
     h.iter()
         .flat_map(|a| ["nexthop".to_string(), "via".to_string(), a.to_string()])
@@ -119,6 +199,46 @@ fn nexthops(h: &[Ipv4Addr]) -> Vec<String> {
 pub fn commands(old: &Desired, new: &Desired) -> Vec<Vec<String>> {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
     let mut out = Vec::new();
+    for (t, a) in &new.node_tables {
+        if old.node_tables.get(t) != Some(a) {
+            out.push(s(&[
+                "route",
+                "replace",
+                "default",
+                "table",
+                &t.to_string(),
+                "proto",
+                PROTO,
+                "via",
+                &a.to_string(),
+            ]));
+        }
+    }
+    for r in new.return_rules.difference(&old.return_rules) {
+        let mut c = s(&["rule", "add", "pref", RETURN_PREF]);
+        c.extend(r.iter().cloned());
+        out.push(c);
+    }
+    for r in old.return_rules.difference(&new.return_rules) {
+        let mut c = s(&["rule", "del", "pref", RETURN_PREF]);
+        c.extend(r.iter().cloned());
+        out.push(c);
+    }
+    for t in old
+        .node_tables
+        .keys()
+        .filter(|t| !new.node_tables.contains_key(t))
+    {
+        out.push(s(&[
+            "route",
+            "del",
+            "default",
+            "table",
+            &t.to_string(),
+            "proto",
+            PROTO,
+        ]));
+    }
     for (p, h) in &new.routes {
         if old.routes.get(p) != Some(h) {
             let mut c = s(&["route", "replace", &p.to_string(), "proto", PROTO]);
@@ -240,9 +360,11 @@ fn prepare(netns: &str) -> Result<(), String> {
         &args(&["route", "flush", "table", "all", "proto", PROTO]),
     );
     // One rule per call; bounded.
-    for _ in 0..10_000 {
-        if ip(netns, &args(&["rule", "del", "pref", RULE_PREF])).is_err() {
-            break;
+    for pref in [RULE_PREF, RETURN_PREF] {
+        for _ in 0..10_000 {
+            if ip(netns, &args(&["rule", "del", "pref", pref])).is_err() {
+                break;
+            }
         }
     }
     Ok(())
@@ -392,8 +514,52 @@ mod tests {
         )));
         assert!(commands(&d, &d).is_empty(), "no change, no command");
         let gone = commands(&d, &Desired::default());
-        assert_eq!(gone.len(), 4, "{gone:?}");
+        // 4 routes/rules/tables + the NAT tenants' return paths: 3 node tables (a's two, c's
+        // one), a's 2 x tcp/udp slices and 2 ICMP rules (c's prefix belongs to a).
+        assert_eq!(gone.len(), 4 + 3 + 6, "{gone:?}");
         assert!(gone.iter().all(|c| c[1] == "del"));
+    }
+
+    /// Return traffic: node i of the shard (slot order) gets slice i of the port range.
+    #[test]
+    fn return_rules_follow_slots_and_live_nodes() {
+        let nodes = map(&[("n1", "10.99.1.2"), ("n2", "10.99.2.2")]);
+        let tenants = map(&[(
+            "a",
+            "kind: nat\npublic: [203.0.113.10]\ninside: [10.1.0.0/24]\nconfig: {port_range: {first: 20000, last: 20999}}",
+        )]);
+        let placements = map(&[("a", "n2,n1")]);
+        let (d, errs) = desired(&nodes, &tenants, &placements);
+        assert!(errs.is_empty(), "{errs:?}");
+        let text: Vec<String> = commands(&Desired::default(), &d)
+            .iter()
+            .map(|c| c.join(" "))
+            .collect();
+        let (t1, t2) = (node_table("n1"), node_table("n2"));
+        for want in [
+            format!("route replace default table {t2} proto 77 via 10.99.2.2"),
+            format!(
+                "rule add pref 9000 to 203.0.113.10/32 ipproto tcp dport 20000-20499 table {t2}"
+            ),
+            format!(
+                "rule add pref 9000 to 203.0.113.10/32 ipproto udp dport 20500-20999 table {t1}"
+            ),
+            format!("rule add pref 9000 to 203.0.113.10/32 ipproto icmp table {t2}"),
+            format!("rule add pref 9000 from 10.1.0.0/24 ipproto icmp table {t2}"),
+        ] {
+            assert!(text.contains(&want), "{want}\n{text:#?}");
+        }
+        // n2 dies: its slice's rules and table go, ICMP moves to n1.
+        let (e, _) = desired(&map(&[("n1", "10.99.1.2")]), &tenants, &placements);
+        let text: Vec<String> = commands(&d, &e).iter().map(|c| c.join(" ")).collect();
+        assert!(text.contains(&format!(
+            "rule add pref 9000 to 203.0.113.10/32 ipproto icmp table {t1}"
+        )));
+        assert!(text.contains(&format!(
+            "rule del pref 9000 to 203.0.113.10/32 ipproto tcp dport 20000-20499 table {t2}"
+        )));
+        assert!(text.contains(&format!("route del default table {t2} proto 77")));
+        assert_eq!(e.return_rules.len(), 2 + 2, "{:?}", e.return_rules);
     }
 
     #[test]
