@@ -589,6 +589,7 @@ fn fleet_dataplane_nat_through_shards_failover_and_etcd_outage() {
     );
 
     // 5. etcd down: forwarding goes on, nothing restarts; then it catches up.
+    println!("[{:?}] stopping etcd", t_start.elapsed());
     let pids: BTreeMap<usize, Option<i32>> = (1..=NODES).map(|i| (i, f.flowgate_pid(i))).collect();
     f.etcd.stop();
     let down = Instant::now();
@@ -598,6 +599,7 @@ fn fleet_dataplane_nat_through_shards_failover_and_etcd_outage() {
             .then_some(())
     })
     .unwrap_or_else(|| panic!("agents did not report etcd down\n{}", f.dump()));
+    println!("[{:?}] agents report etcd down", t_start.elapsed());
     while down.elapsed() < Duration::from_secs(TTL + 2) {
         for t in 0..TENANTS {
             f.works(t, 8)

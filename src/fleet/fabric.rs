@@ -7,6 +7,10 @@
 //!   table T` with T the tenant's table (`default` via the same ECMP group);
 //! - `net.ipv4.fib_multipath_hash_policy=1`: the ECMP hash covers the L4 ports, so a tenant's
 //!   flows spread over its nodes while each flow stays on one.
+//! - return traffic of a NAT tenant (priority 9000, before all of the above): node i of the
+//!   shard (slot order of the placement) owns slice i of the tenant's port range, so
+//!   `ip rule add to P ipproto tcp|udp dport A-B table T(node i)`; ICMP (no ports to match)
+//!   goes both ways through the first live node of the shard (docs/fleet.md has the picture).
 //!
 //! A node whose lease expired is dropped from every group at once (before the controller
 //! has re-placed its tenants), so traffic stops going to a dead node within the lease TTL.
