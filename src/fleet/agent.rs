@@ -54,6 +54,8 @@ struct Known {
     sup: Option<Supervisor>,
     /// The supervisor has been handed a config at least once.
     told: bool,
+    /// Last value put under `applied/<node>` in this session.
+    applied: Option<String>,
 }
 
 /// The state file: which tenants this node serves, with their specs.
@@ -248,6 +250,7 @@ async fn session(o: &AgentOpts, k: &mut Known) -> store::Result<()> {
         o.node, o.addr, o.ttl
     );
     let (_w, mut stream) = store::watch(&mut c, &keys.root).await?;
+    k.applied = None;
     loop {
         let placements = store::list(&mut c, &keys.placements()).await?;
         let tenants = store::list(&mut c, &keys.tenants()).await?;
@@ -265,8 +268,31 @@ async fn session(o: &AgentOpts, k: &mut Known) -> store::Result<()> {
         k.synced_at = status::now_s();
         set_tenants(o, k, now, my_slots(&o.node, &placements));
         write_status(o, k);
+        // What the running flowgate serves, for the fabric (only ready nodes carry a tenant).
+        let mut period = o.resync;
+        if let Some(live) = k
+            .sup
+            .as_ref()
+            .and_then(|s| s.status.lock().ok().map(|g| g.live.clone()))
+        {
+            let v = live.iter().cloned().collect::<Vec<_>>().join(",");
+            if k.applied.as_ref() != Some(&v) {
+                c.put(
+                    keys.applied_node(&o.node),
+                    v.clone(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )
+                .await
+                .map_err(|e| format!("etcd put: {e}"))?;
+                info!("node-agent {}: flowgate serves [{}]", o.node, v);
+                k.applied = Some(v);
+            }
+            if live.iter().ne(k.tenants.keys()) {
+                period = period.min(Duration::from_millis(100));
+            }
+        }
         tokio::select! {
-            r = store::wait_change(&mut stream, o.resync) => r?,
+            r = store::wait_change(&mut stream, period) => r?,
             _ = lost.changed() => return Err("lease lost".into()),
         }
     }

@@ -80,6 +80,21 @@ pub fn desired(
     tenants: &BTreeMap<String, String>,
     placements: &BTreeMap<String, String>,
 ) -> (Desired, Vec<String>) {
+    desired_ready(nodes, tenants, placements, &BTreeMap::new())
+}
+
+/// [`desired`], where a node is a next hop of a tenant only once it serves it: `applied`
+/// (`applied/<node>`, written by agents that supervise their flowgate) lists the tenants
+/// the node's running flowgate has. A node without such a key (an agent without a data
+/// path to supervise) counts as serving all its tenants. A tenant with no ready node keeps
+/// its inside-prefix rule to a blackhole table: its private sources never leak out
+/// untranslated through the router's main table.
+pub fn desired_ready(
+    nodes: &BTreeMap<String, String>,
+    tenants: &BTreeMap<String, String>,
+    placements: &BTreeMap<String, String>,
+    applied: &BTreeMap<String, String>,
+) -> (Desired, Vec<String>) {
     let mut d = Desired::default();
     let mut errs = Vec::new();
     let mut owner: BTreeMap<Prefix, &str> = BTreeMap::new();
@@ -92,6 +107,16 @@ pub fn desired(
                 continue;
             }
         };
+        let ready: BTreeMap<String, String> = nodes
+            .iter()
+            .filter(|(n, _)| {
+                applied
+                    .get(*n)
+                    .is_none_or(|v| decode_shard(v).iter().any(|x| x == t))
+            })
+            .map(|(n, a)| (n.clone(), a.clone()))
+            .collect();
+        let nodes = &ready;
         let mut hops: Vec<Ipv4Addr> = decode_shard(shard)
             .iter()
             .filter_map(|n| nodes.get(n)?.parse().ok())
@@ -99,8 +124,9 @@ pub fn desired(
         hops.sort();
         hops.dedup();
         if hops.is_empty() {
-            errs.push(format!("tenant {t}: no live node in its shard {shard}"));
-            continue;
+            errs.push(format!(
+                "tenant {t}: no live and ready node in its shard {shard}"
+            ));
         }
         for p in spec.public.iter().chain(&spec.inside) {
             if let Some(o) = owner.insert(*p, t) {
@@ -113,7 +139,7 @@ pub fn desired(
             }
         }
         for p in &spec.public {
-            if owner[p] == t {
+            if owner[p] == t && !hops.is_empty() {
                 d.routes.insert(*p, hops.clone());
             }
         }
@@ -252,15 +278,12 @@ pub fn commands(old: &Desired, new: &Desired) -> Vec<Vec<String>> {
     }
     for (t, h) in &new.tables {
         if old.tables.get(t) != Some(h) {
-            let mut c = s(&[
-                "route",
-                "replace",
-                "default",
-                "table",
-                &t.to_string(),
-                "proto",
-                PROTO,
-            ]);
+            let mut c = s(&["route", "replace"]);
+            // No ready node: drop the tenant's inside traffic rather than route it untranslated.
+            if h.is_empty() {
+                c.push("blackhole".into());
+            }
+            c.extend(s(&["default", "table", &t.to_string(), "proto", PROTO]));
             c.extend(nexthops(h));
             out.push(c);
         }
@@ -414,11 +437,12 @@ async fn session(o: &FabricOpts, st: &mut State) -> store::Result<()> {
         let nodes = store::list(&mut c, &keys.nodes()).await?;
         let tenants = store::list(&mut c, &keys.tenants()).await?;
         let placements = store::list(&mut c, &keys.placements()).await?;
+        let applied = store::list(&mut c, &keys.applied()).await?;
         if !st.etcd_up {
             info!("fabric {}: etcd reachable, syncing", o.netns);
         }
         st.etcd_up = true;
-        let (want, errs) = desired(&nodes, &tenants, &placements);
+        let (want, errs) = desired_ready(&nodes, &tenants, &placements, &applied);
         if errs != st.errors {
             errs.iter().for_each(|e| warn!("fabric {}: {e}", o.netns));
             st.errors = errs;
@@ -564,6 +588,50 @@ mod tests {
         )));
         assert!(text.contains(&format!("route del default table {t2} proto 77")));
         assert_eq!(e.return_rules.len(), 2 + 2, "{:?}", e.return_rules);
+    }
+
+    /// A node is a next hop of a tenant only once its flowgate serves it; none ready: the
+    /// inside prefix goes to a blackhole.
+    #[test]
+    fn only_ready_nodes_carry_a_tenant() {
+        let nodes = map(&[("n1", "10.99.1.2"), ("n2", "10.99.2.2")]);
+        let tenants = map(&[(
+            "a",
+            "kind: nat\npublic: [203.0.113.10]\ninside: [10.1.0.0/24]",
+        )]);
+        let placements = map(&[("a", "n1,n2")]);
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let p = |s| Prefix::parse(s).unwrap();
+        let (d, _) = desired_ready(
+            &nodes,
+            &tenants,
+            &placements,
+            &map(&[("n1", "a,b"), ("n2", "b")]),
+        );
+        assert_eq!(d.routes[&p("203.0.113.10/32")], [ip("10.99.1.2")]);
+        assert_eq!(
+            d.return_rules
+                .iter()
+                .filter(|r| r.contains(&"dport".to_string()))
+                .count(),
+            2
+        );
+        let (e, errs) = desired_ready(
+            &nodes,
+            &tenants,
+            &placements,
+            &map(&[("n1", ""), ("n2", "")]),
+        );
+        assert!(e.routes.is_empty() && errs.len() == 1, "{errs:?}");
+        assert_eq!(e.rules[&p("10.1.0.0/24")], table_of("a"));
+        let text: Vec<String> = commands(&d, &e).iter().map(|c| c.join(" ")).collect();
+        assert!(
+            text.contains(&format!(
+                "route replace blackhole default table {} proto 77",
+                table_of("a")
+            )),
+            "{text:?}"
+        );
     }
 
     #[test]

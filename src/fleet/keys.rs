@@ -5,6 +5,7 @@
 //! | `nodes/<node>`               | the node's fabric address (IPv4), leased | node agent       |
 //! | `tenants/<tenant>`           | tenant spec, YAML ([`TenantSpec`])       | operator         |
 //! | `placements/<tenant>`        | shard: node ids, comma-separated, sorted | controller       |
+//! | `applied/<node>`             | tenants its running flowgate has, leased | node agent       |
 //! | `election`                   | etcd election of the controllers         | controller       |
 //!
 //! Values are plain text so `etcdctl get --prefix /flowgate/` is readable.
@@ -41,6 +42,14 @@ impl Keys {
     }
     pub fn placement(&self, id: &str) -> String {
         format!("{}placements/{id}", self.root)
+    }
+    /// `applied/<node>`: the tenants the node's running flowgate serves (leased, written by a
+    /// supervising node agent); the fabric routes a tenant only to nodes that list it.
+    pub fn applied(&self) -> String {
+        format!("{}applied/", self.root)
+    }
+    pub fn applied_node(&self, id: &str) -> String {
+        format!("{}applied/{id}", self.root)
     }
     pub fn election(&self) -> String {
         format!("{}election", self.root)

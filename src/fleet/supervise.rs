@@ -48,6 +48,20 @@ pub struct SuperviseStatus {
     pub reloads_ok: u64,
     pub restarts_for_reload: u64,
     pub exits: u64,
+    /// Tenant ids (gateway / load balancer ids) of the config the running flowgate has
+    /// (empty while it is down or restarting).
+    pub live: std::collections::BTreeSet<String>,
+}
+
+/// The tenant ids (`nat_gateways[].id`, `load_balancers[].id`) of a rendered config.
+pub fn tenant_ids(config: &str) -> std::collections::BTreeSet<String> {
+    let v: serde_yaml::Value = serde_yaml::from_str(config).unwrap_or_default();
+    ["nat_gateways", "load_balancers"]
+        .iter()
+        .filter_map(|s| v[*s].as_sequence())
+        .flatten()
+        .filter_map(|e| e["id"].as_str().map(String::from))
+        .collect()
 }
 
 enum Msg {
@@ -139,6 +153,7 @@ impl State {
                 self.set(|s| {
                     s.up = false;
                     s.exits += 1;
+                    s.live.clear();
                 });
             }
         }
@@ -188,6 +203,7 @@ impl State {
                 Err(e) => warn!("node-agent {}: log {}: {e}", self.o.node, l.display()),
             }
         }
+        let text = std::fs::read_to_string(&self.o.config).unwrap_or_default();
         let t0 = Instant::now();
         let mut child = match c.spawn() {
             Ok(ch) => ch,
@@ -227,6 +243,7 @@ impl State {
                     s.up = true;
                     s.pid = pid;
                     s.starts += 1;
+                    s.live = tenant_ids(&text);
                 });
             }
             Err(e) => {
@@ -245,6 +262,7 @@ impl State {
             return;
         };
         let addr = self.metrics_addr();
+        let text = std::fs::read_to_string(&self.o.config).unwrap_or_default();
         let counts = || addr.and_then(|a| scrape(a).ok()).map(|t| reload_counts(&t));
         let before = counts();
         let t0 = Instant::now();
@@ -271,7 +289,10 @@ impl State {
                     self.o.node,
                     t0.elapsed().as_secs_f64()
                 );
-                self.set(|s| s.reloads_ok += 1);
+                self.set(|s| {
+                    s.reloads_ok += 1;
+                    s.live = tenant_ids(&text);
+                });
             }
             Err(e) => {
                 warn!(
@@ -290,6 +311,7 @@ impl State {
         let Some(mut c) = self.child.take() else {
             return;
         };
+        self.set(|s| s.live.clear());
         let _ = Command::new("kill")
             .args(["-TERM", &c.id().to_string()])
             .status();
@@ -347,5 +369,13 @@ mod tests {
         let m = "# HELP x\nflowgate_config_reloads_total{result=\"ok\"} 3\nflowgate_config_reloads_total{result=\"refused\"} 1\n";
         assert_eq!(reload_counts(m), (3, 1));
         assert_eq!(reload_counts(""), (0, 0));
+    }
+
+    #[test]
+    fn lists_tenant_ids() {
+        let ids =
+            tenant_ids("ports: []\nnat_gateways: [{id: b}, {id: a}]\nload_balancers: [{id: w}]\n");
+        assert_eq!(ids.into_iter().collect::<Vec<_>>(), ["a", "b", "w"]);
+        assert!(tenant_ids("ports: []\n").is_empty());
     }
 }
