@@ -21,7 +21,7 @@ mod common;
 mod fleet_common;
 
 use common::{BgProc, HttpServer, Metrics, Netns, TempDir, Veth};
-use fleet_common::{gauge, shard, Etcd};
+use fleet_common::{gauge, route_vias, shard, Etcd};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -228,6 +228,22 @@ impl Dp {
                 return Err(format!(
                     "{node}: flowgate has gateways {got:?}, placed {want:?}"
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The router sends each tenant's public IP to its whole shard (every node ready).
+    fn routed(&self, p: &BTreeMap<String, BTreeSet<String>>) -> Result<(), String> {
+        for (id, s) in p {
+            let t: usize = id[1..].parse().unwrap();
+            let want: BTreeSet<String> = s
+                .iter()
+                .map(|n| node_addr(n[1..].parse().unwrap()))
+                .collect();
+            let got = route_vias(&self.router, &[&format!("{}/32", public_ip(t))]);
+            if got != want {
+                return Err(format!("{id}: routed via {got:?}, shard {want:?}"));
             }
         }
         Ok(())
