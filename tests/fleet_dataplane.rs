@@ -470,6 +470,9 @@ fn fleet_dataplane_nat_through_shards_failover_and_etcd_outage() {
     .unwrap_or_else(|| panic!("tenants not placed\n{}", f.dump()));
     wait(60, || f.nodes_serve(&placed).ok())
         .unwrap_or_else(|| panic!("nodes: {:?}\n{}", f.nodes_serve(&placed), f.dump()));
+    // Nodes become next hops once their agent reports the tenant applied.
+    wait(10, || f.routed(&placed).ok())
+        .unwrap_or_else(|| panic!("{:?}\n{}", f.routed(&placed), f.dump()));
     println!(
         "fleet up: {TENANTS} tenants on {NODES} flowgate nodes after {:?}",
         t_start.elapsed()
