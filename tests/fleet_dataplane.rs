@@ -588,12 +588,16 @@ fn fleet_dataplane_nat_through_shards_failover_and_etcd_outage() {
     if let Some(mut a) = victim_agent.take() {
         a.stop_with(libc::SIGKILL, Duration::from_secs(1));
     }
+    // (Its old status file says flowgate_up 1: start from a clean one.)
+    let _ = std::fs::remove_file(f.dir.join(&format!("n{victim}.prom")));
     let a = f.agent(victim);
     f.agents.insert(victim, a);
     let rejoin = Instant::now();
     wait(30, || {
         (f.live_nodes().len() == NODES
-            && f.status(victim, "flowgate_fleet_flowgate_up") == Some(1.0))
+            && f.status(victim, "flowgate_fleet_flowgate_up") == Some(1.0)
+            && f.flowgate_pid(victim) != Some(fpid)
+            && f.node_metrics(victim).is_some())
         .then_some(())
     })
     .unwrap_or_else(|| panic!("{vname} did not rejoin\n{}", f.dump()));
