@@ -41,9 +41,11 @@ fn inside(t: usize) -> String {
     format!("10.{}.0.0/24", 100 + t)
 }
 
+/// (The NAT port range keeps the probes' port 7777 out of the fabric's return-traffic rules,
+/// which send a public IP's ports in a node's slice to that node only.)
 fn tenant_spec(t: usize) -> String {
     format!(
-        "kind: nat\npublic: [{ip}/32]\ninside: [{p}]\nconfig: {{inside_prefixes: [{p}], public_ips: [{ip}]}}\n",
+        "kind: nat\npublic: [{ip}/32]\ninside: [{p}]\nconfig: {{inside_prefixes: [{p}], public_ips: [{ip}], port_range: {{first: 20000, last: 29999}}}}\n",
         ip = public_ip(t),
         p = inside(t)
     )

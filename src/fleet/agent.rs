@@ -10,9 +10,10 @@
 //! `flowgate_fleet_etcd_up 0` in its status file, and retries every second; when etcd is back
 //! it re-registers (new lease if the old one is gone) and catches up.
 use super::apply;
-use super::keys::{decode_shard, Keys, TenantSpec};
+use super::keys::{decode_shard, decode_slots, Keys, TenantSpec};
 use super::status;
 use super::store;
+use super::supervise::{SuperviseOpts, Supervisor};
 use etcd_client::PutOptions;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,6 +32,10 @@ pub struct AgentOpts {
     pub config_out: Option<PathBuf>,
     pub reload_pid: Option<i32>,
     pub resync: Duration,
+    /// The node's data path, run and supervised by the agent (see [`super::supervise`]).
+    pub run_cmd: Vec<String>,
+    pub flowgate_pid_file: Option<PathBuf>,
+    pub flowgate_log: Option<PathBuf>,
 }
 
 /// What the agent knows (survives etcd outages).
@@ -43,6 +48,14 @@ struct Known {
     registered_at: f64,
     /// Lease of the last session, reused after an etcd restart (see `store::lease`).
     lease: Option<i64>,
+    /// This node's slot in each of its tenants' shards (its slice of their port ranges).
+    slots: apply::Slots,
+    /// The supervised data path (with `run_cmd`).
+    sup: Option<Supervisor>,
+    /// The supervisor has been handed a config at least once.
+    told: bool,
+    /// Last value put under `applied/<node>` in this session.
+    applied: Option<String>,
 }
 
 /// The state file: which tenants this node serves, with their specs.
@@ -61,6 +74,18 @@ pub fn render_state(node: &str, tenants: &BTreeMap<String, String>) -> String {
     s
 }
 
+/// This node's slot (position, shard size) in each of the shards that contain it.
+pub fn my_slots(node: &str, placements: &BTreeMap<String, String>) -> apply::Slots {
+    placements
+        .iter()
+        .filter_map(|(t, v)| {
+            let s = decode_slots(v);
+            let i = s.iter().position(|n| n == node)?;
+            Some((t.clone(), (i, s.len())))
+        })
+        .collect()
+}
+
 /// The tenants of `node` given all placements.
 pub fn mine(node: &str, placements: &BTreeMap<String, String>) -> Vec<String> {
     placements
@@ -72,7 +97,11 @@ pub fn mine(node: &str, placements: &BTreeMap<String, String>) -> Vec<String> {
 
 fn write_status(o: &AgentOpts, k: &Known) {
     let Some(p) = &o.status else { return };
-    let text = status::render(
+    let sup = k
+        .sup
+        .as_ref()
+        .and_then(|s| s.status.lock().ok().map(|g| g.clone()));
+    let mut text = status::render(
         "node-agent",
         &o.node,
         &[
@@ -98,13 +127,51 @@ fn write_status(o: &AgentOpts, k: &Known) {
             ),
         ],
     );
+    if let Some(s) = sup {
+        text += &status::render(
+            "node-agent",
+            &o.node,
+            &[
+                (
+                    "flowgate_up",
+                    "1 while the supervised flowgate runs",
+                    f64::from(u8::from(s.up)),
+                ),
+                (
+                    "flowgate_pid",
+                    "pid of the supervised flowgate",
+                    f64::from(s.pid),
+                ),
+                (
+                    "flowgate_starts",
+                    "times the agent (re)started flowgate",
+                    s.starts as f64,
+                ),
+                (
+                    "flowgate_reloads_ok",
+                    "config changes applied live by SIGHUP",
+                    s.reloads_ok as f64,
+                ),
+                (
+                    "flowgate_restarts_for_reload",
+                    "config changes applied by restarting flowgate (reload refused or unconfirmed)",
+                    s.restarts_for_reload as f64,
+                ),
+                (
+                    "flowgate_exits",
+                    "times flowgate exited on its own",
+                    s.exits as f64,
+                ),
+            ],
+        );
+    }
     if let Err(e) = status::write_atomic(p, &text) {
         warn!("node-agent {}: status file {}: {e}", o.node, p.display());
     }
 }
 
-fn set_tenants(o: &AgentOpts, k: &mut Known, now: BTreeMap<String, String>) {
-    if now == k.tenants && o.state.exists() {
+fn set_tenants(o: &AgentOpts, k: &mut Known, now: BTreeMap<String, String>, slots: apply::Slots) {
+    if now == k.tenants && slots == k.slots && o.state.exists() && (k.sup.is_none() || k.told) {
         return;
     }
     let ids: Vec<&str> = now.keys().map(String::as_str).collect();
@@ -130,12 +197,38 @@ fn set_tenants(o: &AgentOpts, k: &mut Known, now: BTreeMap<String, String>) {
                     .map_err(|e| format!("tenant {id}: {e}"))
             })
             .collect();
-        match specs.and_then(|s| apply::apply(base, out, &s, o.reload_pid)) {
-            Ok(what) => info!("node-agent {}: {what}", o.node),
+        match specs.and_then(|s| apply::write_node(base, out, &s, &slots)) {
+            Ok(changed) => {
+                if let Some(sup) = &k.sup {
+                    if changed || !k.told {
+                        info!(
+                            "node-agent {}: config {} ready for flowgate",
+                            o.node,
+                            out.display()
+                        );
+                        sup.config_changed();
+                        k.told = true;
+                    }
+                } else if !changed {
+                    info!("node-agent {}: {} unchanged", o.node, out.display());
+                } else if let Some(pid) = o.reload_pid {
+                    match apply::sighup(pid) {
+                        Ok(()) => info!(
+                            "node-agent {}: wrote {} and sent SIGHUP to pid {pid}",
+                            o.node,
+                            out.display()
+                        ),
+                        Err(e) => error!("node-agent {}: {e}", o.node),
+                    }
+                } else {
+                    info!("node-agent {}: wrote {}", o.node, out.display());
+                }
+            }
             Err(e) => error!("node-agent {}: apply: {e}", o.node),
         }
     }
     k.tenants = now;
+    k.slots = slots;
 }
 
 async fn session(o: &AgentOpts, k: &mut Known) -> store::Result<()> {
@@ -157,6 +250,7 @@ async fn session(o: &AgentOpts, k: &mut Known) -> store::Result<()> {
         o.node, o.addr, o.ttl
     );
     let (_w, mut stream) = store::watch(&mut c, &keys.root).await?;
+    k.applied = None;
     loop {
         let placements = store::list(&mut c, &keys.placements()).await?;
         let tenants = store::list(&mut c, &keys.tenants()).await?;
@@ -172,10 +266,33 @@ async fn session(o: &AgentOpts, k: &mut Known) -> store::Result<()> {
         }
         k.etcd_up = true;
         k.synced_at = status::now_s();
-        set_tenants(o, k, now);
+        set_tenants(o, k, now, my_slots(&o.node, &placements));
         write_status(o, k);
+        // What the running flowgate serves, for the fabric (only ready nodes carry a tenant).
+        let mut period = o.resync;
+        if let Some(live) = k
+            .sup
+            .as_ref()
+            .and_then(|s| s.status.lock().ok().map(|g| g.live.clone()))
+        {
+            let v = live.iter().cloned().collect::<Vec<_>>().join(",");
+            if k.applied.as_ref() != Some(&v) {
+                c.put(
+                    keys.applied_node(&o.node),
+                    v.clone(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )
+                .await
+                .map_err(|e| format!("etcd put: {e}"))?;
+                info!("node-agent {}: flowgate serves [{}]", o.node, v);
+                k.applied = Some(v);
+            }
+            if live.iter().ne(k.tenants.keys()) {
+                period = period.min(Duration::from_millis(100));
+            }
+        }
         tokio::select! {
-            r = store::wait_change(&mut stream, o.resync) => r?,
+            r = store::wait_change(&mut stream, period) => r?,
             _ = lost.changed() => return Err("lease lost".into()),
         }
     }
@@ -184,6 +301,15 @@ async fn session(o: &AgentOpts, k: &mut Known) -> store::Result<()> {
 pub fn run(o: AgentOpts) -> ! {
     let rt = store::runtime();
     let mut k = Known::default();
+    if let (false, Some(config)) = (o.run_cmd.is_empty(), &o.config_out) {
+        k.sup = Some(Supervisor::start(SuperviseOpts {
+            node: o.node.clone(),
+            cmd: o.run_cmd.clone(),
+            config: config.clone(),
+            pid_file: o.flowgate_pid_file.clone(),
+            log: o.flowgate_log.clone(),
+        }));
+    }
     loop {
         if let Err(e) = rt.block_on(session(&o, &mut k)) {
             if k.etcd_up {
@@ -212,6 +338,10 @@ mod tests {
             .collect();
         assert_eq!(mine("n1", &p), ["a", "c"]);
         assert!(mine("n9", &p).is_empty());
+        let q: BTreeMap<String, String> = [("a".to_string(), "n3,n1".to_string())].into();
+        assert_eq!(my_slots("n1", &q)["a"], (1, 2));
+        assert_eq!(my_slots("n3", &q)["a"], (0, 2));
+        assert!(my_slots("n2", &q).is_empty());
         let mut t = BTreeMap::new();
         t.insert(
             "a".to_string(),

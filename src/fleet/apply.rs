@@ -19,6 +19,21 @@ use std::path::Path;
 /// The node's config: `base` with the tenants' configs appended to their kind's section
 /// (sorted by tenant id, so the output is stable and a no-op change renders identically).
 pub fn render(base: &str, tenants: &BTreeMap<String, TenantSpec>) -> Result<String, String> {
+    render_node(base, tenants, &BTreeMap::new())
+}
+
+/// Slot of this node in each tenant's shard: (position, shard size) from the placement.
+pub type Slots = BTreeMap<String, (usize, usize)>;
+
+/// [`render`], with each NAT tenant's `port_range` narrowed to this node's slice of it
+/// (`slots`: position i of k in the tenant's shard -> slice i of k, see `keys::port_slice`):
+/// the shard's nodes never hand out the same public port, and the fabric routes return
+/// traffic by destination port to the node that owns it.
+pub fn render_node(
+    base: &str,
+    tenants: &BTreeMap<String, TenantSpec>,
+    slots: &Slots,
+) -> Result<String, String> {
     let mut doc: Value = serde_yaml::from_str(base).map_err(|e| format!("base config: {e}"))?;
     let map = doc.as_mapping_mut().ok_or("base config: not a mapping")?;
     for (id, t) in tenants {
@@ -37,6 +52,25 @@ pub fn render(base: &str, tenants: &BTreeMap<String, TenantSpec>) -> Result<Stri
             .as_sequence_mut()
             .ok_or(format!("base config: {section} is not a list"))?;
         let mut entry = cfg.clone();
+        if let (Some(&(i, k)), "nat", Some(m)) =
+            (slots.get(id), t.kind.as_str(), entry.as_mapping_mut())
+        {
+            let (first, last) = t.port_range();
+            let (a, b) = super::keys::port_slice(first, last, i, k).ok_or(format!(
+                "tenant {id}: port range {first}-{last} has fewer than {k} ports"
+            ))?;
+            let mut r = Mapping::new();
+            r.insert(Value::from("first"), Value::from(a));
+            r.insert(Value::from("last"), Value::from(b));
+            m.insert(Value::from("port_range"), Value::Mapping(r));
+            // The per-destination limit may not exceed the (now smaller) range.
+            let size = u64::from(b - a) + 1;
+            if let Some(v) = m.get_mut("max_connections_per_destination") {
+                if v.as_u64().is_some_and(|x| x > size) {
+                    *v = Value::from(size);
+                }
+            }
+        }
         if let Some(m) = entry.as_mapping_mut() {
             m.entry(Value::from("id"))
                 .or_insert_with(|| Value::from(id.as_str()));
@@ -58,11 +92,32 @@ pub fn apply(
     tenants: &BTreeMap<String, TenantSpec>,
     pid: Option<i32>,
 ) -> Result<String, String> {
+    if !write_node(base, out, tenants, &Slots::new())? {
+        return Ok(format!("{} unchanged", out.display()));
+    }
+    let Some(pid) = pid else {
+        return Ok(format!("wrote {}", out.display()));
+    };
+    sighup(pid)?;
+    Ok(format!(
+        "wrote {} and sent SIGHUP to pid {pid}",
+        out.display()
+    ))
+}
+
+/// Renders the node's config ([`render_node`]), validates it with the data path's own loader
+/// and writes it atomically. Ok(false): the file already had that content.
+pub fn write_node(
+    base: &Path,
+    out: &Path,
+    tenants: &BTreeMap<String, TenantSpec>,
+    slots: &Slots,
+) -> Result<bool, String> {
     let base_text =
         std::fs::read_to_string(base).map_err(|e| format!("{}: {e}", base.display()))?;
-    let text = render(&base_text, tenants)?;
+    let text = render_node(&base_text, tenants, slots)?;
     if std::fs::read_to_string(out).ok().as_deref() == Some(text.as_str()) {
-        return Ok(format!("{} unchanged", out.display()));
+        return Ok(false);
     }
     // Validated before it replaces the current file: a refused config never becomes live.
     let tmp = out.with_extension("new.yaml");
@@ -74,9 +129,11 @@ pub fn apply(
         ));
     }
     std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let Some(pid) = pid else {
-        return Ok(format!("wrote {}", out.display()));
-    };
+    Ok(true)
+}
+
+/// Sends SIGHUP (the reload signal of `flowgate run`) to `pid`.
+pub fn sighup(pid: i32) -> Result<(), String> {
     // kill(1) rather than libc::kill: no `unsafe` outside src/pmd, and this runs once per
     // placement change, not per packet.
     let st = std::process::Command::new("kill")
@@ -86,10 +143,7 @@ pub fn apply(
     if !st.success() {
         return Err(format!("SIGHUP to pid {pid} failed ({st})"));
     }
-    Ok(format!(
-        "wrote {} and sent SIGHUP to pid {pid}",
-        out.display()
-    ))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -124,6 +178,40 @@ mod tests {
         assert_eq!(v["load_balancers"][0]["id"], Value::from("web"));
         assert_eq!(render(base, &t).unwrap(), out, "stable output");
         assert!(render("- a\n", &t).is_err());
+    }
+
+    #[test]
+    fn narrows_port_range_to_the_nodes_slice() {
+        let base = "ports: []\n";
+        let mut t = BTreeMap::new();
+        t.insert(
+            "gw".to_string(),
+            TenantSpec::parse(
+                "kind: nat\nconfig: {public_ips: [203.0.113.12], port_range: {first: 20000, last: 20999}, max_connections_per_destination: 1000}\n",
+            )
+            .unwrap(),
+        );
+        t.insert(
+            "dflt".to_string(),
+            TenantSpec::parse("kind: nat\nconfig: {public_ips: [203.0.113.13]}\n").unwrap(),
+        );
+        let slots: Slots = [("gw".to_string(), (1, 2)), ("dflt".to_string(), (0, 2))]
+            .into_iter()
+            .collect();
+        let v: Value = serde_yaml::from_str(&render_node(base, &t, &slots).unwrap()).unwrap();
+        let dflt = &v["nat_gateways"][0];
+        assert_eq!(dflt["port_range"]["first"], Value::from(1024));
+        assert_eq!(dflt["port_range"]["last"], Value::from(33279));
+        let gw = &v["nat_gateways"][1];
+        assert_eq!(gw["port_range"]["first"], Value::from(20500));
+        assert_eq!(gw["port_range"]["last"], Value::from(20999));
+        assert_eq!(gw["max_connections_per_destination"], Value::from(500));
+        // Without slots: the tenant's own range, untouched.
+        let v: Value = serde_yaml::from_str(&render(base, &t).unwrap()).unwrap();
+        assert_eq!(
+            v["nat_gateways"][1]["port_range"]["first"],
+            Value::from(20000)
+        );
     }
 
     /// The hook end to end: the test NAT config as the node's base, a second gateway placed on

@@ -176,6 +176,17 @@ pub struct NodeAgentArgs {
     pub config_out: Option<PathBuf>,
     #[arg(long, requires = "config_out")]
     pub reload_pid: Option<i32>,
+    /// The supervised flowgate's pid is written here (with a run command).
+    #[arg(long)]
+    pub flowgate_pid_file: Option<PathBuf>,
+    /// The supervised flowgate's output is appended here (with a run command).
+    #[arg(long)]
+    pub flowgate_log: Option<PathBuf>,
+    /// After `--`: the node's data-path command (`flowgate run -c CONFIG_OUT -- EAL...`). The
+    /// agent starts it once the config is written, SIGHUPs it on every change, and restarts
+    /// it when the reload is refused or the process exits.
+    #[arg(last = true, requires = "config_out", conflicts_with = "reload_pid")]
+    pub run_cmd: Vec<String>,
 }
 
 pub fn node_agent(a: NodeAgentArgs) -> ExitCode {
@@ -197,6 +208,9 @@ pub fn node_agent(a: NodeAgentArgs) -> ExitCode {
         config_out: a.config_out,
         reload_pid: a.reload_pid,
         resync: Duration::from_millis(a.etcd.resync_ms),
+        run_cmd: a.run_cmd,
+        flowgate_pid_file: a.flowgate_pid_file,
+        flowgate_log: a.flowgate_log,
     })
 }
 

@@ -8,7 +8,7 @@
 //! tenants in id order, deletes placements of removed tenants, and writes all changes in one
 //! transaction guarded by its leadership (the election key's create revision), so a deposed
 //! leader can never overwrite its successor.
-use super::keys::{decode_shard, encode_shard, Keys};
+use super::keys::{decode_shard, decode_slots, encode_shard, Keys};
 use super::stateful::StatefulSharder;
 use super::store;
 use etcd_client::{Client, Compare, CompareOp, LeaderKey, PutOptions, Txn, TxnOp};
@@ -87,6 +87,29 @@ pub fn plan(
     p
 }
 
+/// The new shard in slot order: a node that stays keeps its position (its slice of the
+/// tenant's port range, so its flows' return traffic still reaches it), newcomers fill the
+/// vacated positions in name order.
+pub fn keep_slots(old: Option<&String>, new: &[String]) -> Vec<String> {
+    let old = old.map(|v| decode_slots(v)).unwrap_or_default();
+    let mut fresh = new.iter().filter(|n| !old.contains(n));
+    let mut out: Vec<String> = old
+        .iter()
+        .map(|n| {
+            if new.contains(n) {
+                Some(n.clone())
+            } else {
+                fresh.next().cloned()
+            }
+        })
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default();
+    if out.len() != new.len() {
+        out = new.to_vec();
+    }
+    out
+}
+
 async fn reconcile(
     c: &mut Client,
     keys: &Keys,
@@ -111,7 +134,7 @@ async fn reconcile(
     for (t, shard) in &p.put {
         ops.push(TxnOp::put(
             keys.placement(t),
-            encode_shard(shard),
+            encode_shard(&keep_slots(placements.get(t), shard)),
             None::<PutOptions>,
         ));
     }
@@ -133,7 +156,7 @@ async fn reconcile(
         let old = placements.get(t).map(String::as_str).unwrap_or("-");
         info!(
             "controller: placement {t}: {old} -> {} ({} live nodes)",
-            encode_shard(shard),
+            encode_shard(&keep_slots(placements.get(t), shard)),
             nodes.len()
         );
     }
@@ -224,6 +247,18 @@ mod tests {
         v.iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn keep_slots_keeps_survivors_in_place() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let old = "n3,n1".to_string();
+        assert_eq!(keep_slots(Some(&old), &v(&["n1", "n2"])), v(&["n2", "n1"]));
+        assert_eq!(keep_slots(Some(&old), &v(&["n1", "n3"])), v(&["n3", "n1"]));
+        assert_eq!(keep_slots(None, &v(&["n1", "n2"])), v(&["n1", "n2"]));
+        // Size changed (degraded shard): plain order.
+        assert_eq!(keep_slots(Some(&old), &v(&["n1"])), v(&["n1"]));
+        assert_eq!(keep_slots(Some(&old), &v(&["n4", "n5"])), v(&["n4", "n5"]));
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //!   table T` with T the tenant's table (`default` via the same ECMP group);
 //! - `net.ipv4.fib_multipath_hash_policy=1`: the ECMP hash covers the L4 ports, so a tenant's
 //!   flows spread over its nodes while each flow stays on one.
+//! - return traffic of a NAT tenant (priority 9000, before all of the above): node i of the
+//!   shard (slot order of the placement) owns slice i of the tenant's port range, so
+//!   `ip rule add to P ipproto tcp|udp dport A-B table T(node i)`; ICMP (no ports to match)
+//!   goes both ways through the first live node of the shard (docs/fleet.md has the picture).
 //!
 //! A node whose lease expired is dropped from every group at once (before the controller
 //! has re-placed its tenants), so traffic stops going to a dead node within the lease TTL.
@@ -16,7 +20,7 @@
 //! / GWLB on EC2, or each node announcing its tenants' prefixes over BGP with ECMP in a data
 //! centre (see docs/fleet.md).
 use super::hash;
-use super::keys::{decode_shard, Keys, Prefix, TenantSpec};
+use super::keys::{decode_shard, decode_slots, port_slice, Keys, Prefix, TenantSpec};
 use super::status;
 use super::store;
 use std::collections::BTreeMap;
@@ -27,6 +31,9 @@ use std::time::Duration;
 
 pub const PROTO: &str = "77";
 pub const RULE_PREF: &str = "10000";
+/// Priority of the return-traffic rules (before the inside-prefix rules: ICMP from an inside
+/// prefix goes to the tenant's ICMP owner, not to the ECMP group).
+pub const RETURN_PREF: &str = "9000";
 
 #[derive(Clone, Debug)]
 pub struct FabricOpts {
@@ -42,6 +49,12 @@ pub fn table_of(tenant: &str) -> u32 {
     100_000 + (hash::fnv1a64(tenant.as_bytes()) % 900_000) as u32
 }
 
+/// Routing table of a node (`default via <node>`), the target of the return-traffic rules
+/// (1000000..1900000, disjoint from the tenant tables).
+pub fn node_table(node: &str) -> u32 {
+    1_000_000 + (hash::fnv1a64(node.as_bytes()) % 900_000) as u32
+}
+
 /// The router's desired state.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Desired {
@@ -51,6 +64,14 @@ pub struct Desired {
     pub rules: BTreeMap<Prefix, u32>,
     /// table -> ECMP next hops of its default route.
     pub tables: BTreeMap<u32, Vec<Ipv4Addr>>,
+    /// node table -> the node's address (one default route each).
+    pub node_tables: BTreeMap<u32, Ipv4Addr>,
+    /// Return-traffic rules (priority [`RETURN_PREF`]), selector and table as `ip rule` words:
+    /// `to P ipproto tcp dport A-B table T` sends a NAT tenant's public IP and the port slice
+    /// of node i of its shard to node i; `to P ipproto icmp` and `from I ipproto icmp` send
+    /// its ICMP both ways to one node, the first live one of its shard (fib rules cannot
+    /// match an ICMP identifier).
+    pub return_rules: std::collections::BTreeSet<Vec<String>>,
 }
 
 /// Desired routes from the store's content; problems are reported, not fatal.
@@ -58,6 +79,21 @@ pub fn desired(
     nodes: &BTreeMap<String, String>,
     tenants: &BTreeMap<String, String>,
     placements: &BTreeMap<String, String>,
+) -> (Desired, Vec<String>) {
+    desired_ready(nodes, tenants, placements, &BTreeMap::new())
+}
+
+/// [`desired`], where a node is a next hop of a tenant only once it serves it: `applied`
+/// (`applied/<node>`, written by agents that supervise their flowgate) lists the tenants
+/// the node's running flowgate has. A node without such a key (an agent without a data
+/// path to supervise) counts as serving all its tenants. A tenant with no ready node keeps
+/// its inside-prefix rule to a blackhole table: its private sources never leak out
+/// untranslated through the router's main table.
+pub fn desired_ready(
+    nodes: &BTreeMap<String, String>,
+    tenants: &BTreeMap<String, String>,
+    placements: &BTreeMap<String, String>,
+    applied: &BTreeMap<String, String>,
 ) -> (Desired, Vec<String>) {
     let mut d = Desired::default();
     let mut errs = Vec::new();
@@ -71,6 +107,16 @@ pub fn desired(
                 continue;
             }
         };
+        let ready: BTreeMap<String, String> = nodes
+            .iter()
+            .filter(|(n, _)| {
+                applied
+                    .get(*n)
+                    .is_none_or(|v| decode_shard(v).iter().any(|x| x == t))
+            })
+            .map(|(n, a)| (n.clone(), a.clone()))
+            .collect();
+        let nodes = &ready;
         let mut hops: Vec<Ipv4Addr> = decode_shard(shard)
             .iter()
             .filter_map(|n| nodes.get(n)?.parse().ok())
@@ -78,8 +124,9 @@ pub fn desired(
         hops.sort();
         hops.dedup();
         if hops.is_empty() {
-            errs.push(format!("tenant {t}: no live node in its shard {shard}"));
-            continue;
+            errs.push(format!(
+                "tenant {t}: no live and ready node in its shard {shard}"
+            ));
         }
         for p in spec.public.iter().chain(&spec.inside) {
             if let Some(o) = owner.insert(*p, t) {
@@ -92,9 +139,12 @@ pub fn desired(
             }
         }
         for p in &spec.public {
-            if owner[p] == t {
+            if owner[p] == t && !hops.is_empty() {
                 d.routes.insert(*p, hops.clone());
             }
+        }
+        if spec.kind == "nat" {
+            return_rules(&mut d, nodes, &spec, shard, |p| owner[p] == t);
         }
         if !spec.inside.is_empty() {
             let table = table_of(t);
@@ -109,6 +159,66 @@ pub fn desired(
     (d, errs)
 }
 
+/// The return rules of one NAT tenant (see [`Desired::return_rules`]); only live nodes.
+fn return_rules(
+    d: &mut Desired,
+    nodes: &BTreeMap<String, String>,
+    spec: &TenantSpec,
+    shard: &str,
+    mine: impl Fn(&Prefix) -> bool,
+) {
+    let slots = decode_slots(shard);
+    let (first, last) = spec.port_range();
+    let w = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
+    let mut owner = None;
+    for (i, n) in slots.iter().enumerate() {
+        let Some(addr) = nodes.get(n).and_then(|a| a.parse::<Ipv4Addr>().ok()) else {
+            continue;
+        };
+        let table = node_table(n);
+        d.node_tables.insert(table, addr);
+        owner.get_or_insert(table);
+        let Some((a, b)) = port_slice(first, last, i, slots.len()) else {
+            continue;
+        };
+        for p in spec.public.iter().filter(|p| mine(p)) {
+            for proto in ["tcp", "udp"] {
+                d.return_rules.insert(w(&[
+                    "to",
+                    &p.to_string(),
+                    "ipproto",
+                    proto,
+                    "dport",
+                    &format!("{a}-{b}"),
+                    "table",
+                    &table.to_string(),
+                ]));
+            }
+        }
+    }
+    let Some(table) = owner else { return };
+    for p in spec.public.iter().filter(|p| mine(p)) {
+        d.return_rules.insert(w(&[
+            "to",
+            &p.to_string(),
+            "ipproto",
+            "icmp",
+            "table",
+            &table.to_string(),
+        ]));
+    }
+    for p in spec.inside.iter().filter(|p| mine(p)) {
+        d.return_rules.insert(w(&[
+            "from",
+            &p.to_string(),
+            "ipproto",
+            "icmp",
+            "table",
+            &table.to_string(),
+        ]));
+    }
+}
+
 fn nexthops(h: &[Ipv4Addr]) -> Vec<String> {
     h.iter()
         .flat_map(|a| ["nexthop".to_string(), "via".to_string(), a.to_string()])
@@ -119,6 +229,46 @@ fn nexthops(h: &[Ipv4Addr]) -> Vec<String> {
 pub fn commands(old: &Desired, new: &Desired) -> Vec<Vec<String>> {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
     let mut out = Vec::new();
+    for (t, a) in &new.node_tables {
+        if old.node_tables.get(t) != Some(a) {
+            out.push(s(&[
+                "route",
+                "replace",
+                "default",
+                "table",
+                &t.to_string(),
+                "proto",
+                PROTO,
+                "via",
+                &a.to_string(),
+            ]));
+        }
+    }
+    for r in new.return_rules.difference(&old.return_rules) {
+        let mut c = s(&["rule", "add", "pref", RETURN_PREF]);
+        c.extend(r.iter().cloned());
+        out.push(c);
+    }
+    for r in old.return_rules.difference(&new.return_rules) {
+        let mut c = s(&["rule", "del", "pref", RETURN_PREF]);
+        c.extend(r.iter().cloned());
+        out.push(c);
+    }
+    for t in old
+        .node_tables
+        .keys()
+        .filter(|t| !new.node_tables.contains_key(t))
+    {
+        out.push(s(&[
+            "route",
+            "del",
+            "default",
+            "table",
+            &t.to_string(),
+            "proto",
+            PROTO,
+        ]));
+    }
     for (p, h) in &new.routes {
         if old.routes.get(p) != Some(h) {
             let mut c = s(&["route", "replace", &p.to_string(), "proto", PROTO]);
@@ -128,15 +278,12 @@ pub fn commands(old: &Desired, new: &Desired) -> Vec<Vec<String>> {
     }
     for (t, h) in &new.tables {
         if old.tables.get(t) != Some(h) {
-            let mut c = s(&[
-                "route",
-                "replace",
-                "default",
-                "table",
-                &t.to_string(),
-                "proto",
-                PROTO,
-            ]);
+            let mut c = s(&["route", "replace"]);
+            // No ready node: drop the tenant's inside traffic rather than route it untranslated.
+            if h.is_empty() {
+                c.push("blackhole".into());
+            }
+            c.extend(s(&["default", "table", &t.to_string(), "proto", PROTO]));
             c.extend(nexthops(h));
             out.push(c);
         }
@@ -240,9 +387,11 @@ fn prepare(netns: &str) -> Result<(), String> {
         &args(&["route", "flush", "table", "all", "proto", PROTO]),
     );
     // One rule per call; bounded.
-    for _ in 0..10_000 {
-        if ip(netns, &args(&["rule", "del", "pref", RULE_PREF])).is_err() {
-            break;
+    for pref in [RULE_PREF, RETURN_PREF] {
+        for _ in 0..10_000 {
+            if ip(netns, &args(&["rule", "del", "pref", pref])).is_err() {
+                break;
+            }
         }
     }
     Ok(())
@@ -288,11 +437,12 @@ async fn session(o: &FabricOpts, st: &mut State) -> store::Result<()> {
         let nodes = store::list(&mut c, &keys.nodes()).await?;
         let tenants = store::list(&mut c, &keys.tenants()).await?;
         let placements = store::list(&mut c, &keys.placements()).await?;
+        let applied = store::list(&mut c, &keys.applied()).await?;
         if !st.etcd_up {
             info!("fabric {}: etcd reachable, syncing", o.netns);
         }
         st.etcd_up = true;
-        let (want, errs) = desired(&nodes, &tenants, &placements);
+        let (want, errs) = desired_ready(&nodes, &tenants, &placements, &applied);
         if errs != st.errors {
             errs.iter().for_each(|e| warn!("fabric {}: {e}", o.netns));
             st.errors = errs;
@@ -392,8 +542,96 @@ mod tests {
         )));
         assert!(commands(&d, &d).is_empty(), "no change, no command");
         let gone = commands(&d, &Desired::default());
-        assert_eq!(gone.len(), 4, "{gone:?}");
+        // 4 routes/rules/tables + the NAT tenants' return paths: 3 node tables (a's two, c's
+        // one), a's 2 x tcp/udp slices and 2 ICMP rules (c's prefix belongs to a).
+        assert_eq!(gone.len(), 4 + 3 + 6, "{gone:?}");
         assert!(gone.iter().all(|c| c[1] == "del"));
+    }
+
+    /// Return traffic: node i of the shard (slot order) gets slice i of the port range.
+    #[test]
+    fn return_rules_follow_slots_and_live_nodes() {
+        let nodes = map(&[("n1", "10.99.1.2"), ("n2", "10.99.2.2")]);
+        let tenants = map(&[(
+            "a",
+            "kind: nat\npublic: [203.0.113.10]\ninside: [10.1.0.0/24]\nconfig: {port_range: {first: 20000, last: 20999}}",
+        )]);
+        let placements = map(&[("a", "n2,n1")]);
+        let (d, errs) = desired(&nodes, &tenants, &placements);
+        assert!(errs.is_empty(), "{errs:?}");
+        let text: Vec<String> = commands(&Desired::default(), &d)
+            .iter()
+            .map(|c| c.join(" "))
+            .collect();
+        let (t1, t2) = (node_table("n1"), node_table("n2"));
+        for want in [
+            format!("route replace default table {t2} proto 77 via 10.99.2.2"),
+            format!(
+                "rule add pref 9000 to 203.0.113.10/32 ipproto tcp dport 20000-20499 table {t2}"
+            ),
+            format!(
+                "rule add pref 9000 to 203.0.113.10/32 ipproto udp dport 20500-20999 table {t1}"
+            ),
+            format!("rule add pref 9000 to 203.0.113.10/32 ipproto icmp table {t2}"),
+            format!("rule add pref 9000 from 10.1.0.0/24 ipproto icmp table {t2}"),
+        ] {
+            assert!(text.contains(&want), "{want}\n{text:#?}");
+        }
+        // n2 dies: its slice's rules and table go, ICMP moves to n1.
+        let (e, _) = desired(&map(&[("n1", "10.99.1.2")]), &tenants, &placements);
+        let text: Vec<String> = commands(&d, &e).iter().map(|c| c.join(" ")).collect();
+        assert!(text.contains(&format!(
+            "rule add pref 9000 to 203.0.113.10/32 ipproto icmp table {t1}"
+        )));
+        assert!(text.contains(&format!(
+            "rule del pref 9000 to 203.0.113.10/32 ipproto tcp dport 20000-20499 table {t2}"
+        )));
+        assert!(text.contains(&format!("route del default table {t2} proto 77")));
+        assert_eq!(e.return_rules.len(), 2 + 2, "{:?}", e.return_rules);
+    }
+
+    /// A node is a next hop of a tenant only once its flowgate serves it; none ready: the
+    /// inside prefix goes to a blackhole.
+    #[test]
+    fn only_ready_nodes_carry_a_tenant() {
+        let nodes = map(&[("n1", "10.99.1.2"), ("n2", "10.99.2.2")]);
+        let tenants = map(&[(
+            "a",
+            "kind: nat\npublic: [203.0.113.10]\ninside: [10.1.0.0/24]",
+        )]);
+        let placements = map(&[("a", "n1,n2")]);
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let p = |s| Prefix::parse(s).unwrap();
+        let (d, _) = desired_ready(
+            &nodes,
+            &tenants,
+            &placements,
+            &map(&[("n1", "a,b"), ("n2", "b")]),
+        );
+        assert_eq!(d.routes[&p("203.0.113.10/32")], [ip("10.99.1.2")]);
+        assert_eq!(
+            d.return_rules
+                .iter()
+                .filter(|r| r.contains(&"dport".to_string()))
+                .count(),
+            2
+        );
+        let (e, errs) = desired_ready(
+            &nodes,
+            &tenants,
+            &placements,
+            &map(&[("n1", ""), ("n2", "")]),
+        );
+        assert!(e.routes.is_empty() && errs.len() == 1, "{errs:?}");
+        assert_eq!(e.rules[&p("10.1.0.0/24")], table_of("a"));
+        let text: Vec<String> = commands(&d, &e).iter().map(|c| c.join(" ")).collect();
+        assert!(
+            text.contains(&format!(
+                "route replace blackhole default table {} proto 77",
+                table_of("a")
+            )),
+            "{text:?}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! | `nodes/<node>`               | the node's fabric address (IPv4), leased | node agent       |
 //! | `tenants/<tenant>`           | tenant spec, YAML ([`TenantSpec`])       | operator         |
 //! | `placements/<tenant>`        | shard: node ids, comma-separated, sorted | controller       |
+//! | `applied/<node>`             | tenants its running flowgate has, leased | node agent       |
 //! | `election`                   | etcd election of the controllers         | controller       |
 //!
 //! Values are plain text so `etcdctl get --prefix /flowgate/` is readable.
@@ -42,6 +43,14 @@ impl Keys {
     pub fn placement(&self, id: &str) -> String {
         format!("{}placements/{id}", self.root)
     }
+    /// `applied/<node>`: the tenants the node's running flowgate serves (leased, written by a
+    /// supervising node agent); the fabric routes a tenant only to nodes that list it.
+    pub fn applied(&self) -> String {
+        format!("{}applied/", self.root)
+    }
+    pub fn applied_node(&self, id: &str) -> String {
+        format!("{}applied/{id}", self.root)
+    }
     pub fn election(&self) -> String {
         format!("{}election", self.root)
     }
@@ -71,6 +80,30 @@ pub fn decode_shard(v: &str) -> Vec<String> {
     s.sort();
     s.dedup();
     s
+}
+
+/// Shard value in slot order, as written (the controller keeps a surviving node's position
+/// when it repairs a shard, see `controller::keep_slots`): node i owns slice i of each of the
+/// tenant's NAT port ranges ([`port_slice`]), so its return traffic can be routed to it.
+pub fn decode_slots(v: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in v.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+        if !out.iter().any(|o| o == n) {
+            out.push(n.to_string());
+        }
+    }
+    out
+}
+
+/// Slice `i` of `k` of the port range `first..=last` (contiguous, sizes differ by at most one,
+/// together they cover the range). None if the range has fewer than `k` ports.
+pub fn port_slice(first: u16, last: u16, i: usize, k: usize) -> Option<(u16, u16)> {
+    let size = u32::from(last).checked_sub(u32::from(first))? + 1;
+    if k == 0 || i >= k || size < k as u32 {
+        return None;
+    }
+    let at = |j: usize| u32::from(first) + (size as u64 * j as u64 / k as u64) as u32;
+    Some((at(i) as u16, (at(i + 1) - 1) as u16))
 }
 
 /// An IPv4 prefix `a.b.c.d/len` (a bare address is a /32).
@@ -156,6 +189,19 @@ impl TenantSpec {
     }
 }
 
+impl TenantSpec {
+    /// The tenant's NAT port range (`config.port_range`, flowgate's defaults 1024-65535).
+    pub fn port_range(&self) -> (u16, u16) {
+        let r = self.config.as_ref().map(|c| &c["port_range"]);
+        let get = |f: &str, d: u16| {
+            r.and_then(|r| r[f].as_u64())
+                .and_then(|v| u16::try_from(v).ok())
+                .unwrap_or(d)
+        };
+        (get("first", 1024), get("last", 65535))
+    }
+}
+
 /// Strips `prefix` from every key of a listing; drops keys with invalid ids.
 pub fn strip(prefix: &str, kvs: Vec<(String, String)>) -> BTreeMap<String, String> {
     kvs.into_iter()
@@ -200,6 +246,25 @@ mod tests {
             .unwrap_err()
             .contains("nat or lb"));
         assert!(TenantSpec::parse("kind: nat\nbogus: 1\n").is_err());
+    }
+
+    #[test]
+    fn slots_and_port_slices() {
+        assert_eq!(decode_slots(" n3,n1,,n3 "), ["n3", "n1"]);
+        assert_eq!(port_slice(1024, 65535, 0, 2), Some((1024, 33279)));
+        assert_eq!(port_slice(1024, 65535, 1, 2), Some((33280, 65535)));
+        // Three slices of 10 ports: 3/3/4, contiguous, covering.
+        let s: Vec<_> = (0..3).map(|i| port_slice(0, 9, i, 3).unwrap()).collect();
+        assert_eq!(s, [(0, 2), (3, 5), (6, 9)]);
+        assert_eq!(port_slice(5, 5, 0, 1), Some((5, 5)));
+        assert_eq!(port_slice(5, 5, 0, 2), None);
+        assert_eq!(port_slice(5, 4, 0, 1), None);
+        let t = TenantSpec::parse("kind: nat\nconfig: {port_range: {first: 20000}}\n").unwrap();
+        assert_eq!(t.port_range(), (20000, 65535));
+        assert_eq!(
+            TenantSpec::parse("kind: lb\n").unwrap().port_range(),
+            (1024, 65535)
+        );
     }
 
     #[test]

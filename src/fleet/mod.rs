@@ -24,3 +24,4 @@ pub mod sim;
 pub mod stateful;
 pub mod status;
 pub mod store;
+pub mod supervise;
