@@ -377,8 +377,8 @@ fn build() -> Dp {
             ],
             10,
         );
-        common::offloads_off(Some(&router), rname);
-        common::offloads_off(Some(ns), "eth0");
+        common::segmentation_off(Some(&router), rname);
+        common::segmentation_off(Some(ns), "eth0");
         router.must(&["ip", "addr", "add", raddr, "dev", rname], 5);
         router.must(&["ip", "link", "set", rname, "up"], 5);
         ns.must(&["ip", "addr", "add", addr, "dev", "eth0"], 5);
