@@ -7,7 +7,7 @@ use crate::lb::control::LbControl;
 use crate::lb::stage::{LbPublished, LbStage};
 use crate::lb::LbWorker;
 use crate::metrics::{self, Telemetry};
-use crate::nat::east_west::NoTranslate;
+use crate::nat::reconcile::NatTenants;
 use crate::nat::stage::{NatPublished, NatStage};
 use crate::nat::{NatWorker, RssSteering};
 use crate::pipeline::counters::SharedCounters;
@@ -16,6 +16,7 @@ use crate::pipeline::route::Fib;
 use crate::pipeline::worker::{self, CtlMsg, WorkerEvent, WorkerSetup};
 use crate::pipeline::PipelineParams;
 use crate::pmd::{self, signal, Eal, Mempool, Port, PortSetup};
+use crate::stages::TenantUpdate;
 use crate::wire::MacAddr;
 use crate::{error, info};
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -116,9 +117,9 @@ fn params(cfg: &Config) -> PipelineParams {
     }
 }
 
-/// What a reload may change without restarting: routes (unless they move NAT east-west
-/// exemptions) and the log level. Ports, lcores, mempool, EAL arguments, NAT gateways,
-/// neighbor and worker settings need a restart.
+/// What a reload may change without restarting: routes, the log level, NAT gateways
+/// (see `nat::reconcile`) and load balancers' targets. Ports, lcores, mempool, EAL
+/// arguments, metrics.listen, neighbor and worker settings need a restart.
 fn reload_compatible(old: &Config, new: &Config) -> Result<(), String> {
     if old.ports != new.ports {
         return Err("ports changed (restart needed)".into());
@@ -128,9 +129,6 @@ fn reload_compatible(old: &Config, new: &Config) -> Result<(), String> {
     }
     if old.mempool != new.mempool || old.eal != new.eal {
         return Err("mempool or eal changed (restart needed)".into());
-    }
-    if old.nat_gateways != new.nat_gateways {
-        return Err("nat_gateways changed (restart needed: flows are owned by workers)".into());
     }
     LbControl::reload_compatible(&old.load_balancers, &new.load_balancers)?;
     if old.metrics != new.metrics {
@@ -152,15 +150,7 @@ fn reload_compatible(old: &Config, new: &Config) -> Result<(), String> {
                 .into(),
         );
     }
-    for g in &new.nat_gateways {
-        if NoTranslate::from_config(old, g) != NoTranslate::from_config(new, g) {
-            return Err(format!(
-                "routes changed which destinations gateway `{}` leaves untranslated \
-                 (east-west through its inside ports; restart needed)",
-                g.id
-            ));
-        }
-    }
+    // NAT gateways (added, removed, changed) are reconciled live: `nat::reconcile`.
     Ok(())
 }
 
@@ -220,9 +210,13 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
     let assignment = rx_assignment(cfg, &port_ids, n_workers);
     let mesh: HandoffMesh<pmd::Mbuf> = HandoffMesh::new(n_workers, HANDOFF_RING_SIZE);
     let steering = rss_steering(cfg, &ports, n_workers);
+    // Sized for every gateway slot a live reload may use.
+    let nat_slots = crate::nat::reconcile::MAX_SLOTS.max(cfg.nat_gateways.len());
     let nat_published: Vec<Arc<NatPublished>> = (0..n_workers)
-        .map(|_| Arc::new(NatPublished::new(cfg.nat_gateways.len())))
+        .map(|_| Arc::new(NatPublished::new(nat_slots)))
         .collect();
+    let mut nat_tenants = NatTenants::new(&cfg.nat_gateways);
+    let nat_ids = Arc::new(std::sync::Mutex::new(nat_tenants.ids()));
     // Load balancers: snapshots built here on the control thread, picked up by workers.
     // A health checker reports through `lb_ctl` (`LbControl::set_target_health(_keyed)`),
     // its probe list is `LbControl::probe_targets()`; until one runs, targets are healthy.
@@ -264,7 +258,8 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
                     let w = LbWorker::new(&cfg.load_balancers, cell, i, n_workers, pmd::tsc_hz());
                     Some(LbStage::new(w, lb_published[i].clone()))
                 }),
-                (!cfg.nat_gateways.is_empty()).then(|| {
+                // Always there (a reload may add gateways); with none it claims nothing.
+                Some({
                     let mut nat = NatWorker::new(&cfg.nat_gateways, i, n_workers, pmd::tsc_hz());
                     nat.set_rss_steering(steering.clone());
                     nat.set_routes(cfg);
@@ -279,9 +274,10 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
     }
 
     let telemetry = Arc::new(Telemetry::new(ports.clone(), pool, shared));
-    if !cfg.nat_gateways.is_empty() {
-        let ids: Vec<String> = cfg.nat_gateways.iter().map(|g| g.id.clone()).collect();
-        for (g, id) in cfg.nat_gateways.iter().zip(&ids) {
+    {
+        let ids = nat_ids.clone();
+        for g in &cfg.nat_gateways {
+            let id = &g.id;
             info!(
                 "nat gateway {id}: inside {:?}, public {:?}, ports {}-{}, mode {:?}, {} flows/core",
                 g.inside_prefixes
@@ -295,7 +291,7 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
                 g.flows_per_core
             );
         }
-        for p in &ports {
+        for p in ports.iter().filter(|_| !cfg.nat_gateways.is_empty()) {
             info!(
                 "port {}: NAT return traffic {}",
                 p.name,
@@ -312,6 +308,7 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
             .lock()
             .expect("collectors")
             .push(Box::new(move |r| {
+                let ids = ids.lock().map(|i| i.clone()).unwrap_or_default();
                 metrics::nat_families(r, &ids, &published)
             }));
     }
@@ -376,8 +373,36 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
 
     let mut current = cfg.clone();
     let mut neighbors: HashSet<(u16, u32)> = HashSet::new();
+    // Live reload: what workers hand back (freed here), and the control side's RNG for
+    // new gateways' table seeds.
+    let (back_tx, back_rx) = bounded::<Box<TenantUpdate>>(4 * n_workers + 4);
+    let mut rng = crate::rng::Rng::new(pmd::rdtsc() ^ 0x7265_6c6f_6164);
     while !signal::stop_requested() {
         std::thread::sleep(Duration::from_millis(20));
+        while back_rx.try_recv().is_ok() {}
+        // Drains that ended: workers drop the flows, ARP is withdrawn, series go.
+        if nat_tenants.draining() {
+            let log = nat_tenants.tick(std::time::Instant::now());
+            if !log.is_empty() {
+                for l in &log {
+                    info!("{l}");
+                }
+                send_nat_update(&mut nat_tenants, &current, &ctl_txs, &back_tx, &mut rng);
+                generation += 1;
+                let fib = Arc::new(Fib::build(
+                    &fib_config(&current, &nat_tenants),
+                    &port_ids,
+                    &macs,
+                    generation,
+                ));
+                for c in &ctl_txs {
+                    let _ = c.send_timeout(CtlMsg::Fib(fib.clone()), Duration::from_secs(1));
+                }
+                if let Ok(mut ids) = nat_ids.lock() {
+                    *ids = nat_tenants.ids();
+                }
+            }
+        }
         // Fan learned neighbors out to the other workers.
         while let Ok(WorkerEvent::Learned {
             worker,
@@ -403,10 +428,26 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
             match config::load(&path)
                 .map_err(|e| e.to_string())
                 .and_then(|new| reload_compatible(&current, &new).map(|_| new))
-            {
-                Ok(new) => {
+                .and_then(|new| {
+                    let log = nat_tenants.reload(&new.nat_gateways, std::time::Instant::now())?;
+                    Ok((new, log))
+                }) {
+                Ok((new, log)) => {
+                    for l in &log {
+                        info!("{l}");
+                    }
+                    // New gateways' tables are built here; workers swap them in.
+                    send_nat_update(&mut nat_tenants, &new, &ctl_txs, &back_tx, &mut rng);
+                    if let Ok(mut ids) = nat_ids.lock() {
+                        *ids = nat_tenants.ids();
+                    }
                     generation += 1;
-                    let fib = Arc::new(Fib::build(&new, &port_ids, &macs, generation));
+                    let fib = Arc::new(Fib::build(
+                        &fib_config(&new, &nat_tenants),
+                        &port_ids,
+                        &macs,
+                        generation,
+                    ));
                     for c in &ctl_txs {
                         // A full channel would mean a stuck worker; block briefly.
                         let _ = c.send_timeout(CtlMsg::Fib(fib.clone()), Duration::from_secs(1));
@@ -453,6 +494,39 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
         p.close();
     }
     Ok(())
+}
+
+/// The config the forwarding table is built from: `cfg` with the NAT gateways that still
+/// hold flows (draining ones too) and their public IPs that are not retired, so ARP is
+/// answered and source filters hold until a drain ends.
+fn fib_config(cfg: &Config, tenants: &NatTenants) -> Config {
+    let mut c = cfg.clone();
+    c.nat_gateways = tenants.fib_gateways();
+    c
+}
+
+/// Sends every worker its part of the NAT gateway slots (built here, never on a worker).
+fn send_nat_update(
+    tenants: &mut NatTenants,
+    cfg: &Config,
+    ctl_txs: &[Sender<CtlMsg>],
+    back: &Sender<Box<TenantUpdate>>,
+    rng: &mut crate::rng::Rng,
+) {
+    let n = ctl_txs.len();
+    for (i, c) in ctl_txs.iter().enumerate() {
+        let u = Box::new(TenantUpdate {
+            nat: Some(tenants.update_for(cfg, i, n, rng)),
+            back: back.clone(),
+        });
+        // Every worker must apply every update (slots are mirrored): wait for room.
+        if c.send_timeout(CtlMsg::Tenants(u), Duration::from_secs(5))
+            .is_err()
+        {
+            error!("worker {i} did not take the NAT gateway update");
+        }
+    }
+    tenants.sent();
 }
 
 /// RSS-aware NAT port choice is possible when every data port with several queues had

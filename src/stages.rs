@@ -38,6 +38,14 @@ impl Stage {
     }
 }
 
+/// A live reload's changes for one worker's stages, built on the control thread. The
+/// worker applies it between bursts (moves only) and sends it back through `back`, with
+/// what it replaced, to be freed on the control thread.
+pub struct TenantUpdate {
+    pub nat: Option<crate::nat::reconcile::NatUpdate>,
+    pub back: crossbeam_channel::Sender<Box<TenantUpdate>>,
+}
+
 /// The chain a worker runs (LB, then NAT), in claim order.
 #[derive(Default)]
 pub struct StageChain {
@@ -55,6 +63,16 @@ impl StageChain {
 
     pub fn stages(&self) -> &[Stage] {
         &self.stages
+    }
+
+    /// Between bursts: a live reload's tenant changes.
+    pub fn apply(&mut self, u: &mut TenantUpdate) {
+        for s in self.stages.iter_mut() {
+            if let (Stage::Nat(n), Some(nu)) = (s, u.nat.as_mut()) {
+                n.nat.reconcile(nu);
+                n.published.publish_now(&n.nat);
+            }
+        }
     }
 }
 

@@ -46,6 +46,10 @@ pub struct LoadBalancerConfig {
     /// probe timeout is capped at the interval.
     #[serde(default)]
     pub health_check_interval_ms: Option<u32>,
+    /// Live reload: a removed load balancer or VIP keeps serving its existing flows (no new
+    /// ones) for at most this long, then they are removed. Default 300 s.
+    #[serde(default = "super::nat::default_drain_timeout")]
+    pub drain_timeout_s: u32,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

@@ -44,6 +44,7 @@ pub(super) fn gw(
         inside_ports: None,
         drop_foreign_inside_sources: true,
         no_translate: Vec::new(),
+        drain_timeout_s: 300,
     }
 }
 

@@ -87,6 +87,8 @@ drop_reasons! {
     L4PortZero => "l4_port_zero", "TCP or UDP source or destination port 0";
     Land => "land", "source address equals destination address (land attack)";
     OversizeFrame => "oversize_frame", "IP packet larger than the receiving port's MTU (e.g. a GSO/GRO super-frame from a kernel peer)";
+    NatDraining => "nat_draining", "NAT: new flow refused: the gateway is draining after a reload removed it";
+    LbDraining => "lb_draining", "LB: new flow refused: the load balancer or VIP is draining after a reload removed it";
 }
 
 macro_rules! worker_counters {
