@@ -220,15 +220,15 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
     // Load balancers: snapshots built here on the control thread, picked up by workers.
     // A health checker reports through `lb_ctl` (`LbControl::set_target_health(_keyed)`),
     // its probe list is `LbControl::probe_targets()`; until one runs, targets are healthy.
-    let lb_ctl = (!cfg.load_balancers.is_empty()).then(|| {
-        Arc::new(std::sync::Mutex::new(LbControl::new(
-            &cfg.load_balancers,
-            pmd::tsc_hz(),
-            pmd::rdtsc(),
-        )))
-    });
+    // Always there: a reload may add load balancers (with none, the stage claims nothing).
+    let lb_ctl = Some(Arc::new(std::sync::Mutex::new(LbControl::new(
+        &cfg.load_balancers,
+        pmd::tsc_hz(),
+        pmd::rdtsc(),
+    ))));
+    let lb_slots = crate::lb::reconcile::MAX_SLOTS.max(cfg.load_balancers.len());
     let lb_published: Vec<Arc<LbPublished>> = (0..n_workers)
-        .map(|_| Arc::new(LbPublished::new(cfg.load_balancers.len())))
+        .map(|_| Arc::new(LbPublished::new(lb_slots)))
         .collect();
     let mut ctl_txs = Vec::new();
     let mut shared = Vec::new();
@@ -381,16 +381,31 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(20));
         while back_rx.try_recv().is_ok() {}
         // Drains that ended: workers drop the flows, ARP is withdrawn, series go.
-        if nat_tenants.draining() {
-            let log = nat_tenants.tick(std::time::Instant::now());
+        let lb_draining = lb_ctl
+            .as_ref()
+            .and_then(|c| c.lock().ok().map(|c| c.draining()))
+            .unwrap_or(false);
+        if nat_tenants.draining() || lb_draining {
+            let at = std::time::Instant::now();
+            let mut log = nat_tenants.tick(at);
+            if let Some(Ok(mut c)) = lb_ctl.as_ref().map(|c| c.lock()) {
+                log.extend(c.tick(at, pmd::rdtsc()));
+            }
             if !log.is_empty() {
                 for l in &log {
                     info!("{l}");
                 }
-                send_nat_update(&mut nat_tenants, &current, &ctl_txs, &back_tx, &mut rng);
+                send_tenant_update(
+                    &mut nat_tenants,
+                    lb_ctl.as_deref(),
+                    &current,
+                    &ctl_txs,
+                    &back_tx,
+                    &mut rng,
+                );
                 generation += 1;
                 let fib = Arc::new(Fib::build(
-                    &fib_config(&current, &nat_tenants),
+                    &fib_config(&current, &nat_tenants, lb_ctl.as_deref()),
                     &port_ids,
                     &macs,
                     generation,
@@ -429,21 +444,36 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
                 .map_err(|e| e.to_string())
                 .and_then(|new| reload_compatible(&current, &new).map(|_| new))
                 .and_then(|new| {
-                    let log = nat_tenants.reload(&new.nat_gateways, std::time::Instant::now())?;
+                    // Checked first: a refusal there leaves both unchanged.
+                    if let Some(Ok(c)) = lb_ctl.as_ref().map(|c| c.lock()) {
+                        LbControl::reload_compatible(c.config(), &new.load_balancers)?;
+                    }
+                    let mut log =
+                        nat_tenants.reload(&new.nat_gateways, std::time::Instant::now())?;
+                    if let Some(Ok(mut c)) = lb_ctl.as_ref().map(|c| c.lock()) {
+                        log.extend(c.reload(&new.load_balancers, pmd::rdtsc())?);
+                    }
                     Ok((new, log))
                 }) {
                 Ok((new, log)) => {
                     for l in &log {
                         info!("{l}");
                     }
-                    // New gateways' tables are built here; workers swap them in.
-                    send_nat_update(&mut nat_tenants, &new, &ctl_txs, &back_tx, &mut rng);
+                    // New tenants' tables are built here; workers swap them in.
+                    send_tenant_update(
+                        &mut nat_tenants,
+                        lb_ctl.as_deref(),
+                        &new,
+                        &ctl_txs,
+                        &back_tx,
+                        &mut rng,
+                    );
                     if let Ok(mut ids) = nat_ids.lock() {
                         *ids = nat_tenants.ids();
                     }
                     generation += 1;
                     let fib = Arc::new(Fib::build(
-                        &fib_config(&new, &nat_tenants),
+                        &fib_config(&new, &nat_tenants, lb_ctl.as_deref()),
                         &port_ids,
                         &macs,
                         generation,
@@ -452,14 +482,9 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
                         // A full channel would mean a stuck worker; block briefly.
                         let _ = c.send_timeout(CtlMsg::Fib(fib.clone()), Duration::from_secs(1));
                     }
-                    if let Some(ctl) = lb_ctl.as_ref() {
-                        if let Ok(mut c) = ctl.lock() {
-                            // Compatibility was checked above: this only publishes.
-                            let _ = c.reload(&new.load_balancers, pmd::rdtsc());
-                        }
-                    }
                     if let Some(h) = health.as_mut() {
-                        h.reload(&new);
+                        // By load balancer slot (draining ones keep being probed).
+                        h.reload(&fib_config(&new, &nat_tenants, lb_ctl.as_deref()));
                     }
                     telemetry.reloads_ok.fetch_add(1, Ordering::Relaxed);
                     telemetry
@@ -499,34 +524,49 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
 /// The config the forwarding table is built from: `cfg` with the NAT gateways that still
 /// hold flows (draining ones too) and their public IPs that are not retired, so ARP is
 /// answered and source filters hold until a drain ends.
-fn fib_config(cfg: &Config, tenants: &NatTenants) -> Config {
+fn fib_config(
+    cfg: &Config,
+    tenants: &NatTenants,
+    lb: Option<&std::sync::Mutex<LbControl>>,
+) -> Config {
     let mut c = cfg.clone();
     c.nat_gateways = tenants.fib_gateways();
+    if let Some(Ok(l)) = lb.map(|l| l.lock()) {
+        // By slot: draining load balancers and VIPs included (drained slots are empty).
+        c.load_balancers = l.config().to_vec();
+    }
     c
 }
 
-/// Sends every worker its part of the NAT gateway slots (built here, never on a worker).
-fn send_nat_update(
+/// Sends every worker its part of the NAT gateway slots and the tables of new load
+/// balancers (built here, never on a worker).
+fn send_tenant_update(
     tenants: &mut NatTenants,
+    lb: Option<&std::sync::Mutex<LbControl>>,
     cfg: &Config,
     ctl_txs: &[Sender<CtlMsg>],
     back: &Sender<Box<TenantUpdate>>,
     rng: &mut crate::rng::Rng,
 ) {
     let n = ctl_txs.len();
+    let mut lb = lb.and_then(|l| l.lock().ok());
     for (i, c) in ctl_txs.iter().enumerate() {
         let u = Box::new(TenantUpdate {
             nat: Some(tenants.update_for(cfg, i, n, rng)),
+            lb: lb.as_ref().and_then(|l| l.update_for(i, n, rng)),
             back: back.clone(),
         });
         // Every worker must apply every update (slots are mirrored): wait for room.
         if c.send_timeout(CtlMsg::Tenants(u), Duration::from_secs(5))
             .is_err()
         {
-            error!("worker {i} did not take the NAT gateway update");
+            error!("worker {i} did not take the tenant update");
         }
     }
     tenants.sent();
+    if let Some(l) = lb.as_mut() {
+        l.sent();
+    }
 }
 
 /// RSS-aware NAT port choice is possible when every data port with several queues had

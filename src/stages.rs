@@ -43,6 +43,7 @@ impl Stage {
 /// what it replaced, to be freed on the control thread.
 pub struct TenantUpdate {
     pub nat: Option<crate::nat::reconcile::NatUpdate>,
+    pub lb: Option<crate::lb::reconcile::LbUpdate>,
     pub back: crossbeam_channel::Sender<Box<TenantUpdate>>,
 }
 
@@ -68,9 +69,16 @@ impl StageChain {
     /// Between bursts: a live reload's tenant changes.
     pub fn apply(&mut self, u: &mut TenantUpdate) {
         for s in self.stages.iter_mut() {
-            if let (Stage::Nat(n), Some(nu)) = (s, u.nat.as_mut()) {
-                n.nat.reconcile(nu);
-                n.published.publish_now(&n.nat);
+            match (s, u.nat.as_mut(), u.lb.as_mut()) {
+                (Stage::Nat(n), Some(nu), _) => {
+                    n.nat.reconcile(nu);
+                    n.published.publish_now(&n.nat);
+                }
+                (Stage::Lb(l), _, Some(lu)) => {
+                    l.lb.reconcile(lu);
+                    l.published.publish(&l.lb);
+                }
+                _ => {}
             }
         }
     }

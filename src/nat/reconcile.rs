@@ -468,3 +468,137 @@ impl NatTenants {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{gw, out_port, udp, HZ, IN1, IN2, PUB0, PUB1, REMOTE};
+    use super::super::NatVerdict;
+    use super::*;
+    use crate::packet::VecBuf;
+    use crate::pipeline::counters::DropReason;
+
+    const PUB2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 12);
+
+    fn tenant(id: &str, inside: &str, ips: &[Ipv4Addr], drain: u32) -> NatGatewayConfig {
+        NatGatewayConfig {
+            id: id.into(),
+            inside_prefixes: vec![inside.parse().unwrap()],
+            drain_timeout_s: drain,
+            ..gw(1024, 65535, None, 256, ips)
+        }
+    }
+
+    fn cfg() -> Config {
+        crate::config::parse_str(
+            "lcores: {workers: [1]}\nports:\n  - {name: a, device: net_null0, addresses: [203.0.113.1/24]}\n",
+            "t.yaml",
+        )
+        .unwrap()
+    }
+
+    fn apply(t: &mut NatTenants, w: &mut NatWorker) -> NatUpdate {
+        let mut rng = Rng::new(7);
+        let mut u = t.update_for(&cfg(), 0, 1, &mut rng);
+        t.sent();
+        w.reconcile(&mut u);
+        u
+    }
+
+    fn verdict(w: &mut NatWorker, mut b: VecBuf, now: u64) -> NatVerdict {
+        w.process(&mut b, now)
+    }
+
+    #[test]
+    fn add_change_remove_keep_the_flows_of_unchanged_gateways() {
+        let a = tenant("a", "10.0.1.5/32", &[PUB0], 10);
+        let b = tenant("b", "10.0.1.6/32", &[PUB1], 10);
+        let mut w = NatWorker::new(&[a.clone()], 0, 1, HZ);
+        let mut t = NatTenants::new(&[a.clone()]);
+        let (_, pa) = out_port(&mut w, udp(IN1, 5000, REMOTE, 53), 0);
+        // Add b: a's flow untouched, b serves at once.
+        let t0 = Instant::now();
+        t.reload(&[a.clone(), b.clone()], t0).unwrap();
+        let u = apply(&mut t, &mut w);
+        assert_eq!(u.dropped(), 0);
+        assert_eq!(out_port(&mut w, udp(IN1, 5000, REMOTE, 53), 1), (PUB0, pa));
+        assert_eq!(out_port(&mut w, udp(IN2, 6000, REMOTE, 53), 1).0, PUB1);
+        assert_eq!(
+            verdict(&mut w, udp(REMOTE, 53, PUB0, pa), 2),
+            NatVerdict::Translated
+        );
+        // Change b's public IP: its flow stays on PUB1 (draining), new flows get PUB2.
+        let b2 = tenant("b", "10.0.1.6/32", &[PUB2], 10);
+        t.reload(&[a.clone(), b2.clone()], t0).unwrap();
+        apply(&mut t, &mut w);
+        assert_eq!(out_port(&mut w, udp(IN2, 6000, REMOTE, 53), 3).0, PUB1);
+        assert_eq!(out_port(&mut w, udp(IN2, 6001, REMOTE, 53), 3).0, PUB2);
+        // Remove b: existing flows continue, new ones are refused.
+        t.reload(&[a.clone()], t0).unwrap();
+        apply(&mut t, &mut w);
+        assert_eq!(out_port(&mut w, udp(IN2, 6001, REMOTE, 53), 4).0, PUB2);
+        assert_eq!(
+            verdict(&mut w, udp(IN2, 6002, REMOTE, 53), 4),
+            NatVerdict::Drop(DropReason::NatDraining)
+        );
+        assert_eq!(t.ids(), vec!["a".to_string(), "b".to_string()]);
+        // The public IP of a draining gateway cannot be taken by another yet.
+        let c = tenant("c", "10.0.1.7/32", &[PUB2], 10);
+        assert!(t.reload(&[a.clone(), c], t0).is_err());
+        // Drain over: the slot is freed, b's packets are no longer NAT traffic.
+        let log = t.tick(t0 + Duration::from_secs(11));
+        assert!(log.iter().any(|l| l.contains("drain ended")), "{log:?}");
+        let u = apply(&mut t, &mut w);
+        assert_eq!(u.dropped(), 1);
+        assert_eq!(t.ids(), vec!["a".to_string(), String::new()]);
+        assert_eq!(
+            verdict(&mut w, udp(IN2, 6001, REMOTE, 53), 5),
+            NatVerdict::Pass
+        );
+        assert_eq!(out_port(&mut w, udp(IN1, 5000, REMOTE, 53), 5), (PUB0, pa));
+        // A mode change is refused and changes nothing.
+        let mut a2 = a.clone();
+        a2.mode = NatMode::Rfc4787;
+        assert!(t.reload(&[a2], t0).unwrap_err().contains("mode"));
+        assert_eq!(t.ids(), vec!["a".to_string(), String::new()]);
+    }
+
+    #[test]
+    fn a_removed_public_ip_retires_after_its_drain() {
+        let a = tenant("a", "10.0.1.5/32", &[PUB0, PUB1], 5);
+        let mut w = NatWorker::new(&[a.clone()], 0, 1, HZ);
+        let mut t = NatTenants::new(&[a.clone()]);
+        let mut on_pub1 = None;
+        for p in 5000..5100 {
+            let (ip, port) = out_port(&mut w, udp(IN1, p, REMOTE, 53), 0);
+            if ip == PUB1 {
+                on_pub1 = Some((p, port));
+                break;
+            }
+        }
+        let (inside_port, port) = on_pub1.expect("a flow on PUB1");
+        let t0 = Instant::now();
+        let a2 = tenant("a", "10.0.1.5/32", &[PUB0], 5);
+        t.reload(&[a2], t0).unwrap();
+        apply(&mut t, &mut w);
+        assert_eq!(
+            verdict(&mut w, udp(REMOTE, 53, PUB1, port), 1),
+            NatVerdict::Translated
+        );
+        for p in 6000..6050 {
+            assert_eq!(out_port(&mut w, udp(IN1, p, REMOTE, 53), 1).0, PUB0);
+        }
+        assert_eq!(t.fib_gateways()[0].public_ips, vec![PUB0, PUB1]);
+        t.tick(t0 + Duration::from_secs(6));
+        apply(&mut t, &mut w);
+        assert_eq!(t.fib_gateways()[0].public_ips, vec![PUB0]);
+        assert_eq!(
+            verdict(&mut w, udp(REMOTE, 53, PUB1, port), 2),
+            NatVerdict::Pass
+        );
+        // Its flow is gone: the inside endpoint gets a new mapping on an active IP.
+        assert_eq!(
+            out_port(&mut w, udp(IN1, inside_port, REMOTE, 53), 2).0,
+            PUB0
+        );
+    }
+}
