@@ -147,15 +147,25 @@ fn accepted(log: &std::path::Path) -> Vec<(String, u16)> {
 /// The running config with `gws` as its gateways (the harness's `metrics:` section, after
 /// the gateways, is kept).
 fn with_gateways(rig: &NatRig, gws: &[String]) -> String {
+    with_tenants(rig, gws, "")
+}
+
+/// The running config with `gws` as its gateways and `lbs` (a `load_balancers:` section
+/// or nothing) as its load balancers.
+fn with_tenants(rig: &NatRig, gws: &[String], lbs: &str) -> String {
     let text = fs::read_to_string(&rig.app.config_path).unwrap();
     let head = &text[..text.find("nat_gateways:").unwrap()];
     let tail = text.find("\nmetrics:").map_or("", |i| &text[i..]);
-    format!("{head}nat_gateways:\n{}{tail}", gws.concat())
+    format!("{head}nat_gateways:\n{}{lbs}{tail}", gws.concat())
 }
 
 /// Rewrites the config's gateways and sends SIGHUP; waits for `generation`.
 fn reload(rig: &NatRig, _base: &str, gws: &[String], generation: u32) -> f64 {
-    let text = with_gateways(rig, gws);
+    reload_to(rig, with_gateways(rig, gws), generation)
+}
+
+/// Writes `text` as the config and sends SIGHUP; waits for `generation`.
+fn reload_to(rig: &NatRig, text: String, generation: u32) -> f64 {
     fs::write(&rig.app.config_path, text).unwrap();
     let t = now_s();
     rig.app.signal(libc::SIGHUP);
@@ -419,6 +429,159 @@ fn reload_adds_changes_and_drains_nat_gateways_under_traffic() {
         ) == 0.0
     );
     // The exposition stays promtool-clean with series coming and going.
+    if which("promtool").is_some() {
+        let f = dir.join("metrics.txt");
+        fs::write(&f, rig.app.metrics_text()).unwrap();
+        let o = sh(&format!("promtool check metrics < {}", f.display()), 20);
+        assert!(o.ok(), "promtool check metrics:\n{o}");
+    }
+}
+
+/// The load balancer `web` (VIPs `vips`) in front of host b's echo server.
+fn lb_yaml(vips: &[&str]) -> String {
+    let v: Vec<String> = vips.iter().map(|v| format!("\"{v}\"")).collect();
+    format!(
+        "load_balancers:\n  - id: web\n    vips: [{}]\n    flows_per_core: 4096\n    \
+         drain_timeout_s: 3\n    listeners:\n      - {{protocol: tcp, port: {LB_PORT}, \
+         target_group: web}}\n    target_groups:\n      - name: web\n        targets:\n          \
+         - {{ip: \"{HOST_B}\", port: {LB_PORT}}}\n",
+        v.join(", ")
+    )
+}
+
+const LB_PORT: u16 = 8080;
+const VIP1: &str = "192.0.2.20";
+const VIP2: &str = "192.0.2.21";
+
+#[test]
+fn reload_adds_and_drains_a_load_balancer_under_traffic() {
+    let Some(_g) = setup("reload_adds_and_drains_a_load_balancer_under_traffic") else {
+        return;
+    };
+    let topo = NatTopology::new("rlb");
+    // Started without any load balancer; gateway a covers both private hosts.
+    let gw_a =
+        gw_yaml("a", "10.0.1.0", PUB_A, 20000, 29999, 30, 30).replace("10.0.1.0/32", "10.0.1.0/24");
+    let full = topo.config(&NatOpts::default());
+    let base = full[..full.find("nat_gateways:").unwrap()].to_string();
+    let app = Appliance::start(&format!("{base}nat_gateways:\n{gw_a}"));
+    let rig = NatRig { app, topo };
+    for (ns, dst) in [
+        (rig.a(), INSIDE_GW),
+        (rig.b(), INSIDE_GW),
+        (rig.router(), OUTSIDE_IP),
+    ] {
+        assert!(ping_until_reply(ns, dst, 10), "no answer from {dst}");
+    }
+    let dir = TempDir::new("reload_lb");
+    let lport = LB_PORT.to_string();
+    let _target = rig.b().spawn(
+        &["python3", "-c", ECHO_SERVER, HOST_B, &lport],
+        &dir.join("target.log"),
+    );
+    rig.b().wait_listen("tcp", LB_PORT, Duration::from_secs(10));
+    assert!(ping_until_reply(rig.a(), SERVER, 10), "A does not work");
+    let ping_log = dir.join("ping_a.log");
+    let mut ping_a = rig.a().spawn(
+        &[
+            "ping", "-n", "-q", "-i", "0.01", "-w", "16", "-I", HOST_A, SERVER,
+        ],
+        &ping_log,
+    );
+
+    // (1) Add the load balancer: its VIP serves at once.
+    let gws = [gw_a.clone()];
+    let t1 = reload_to(&rig, with_tenants(&rig, &gws, &lb_yaml(&[VIP1])), 2);
+    let s_log = dir.join("stream_lb.log");
+    let _stream = rig.server().spawn(
+        &[
+            "python3",
+            "-c",
+            STREAM_CLIENT,
+            VIP1,
+            &lport,
+            SERVER,
+            "12",
+            "0.2",
+        ],
+        &s_log,
+    );
+    let up = wait_for(Duration::from_secs(5), || {
+        events(&s_log, "OK").first().copied()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the new VIP does not serve: {}\n{}",
+            fs::read_to_string(&s_log).unwrap_or_default(),
+            rig.app.log()
+        )
+    });
+    assert!(
+        up - t1 < 3.0,
+        "VIP served {:.2} s after the reload",
+        up - t1
+    );
+
+    // (2) Add a second VIP: served too.
+    reload_to(&rig, with_tenants(&rig, &gws, &lb_yaml(&[VIP1, VIP2])), 3);
+    let o = python_in(rig.server(), CONNECT_ONCE, &[VIP2, &lport, SERVER, "3"], 10);
+    assert!(o.stdout.contains("CONNECTED"), "the added VIP: {o}");
+    let m = rig.app.metrics();
+    assert!(
+        m.get("flowgate_lb_active_flows", &[("lb", "web")]) >= Some(1.0),
+        "{}",
+        m.excerpt("flowgate_lb_active")
+    );
+
+    // (3) Remove the load balancer: no new flows, the open one continues until the 3 s
+    // drain deadline, then the series go.
+    let t3 = reload_to(&rig, with_tenants(&rig, &gws, ""), 4);
+    let o = python_in(rig.server(), CONNECT_ONCE, &[VIP1, &lport, SERVER, "1"], 10);
+    assert!(
+        o.stdout.contains("NOCONNECT"),
+        "new flow to a draining LB: {o}"
+    );
+    let fail = wait_for(Duration::from_secs(10), || {
+        events(&s_log, "FAIL").first().copied()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the LB connection outlived its drain: {}",
+            fs::read_to_string(&s_log).unwrap()
+        )
+    });
+    let ok = events(&s_log, "OK");
+    assert!(
+        ok.iter().any(|&t| t > t3 + 1.5),
+        "the LB connection did not continue while draining: {ok:?} (reload at {t3})"
+    );
+    assert!(
+        fail > t3 + 2.5 && fail < t3 + 8.0,
+        "the LB connection failed {:.2} s after the reload (drain 3 s)",
+        fail - t3
+    );
+    let m = rig.app.wait_metrics(Duration::from_secs(5), |m| {
+        m.get("flowgate_lb_active_flows", &[("lb", "web")])
+            .is_none()
+    });
+    assert!(
+        m.get("flowgate_lb_active_flows", &[("lb", "web")])
+            .is_none(),
+        "the LB's series outlived its drain:\n{}",
+        m.excerpt("flowgate_lb_")
+    );
+    assert!(
+        rig.app.log().contains("load balancer web: drain ended"),
+        "{}",
+        rig.app.log()
+    );
+
+    // The unchanged gateway lost nothing.
+    let _ = ping_a.wait_timeout(Duration::from_secs(20));
+    let pl = fs::read_to_string(&ping_log).unwrap_or_default();
+    let (sent, recv) = ping_counts(&pl).unwrap_or_else(|| panic!("ping output: {pl}"));
+    assert!(sent > 500, "ping flood too small: {pl}");
+    assert_eq!(sent, recv, "A's ping lost packets across reloads: {pl}");
     if which("promtool").is_some() {
         let f = dir.join("metrics.txt");
         fs::write(&f, rig.app.metrics_text()).unwrap();
