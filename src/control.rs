@@ -448,10 +448,18 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
                     if let Some(Ok(c)) = lb_ctl.as_ref().map(|c| c.lock()) {
                         LbControl::reload_compatible(c.config(), &new.load_balancers)?;
                     }
+                    // The workers mirror the slots: a refusal must leave them as they were.
+                    let saved = nat_tenants.clone();
                     let mut log =
                         nat_tenants.reload(&new.nat_gateways, std::time::Instant::now())?;
                     if let Some(Ok(mut c)) = lb_ctl.as_ref().map(|c| c.lock()) {
-                        log.extend(c.reload(&new.load_balancers, pmd::rdtsc())?);
+                        match c.reload(&new.load_balancers, pmd::rdtsc()) {
+                            Ok(l) => log.extend(l),
+                            Err(e) => {
+                                nat_tenants = saved;
+                                return Err(e);
+                            }
+                        }
                     }
                     Ok((new, log))
                 }) {

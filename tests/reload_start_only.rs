@@ -25,7 +25,11 @@ fn reload_changing_start_only_settings_is_refused() {
             "neighbor settings changed",
         ),
         ("  burst: 32\n", "  burst: 8\n", "worker settings changed"),
-        ("  mbufs: 8191\n", "  mbufs: 4095\n", "mempool or eal changed"),
+        (
+            "  mbufs: 8191\n",
+            "  mbufs: 4095\n",
+            "mempool or eal changed",
+        ),
         ("  workers: [1]\n", "  workers: [1, 2]\n", "lcores changed"),
     ] {
         let changed = good.replacen(from, to, 1);
