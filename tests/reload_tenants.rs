@@ -290,6 +290,7 @@ fn reload_adds_changes_and_drains_nat_gateways_under_traffic() {
         "C served {:.2} s after the reload",
         c_up - t1
     );
+    eprintln!("gateway c: first echo {:.3} s after SIGHUP", c_up - t1);
     assert!(
         accepted(&srv_log).iter().any(|(ip, _)| ip == PUB_C),
         "C's connection does not come from {PUB_C}: {:?}",
@@ -361,6 +362,10 @@ fn reload_adds_changes_and_drains_nat_gateways_under_traffic() {
         "C's connection failed {:.2} s after the reload (drain 3 s)",
         fail - t3
     );
+    eprintln!(
+        "gateway c: open connection ended {:.3} s after its removal (drain 3 s)",
+        fail - t3
+    );
     let m = rig.app.wait_metrics(Duration::from_secs(5), |m| {
         m.get("flowgate_nat_active_connections", &[("gateway", "c")])
             .is_none()
@@ -401,6 +406,7 @@ fn reload_adds_changes_and_drains_nat_gateways_under_traffic() {
     let (sent, recv) = ping_counts(&pl).unwrap_or_else(|| panic!("ping output: {pl}"));
     assert!(sent > 1000, "ping flood too small: {pl}");
     assert_eq!(sent, recv, "A's ping lost packets across reloads: {pl}");
+    eprintln!("gateway a: ping flood {recv}/{sent}");
     let a_ok = events(&a_log, "OK");
     assert!(
         events(&a_log, "FAIL").is_empty(),
@@ -409,6 +415,7 @@ fn reload_adds_changes_and_drains_nat_gateways_under_traffic() {
     );
     let gap = a_ok.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
     assert!(gap < 0.5, "A's stream stalled {gap:.2} s");
+    eprintln!("gateway a: {} echoes, longest gap {gap:.3} s", a_ok.len());
     assert!(a_ok.len() > 200, "A's stream: {} echoes", a_ok.len());
 
     let m = rig.app.metrics();
@@ -521,6 +528,7 @@ fn reload_adds_and_drains_a_load_balancer_under_traffic() {
         "VIP served {:.2} s after the reload",
         up - t1
     );
+    eprintln!("lb web: first echo {:.3} s after SIGHUP", up - t1);
 
     // (2) Add a second VIP: served too.
     reload_to(&rig, with_tenants(&rig, &gws, &lb_yaml(&[VIP1, VIP2])), 3);
@@ -560,6 +568,10 @@ fn reload_adds_and_drains_a_load_balancer_under_traffic() {
         "the LB connection failed {:.2} s after the reload (drain 3 s)",
         fail - t3
     );
+    eprintln!(
+        "lb web: open connection ended {:.3} s after its removal (drain 3 s)",
+        fail - t3
+    );
     let m = rig.app.wait_metrics(Duration::from_secs(5), |m| {
         m.get("flowgate_lb_active_flows", &[("lb", "web")])
             .is_none()
@@ -582,6 +594,7 @@ fn reload_adds_and_drains_a_load_balancer_under_traffic() {
     let (sent, recv) = ping_counts(&pl).unwrap_or_else(|| panic!("ping output: {pl}"));
     assert!(sent > 500, "ping flood too small: {pl}");
     assert_eq!(sent, recv, "A's ping lost packets across reloads: {pl}");
+    eprintln!("gateway a: ping flood {recv}/{sent} (LB test)");
     if which("promtool").is_some() {
         let f = dir.join("metrics.txt");
         fs::write(&f, rig.app.metrics_text()).unwrap();
