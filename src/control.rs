@@ -403,7 +403,7 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
                     &back_tx,
                     &mut rng,
                 );
-                generation += 1;
+                // Same config generation: only what drained changed.
                 let fib = Arc::new(Fib::build(
                     &fib_config(&current, &nat_tenants, lb_ctl.as_deref()),
                     &port_ids,
