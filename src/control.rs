@@ -7,7 +7,7 @@ use crate::lb::control::LbControl;
 use crate::lb::stage::{LbPublished, LbStage};
 use crate::lb::LbWorker;
 use crate::metrics::{self, Telemetry};
-use crate::nat::east_west::NoTranslate;
+use crate::nat::reconcile::NatTenants;
 use crate::nat::stage::{NatPublished, NatStage};
 use crate::nat::{NatWorker, RssSteering};
 use crate::pipeline::counters::SharedCounters;
@@ -16,6 +16,7 @@ use crate::pipeline::route::Fib;
 use crate::pipeline::worker::{self, CtlMsg, WorkerEvent, WorkerSetup};
 use crate::pipeline::PipelineParams;
 use crate::pmd::{self, signal, Eal, Mempool, Port, PortSetup};
+use crate::stages::TenantUpdate;
 use crate::wire::MacAddr;
 use crate::{error, info};
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -116,9 +117,9 @@ fn params(cfg: &Config) -> PipelineParams {
     }
 }
 
-/// What a reload may change without restarting: routes (unless they move NAT east-west
-/// exemptions) and the log level. Ports, lcores, mempool, EAL arguments, NAT gateways,
-/// neighbor and worker settings need a restart.
+/// What a reload may change without restarting: routes, the log level, NAT gateways
+/// (see `nat::reconcile`) and load balancers' targets. Ports, lcores, mempool, EAL
+/// arguments, metrics.listen, neighbor and worker settings need a restart.
 fn reload_compatible(old: &Config, new: &Config) -> Result<(), String> {
     if old.ports != new.ports {
         return Err("ports changed (restart needed)".into());
@@ -128,9 +129,6 @@ fn reload_compatible(old: &Config, new: &Config) -> Result<(), String> {
     }
     if old.mempool != new.mempool || old.eal != new.eal {
         return Err("mempool or eal changed (restart needed)".into());
-    }
-    if old.nat_gateways != new.nat_gateways {
-        return Err("nat_gateways changed (restart needed: flows are owned by workers)".into());
     }
     LbControl::reload_compatible(&old.load_balancers, &new.load_balancers)?;
     if old.flow_logs != new.flow_logs || old.translation_log != new.translation_log {
@@ -155,15 +153,7 @@ fn reload_compatible(old: &Config, new: &Config) -> Result<(), String> {
                 .into(),
         );
     }
-    for g in &new.nat_gateways {
-        if NoTranslate::from_config(old, g) != NoTranslate::from_config(new, g) {
-            return Err(format!(
-                "routes changed which destinations gateway `{}` leaves untranslated \
-                 (east-west through its inside ports; restart needed)",
-                g.id
-            ));
-        }
-    }
+    // NAT gateways (added, removed, changed) are reconciled live: `nat::reconcile`.
     Ok(())
 }
 
@@ -223,23 +213,27 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
     let assignment = rx_assignment(cfg, &port_ids, n_workers);
     let mesh: HandoffMesh<pmd::Mbuf> = HandoffMesh::new(n_workers, HANDOFF_RING_SIZE);
     let steering = rss_steering(cfg, &ports, n_workers);
+    // Sized for every gateway slot a live reload may use.
+    let nat_slots = crate::nat::reconcile::MAX_SLOTS.max(cfg.nat_gateways.len());
     let nat_published: Vec<Arc<NatPublished>> = (0..n_workers)
-        .map(|_| Arc::new(NatPublished::new(cfg.nat_gateways.len())))
+        .map(|_| Arc::new(NatPublished::new(nat_slots)))
         .collect();
+    let mut nat_tenants = NatTenants::new(&cfg.nat_gateways, pmd::tsc_hz());
+    let nat_ids = Arc::new(std::sync::Mutex::new(nat_tenants.ids()));
     // Load balancers: snapshots built here on the control thread, picked up by workers.
     // A health checker reports through `lb_ctl` (`LbControl::set_target_health(_keyed)`),
     // its probe list is `LbControl::probe_targets()`; where one runs, targets start
     // `initial` (no new flows until they pass); elsewhere they are healthy.
-    let lb_ctl = (!cfg.load_balancers.is_empty()).then(|| {
-        Arc::new(std::sync::Mutex::new(LbControl::new_checked(
-            &cfg.load_balancers,
-            &crate::lb::health_wiring::checks_run(cfg),
-            pmd::tsc_hz(),
-            pmd::rdtsc(),
-        )))
-    });
+    // Always there: a reload may add load balancers (with none, the stage claims nothing).
+    let lb_ctl = Some(Arc::new(std::sync::Mutex::new(LbControl::new_checked(
+        &cfg.load_balancers,
+        &crate::lb::health_wiring::checks_run(cfg),
+        pmd::tsc_hz(),
+        pmd::rdtsc(),
+    ))));
+    let lb_slots = crate::lb::reconcile::MAX_SLOTS.max(cfg.load_balancers.len());
     let lb_published: Vec<Arc<LbPublished>> = (0..n_workers)
-        .map(|_| Arc::new(LbPublished::new(cfg.load_balancers.len())))
+        .map(|_| Arc::new(LbPublished::new(lb_slots)))
         .collect();
     // Flow and translation logs: one ring per worker, drained by a control-side thread.
     let mut logs = crate::flowlog::LogSink::start(cfg, n_workers, pmd::rdtsc(), pmd::tsc_hz())?;
@@ -271,11 +265,14 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
                     let w = LbWorker::new(&cfg.load_balancers, cell, i, n_workers, pmd::tsc_hz());
                     Some(LbStage::new(w, lb_published[i].clone()))
                 }),
-                (!cfg.nat_gateways.is_empty()).then(|| {
+                // Always there (a reload may add gateways); with none it claims nothing.
+                Some({
                     let mut nat = NatWorker::new(&cfg.nat_gateways, i, n_workers, pmd::tsc_hz());
                     nat.set_rss_steering(steering.clone());
                     nat.set_routes(cfg);
                     if let Some(tap) = logs.as_mut().and_then(|l| l.take_tap(i)) {
+                        // Gateways a reload adds get their log counters too.
+                        nat_tenants.set_log(tap.flows, tap.mappings, tap.interval_s);
                         nat.set_flow_log(tap);
                     }
                     NatStage::new(nat, nat_published[i].clone())
@@ -289,9 +286,10 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
     }
 
     let telemetry = Arc::new(Telemetry::new(ports.clone(), pool, shared));
-    if !cfg.nat_gateways.is_empty() {
-        let ids: Vec<String> = cfg.nat_gateways.iter().map(|g| g.id.clone()).collect();
-        for (g, id) in cfg.nat_gateways.iter().zip(&ids) {
+    {
+        let ids = nat_ids.clone();
+        for g in &cfg.nat_gateways {
+            let id = &g.id;
             info!(
                 "nat gateway {id}: inside {:?}, public {:?}, ports {}-{}, mode {:?}, {} flows/core",
                 g.inside_prefixes
@@ -305,7 +303,7 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
                 g.flows_per_core
             );
         }
-        for p in &ports {
+        for p in ports.iter().filter(|_| !cfg.nat_gateways.is_empty()) {
             info!(
                 "port {}: NAT return traffic {}",
                 p.name,
@@ -322,6 +320,7 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
             .lock()
             .expect("collectors")
             .push(Box::new(move |r| {
+                let ids = ids.lock().map(|i| i.clone()).unwrap_or_default();
                 metrics::nat_families(r, &ids, &published)
             }));
     }
@@ -396,8 +395,51 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
 
     let mut current = cfg.clone();
     let mut neighbors: HashSet<(u16, u32)> = HashSet::new();
+    // Live reload: what workers hand back (freed here), and the control side's RNG for
+    // new gateways' table seeds.
+    let (back_tx, back_rx) = bounded::<Box<TenantUpdate>>(4 * n_workers + 4);
+    let mut rng = crate::rng::Rng::new(pmd::rdtsc() ^ 0x7265_6c6f_6164);
     while !signal::stop_requested() {
         std::thread::sleep(Duration::from_millis(20));
+        while back_rx.try_recv().is_ok() {}
+        // Drains that ended: workers drop the flows, ARP is withdrawn, series go.
+        let lb_draining = lb_ctl
+            .as_ref()
+            .and_then(|c| c.lock().ok().map(|c| c.draining()))
+            .unwrap_or(false);
+        if nat_tenants.draining() || lb_draining {
+            let at = std::time::Instant::now();
+            let mut log = nat_tenants.tick(at);
+            if let Some(Ok(mut c)) = lb_ctl.as_ref().map(|c| c.lock()) {
+                log.extend(c.tick(at, pmd::rdtsc()));
+            }
+            if !log.is_empty() {
+                for l in &log {
+                    info!("{l}");
+                }
+                send_tenant_update(
+                    &mut nat_tenants,
+                    lb_ctl.as_deref(),
+                    &current,
+                    &ctl_txs,
+                    &back_tx,
+                    &mut rng,
+                );
+                // Same config generation: only what drained changed.
+                let fib = Arc::new(Fib::build(
+                    &fib_config(&current, &nat_tenants, lb_ctl.as_deref()),
+                    &port_ids,
+                    &macs,
+                    generation,
+                ));
+                for c in &ctl_txs {
+                    let _ = c.send_timeout(CtlMsg::Fib(fib.clone()), Duration::from_secs(1));
+                }
+                if let Ok(mut ids) = nat_ids.lock() {
+                    *ids = nat_tenants.ids();
+                }
+            }
+        }
         // Fan learned neighbors out to the other workers.
         while let Ok(WorkerEvent::Learned {
             worker,
@@ -423,23 +465,62 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
             match config::load(&path)
                 .map_err(|e| e.to_string())
                 .and_then(|new| reload_compatible(&current, &new).map(|_| new))
-            {
-                Ok(new) => {
+                .and_then(|new| {
+                    // Checked first: a refusal there leaves both unchanged.
+                    if let Some(Ok(c)) = lb_ctl.as_ref().map(|c| c.lock()) {
+                        LbControl::reload_compatible(c.config(), &new.load_balancers)?;
+                    }
+                    // The workers mirror the slots: a refusal must leave them as they were.
+                    let saved = nat_tenants.clone();
+                    let mut log =
+                        nat_tenants.reload(&new.nat_gateways, std::time::Instant::now())?;
+                    if let Some(Ok(mut c)) = lb_ctl.as_ref().map(|c| c.lock()) {
+                        // Targets of load balancers whose health checks run start `initial`.
+                        let checked = |lb: &crate::config::LoadBalancerConfig| {
+                            crate::lb::health_wiring::probe_options(&new, lb)
+                                .bind_device
+                                .is_some()
+                        };
+                        match c.reload_checked(&new.load_balancers, &checked, pmd::rdtsc()) {
+                            Ok(l) => log.extend(l),
+                            Err(e) => {
+                                nat_tenants = saved;
+                                return Err(e);
+                            }
+                        }
+                    }
+                    Ok((new, log))
+                }) {
+                Ok((new, log)) => {
+                    for l in &log {
+                        info!("{l}");
+                    }
+                    // New tenants' tables are built here; workers swap them in.
+                    send_tenant_update(
+                        &mut nat_tenants,
+                        lb_ctl.as_deref(),
+                        &new,
+                        &ctl_txs,
+                        &back_tx,
+                        &mut rng,
+                    );
+                    if let Ok(mut ids) = nat_ids.lock() {
+                        *ids = nat_tenants.ids();
+                    }
                     generation += 1;
-                    let fib = Arc::new(Fib::build(&new, &port_ids, &macs, generation));
+                    let fib = Arc::new(Fib::build(
+                        &fib_config(&new, &nat_tenants, lb_ctl.as_deref()),
+                        &port_ids,
+                        &macs,
+                        generation,
+                    ));
                     for c in &ctl_txs {
                         // A full channel would mean a stuck worker; block briefly.
                         let _ = c.send_timeout(CtlMsg::Fib(fib.clone()), Duration::from_secs(1));
                     }
-                    if let Some(ctl) = lb_ctl.as_ref() {
-                        if let Ok(mut c) = ctl.lock() {
-                            // Compatibility was checked above: this only publishes.
-                            let checked = crate::lb::health_wiring::checks_run(&new);
-                            let _ = c.reload_checked(&new.load_balancers, &checked, pmd::rdtsc());
-                        }
-                    }
                     if let Some(h) = health.as_mut() {
-                        h.reload(&new);
+                        // By load balancer slot (draining ones keep being probed).
+                        h.reload(&fib_config(&new, &nat_tenants, lb_ctl.as_deref()));
                     }
                     telemetry.reloads_ok.fetch_add(1, Ordering::Relaxed);
                     telemetry
@@ -494,6 +575,54 @@ fn graceful_drain(drain_s: u32, logs: Option<&crate::flowlog::LogSink>) {
         if !l.flush_workers(Duration::from_secs(2)) {
             error!("flow logs: a worker did not flush within 2 s");
         }
+    }
+}
+
+/// The config the forwarding table is built from: `cfg` with the NAT gateways that still
+/// hold flows (draining ones too) and their public IPs that are not retired, so ARP is
+/// answered and source filters hold until a drain ends.
+fn fib_config(
+    cfg: &Config,
+    tenants: &NatTenants,
+    lb: Option<&std::sync::Mutex<LbControl>>,
+) -> Config {
+    let mut c = cfg.clone();
+    c.nat_gateways = tenants.fib_gateways();
+    if let Some(Ok(l)) = lb.map(|l| l.lock()) {
+        // By slot: draining load balancers and VIPs included (drained slots are empty).
+        c.load_balancers = l.config().to_vec();
+    }
+    c
+}
+
+/// Sends every worker its part of the NAT gateway slots and the tables of new load
+/// balancers (built here, never on a worker).
+fn send_tenant_update(
+    tenants: &mut NatTenants,
+    lb: Option<&std::sync::Mutex<LbControl>>,
+    cfg: &Config,
+    ctl_txs: &[Sender<CtlMsg>],
+    back: &Sender<Box<TenantUpdate>>,
+    rng: &mut crate::rng::Rng,
+) {
+    let n = ctl_txs.len();
+    let mut lb = lb.and_then(|l| l.lock().ok());
+    for (i, c) in ctl_txs.iter().enumerate() {
+        let u = Box::new(TenantUpdate {
+            nat: Some(tenants.update_for(cfg, i, n, rng)),
+            lb: lb.as_ref().and_then(|l| l.update_for(i, n, rng)),
+            back: back.clone(),
+        });
+        // Every worker must apply every update (slots are mirrored): wait for room.
+        if c.send_timeout(CtlMsg::Tenants(u), Duration::from_secs(5))
+            .is_err()
+        {
+            error!("worker {i} did not take the tenant update");
+        }
+    }
+    tenants.sent();
+    if let Some(l) = lb.as_mut() {
+        l.sent();
     }
 }
 

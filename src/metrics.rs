@@ -291,6 +291,9 @@ pub fn nat_families(
         &["gateway", "reason"],
     );
     for (g, id) in ids.iter().enumerate() {
+        if id.is_empty() {
+            continue; // a free slot (live reload)
+        }
         let mut t = GatewayCounters::default();
         for w in workers {
             if g < w.gateway_count() {

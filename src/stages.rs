@@ -38,6 +38,15 @@ impl Stage {
     }
 }
 
+/// A live reload's changes for one worker's stages, built on the control thread. The
+/// worker applies it between bursts (moves only) and sends it back through `back`, with
+/// what it replaced, to be freed on the control thread.
+pub struct TenantUpdate {
+    pub nat: Option<crate::nat::reconcile::NatUpdate>,
+    pub lb: Option<crate::lb::reconcile::LbUpdate>,
+    pub back: crossbeam_channel::Sender<Box<TenantUpdate>>,
+}
+
 /// The chain a worker runs (LB, then NAT), in claim order.
 #[derive(Default)]
 pub struct StageChain {
@@ -55,6 +64,23 @@ impl StageChain {
 
     pub fn stages(&self) -> &[Stage] {
         &self.stages
+    }
+
+    /// Between bursts: a live reload's tenant changes.
+    pub fn apply(&mut self, u: &mut TenantUpdate) {
+        for s in self.stages.iter_mut() {
+            match (s, u.nat.as_mut(), u.lb.as_mut()) {
+                (Stage::Nat(n), Some(nu), _) => {
+                    n.nat.reconcile(nu);
+                    n.published.publish_now(&n.nat);
+                }
+                (Stage::Lb(l), _, Some(lu)) => {
+                    l.lb.reconcile(lu);
+                    l.published.publish(&l.lb);
+                }
+                _ => {}
+            }
+        }
     }
 }
 

@@ -1,5 +1,7 @@
 //! Issue 8 item 8: a SIGHUP that changes settings read only when the workers start
-//! (neighbor, worker) is refused with a log line saying why; the running config stays.
+//! (neighbor, worker) or when the EAL starts (mempool, lcores) is refused with a log line
+//! saying why; the running config stays. Tenants (NAT gateways, load balancers) reload
+//! live: tests/reload_tenants.rs.
 
 mod common;
 
@@ -23,6 +25,12 @@ fn reload_changing_start_only_settings_is_refused() {
             "neighbor settings changed",
         ),
         ("  burst: 32\n", "  burst: 8\n", "worker settings changed"),
+        (
+            "  mbufs: 8191\n",
+            "  mbufs: 4095\n",
+            "mempool or eal changed",
+        ),
+        ("  workers: [1]\n", "  workers: [1, 2]\n", "lcores changed"),
     ] {
         let changed = good.replacen(from, to, 1);
         assert_ne!(changed, good, "{from}");
@@ -44,7 +52,7 @@ fn reload_changing_start_only_settings_is_refused() {
     }
     let m = rig.app.metrics();
     let refused = |m: &Metrics| m.value("flowgate_config_reloads_total", &[("result", "refused")]);
-    assert_eq!(refused(&m) - refused(&before), 2.0);
+    assert_eq!(refused(&m) - refused(&before), 4.0);
     assert!(
         !rig.app.log().contains("config reloaded"),
         "a refused reload must not be reported as applied:\n{}",

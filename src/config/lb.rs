@@ -50,6 +50,10 @@ pub struct LoadBalancerConfig {
     /// default. See `config::limits`.
     #[serde(default)]
     pub limits: super::TenantLimits,
+    /// Live reload: a removed load balancer or VIP keeps serving its existing flows (no new
+    /// ones) for at most this long, then they are removed. Default 300 s.
+    #[serde(default = "super::nat::default_drain_timeout")]
+    pub drain_timeout_s: u32,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

@@ -64,6 +64,16 @@ pub struct NatGatewayConfig {
     /// default. See `config::limits`.
     #[serde(default)]
     pub limits: super::TenantLimits,
+    /// Live reload: when the gateway or one of its public IPs is removed, its existing
+    /// flows continue (no new ones) for at most this long, then are removed. Default 300 s
+    /// (like an NLB target's deregistration delay).
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout_s: u32,
+}
+
+/// Default `drain_timeout_s` of NAT gateways and load balancers.
+pub fn default_drain_timeout() -> u32 {
+    300
 }
 
 fn default_time_wait_guard() -> u32 {
@@ -340,6 +350,13 @@ pub(super) fn check_nat_gateways(cfg: &Config, v: &mut Validator<'_>) {
             0,
             TIMEOUT_MAX_S,
             " (0 disables the guard)",
+        );
+        v.in_range(
+            format!("{base}.drain_timeout_s"),
+            g.drain_timeout_s,
+            0,
+            TIMEOUT_MAX_S,
+            " (how long removed tenants and public IPs keep their flows on reload)",
         );
         v.in_range(
             format!("{base}.flows_per_core"),

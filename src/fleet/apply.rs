@@ -6,11 +6,11 @@
 //! [`apply`] writes it atomically, checks it with the same loader `flowgate run` uses, and
 //! sends SIGHUP to the flowgate process.
 //!
-//! What is missing on the data path (being built elsewhere): today a SIGHUP reload refuses a
-//! change of `nat_gateways` ("restart needed: flows are owned by workers", see
-//! `control::reload_compatible`) and there is no `load_balancers` section yet. Until the
-//! live tenant reload lands, the node agent logs the refused reload (visible in flowgate's
-//! `reloads_refused` counter) and the operator restarts the node; nothing else changes here.
+//! The data path applies the new tenant set live (`nat::reconcile`, `lb::reconcile`):
+//! tenants that did not change keep their flows, removed ones drain for their
+//! `drain_timeout_s`. What a reload cannot change (a kept tenant's `mode`, `flows_per_core`,
+//! `lb_addresses`; ports, lcores, mempool) is refused and counted in flowgate's
+//! `reloads_refused`; the node keeps its last good config.
 use super::keys::TenantSpec;
 use serde_yaml::{Mapping, Value};
 use std::collections::BTreeMap;

@@ -11,7 +11,25 @@ use super::snapshot::{
 use crate::config::{HealthCheckConfig, LoadBalancerConfig};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// The empty load balancer a drained one's slot holds.
+fn placeholder() -> LoadBalancerConfig {
+    LoadBalancerConfig {
+        id: String::new(),
+        vips: Vec::new(),
+        lb_addresses: Vec::new(),
+        maglev_table_size: 251,
+        flows_per_core: 16,
+        listeners: Vec::new(),
+        target_groups: Vec::new(),
+        health_check_source: None,
+        health_check_device: None,
+        health_check_interval_ms: None,
+        limits: Default::default(),
+        drain_timeout_s: 0,
+    }
+}
 
 /// One registered target (by stable id).
 #[derive(Debug, Clone)]
@@ -53,7 +71,15 @@ pub struct GroupHealth {
 }
 
 pub struct LbControl {
+    /// By slot (stable across reloads, see `lb::reconcile`): a drained load balancer's
+    /// slot holds an empty placeholder (id "").
     cfg: Vec<LoadBalancerConfig>,
+    /// Per slot: removed by a reload, draining until then.
+    lb_drain: Vec<Option<Instant>>,
+    /// Per slot: VIPs a reload removed (still in `cfg`'s vips), draining until then.
+    vip_drain: Vec<Vec<(Ipv4Addr, Instant)>>,
+    /// Slots whose tables the workers must get (re)built in the next update.
+    fresh: Vec<usize>,
     regs: Vec<Reg>,
     generation: u64,
     tsc_hz: u64,
@@ -83,6 +109,9 @@ impl LbControl {
     ) -> LbControl {
         let mut c = LbControl {
             cfg: Vec::new(),
+            lb_drain: vec![None; cfg.len()],
+            vip_drain: vec![Vec::new(); cfg.len()],
+            fresh: Vec::new(),
             regs: Vec::new(),
             generation: 0,
             tsc_hz: tsc_hz.max(1),
@@ -102,18 +131,21 @@ impl LbControl {
         &self.cfg
     }
 
-    /// What a reload may not change (flow tables and ARP entries are built from it).
+    /// What a reload may not change of a load balancer it keeps (by id): its flow
+    /// tables' size and its full-NAT source addresses (live flows use them). Adding and
+    /// removing load balancers and VIPs is live (`reload`).
     pub fn reload_compatible(
         old: &[LoadBalancerConfig],
         new: &[LoadBalancerConfig],
     ) -> Result<(), String> {
-        if old.len() != new.len() {
-            return Err("load balancers added or removed (restart needed)".into());
-        }
-        for (a, b) in old.iter().zip(new) {
-            if a.id != b.id || a.vips != b.vips || a.lb_addresses != b.lb_addresses {
+        for b in new {
+            let Some(a) = old.iter().find(|a| a.id == b.id && !a.id.is_empty()) else {
+                continue;
+            };
+            if a.lb_addresses != b.lb_addresses {
                 return Err(format!(
-                    "load balancer `{}`: id, vips or lb_addresses changed (restart needed)",
+                    "load balancer `{}`: lb_addresses changed (full-NAT flows use them: add \
+                     it under a new id instead, the old one drains)",
                     a.id
                 ));
             }
@@ -126,7 +158,8 @@ impl LbControl {
             }
             if a.flows_per_core != b.flows_per_core {
                 return Err(format!(
-                    "load balancer `{}`: flows_per_core changed (restart needed)",
+                    "load balancer `{}`: flows_per_core changed (it sizes the flow tables: \
+                     add it under a new id instead, the old one drains)",
                     a.id
                 ));
             }
@@ -134,27 +167,185 @@ impl LbControl {
         Ok(())
     }
 
-    /// SIGHUP: listeners, groups, targets, weights and health settings change; existing
-    /// flows keep their targets (removed targets drain).
-    pub fn reload(&mut self, new: &[LoadBalancerConfig], now: u64) -> Result<(), String> {
-        Self::reload_compatible(&self.cfg, new)?;
-        self.apply(new, now);
-        Ok(())
+    /// SIGHUP: load balancers are matched by id. Kept ones change listeners, groups,
+    /// targets, weights, health settings and VIPs in place (existing flows keep their
+    /// targets; removed targets and VIPs drain); removed ones drain as a whole
+    /// (`drain_timeout_s`); new ones get a new slot. Returns a line per change.
+    pub fn reload(&mut self, new: &[LoadBalancerConfig], now: u64) -> Result<Vec<String>, String> {
+        self.reload_inner(new, None, now)
     }
 
-    /// `reload` with the new config's `checked` flags (a reload may add or remove a
-    /// `health_check_device`): targets added while checks run start `Initial`; where checks
-    /// stop, every target becomes healthy.
+    /// `reload`, where `checked(lb)` says whether a load balancer's health checks run (a
+    /// reload may add load balancers or remove the probe path): targets of checked ones
+    /// start `initial`, those of unchecked ones serve at once.
     pub fn reload_checked(
         &mut self,
         new: &[LoadBalancerConfig],
-        checked: &[bool],
+        checked: &dyn Fn(&LoadBalancerConfig) -> bool,
         now: u64,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<String>, String> {
+        self.reload_inner(new, Some(checked), now)
+    }
+
+    fn reload_inner(
+        &mut self,
+        new: &[LoadBalancerConfig],
+        checked: Option<&dyn Fn(&LoadBalancerConfig) -> bool>,
+        now: u64,
+    ) -> Result<Vec<String>, String> {
         Self::reload_compatible(&self.cfg, new)?;
-        self.checked = checked.to_vec();
-        self.apply(new, now);
-        Ok(())
+        let at = Instant::now();
+        let drain = |l: &LoadBalancerConfig| at + Duration::from_secs(u64::from(l.drain_timeout_s));
+        let mut slots = self.cfg.clone();
+        let mut lb_drain = self.lb_drain.clone();
+        let mut vip_drain = self.vip_drain.clone();
+        let mut fresh = self.fresh.clone();
+        let mut log = Vec::new();
+        for (i, s) in slots.iter_mut().enumerate() {
+            if s.id.is_empty() {
+                continue;
+            }
+            match new.iter().find(|n| n.id == s.id) {
+                Some(n) => {
+                    if lb_drain[i].take().is_some() {
+                        log.push(format!("load balancer {}: back, drain cancelled", n.id));
+                    }
+                    for v in &s.vips {
+                        if !n.vips.contains(v) && !vip_drain[i].iter().any(|d| d.0 == *v) {
+                            vip_drain[i].push((*v, drain(n)));
+                            log.push(format!(
+                                "load balancer {}: VIP {v} removed, draining for up to {} s",
+                                n.id, n.drain_timeout_s
+                            ));
+                        }
+                    }
+                    vip_drain[i].retain(|d| !n.vips.contains(&d.0));
+                    for v in n.vips.iter().filter(|v| !s.vips.contains(v)) {
+                        log.push(format!("load balancer {}: VIP {v} added", n.id));
+                    }
+                    let mut c = n.clone();
+                    c.vips.extend(vip_drain[i].iter().map(|d| d.0));
+                    *s = c;
+                }
+                None => {
+                    if lb_drain[i].is_none() {
+                        lb_drain[i] = Some(drain(s));
+                        log.push(format!(
+                            "load balancer {}: removed, draining for up to {} s",
+                            s.id, s.drain_timeout_s
+                        ));
+                    }
+                }
+            }
+        }
+        for n in new {
+            if slots.iter().any(|s| s.id == n.id) {
+                continue;
+            }
+            if slots.len() >= super::reconcile::MAX_SLOTS {
+                return Err(format!(
+                    "load balancer `{}`: no free slot ({} added since start; restart needed)",
+                    n.id,
+                    super::reconcile::MAX_SLOTS
+                ));
+            }
+            fresh.push(slots.len());
+            slots.push(n.clone());
+            lb_drain.push(None);
+            vip_drain.push(Vec::new());
+            log.push(format!("load balancer {}: added", n.id));
+        }
+        // A VIP or LB address belongs to one load balancer, draining ones included.
+        for (i, s) in slots.iter().enumerate() {
+            for v in s.vips.iter().chain(&s.lb_addresses) {
+                if let Some(o) = slots
+                    .iter()
+                    .enumerate()
+                    .find(|(j, o)| *j != i && (o.vips.contains(v) || o.lb_addresses.contains(v)))
+                {
+                    return Err(format!(
+                        "address {v} of load balancer `{}` is still used by draining load \
+                         balancer `{}` (wait for its drain_timeout_s)",
+                        s.id, o.1.id
+                    ));
+                }
+            }
+        }
+        self.lb_drain = lb_drain;
+        self.vip_drain = vip_drain;
+        self.fresh = fresh;
+        match checked {
+            // By slot: a drained slot's placeholder has no targets.
+            Some(f) => self.checked = slots.iter().map(f).collect(),
+            None => self.checked.resize(slots.len(), false),
+        }
+        self.apply(&slots, now);
+        Ok(log)
+    }
+
+    /// Ends drains that are due (`at`); `now` in the workers' clock. Returns a line per
+    /// change (none: nothing changed).
+    pub fn tick(&mut self, at: Instant, now: u64) -> Vec<String> {
+        let mut log = Vec::new();
+        let mut slots = self.cfg.clone();
+        for (i, s) in slots.iter_mut().enumerate() {
+            if self.lb_drain[i].is_some_and(|d| d <= at) {
+                log.push(format!("load balancer {}: drain ended, removed", s.id));
+                *s = placeholder();
+                self.lb_drain[i] = None;
+                self.vip_drain[i].clear();
+                self.fresh.push(i);
+                continue;
+            }
+            let due: Vec<Ipv4Addr> = self.vip_drain[i]
+                .iter()
+                .filter(|d| d.1 <= at)
+                .map(|d| d.0)
+                .collect();
+            for v in due {
+                log.push(format!("load balancer {}: VIP {v} drained, removed", s.id));
+                s.vips.retain(|x| *x != v);
+                self.vip_drain[i].retain(|d| d.0 != v);
+            }
+        }
+        if !log.is_empty() {
+            self.apply(&slots, now);
+        }
+        log
+    }
+
+    /// Some load balancer or VIP drains.
+    pub fn draining(&self) -> bool {
+        self.lb_drain.iter().any(Option::is_some) || self.vip_drain.iter().any(|v| !v.is_empty())
+    }
+
+    /// Worker `worker`'s tables for the slots added or emptied since the last update
+    /// (`None`: nothing to send). Call `sent` once every worker has one.
+    pub fn update_for(
+        &self,
+        worker: usize,
+        n_workers: usize,
+        rng: &mut crate::nat::ports::Rng,
+    ) -> Option<super::reconcile::LbUpdate> {
+        if self.fresh.is_empty() {
+            return None;
+        }
+        let mut f: Vec<(usize, &LoadBalancerConfig)> =
+            self.fresh.iter().map(|&i| (i, &self.cfg[i])).collect();
+        f.sort_by_key(|x| x.0);
+        f.dedup_by_key(|x| x.0);
+        Some(super::reconcile::LbUpdate::build(
+            &f,
+            self.cfg.len(),
+            worker,
+            n_workers,
+            self.tsc_hz,
+            rng,
+        ))
+    }
+
+    pub fn sent(&mut self) {
+        self.fresh.clear();
     }
 
     fn is_checked(&self, lb: usize) -> bool {
@@ -488,6 +679,12 @@ impl LbControl {
                 })
                 .collect();
             lbs.push(LbView {
+                draining: self.lb_drain.get(li).is_some_and(Option::is_some),
+                draining_vips: self
+                    .vip_drain
+                    .get(li)
+                    .map(|v| v.iter().map(|d| d.0).collect())
+                    .unwrap_or_default(),
                 id: lb.id.clone(),
                 vips: lb.vips.clone(),
                 lb_addresses: lb.lb_addresses.clone(),

@@ -294,7 +294,16 @@ impl HealthWiring {
     /// its own (a probe in flight may take up to its timeout).
     pub fn reload(&mut self, cfg: &Config) {
         for (i, lb) in cfg.load_balancers.iter().enumerate() {
-            let Some(c) = self.lbs.get_mut(i) else { break };
+            let Some(c) = self.lbs.get_mut(i) else {
+                // Added by a live reload.
+                match start_one(cfg, lb) {
+                    Ok(new) => self.lbs.push(new),
+                    Err(e) => {
+                        crate::error!("load balancer {}: cannot start health checks ({e})", lb.id)
+                    }
+                }
+                continue;
+            };
             let opts = probe_options(cfg, lb);
             if c.id == lb.id && c.opts == opts {
                 continue;

@@ -45,6 +45,9 @@ pub fn lb_families(r: &Registry, ctl: &Mutex<LbControl>, workers: &[Arc<LbPublis
         &["lb", "reason"],
     );
     for (li, id) in ids.iter().enumerate() {
+        if id.is_empty() {
+            continue; // a drained load balancer's slot (live reload)
+        }
         let mut t = LbCounters::default();
         for w in workers {
             if li < w.lb_count() {

@@ -22,6 +22,7 @@ pub mod health;
 pub mod health_wiring;
 pub mod maglev;
 pub mod metrics;
+pub mod reconcile;
 pub mod snapshot;
 pub mod stage;
 #[cfg(test)]
@@ -113,6 +114,29 @@ fn fnat_dest(f: &Flow, m: &Meta) -> Dest {
 }
 
 impl LbState {
+    /// One load balancer's tables for one worker, preallocated (on the control thread
+    /// when a reload adds the load balancer, see `reconcile`).
+    fn build(
+        c: &LoadBalancerConfig,
+        worker: usize,
+        n_workers: usize,
+        tsc_hz: u64,
+        rng: &mut Rng,
+    ) -> LbState {
+        let flows = FlowTable::new(c.flows_per_core as usize, rng.next_u64());
+        let cap = flows.capacity();
+        LbState {
+            flows,
+            wheel: TimerWheel::new(WHEEL_SLOTS, 0),
+            ports: PortAllocator::new(FNAT_FIRST_PORT, 65535, FNAT_PER_TARGET, worker, n_workers),
+            dests: DestCounts::new(cap, rng.next_u64()),
+            meta: vec![Meta::default(); cap],
+            fnat: HashTable::with_capacity(2 * cap + 1),
+            seed: rng.next_u64(),
+            limiter: crate::limits::TenantLimiter::new(&c.limits, worker, n_workers, tsc_hz),
+        }
+    }
+
     fn fnat_lookup(&self, k: &Key) -> Option<u32> {
         let (flows, meta) = (&self.flows, &self.meta);
         self.fnat
@@ -288,29 +312,7 @@ impl LbWorker {
         let mut rng = Rng::new(clock ^ ((worker as u64) << 40) ^ 0x1b);
         let lbs = cfg
             .iter()
-            .map(|l| {
-                let cap = l.flows_per_core as usize;
-                let flows = FlowTable::new(cap, rng.next_u64());
-                let cap = flows.capacity();
-                LbState {
-                    flows,
-                    wheel: TimerWheel::new(WHEEL_SLOTS, 0),
-                    ports: PortAllocator::new(
-                        FNAT_FIRST_PORT,
-                        65535,
-                        FNAT_PER_TARGET,
-                        worker,
-                        n_workers,
-                    ),
-                    dests: DestCounts::new(cap, rng.next_u64()),
-                    meta: vec![Meta::default(); cap],
-                    fnat: HashTable::with_capacity(2 * cap + 1),
-                    seed: rng.next_u64(),
-                    limiter: crate::limits::TenantLimiter::new(
-                        &l.limits, worker, n_workers, tsc_hz,
-                    ),
-                }
-            })
+            .map(|l| LbState::build(l, worker, n_workers, tsc_hz, &mut rng))
             .collect();
         let snap = cell.load();
         let mut w = LbWorker {
@@ -339,6 +341,8 @@ impl LbWorker {
     pub fn refresh(&mut self) -> bool {
         let seen = self.snap.as_ref().map_or(0, |s| s.generation);
         match self.cell.newer(seen) {
+            // A reload added load balancers: wait for their tables (`reconcile`).
+            Some(s) if s.lbs.len() > self.lbs.len() => false,
             Some(s) => {
                 self.snap = Some(s);
                 self.sync_counters();
@@ -486,6 +490,7 @@ impl LbWorker {
         let listener = *view
             .listener(ip.dst, l4.dport, tcp)
             .ok_or(DropReason::LbNoListener)?;
+        let draining = view.draining || view.draining_vips.contains(&ip.dst);
         let t = self.tick(now);
         let key = Key::new(ip.proto, ip.dst, l4.dport, ip.src, l4.sport);
         let syn = tcp && l4.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
@@ -515,6 +520,10 @@ impl LbWorker {
         }
         if tcp && l4.flags & TCP_RST != 0 {
             return Err(DropReason::LbNoFlow);
+        }
+        if draining {
+            // Live reload removed the LB or this VIP: existing flows only.
+            return Err(DropReason::LbDraining);
         }
         self.limit_new_flow(li, now)?;
         let idx = self.create(snap, li, listener.group, ip, &l4, t)?;

@@ -65,6 +65,10 @@ pub struct LbView {
     pub lb_addresses: Vec<Ipv4Addr>,
     pub listeners: Vec<Listener>,
     pub groups: Vec<GroupView>,
+    /// Live reload: removed from the config, serving its existing flows only.
+    pub draining: bool,
+    /// VIPs a reload removed (still in `vips`): existing flows only.
+    pub draining_vips: Vec<Ipv4Addr>,
 }
 
 impl LbView {

@@ -438,7 +438,8 @@ fn initial_targets_get_no_new_flows_until_healthy() {
         "          - {ip: 10.1.0.4, port: 8080}\n          - {ip: 10.1.0.6, port: 8080}\n",
     );
     let c1 = cfg(&more);
-    c.reload_checked(&c1.load_balancers, &[true], s(3)).unwrap();
+    c.reload_checked(&c1.load_balancers, &|_| true, s(3))
+        .unwrap();
     let h = c.group_health();
     assert_eq!((h[0].healthy, h[0].initial, h[0].unhealthy), (3, 1, 0));
     w.refresh();
@@ -453,7 +454,7 @@ fn initial_targets_get_no_new_flows_until_healthy() {
     assert!(got.contains(&t(6)), "healthy target gets flows");
     // Checks stop (e.g. the health_check_device removed): every target serves.
     assert!(c.set_target_state("web", "web", t(6), 8080, HealthState::Unhealthy));
-    c.reload_checked(&c1.load_balancers, &[false], s(5))
+    c.reload_checked(&c1.load_balancers, &|_| false, s(5))
         .unwrap();
     let h = c.group_health();
     assert_eq!((h[0].healthy, h[0].initial, h[0].unhealthy), (4, 0, 0));
@@ -581,12 +582,93 @@ fn fib_answers_arp_for_vips_and_lb_addresses() {
 }
 
 #[test]
-fn reload_refuses_vip_changes() {
-    let (mut c, _w) = setup(GROUPS);
+fn reload_drains_a_removed_vip_and_refuses_lb_address_changes() {
+    let (mut c, mut w) = setup(GROUPS);
+    let vip2 = Ipv4Addr::new(198, 51, 100, 12);
+    let mut b = tcp(CLIENT, 1000, VIP, 80, SYN);
+    assert_eq!(w.process(&mut b, s(1)), StageVerdict::Translated);
     let other = conf(GROUPS).replace("vips: [198.51.100.10]", "vips: [198.51.100.12]");
     let other = parse_str(&other, "t.yaml").unwrap();
-    let e = c.reload(&other.load_balancers, 0).unwrap_err();
-    assert!(e.contains("vips"), "{e}");
+    let log = c.reload(&other.load_balancers, s(2)).unwrap();
+    assert!(
+        log.iter().any(|l| l.contains("VIP 198.51.100.10 removed")),
+        "{log:?}"
+    );
+    assert!(c.draining());
+    w.refresh();
+    // The open flow continues, a new one to the old VIP is refused, the new VIP serves.
+    let mut b = tcp(CLIENT, 1000, VIP, 80, ACK);
+    assert_eq!(w.process(&mut b, s(3)), StageVerdict::Translated);
+    let mut b = tcp(CLIENT, 1001, VIP, 80, SYN);
+    assert_eq!(
+        w.process(&mut b, s(3)),
+        StageVerdict::Drop(DropReason::LbDraining)
+    );
+    let mut b = tcp(CLIENT, 1002, vip2, 80, SYN);
+    assert_eq!(w.process(&mut b, s(3)), StageVerdict::Translated);
+    // Drain over: the old VIP is no load balancer traffic any more.
+    let log = c.tick(
+        std::time::Instant::now() + std::time::Duration::from_secs(301),
+        s(4),
+    );
+    assert!(log.iter().any(|l| l.contains("drained")), "{log:?}");
+    w.refresh();
+    let mut b = tcp(CLIENT, 1000, VIP, 80, ACK);
+    assert_eq!(w.process(&mut b, s(5)), StageVerdict::Pass);
+    // Full-NAT source addresses of a kept load balancer cannot change live.
+    let other = conf(GROUPS).replace(
+        "lb_addresses: [198.51.100.11]",
+        "lb_addresses: [198.51.100.13]",
+    );
+    let other = parse_str(&other, "t.yaml").unwrap();
+    let e = c.reload(&other.load_balancers, s(6)).unwrap_err();
+    assert!(e.contains("lb_addresses"), "{e}");
+}
+
+#[test]
+fn reload_adds_and_removes_load_balancers() {
+    let (mut c, mut w) = setup(GROUPS);
+    let base = cfg(GROUPS);
+    let mut second = base.load_balancers[0].clone();
+    second.id = "two".into();
+    second.vips = vec![Ipv4Addr::new(198, 51, 100, 20)];
+    second.lb_addresses = vec![Ipv4Addr::new(198, 51, 100, 21)];
+    second.drain_timeout_s = 5;
+    let both = vec![base.load_balancers[0].clone(), second.clone()];
+    c.reload(&both, s(1)).unwrap();
+    // The snapshot naming the new load balancer waits for its tables.
+    assert!(!w.refresh());
+    let mut rng = crate::nat::ports::Rng::new(1);
+    let mut u = c
+        .update_for(0, 1, &mut rng)
+        .expect("tables for the new slot");
+    c.sent();
+    w.reconcile(&mut u);
+    let mut b = tcp(CLIENT, 2000, second.vips[0], 80, SYN);
+    assert_eq!(w.process(&mut b, s(2)), StageVerdict::Translated);
+    // Removed: drains (open flow continues, new ones refused), then its slot empties.
+    c.reload(&base.load_balancers, s(3)).unwrap();
+    w.refresh();
+    let mut b = tcp(CLIENT, 2000, second.vips[0], 80, ACK);
+    assert_eq!(w.process(&mut b, s(3)), StageVerdict::Translated);
+    let mut b = tcp(CLIENT, 2001, second.vips[0], 80, SYN);
+    assert_eq!(
+        w.process(&mut b, s(3)),
+        StageVerdict::Drop(DropReason::LbDraining)
+    );
+    let log = c.tick(
+        std::time::Instant::now() + std::time::Duration::from_secs(6),
+        s(4),
+    );
+    assert!(log.iter().any(|l| l.contains("drain ended")), "{log:?}");
+    let mut u = c
+        .update_for(0, 1, &mut rng)
+        .expect("an empty table for the slot");
+    c.sent();
+    w.reconcile(&mut u);
+    assert_eq!(c.config()[1].id, "");
+    let mut b = tcp(CLIENT, 2000, second.vips[0], 80, ACK);
+    assert_eq!(w.process(&mut b, s(5)), StageVerdict::Pass);
 }
 
 #[test]

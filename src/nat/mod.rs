@@ -33,6 +33,7 @@ mod limits;
 mod log_hooks;
 mod out2in;
 pub mod ports;
+pub mod reconcile;
 pub mod rfc4787;
 pub mod stage;
 pub mod tcp_state;
@@ -111,6 +112,24 @@ pub(crate) struct Gateway {
     limiter: crate::limits::TenantLimiter,
     /// Flow-log counters and translation events (`log_hooks`); None when off.
     log: Option<crate::flowlog::GwLog>,
+    /// Live reload (see `reconcile`): removed from the config, the gateway serves only the
+    /// flows it has; new ones are refused.
+    draining: bool,
+    /// Per `public_ips` slot, an `ip_st` value: removed IPs drain, then retire.
+    ip_state: Vec<u8>,
+    /// Some public IP is retired (the per-hit check is skipped otherwise).
+    any_retired: bool,
+}
+
+/// States of a gateway's public IP across reloads. Slots keep their index (per-destination
+/// counts and the TIME_WAIT guard are keyed by it).
+pub mod ip_st {
+    /// Takes new flows.
+    pub const ACTIVE: u8 = 0;
+    /// Removed by a reload: its flows continue, no new ones (ARP still answered).
+    pub const DRAINING: u8 = 1;
+    /// Its drain ended: a flow on it is removed when next seen (its slot is kept).
+    pub const RETIRED: u8 = 2;
 }
 
 impl Gateway {
@@ -166,6 +185,33 @@ impl Gateway {
         self.flows.unindex(idx);
     }
 
+    /// Whether an outbound packet belongs to a flow of this gateway (fragments and ICMP
+    /// errors are assumed to).
+    fn has_inside_flow(&self, frame: &[u8], ip: &Ip) -> bool {
+        let l4 = frame.get(14 + ip.hl..14 + ip.len).unwrap_or(&[]);
+        let key = match ip.proto {
+            _ if ip.is_later_fragment() => return true,
+            IPPROTO_TCP | IPPROTO_UDP if l4.len() >= 8 => {
+                let (s, d) = udp_ports(frame, ip);
+                Key::new(ip.proto, ip.src, s, ip.dst, d)
+            }
+            IPPROTO_ICMP if l4.len() >= 8 && l4[0] == crate::wire::icmp::ECHO_REQUEST => {
+                let id = u16::from_be_bytes([l4[4], l4[5]]);
+                Key::new(IPPROTO_ICMP, ip.src, id, ip.dst, 0)
+            }
+            _ => return true,
+        };
+        self.flows.lookup_in(&key).is_some()
+    }
+
+    /// A public IP whose drain ended (live reload): its flows are removed when seen.
+    fn ip_retired(&self, ip: u32) -> bool {
+        self.public_ips
+            .iter()
+            .zip(&self.ip_state)
+            .any(|(&p, &s)| s == ip_st::RETIRED && u32::from(p) == ip)
+    }
+
     /// The per-destination count key of a flow.
     fn dest_of(&self, f: &Flow) -> Dest {
         let pip = self
@@ -174,6 +220,63 @@ impl Gateway {
             .position(|&p| u32::from(p) == f.public_ip)
             .unwrap_or(0);
         Dest::new(pip, f.remote_ip, f.remote_port, f.proto)
+    }
+}
+
+/// Seconds to timer ticks (at least one second; bounded so wrapping compares hold).
+pub(crate) fn ticks(s: u32) -> u32 {
+    (u64::from(s.max(1)) * TICKS_PER_S).min(u64::from(u32::MAX / 4)) as u32
+}
+
+impl Gateway {
+    /// A gateway's tables for one worker, all preallocated (on the control thread when a
+    /// reload adds it, see `reconcile`).
+    pub(crate) fn build(
+        g: &NatGatewayConfig,
+        worker: usize,
+        n_workers: usize,
+        tsc_hz: u64,
+        rng: &mut Rng,
+    ) -> Gateway {
+        let first = g.port_range.first.clamp(1, 65535) as u16;
+        let last = g.port_range.last.clamp(1, 65535) as u16;
+        Gateway {
+            inside: g.inside_prefixes.clone(),
+            public_ips: g.public_ips.clone(),
+            to_tcp_est: ticks(g.timeouts.tcp_established_s),
+            to_tcp_trans: ticks(g.timeouts.tcp_transitory_s),
+            to_udp: ticks(g.timeouts.udp_s),
+            to_icmp: ticks(g.timeouts.icmp_s),
+            flows: FlowTable::new(g.flows_per_core as usize, rng.next_u64()),
+            wheel: TimerWheel::new(WHEEL_SLOTS, 0),
+            ports: PortAllocator::new(first, last, g.connection_limit(), worker, n_workers),
+            frags: FragTable::new(rng.next_u64()),
+            guard: TimeWaitGuard::new(
+                g.flows_per_core as usize,
+                if g.mode == NatMode::Aws {
+                    ticks(g.tcp_time_wait_guard_s)
+                } else {
+                    0
+                },
+                rng.next_u64(),
+            ),
+            dests: DestCounts::new(
+                if g.mode == NatMode::Aws {
+                    g.flows_per_core as usize
+                } else {
+                    1
+                },
+                rng.next_u64(),
+            ),
+            eim: (g.mode == NatMode::Rfc4787)
+                .then(|| Eim::new(g.flows_per_core as usize, rng.next_u64())),
+            no_translate: east_west::NoTranslate::from_gateway(g),
+            limiter: crate::limits::TenantLimiter::new(&g.limits, worker, n_workers, tsc_hz),
+            log: None,
+            draining: false,
+            ip_state: vec![ip_st::ACTIVE; g.public_ips.len()],
+            any_retired: false,
+        }
     }
 }
 
@@ -195,6 +298,8 @@ pub struct NatWorker {
     now: u64,
     /// This worker's end of the flow / translation logs (`log_hooks`); None when off.
     flow_log: Option<crate::flowlog::Tap>,
+    /// Some gateway is draining (else the inside match takes the first gateway).
+    draining: bool,
 }
 
 /// The IPv4 facts the translators need, read once.
@@ -300,56 +405,20 @@ impl NatWorker {
             .unwrap_or(0);
         let mut rng = Rng::new(clock ^ ((worker as u64) << 48) ^ tsc_hz);
         let tick_len = (tsc_hz / TICKS_PER_S).max(1);
-        let ticks =
-            |s: u32| (u64::from(s.max(1)) * TICKS_PER_S).min(u64::from(u32::MAX / 4)) as u32;
         let mut public = hashbrown::HashMap::new();
         let mut gws = Vec::with_capacity(gateways.len());
         for (gi, g) in gateways.iter().enumerate() {
             for ip in &g.public_ips {
                 public.entry(u32::from(*ip)).or_insert(gi);
             }
-            let first = g.port_range.first.clamp(1, 65535) as u16;
-            let last = g.port_range.last.clamp(1, 65535) as u16;
-            gws.push(Gateway {
-                inside: g.inside_prefixes.clone(),
-                public_ips: g.public_ips.clone(),
-                to_tcp_est: ticks(g.timeouts.tcp_established_s),
-                to_tcp_trans: ticks(g.timeouts.tcp_transitory_s),
-                to_udp: ticks(g.timeouts.udp_s),
-                to_icmp: ticks(g.timeouts.icmp_s),
-                flows: FlowTable::new(g.flows_per_core as usize, rng.next_u64()),
-                wheel: TimerWheel::new(WHEEL_SLOTS, 0),
-                ports: PortAllocator::new(first, last, g.connection_limit(), worker, n_workers),
-                frags: FragTable::new(rng.next_u64()),
-                guard: TimeWaitGuard::new(
-                    g.flows_per_core as usize,
-                    if g.mode == NatMode::Aws {
-                        ticks(g.tcp_time_wait_guard_s)
-                    } else {
-                        0
-                    },
-                    rng.next_u64(),
-                ),
-                dests: DestCounts::new(
-                    if g.mode == NatMode::Aws {
-                        g.flows_per_core as usize
-                    } else {
-                        1
-                    },
-                    rng.next_u64(),
-                ),
-                eim: (g.mode == NatMode::Rfc4787)
-                    .then(|| Eim::new(g.flows_per_core as usize, rng.next_u64())),
-                no_translate: east_west::NoTranslate::from_gateway(g),
-                limiter: crate::limits::TenantLimiter::new(&g.limits, worker, n_workers, tsc_hz),
-                log: None,
-            });
+            gws.push(Gateway::build(g, worker, n_workers, tsc_hz, &mut rng));
         }
         NatWorker {
             worker,
             n_workers,
             tick_len,
             hairpin: gws.iter().any(|g| g.eim.is_some()),
+            draining: false,
             counters: vec![GatewayCounters::default(); gws.len()],
             gws,
             public,
@@ -388,6 +457,10 @@ impl NatWorker {
     /// validated; L4 header validated on first fragments; frame trimmed to 14+total_len).
     /// Called before routing and before the TTL decrement.
     pub fn process<B: PacketBuf>(&mut self, pkt: &mut B, now: u64) -> NatVerdict {
+        if self.gws.is_empty() {
+            // No gateway (yet: a reload may add some).
+            return NatVerdict::Pass;
+        }
         let Some(ip) = Ip::parse(pkt.data()) else {
             return NatVerdict::Pass;
         };
@@ -400,17 +473,38 @@ impl NatWorker {
             return self.out2in(gi, pkt, &ip, t);
         }
         let src = ip.src;
-        if let Some(gi) = self
-            .gws
-            .iter()
-            .position(|g| g.inside.iter().any(|p| p.contains(src)))
-        {
+        let found = if self.draining {
+            self.inside_gateway_draining(pkt.data(), &ip)
+        } else {
+            self.gws
+                .iter()
+                .position(|g| g.inside.iter().any(|p| p.contains(src)))
+        };
+        if let Some(gi) = found {
             if self.gws[gi].no_translate.keeps_source(ip.dst) {
                 return NatVerdict::Pass;
             }
             return self.in2out(gi, pkt, &ip, t);
         }
         NatVerdict::Pass
+    }
+
+    /// The gateway translating an outbound packet while some gateway drains (live
+    /// reload): the first whose inside prefixes hold the source, except that a draining
+    /// one keeps only packets of flows it has; the others go to the next matching gateway,
+    /// if any (else to the draining one, which refuses new flows).
+    fn inside_gateway_draining(&self, frame: &[u8], ip: &Ip) -> Option<usize> {
+        let mut fallback = None;
+        for (gi, g) in self.gws.iter().enumerate() {
+            if !g.inside.iter().any(|p| p.contains(ip.src)) {
+                continue;
+            }
+            if !g.draining || g.has_inside_flow(frame, ip) {
+                return Some(gi);
+            }
+            fallback.get_or_insert(gi);
+        }
+        fallback
     }
 
     /// Adds the routes of `cfg` to where translation does not apply: destinations routed
@@ -655,8 +749,9 @@ impl NatWorker {
     }
 
     fn live_or_kill(&mut self, gi: usize, idx: u32, t: u32) -> Option<u32> {
-        let f = self.gws.get(gi)?.flows.get(idx)?;
-        if expiry::is_due(f.deadline, t) {
+        let g = self.gws.get(gi)?;
+        let f = g.flows.get(idx)?;
+        if expiry::is_due(f.deadline, t) || (g.any_retired && g.ip_retired(f.public_ip)) {
             self.kill(gi, idx, t);
             return None;
         }
@@ -675,6 +770,10 @@ impl NatWorker {
         state: u8,
         t: u32,
     ) -> Result<u32, DropReason> {
+        // A draining gateway refuses before its limiter is charged.
+        if self.gws.get(gi).is_some_and(|g| g.draining) {
+            return Err(DropReason::NatDraining);
+        }
         self.limit_new_flow(gi)?;
         let NatWorker {
             gws,
@@ -713,6 +812,10 @@ impl NatWorker {
             let Some(&pip) = g.public_ips.get(pi) else {
                 continue;
             };
+            if g.ip_state.get(pi) != Some(&ip_st::ACTIVE) {
+                // Draining or retired (live reload): no new flows on it.
+                continue;
+            }
             let dest = Dest::new(pi, u32::from(remote.0), remote.1, proto);
             let flows = &g.flows;
             let steer = steering.as_ref().filter(|_| steered);

@@ -35,6 +35,7 @@
 use super::eim::Mapping;
 use super::flow::{mix2, st, Flow, Key};
 use super::icmp_error;
+use super::ip_st;
 use super::ports::{Rng, RssSteering};
 use super::{Gateway, GatewayCounters, Ip, NatVerdict, NatWorker};
 use crate::packet::PacketBuf;
@@ -101,6 +102,7 @@ impl Gateway {
             eim,
             ports,
             public_ips,
+            ip_state,
             ..
         } = self;
         let Some(eim) = eim.as_mut() else {
@@ -118,9 +120,14 @@ impl Gateway {
                 };
                 let mut chosen = None;
                 for i in 0..n_ips {
-                    let Some(&pip) = public_ips.get(((start + i) % n_ips) as usize) else {
+                    let pi = ((start + i) % n_ips) as usize;
+                    let Some(&pip) = public_ips.get(pi) else {
                         continue;
                     };
+                    if ip_state.get(pi) != Some(&ip_st::ACTIVE) {
+                        // Draining (live reload): its mappings serve on, no new ones.
+                        continue;
+                    }
                     let pub_u = u32::from(pip);
                     let taken = &*eim;
                     let port = ports.allocate_any(rng, |p, preferred| {

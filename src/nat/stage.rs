@@ -85,6 +85,11 @@ impl NatPublished {
         self.capacity.store(w.capacity() as u64, Ordering::Relaxed);
     }
 
+    /// Publishes at once (after a live reload changed the gateways).
+    pub fn publish_now(&self, w: &NatWorker) {
+        self.publish(w);
+    }
+
     /// This worker's counters of gateway `g`.
     pub fn read(&self, g: usize) -> GatewayCounters {
         let v: Vec<u64> = self.gateways[g]

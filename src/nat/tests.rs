@@ -45,6 +45,7 @@ pub(super) fn gw(
         drop_foreign_inside_sources: true,
         no_translate: Vec::new(),
         limits: Default::default(),
+        drain_timeout_s: 300,
     }
 }
 

@@ -93,6 +93,8 @@ drop_reasons! {
     LbTenantPpsLimit => "lb_tenant_pps_limit", "LB: the load balancer (tenant) is over its packets/s limit on this node";
     LbTenantNewFlowLimit => "lb_tenant_new_flow_limit", "LB: the load balancer (tenant) is over its new flows/s limit on this node";
     LbTenantFlowLimit => "lb_tenant_flow_limit", "LB: the load balancer (tenant) is at its concurrent-flow limit on this node";
+    NatDraining => "nat_draining", "NAT: new flow refused: the gateway is draining after a reload removed it";
+    LbDraining => "lb_draining", "LB: new flow refused: the load balancer or VIP is draining after a reload removed it";
 }
 
 macro_rules! worker_counters {

@@ -23,6 +23,8 @@ pub enum CtlMsg {
         ip: Ipv4Addr,
         mac: MacAddr,
     },
+    /// Live reload of the stages' tenants (see `crate::stages::TenantUpdate`).
+    Tenants(Box<crate::stages::TenantUpdate>),
 }
 
 /// Worker -> control thread.
@@ -198,6 +200,14 @@ pub fn run(setup: WorkerSetup) -> i32 {
                     CtlMsg::Fib(f) => pipeline.set_fib(f),
                     CtlMsg::Neighbor { port, ip, mac } => {
                         pipeline.neighbor_resolved(port, ip, mac, now, &mut alloc, &mut tx)
+                    }
+                    CtlMsg::Tenants(mut u) => {
+                        if let Some(s) = pipeline.stages.as_mut() {
+                            s.apply(&mut u);
+                        }
+                        // Freed on the control thread.
+                        let back = u.back.clone();
+                        let _ = back.try_send(u);
                     }
                 }
             }

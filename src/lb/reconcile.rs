@@ -1,0 +1,87 @@
+//! Live reload of load balancers, worker side: the control thread (`LbControl`) builds
+//! the tables of load balancers a reload adds (and the empty ones replacing drained ones)
+//! and sends them in an `LbUpdate`; the worker moves them in between bursts and hands back
+//! what it replaced. Slots never move: a new load balancer gets a new slot, so a snapshot
+//! naming it is taken only once its tables are there (`LbWorker::refresh`).
+
+use super::counters::LbCounters;
+use super::{LbState, LbWorker};
+use crate::config::LoadBalancerConfig;
+use crate::nat::ports::Rng;
+
+/// Load balancer slots per worker (published counters are sized for this many).
+pub const MAX_SLOTS: usize = 64;
+
+/// One worker's part of a reload.
+pub struct LbUpdate {
+    /// (slot, new tables), by slot.
+    fresh: Vec<(usize, LbState)>,
+    slots: usize,
+    lbs: Vec<LbState>,
+    counters: Vec<LbCounters>,
+    /// Filled by the worker, freed by the control thread.
+    garbage: Vec<LbState>,
+    old_lbs: Vec<LbState>,
+    old_counters: Vec<LbCounters>,
+}
+
+impl LbUpdate {
+    /// Tables for `fresh` slots (their configs) out of `slots`, for one worker.
+    pub fn build(
+        fresh: &[(usize, &LoadBalancerConfig)],
+        slots: usize,
+        worker: usize,
+        n_workers: usize,
+        tsc_hz: u64,
+        rng: &mut Rng,
+    ) -> LbUpdate {
+        LbUpdate {
+            fresh: fresh
+                .iter()
+                .map(|(i, c)| (*i, LbState::build(c, worker, n_workers, tsc_hz, rng)))
+                .collect(),
+            slots,
+            lbs: Vec::with_capacity(slots),
+            counters: Vec::with_capacity(slots),
+            garbage: Vec::with_capacity(slots),
+            old_lbs: Vec::new(),
+            old_counters: Vec::new(),
+        }
+    }
+}
+
+impl LbWorker {
+    /// Between bursts: takes the new slots' tables (moves only).
+    pub fn reconcile(&mut self, u: &mut LbUpdate) {
+        let mut old = std::mem::replace(&mut self.lbs, std::mem::take(&mut u.lbs));
+        let mut old_c = std::mem::replace(&mut self.counters, std::mem::take(&mut u.counters));
+        {
+            let mut prev = old.drain(..);
+            let mut prev_c = old_c.drain(..);
+            let mut fresh = u.fresh.drain(..).peekable();
+            for i in 0..u.slots {
+                let (p, pc) = (prev.next(), prev_c.next());
+                match fresh.next_if(|(f, _)| *f == i) {
+                    Some((_, st)) => {
+                        self.lbs.push(st);
+                        self.counters.push(LbCounters::default());
+                        if let Some(p) = p {
+                            u.garbage.push(p);
+                        }
+                    }
+                    None => {
+                        if let Some(p) = p {
+                            self.lbs.push(p);
+                            self.counters.push(pc.unwrap_or_default());
+                        }
+                    }
+                }
+            }
+            u.garbage.extend(prev);
+        }
+        u.old_lbs = old;
+        u.old_counters = old_c;
+        // The snapshot naming the new load balancers can be taken now.
+        self.refresh();
+    }
+}

@@ -1,0 +1,637 @@
+//! Live reload of NAT gateways (SIGHUP). The control thread keeps the tenant slots
+//! (`NatTenants`): a gateway keeps its slot index from the reload that adds it until its
+//! drain ends, so per-gateway tables, counters and metrics stay where they are. On a reload
+//! it diffs the new gateway list against the slots by `id`, builds every new gateway's
+//! tables (allocation happens here, never on a worker) and sends each worker a
+//! `NatUpdate`; the worker swaps it in between bursts (`NatWorker::reconcile`: moves, no
+//! allocation) and hands back what it replaced for the control thread to free.
+//!
+//! - unchanged gateways: nothing of theirs changes;
+//! - changed parameters (inside prefixes, timeouts, port range, limits, public IPs) apply
+//!   in place; existing flows keep their public IP and port (ports of live flows stay
+//!   taken: allocation probes the flow table);
+//! - a removed public IP drains: no new flows on it, existing ones continue (ARP still
+//!   answered) until `drain_timeout_s`, then it retires: its flows are removed when next
+//!   seen (an inside TCP segment then gets a RST) and ARP is withdrawn;
+//! - a removed gateway drains the same way as a whole, then its slot holds an empty
+//!   placeholder (reused by the next gateway added);
+//! - `mode` and `flows_per_core` size and shape the tables: changing them is refused (add
+//!   the gateway under a new id, the old one drains).
+
+use super::east_west::NoTranslate;
+use super::ports::{PortAllocator, Rng, RssSteering};
+use super::{ip_st, Gateway, GatewayCounters, NatWorker};
+use crate::config::{Config, Ipv4Net, NatGatewayConfig, NatMode, NatPortRange, NatTimeouts};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+/// Gateway slots per worker (published counters are sized for this many).
+pub const MAX_SLOTS: usize = 64;
+
+/// What a reload makes of one gateway slot on one worker.
+// Not boxed: the worker moves the gateway out, and a box would then be freed there.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum SlotUpdate {
+    /// Same tenant: its tables and flows stay; these parameters are swapped in.
+    Keep(Params),
+    /// A new tenant, or the empty placeholder of a freed slot (built by the control thread).
+    Fresh(Option<Gateway>),
+}
+
+/// A kept gateway's parameters (the vectors come back, swapped, to be freed).
+pub struct Params {
+    inside: Vec<Ipv4Net>,
+    public_ips: Vec<Ipv4Addr>,
+    ip_state: Vec<u8>,
+    timeouts: [u32; 4],
+    ports: (u16, u16, u32),
+    no_translate: NoTranslate,
+    draining: bool,
+    /// The tenant limits as reloaded (a fresh bucket: at most one extra burst per reload).
+    limiter: crate::limits::TenantLimiter,
+}
+
+impl Params {
+    /// A free slot's placeholder stays as it is.
+    fn empty() -> Params {
+        Params {
+            inside: Vec::new(),
+            public_ips: Vec::new(),
+            ip_state: Vec::new(),
+            timeouts: [1; 4],
+            ports: (1024, 65535, 1),
+            no_translate: NoTranslate::default(),
+            draining: false,
+            limiter: crate::limits::TenantLimiter::unlimited(),
+        }
+    }
+}
+
+/// One worker's part of a reload.
+pub struct NatUpdate {
+    slots: Vec<SlotUpdate>,
+    public: hashbrown::HashMap<u32, usize>,
+    /// Empty, with room for every slot (the worker moves its gateways in).
+    gws: Vec<Gateway>,
+    counters: Vec<GatewayCounters>,
+    /// Filled by the worker: gateways it dropped, and its replaced containers.
+    garbage: Vec<Gateway>,
+    old_gws: Vec<Gateway>,
+    old_counters: Vec<GatewayCounters>,
+}
+
+impl NatUpdate {
+    /// Gateways the worker gave back (tests).
+    pub fn dropped(&self) -> usize {
+        self.garbage.len()
+    }
+}
+
+impl Gateway {
+    fn apply(
+        &mut self,
+        p: &mut Params,
+        worker: usize,
+        n_workers: usize,
+        steering: Option<&RssSteering>,
+    ) {
+        std::mem::swap(&mut self.inside, &mut p.inside);
+        std::mem::swap(&mut self.public_ips, &mut p.public_ips);
+        std::mem::swap(&mut self.ip_state, &mut p.ip_state);
+        std::mem::swap(&mut self.no_translate, &mut p.no_translate);
+        [
+            self.to_tcp_est,
+            self.to_tcp_trans,
+            self.to_udp,
+            self.to_icmp,
+        ] = p.timeouts;
+        let (first, last, limit) = p.ports;
+        // No heap: the allocator is a handful of numbers (ports of live flows stay taken:
+        // allocation probes the flow table).
+        self.ports = PortAllocator::new(first, last, limit, worker, n_workers);
+        self.ports
+            .set_steering(steering.filter(|_| self.eim.is_none()));
+        self.draining = p.draining;
+        self.limiter = p.limiter;
+        self.any_retired = self.ip_state.contains(&ip_st::RETIRED);
+    }
+}
+
+impl NatWorker {
+    /// Between bursts: takes the new gateway slots. Moves only; what it replaced goes back
+    /// in `u` to be freed by the control thread.
+    pub fn reconcile(&mut self, u: &mut NatUpdate) {
+        let mut old = std::mem::replace(&mut self.gws, std::mem::take(&mut u.gws));
+        let mut old_c = std::mem::replace(&mut self.counters, std::mem::take(&mut u.counters));
+        {
+            let mut prev = old.drain(..);
+            let mut prev_c = old_c.drain(..);
+            for s in u.slots.iter_mut() {
+                let (p, pc) = (prev.next(), prev_c.next());
+                match (s, p) {
+                    (SlotUpdate::Keep(params), Some(mut g)) => {
+                        g.apply(params, self.worker, self.n_workers, self.steering.as_ref());
+                        self.gws.push(g);
+                        self.counters.push(pc.unwrap_or_default());
+                    }
+                    (SlotUpdate::Fresh(fresh), p) => {
+                        if let Some(mut g) = fresh.take() {
+                            if g.eim.is_none() {
+                                g.ports.set_steering(self.steering.as_ref());
+                            }
+                            self.gws.push(g);
+                            self.counters.push(GatewayCounters::default());
+                        }
+                        if let Some(p) = p {
+                            u.garbage.push(p);
+                        }
+                    }
+                    // The control thread mirrors the slots: cannot happen.
+                    (SlotUpdate::Keep(_), None) => {}
+                }
+            }
+            u.garbage.extend(prev);
+        }
+        u.old_gws = old;
+        u.old_counters = old_c;
+        std::mem::swap(&mut self.public, &mut u.public);
+        self.hairpin = self.gws.iter().any(|g| g.eim.is_some());
+        self.draining = self.gws.iter().any(|g| g.draining);
+    }
+}
+
+/// One slot on the control side.
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    /// `None`: free (an empty placeholder on the workers).
+    cfg: Option<NatGatewayConfig>,
+    /// Removed from the config: drains until then.
+    drain_until: Option<Instant>,
+    /// Public IPs by slot: (address, `ip_st`, drain deadline).
+    ips: Vec<(Ipv4Addr, u8, Option<Instant>)>,
+    /// The workers need new tables for it in the next update.
+    fresh: bool,
+}
+
+/// The control thread's view of the gateway slots.
+#[derive(Debug, Clone, Default)]
+pub struct NatTenants {
+    slots: Vec<Slot>,
+    /// TSC frequency (the tenant limiters of built gateways refill from the TSC).
+    tsc_hz: u64,
+    /// Flow / translation logs on: (flows, mappings, interval_s) for new gateways' counters.
+    log: Option<(bool, bool, u32)>,
+}
+
+fn placeholder_cfg() -> NatGatewayConfig {
+    NatGatewayConfig {
+        id: String::new(),
+        inside_prefixes: Vec::new(),
+        public_ips: Vec::new(),
+        port_range: NatPortRange::default(),
+        max_connections_per_destination: None,
+        timeouts: NatTimeouts::default(),
+        flows_per_core: 16,
+        mode: NatMode::Aws,
+        tcp_time_wait_guard_s: 0,
+        inside_ports: None,
+        drop_foreign_inside_sources: false,
+        no_translate: Vec::new(),
+        limits: Default::default(),
+        drain_timeout_s: 0,
+    }
+}
+
+impl NatTenants {
+    /// The gateways the workers were started with, in config order.
+    pub fn new(gws: &[NatGatewayConfig], tsc_hz: u64) -> NatTenants {
+        NatTenants {
+            tsc_hz,
+            log: None,
+            slots: gws
+                .iter()
+                .map(|g| Slot {
+                    cfg: Some(g.clone()),
+                    drain_until: None,
+                    ips: g
+                        .public_ips
+                        .iter()
+                        .map(|&ip| (ip, ip_st::ACTIVE, None))
+                        .collect(),
+                    fresh: false,
+                })
+                .collect(),
+        }
+    }
+
+    /// Diffs `new` against the slots (by id). On error nothing changed. Returns a line per
+    /// change for the log.
+    pub fn reload(
+        &mut self,
+        new: &[NatGatewayConfig],
+        now: Instant,
+    ) -> Result<Vec<String>, String> {
+        let mut next = self.clone();
+        let mut log = Vec::new();
+        let drain = |g: &NatGatewayConfig| now + Duration::from_secs(u64::from(g.drain_timeout_s));
+        // Removed gateways drain.
+        for s in next.slots.iter_mut() {
+            let Some(c) = s.cfg.as_ref() else { continue };
+            if s.drain_until.is_none() && !new.iter().any(|g| g.id == c.id) {
+                s.drain_until = Some(drain(c));
+                log.push(format!(
+                    "nat gateway {}: removed, draining for up to {} s",
+                    c.id, c.drain_timeout_s
+                ));
+            }
+        }
+        for g in new {
+            let at = next
+                .slots
+                .iter()
+                .position(|s| s.cfg.as_ref().is_some_and(|c| c.id == g.id));
+            match at {
+                Some(i) => {
+                    let s = &mut next.slots[i];
+                    let Some(old) = s.cfg.clone() else { continue };
+                    if old.mode != g.mode || old.flows_per_core != g.flows_per_core {
+                        return Err(format!(
+                            "nat gateway `{}`: mode or flows_per_core changed (they shape its \
+                             tables: add it under a new id instead, the old one drains)",
+                            g.id
+                        ));
+                    }
+                    if s.drain_until.take().is_some() {
+                        log.push(format!("nat gateway {}: back, drain cancelled", g.id));
+                    }
+                    for e in s.ips.iter_mut() {
+                        if e.1 == ip_st::ACTIVE && !g.public_ips.contains(&e.0) {
+                            e.1 = ip_st::DRAINING;
+                            e.2 = Some(drain(g));
+                            log.push(format!(
+                                "nat gateway {}: public IP {} removed, draining for up to {} s",
+                                g.id, e.0, g.drain_timeout_s
+                            ));
+                        }
+                    }
+                    for &ip in &g.public_ips {
+                        match s.ips.iter_mut().find(|e| e.0 == ip) {
+                            Some(e) => {
+                                e.1 = ip_st::ACTIVE;
+                                e.2 = None;
+                            }
+                            None => {
+                                s.ips.push((ip, ip_st::ACTIVE, None));
+                                log.push(format!("nat gateway {}: public IP {ip} added", g.id));
+                            }
+                        }
+                    }
+                    if s.ips.len() > 255 {
+                        return Err(format!(
+                            "nat gateway `{}`: too many public IP changes since start \
+                             (restart needed)",
+                            g.id
+                        ));
+                    }
+                    if old != *g {
+                        log.push(format!("nat gateway {}: updated in place", g.id));
+                    }
+                    s.cfg = Some(g.clone());
+                }
+                None => {
+                    let slot = Slot {
+                        cfg: Some(g.clone()),
+                        drain_until: None,
+                        ips: g
+                            .public_ips
+                            .iter()
+                            .map(|&ip| (ip, ip_st::ACTIVE, None))
+                            .collect(),
+                        fresh: true,
+                    };
+                    match next.slots.iter().position(|s| s.cfg.is_none()) {
+                        Some(i) => next.slots[i] = slot,
+                        None if next.slots.len() < MAX_SLOTS => next.slots.push(slot),
+                        None => {
+                            return Err(format!(
+                                "nat gateway `{}`: no free slot ({MAX_SLOTS} gateways, \
+                                 draining ones included; restart needed)",
+                                g.id
+                            ))
+                        }
+                    }
+                    log.push(format!("nat gateway {}: added", g.id));
+                }
+            }
+        }
+        // A public IP belongs to one gateway, draining ones included.
+        for (i, s) in next.slots.iter().enumerate() {
+            for (ip, st, _) in s.ips.iter().filter(|e| e.1 != ip_st::RETIRED) {
+                let Some(c) = s.cfg.as_ref() else { continue };
+                let other = next.slots.iter().enumerate().find(|(j, o)| {
+                    *j != i
+                        && o.cfg.is_some()
+                        && o.ips.iter().any(|e| e.0 == *ip && e.1 != ip_st::RETIRED)
+                });
+                if let Some((_, o)) = other {
+                    let oid = o.cfg.as_ref().map_or("", |c| c.id.as_str());
+                    if *st != ip_st::ACTIVE || s.drain_until.is_some() {
+                        return Err(format!(
+                            "public IP {ip} of nat gateway `{oid}` is still draining from \
+                             gateway `{}` (wait for its drain_timeout_s)",
+                            c.id
+                        ));
+                    }
+                }
+            }
+        }
+        *self = next;
+        Ok(log)
+    }
+
+    /// Ends drains that are due. True when the workers need an update.
+    pub fn tick(&mut self, now: Instant) -> Vec<String> {
+        let mut log = Vec::new();
+        for s in self.slots.iter_mut() {
+            if s.drain_until.is_some_and(|d| d <= now) {
+                if let Some(c) = s.cfg.as_ref() {
+                    log.push(format!("nat gateway {}: drain ended, removed", c.id));
+                }
+                *s = Slot {
+                    fresh: true,
+                    ..Slot::default()
+                };
+                continue;
+            }
+            for e in s.ips.iter_mut() {
+                if e.1 == ip_st::DRAINING && e.2.is_some_and(|d| d <= now) {
+                    e.1 = ip_st::RETIRED;
+                    e.2 = None;
+                    if let Some(c) = s.cfg.as_ref() {
+                        log.push(format!(
+                            "nat gateway {}: public IP {} drained, retired",
+                            c.id, e.0
+                        ));
+                    }
+                }
+            }
+        }
+        log
+    }
+
+    /// Metric label per slot ("" for a free slot).
+    pub fn ids(&self) -> Vec<String> {
+        self.slots
+            .iter()
+            .map(|s| s.cfg.as_ref().map(|c| c.id.clone()).unwrap_or_default())
+            .collect()
+    }
+
+    /// Gateways for the forwarding table (ARP answers, source filters): every gateway
+    /// still holding flows, with its public IPs that are not retired.
+    pub fn fib_gateways(&self) -> Vec<NatGatewayConfig> {
+        self.slots
+            .iter()
+            .filter_map(|s| {
+                let mut c = s.cfg.clone()?;
+                c.public_ips = s
+                    .ips
+                    .iter()
+                    .filter(|e| e.1 != ip_st::RETIRED)
+                    .map(|e| e.0)
+                    .collect();
+                Some(c)
+            })
+            .collect()
+    }
+
+    /// Flow / translation logs are on: gateways added by a reload get their counters too.
+    pub fn set_log(&mut self, flows: bool, mappings: bool, interval_s: u32) {
+        self.log = Some((flows, mappings, interval_s));
+    }
+
+    /// Some slot drains (the control thread then checks `tick`).
+    pub fn draining(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.drain_until.is_some() || s.ips.iter().any(|e| e.1 == ip_st::DRAINING))
+    }
+
+    /// Worker `worker`'s update for the current slots; `cfg` is the running config
+    /// (routes, ports: east-west exemptions). Call `sent` once every worker has one.
+    pub fn update_for(
+        &self,
+        cfg: &Config,
+        worker: usize,
+        n_workers: usize,
+        rng: &mut Rng,
+    ) -> NatUpdate {
+        let mut public = hashbrown::HashMap::new();
+        let mut slots = Vec::with_capacity(self.slots.len());
+        for (i, s) in self.slots.iter().enumerate() {
+            for e in s.ips.iter().filter(|e| e.1 != ip_st::RETIRED) {
+                public.entry(u32::from(e.0)).or_insert(i);
+            }
+            let Some(c) = s.cfg.as_ref() else {
+                slots.push(if s.fresh {
+                    SlotUpdate::Fresh(Some(Gateway::build(
+                        &placeholder_cfg(),
+                        worker,
+                        n_workers,
+                        self.tsc_hz,
+                        rng,
+                    )))
+                } else {
+                    SlotUpdate::Keep(Params::empty())
+                });
+                continue;
+            };
+            if s.fresh {
+                let mut g = Gateway::build(c, worker, n_workers, self.tsc_hz, rng);
+                if let Some((flows, mappings, interval_s)) = self.log {
+                    g.log = Some(crate::flowlog::GwLog::new(
+                        i,
+                        g.flows.capacity(),
+                        flows,
+                        mappings,
+                        interval_s,
+                    ));
+                }
+                slots.push(SlotUpdate::Fresh(Some(g)));
+                continue;
+            }
+            let t = &c.timeouts;
+            slots.push(SlotUpdate::Keep(Params {
+                inside: c.inside_prefixes.clone(),
+                public_ips: s.ips.iter().map(|e| e.0).collect(),
+                ip_state: s.ips.iter().map(|e| e.1).collect(),
+                timeouts: [t.tcp_established_s, t.tcp_transitory_s, t.udp_s, t.icmp_s]
+                    .map(super::ticks),
+                ports: (
+                    c.port_range.first.clamp(1, 65535) as u16,
+                    c.port_range.last.clamp(1, 65535) as u16,
+                    c.connection_limit(),
+                ),
+                no_translate: NoTranslate::from_config(cfg, c),
+                draining: s.drain_until.is_some(),
+                limiter: crate::limits::TenantLimiter::new(
+                    &c.limits,
+                    worker,
+                    n_workers,
+                    self.tsc_hz,
+                ),
+            }));
+        }
+        let n = slots.len();
+        NatUpdate {
+            slots,
+            public,
+            gws: Vec::with_capacity(n),
+            counters: Vec::with_capacity(n),
+            garbage: Vec::with_capacity(n),
+            old_gws: Vec::new(),
+            old_counters: Vec::new(),
+        }
+    }
+
+    /// Every worker got its update: fresh slots are now built.
+    pub fn sent(&mut self) {
+        for s in self.slots.iter_mut() {
+            s.fresh = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{gw, out_port, udp, HZ, IN1, IN2, PUB0, PUB1, REMOTE};
+    use super::super::NatVerdict;
+    use super::*;
+    use crate::packet::VecBuf;
+    use crate::pipeline::counters::DropReason;
+
+    const PUB2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 12);
+
+    fn tenant(id: &str, inside: &str, ips: &[Ipv4Addr], drain: u32) -> NatGatewayConfig {
+        NatGatewayConfig {
+            id: id.into(),
+            inside_prefixes: vec![inside.parse().unwrap()],
+            drain_timeout_s: drain,
+            ..gw(1024, 65535, None, 256, ips)
+        }
+    }
+
+    fn cfg() -> Config {
+        crate::config::parse_str(
+            "lcores: {workers: [1]}\nports:\n  - {name: a, device: net_null0, addresses: [203.0.113.1/24]}\n",
+            "t.yaml",
+        )
+        .unwrap()
+    }
+
+    fn apply(t: &mut NatTenants, w: &mut NatWorker) -> NatUpdate {
+        let mut rng = Rng::new(7);
+        let mut u = t.update_for(&cfg(), 0, 1, &mut rng);
+        t.sent();
+        w.reconcile(&mut u);
+        u
+    }
+
+    fn verdict(w: &mut NatWorker, mut b: VecBuf, now: u64) -> NatVerdict {
+        w.process(&mut b, now)
+    }
+
+    #[test]
+    fn add_change_remove_keep_the_flows_of_unchanged_gateways() {
+        let a = tenant("a", "10.0.1.5/32", &[PUB0], 10);
+        let b = tenant("b", "10.0.1.6/32", &[PUB1], 10);
+        let mut w = NatWorker::new(std::slice::from_ref(&a), 0, 1, HZ);
+        let mut t = NatTenants::new(std::slice::from_ref(&a), HZ);
+        let (_, pa) = out_port(&mut w, udp(IN1, 5000, REMOTE, 53), 0);
+        // Add b: a's flow untouched, b serves at once.
+        let t0 = Instant::now();
+        t.reload(&[a.clone(), b.clone()], t0).unwrap();
+        let u = apply(&mut t, &mut w);
+        assert_eq!(u.dropped(), 0);
+        assert_eq!(out_port(&mut w, udp(IN1, 5000, REMOTE, 53), 1), (PUB0, pa));
+        assert_eq!(out_port(&mut w, udp(IN2, 6000, REMOTE, 53), 1).0, PUB1);
+        assert_eq!(
+            verdict(&mut w, udp(REMOTE, 53, PUB0, pa), 2),
+            NatVerdict::Translated
+        );
+        // Change b's public IP: its flow stays on PUB1 (draining), new flows get PUB2.
+        let b2 = tenant("b", "10.0.1.6/32", &[PUB2], 10);
+        t.reload(&[a.clone(), b2.clone()], t0).unwrap();
+        apply(&mut t, &mut w);
+        assert_eq!(out_port(&mut w, udp(IN2, 6000, REMOTE, 53), 3).0, PUB1);
+        assert_eq!(out_port(&mut w, udp(IN2, 6001, REMOTE, 53), 3).0, PUB2);
+        // Remove b: existing flows continue, new ones are refused.
+        t.reload(std::slice::from_ref(&a), t0).unwrap();
+        apply(&mut t, &mut w);
+        assert_eq!(out_port(&mut w, udp(IN2, 6001, REMOTE, 53), 4).0, PUB2);
+        assert_eq!(
+            verdict(&mut w, udp(IN2, 6002, REMOTE, 53), 4),
+            NatVerdict::Drop(DropReason::NatDraining)
+        );
+        assert_eq!(t.ids(), vec!["a".to_string(), "b".to_string()]);
+        // The public IP of a draining gateway cannot be taken by another yet.
+        let c = tenant("c", "10.0.1.7/32", &[PUB2], 10);
+        assert!(t.reload(&[a.clone(), c], t0).is_err());
+        // Drain over: the slot is freed, b's packets are no longer NAT traffic.
+        let log = t.tick(t0 + Duration::from_secs(11));
+        assert!(log.iter().any(|l| l.contains("drain ended")), "{log:?}");
+        let u = apply(&mut t, &mut w);
+        assert_eq!(u.dropped(), 1);
+        assert_eq!(t.ids(), vec!["a".to_string(), String::new()]);
+        assert_eq!(
+            verdict(&mut w, udp(IN2, 6001, REMOTE, 53), 5),
+            NatVerdict::Pass
+        );
+        assert_eq!(out_port(&mut w, udp(IN1, 5000, REMOTE, 53), 5), (PUB0, pa));
+        // A mode change is refused and changes nothing.
+        let mut a2 = a.clone();
+        a2.mode = NatMode::Rfc4787;
+        assert!(t.reload(&[a2], t0).unwrap_err().contains("mode"));
+        assert_eq!(t.ids(), vec!["a".to_string(), String::new()]);
+    }
+
+    #[test]
+    fn a_removed_public_ip_retires_after_its_drain() {
+        let a = tenant("a", "10.0.1.5/32", &[PUB0, PUB1], 5);
+        let mut w = NatWorker::new(std::slice::from_ref(&a), 0, 1, HZ);
+        let mut t = NatTenants::new(std::slice::from_ref(&a), HZ);
+        let mut on_pub1 = None;
+        for p in 5000..5100 {
+            let (ip, port) = out_port(&mut w, udp(IN1, p, REMOTE, 53), 0);
+            if ip == PUB1 {
+                on_pub1 = Some((p, port));
+                break;
+            }
+        }
+        let (inside_port, port) = on_pub1.expect("a flow on PUB1");
+        let t0 = Instant::now();
+        let a2 = tenant("a", "10.0.1.5/32", &[PUB0], 5);
+        t.reload(&[a2], t0).unwrap();
+        apply(&mut t, &mut w);
+        assert_eq!(
+            verdict(&mut w, udp(REMOTE, 53, PUB1, port), 1),
+            NatVerdict::Translated
+        );
+        for p in 6000..6050 {
+            assert_eq!(out_port(&mut w, udp(IN1, p, REMOTE, 53), 1).0, PUB0);
+        }
+        assert_eq!(t.fib_gateways()[0].public_ips, vec![PUB0, PUB1]);
+        t.tick(t0 + Duration::from_secs(6));
+        apply(&mut t, &mut w);
+        assert_eq!(t.fib_gateways()[0].public_ips, vec![PUB0]);
+        assert_eq!(
+            verdict(&mut w, udp(REMOTE, 53, PUB1, port), 2),
+            NatVerdict::Pass
+        );
+        // Its flow is gone: the inside endpoint gets a new mapping on an active IP.
+        assert_eq!(
+            out_port(&mut w, udp(IN1, inside_port, REMOTE, 53), 2).0,
+            PUB0
+        );
+    }
+}

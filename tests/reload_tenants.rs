@@ -1,0 +1,604 @@
+//! Issue 12 item 1: live reload of NAT gateways (SIGHUP) under traffic, through the real
+//! binary on af_packet veths (the NAT topology of tests/nat.rs).
+//!
+//! Gateways are told apart by inside prefix: A = host a (10.0.1.2), B = host b (10.0.1.3),
+//! C = a second address of host a (10.0.1.4). While a ping flood and a TCP stream of A run
+//! (A never changes), one SIGHUP adds C, one changes B (public IP, port range, timeouts),
+//! one removes C, one changing a gateway's mode is refused. A's ping loses nothing and its
+//! stream never stalls; new tenants serve at once; removed addresses and tenants drain.
+
+mod common;
+#[path = "common/nat_topology.rs"]
+mod nat_topology;
+
+use common::*;
+use nat_topology::*;
+use std::fs;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const HOST_C: &str = "10.0.1.4";
+const PUB_A: &str = "192.0.2.10";
+const PUB_B: &str = "192.0.2.11";
+const PUB_B2: &str = "192.0.2.12";
+const PUB_C: &str = "192.0.2.13";
+const ECHO_PORT: u16 = 7000;
+
+/// TCP echo server; logs `ACCEPT <ip> <port>` per connection.
+const ECHO_SERVER: &str = r#"
+import socket, sys, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(128)
+def serve(c):
+    try:
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            c.sendall(d)
+    except OSError:
+        pass
+    c.close()
+print("listening", flush=True)
+while True:
+    c, a = s.accept()
+    print("ACCEPT %s %d" % a, flush=True)
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// One TCP connection (from source address argv[3], "-" for any) echoing a message every
+/// argv[5] s for argv[4] s. Prints `CONNECTED`, then `OK <time>` per echo, `FAIL <time>` on
+/// the first failure (then stops), `DONE`.
+const STREAM_CLIENT: &str = r#"
+import socket, sys, time
+srv, port, src, dur, iv = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+s = socket.socket()
+s.settimeout(1.5)
+if src != "-":
+    s.bind((src, 0))
+try:
+    s.connect((srv, port))
+except OSError as e:
+    print("NOCONNECT %.3f %s" % (time.time(), e), flush=True)
+    sys.exit(0)
+print("CONNECTED %.3f" % time.time(), flush=True)
+end = time.time() + dur
+i = 0
+while time.time() < end:
+    msg = b"m%d." % i
+    i += 1
+    try:
+        s.sendall(msg)
+        got = b""
+        while len(got) < len(msg):
+            d = s.recv(100)
+            if not d:
+                raise OSError("eof")
+            got += d
+        print("OK %.3f" % time.time(), flush=True)
+    except OSError as e:
+        print("FAIL %.3f %s" % (time.time(), e), flush=True)
+        break
+    time.sleep(iv)
+print("DONE", flush=True)
+"#;
+
+/// One connection attempt from argv[3]: `CONNECTED` or `NOCONNECT`.
+const CONNECT_ONCE: &str = r#"
+import socket, sys
+s = socket.socket()
+s.settimeout(float(sys.argv[4]))
+s.bind((sys.argv[3], 0))
+try:
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    s.sendall(b"x")
+    print("CONNECTED %r" % s.recv(10), flush=True)
+except OSError as e:
+    print("NOCONNECT %s" % e, flush=True)
+"#;
+
+fn gw_yaml(
+    id: &str,
+    inside: &str,
+    public: &str,
+    first: u32,
+    last: u32,
+    est: u32,
+    drain: u32,
+) -> String {
+    format!(
+        "  - id: {id}\n    inside_prefixes: [\"{inside}/32\"]\n    public_ips: [\"{public}\"]\n    \
+         port_range: {{first: {first}, last: {last}}}\n    timeouts: {{tcp_established_s: {est}, \
+         tcp_transitory_s: 10, udp_s: 10, icmp_s: 10}}\n    flows_per_core: 4096\n    \
+         drain_timeout_s: {drain}\n"
+    )
+}
+
+fn now_s() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The lines of a background client's log that start with `tag`, with their time.
+fn events(log: &std::path::Path, tag: &str) -> Vec<f64> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(tag))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .collect()
+}
+
+/// Source address and port the echo server saw for its `n`-th connection.
+fn accepted(log: &std::path::Path) -> Vec<(String, u16)> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("ACCEPT ")?.split_whitespace();
+            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The running config with `gws` as its gateways (the harness's `metrics:` section, after
+/// the gateways, is kept).
+fn with_gateways(rig: &NatRig, gws: &[String]) -> String {
+    with_tenants(rig, gws, "")
+}
+
+/// The running config with `gws` as its gateways and `lbs` (a `load_balancers:` section
+/// or nothing) as its load balancers.
+fn with_tenants(rig: &NatRig, gws: &[String], lbs: &str) -> String {
+    let text = fs::read_to_string(&rig.app.config_path).unwrap();
+    let head = &text[..text.find("nat_gateways:").unwrap()];
+    let tail = text.find("\nmetrics:").map_or("", |i| &text[i..]);
+    format!("{head}nat_gateways:\n{}{lbs}{tail}", gws.concat())
+}
+
+/// Rewrites the config's gateways and sends SIGHUP; waits for `generation`.
+fn reload(rig: &NatRig, _base: &str, gws: &[String], generation: u32) -> f64 {
+    reload_to(rig, with_gateways(rig, gws), generation)
+}
+
+/// Writes `text` as the config and sends SIGHUP; waits for `generation`.
+fn reload_to(rig: &NatRig, text: String, generation: u32) -> f64 {
+    fs::write(&rig.app.config_path, text).unwrap();
+    let t = now_s();
+    rig.app.signal(libc::SIGHUP);
+    let want = format!("(generation {generation})");
+    let ok = wait_for(Duration::from_secs(10), || {
+        rig.app.log().contains(&want).then_some(())
+    });
+    assert!(ok.is_some(), "no reload to {want}:\n{}", rig.app.log());
+    t
+}
+
+#[test]
+fn reload_adds_changes_and_drains_nat_gateways_under_traffic() {
+    let Some(_g) = setup("reload_adds_changes_and_drains_nat_gateways_under_traffic") else {
+        return;
+    };
+    let topo = NatTopology::new("rlt");
+    let full = topo.config(&NatOpts::default());
+    let base = full[..full.find("nat_gateways:").unwrap()].to_string();
+    let gw_a = gw_yaml("a", HOST_A, PUB_A, 20000, 29999, 30, 30);
+    let gw_b = gw_yaml("b", HOST_B, PUB_B, 20000, 29999, 30, 30);
+    let gw_c = gw_yaml("c", HOST_C, PUB_C, 20000, 29999, 30, 3);
+    let app = Appliance::start(&format!("{base}nat_gateways:\n{gw_a}{gw_b}"));
+    let rig = NatRig { app, topo };
+    for (ns, dst) in [
+        (rig.a(), INSIDE_GW),
+        (rig.b(), INSIDE_GW),
+        (rig.router(), OUTSIDE_IP),
+    ] {
+        assert!(ping_until_reply(ns, dst, 10), "no answer from {dst}");
+    }
+    let a_if = rig.topo.a_if();
+    rig.a().must(
+        &["ip", "addr", "add", &format!("{HOST_C}/24"), "dev", &a_if],
+        5,
+    );
+    let dir = TempDir::new("reload_tenants");
+    let srv_log = dir.join("server.log");
+    let _srv = rig.server().spawn(
+        &["python3", "-c", ECHO_SERVER, SERVER, &ECHO_PORT.to_string()],
+        &srv_log,
+    );
+    rig.server()
+        .wait_listen("tcp", ECHO_PORT, Duration::from_secs(10));
+    let port = ECHO_PORT.to_string();
+    assert!(ping_until_reply(rig.a(), SERVER, 10), "A does not work");
+
+    // A's traffic for the whole test: a ping flood and a TCP stream.
+    let ping_log = dir.join("ping_a.log");
+    let ping_a = rig.a().spawn(
+        &[
+            "ping", "-n", "-q", "-i", "0.01", "-w", "30", "-I", HOST_A, SERVER,
+        ],
+        &ping_log,
+    );
+    let a_log = dir.join("stream_a.log");
+    let _stream_a = rig.a().spawn(
+        &[
+            "python3",
+            "-c",
+            STREAM_CLIENT,
+            SERVER,
+            &port,
+            HOST_A,
+            "27",
+            "0.05",
+        ],
+        &a_log,
+    );
+    // B's long connection, opened before B changes.
+    let b_log = dir.join("stream_b.log");
+    let _stream_b = rig.b().spawn(
+        &[
+            "python3",
+            "-c",
+            STREAM_CLIENT,
+            SERVER,
+            &port,
+            "-",
+            "9",
+            "0.2",
+        ],
+        &b_log,
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || (!events(&b_log, "OK")
+            .is_empty())
+        .then_some(()))
+        .is_some(),
+        "B's stream did not start: {}",
+        fs::read_to_string(&b_log).unwrap_or_default()
+    );
+    let before = rig.app.metrics();
+
+    // (1) Add gateway C: it serves at once.
+    let t1 = reload(&rig, &base, &[gw_a.clone(), gw_b.clone(), gw_c.clone()], 2);
+    let c_log = dir.join("stream_c.log");
+    let _stream_c = rig.a().spawn(
+        &[
+            "python3",
+            "-c",
+            STREAM_CLIENT,
+            SERVER,
+            &port,
+            HOST_C,
+            "20",
+            "0.2",
+        ],
+        &c_log,
+    );
+    let c_up = wait_for(Duration::from_secs(5), || {
+        events(&c_log, "OK").first().copied()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "C does not work: {}",
+            fs::read_to_string(&c_log).unwrap_or_default()
+        )
+    });
+    assert!(
+        c_up - t1 < 3.0,
+        "C served {:.2} s after the reload",
+        c_up - t1
+    );
+    eprintln!("gateway c: first echo {:.3} s after SIGHUP", c_up - t1);
+    assert!(
+        accepted(&srv_log).iter().any(|(ip, _)| ip == PUB_C),
+        "C's connection does not come from {PUB_C}: {:?}",
+        accepted(&srv_log)
+    );
+    let m = rig.app.metrics();
+    assert!(
+        m.get("flowgate_nat_active_connections", &[("gateway", "c")]) >= Some(1.0),
+        "{}",
+        m.excerpt("flowgate_nat_active")
+    );
+
+    // (2) Change B: new public IP, port range, timeouts. New flows use the new IP and
+    // range; B's open connection stays on its old IP (draining, 30 s).
+    let gw_b2 = gw_yaml("b", HOST_B, PUB_B2, 30000, 30999, 60, 30);
+    let t2 = reload(&rig, &base, &[gw_a.clone(), gw_b2.clone(), gw_c.clone()], 3);
+    let o = python_in(rig.b(), CONNECT_ONCE, &[SERVER, &port, HOST_B, "3"], 10);
+    assert!(o.stdout.contains("CONNECTED"), "B's new connection: {o}");
+    let acc = accepted(&srv_log);
+    let last = acc.last().unwrap();
+    assert_eq!(last.0, PUB_B2, "B's new flow: {acc:?}");
+    assert!(
+        (30000..=30999).contains(&last.1),
+        "B's new port range: {acc:?}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(12), || fs::read_to_string(&b_log)
+            .unwrap_or_default()
+            .contains("DONE")
+            .then_some(()))
+        .is_some(),
+        "B's stream did not end"
+    );
+    let b_ok = events(&b_log, "OK");
+    assert!(
+        events(&b_log, "FAIL").is_empty(),
+        "B's old connection broke: {}",
+        fs::read_to_string(&b_log).unwrap()
+    );
+    assert!(
+        b_ok.iter().filter(|&&t| t > t2 + 1.0).count() >= 3,
+        "B's old connection did not continue after the change: {b_ok:?} (reload at {t2})"
+    );
+
+    // (3) Remove C: no new flows through it; its open connection continues until the
+    // 3 s drain deadline, then is gone (and its series with it).
+    let t3 = reload(&rig, &base, &[gw_a.clone(), gw_b2.clone()], 4);
+    let o = python_in(rig.a(), CONNECT_ONCE, &[SERVER, &port, HOST_C, "1"], 10);
+    assert!(
+        o.stdout.contains("NOCONNECT"),
+        "new flow through draining C: {o}"
+    );
+    let fail = wait_for(Duration::from_secs(10), || {
+        events(&c_log, "FAIL").first().copied()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "C's connection outlived its drain: {}",
+            fs::read_to_string(&c_log).unwrap()
+        )
+    });
+    let c_ok = events(&c_log, "OK");
+    assert!(
+        c_ok.iter().any(|&t| t > t3 + 1.5),
+        "C's connection did not continue while draining: {c_ok:?} (reload at {t3})"
+    );
+    assert!(
+        fail > t3 + 2.5 && fail < t3 + 8.0,
+        "C's connection failed {:.2} s after the reload (drain 3 s)",
+        fail - t3
+    );
+    eprintln!(
+        "gateway c: open connection ended {:.3} s after its removal (drain 3 s)",
+        fail - t3
+    );
+    let m = rig.app.wait_metrics(Duration::from_secs(5), |m| {
+        m.get("flowgate_nat_active_connections", &[("gateway", "c")])
+            .is_none()
+    });
+    assert!(
+        m.get("flowgate_nat_active_connections", &[("gateway", "c")])
+            .is_none(),
+        "C's series outlived its drain:\n{}",
+        m.excerpt("flowgate_nat_active")
+    );
+    assert!(
+        rig.app.log().contains("nat gateway c: drain ended"),
+        "{}",
+        rig.app.log()
+    );
+
+    // (4) A change of mode is refused: the running config stays.
+    let gw_a_rfc = gw_a.replace(
+        "    drain_timeout_s",
+        "    mode: rfc4787\n    drain_timeout_s",
+    );
+    let text = with_gateways(&rig, &[gw_a_rfc, gw_b2.clone()]);
+    fs::write(&rig.app.config_path, text).unwrap();
+    rig.app.signal(libc::SIGHUP);
+    let refused = wait_for(Duration::from_secs(10), || {
+        rig.app
+            .log()
+            .lines()
+            .any(|l| l.contains("reload refused") && l.contains("mode"))
+            .then_some(())
+    });
+    assert!(refused.is_some(), "{}", rig.app.log());
+
+    // A never noticed: no lost ping, no stalled echo.
+    let mut ping_a = ping_a;
+    let _ = ping_a.wait_timeout(Duration::from_secs(35));
+    let pl = fs::read_to_string(&ping_log).unwrap_or_default();
+    let (sent, recv) = ping_counts(&pl).unwrap_or_else(|| panic!("ping output: {pl}"));
+    assert!(sent > 1000, "ping flood too small: {pl}");
+    assert_eq!(sent, recv, "A's ping lost packets across reloads: {pl}");
+    eprintln!("gateway a: ping flood {recv}/{sent}");
+    let a_ok = events(&a_log, "OK");
+    assert!(
+        events(&a_log, "FAIL").is_empty(),
+        "A's stream: {}",
+        fs::read_to_string(&a_log).unwrap()
+    );
+    let gap = a_ok.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    assert!(gap < 0.5, "A's stream stalled {gap:.2} s");
+    eprintln!("gateway a: {} echoes, longest gap {gap:.3} s", a_ok.len());
+    assert!(a_ok.len() > 200, "A's stream: {} echoes", a_ok.len());
+
+    let m = rig.app.metrics();
+    let ok = |m: &Metrics| m.value("flowgate_config_reloads_total", &[("result", "ok")]);
+    let refused = |m: &Metrics| m.value("flowgate_config_reloads_total", &[("result", "refused")]);
+    assert_eq!(ok(&m) - ok(&before), 3.0);
+    assert_eq!(refused(&m) - refused(&before), 1.0);
+    assert!(m
+        .get("flowgate_nat_active_connections", &[("gateway", "a")])
+        .is_some());
+    assert!(m
+        .get("flowgate_nat_active_connections", &[("gateway", "b")])
+        .is_some());
+    assert!(
+        m.value(
+            "flowgate_nat_packets_dropped_total",
+            &[("gateway", "a"), ("reason", "nat_draining")]
+        ) == 0.0
+    );
+    // The exposition stays promtool-clean with series coming and going.
+    if which("promtool").is_some() {
+        let f = dir.join("metrics.txt");
+        fs::write(&f, rig.app.metrics_text()).unwrap();
+        let o = sh(&format!("promtool check metrics < {}", f.display()), 20);
+        assert!(o.ok(), "promtool check metrics:\n{o}");
+    }
+}
+
+/// The load balancer `web` (VIPs `vips`) in front of host b's echo server.
+fn lb_yaml(vips: &[&str]) -> String {
+    let v: Vec<String> = vips.iter().map(|v| format!("\"{v}\"")).collect();
+    format!(
+        "load_balancers:\n  - id: web\n    vips: [{}]\n    flows_per_core: 4096\n    \
+         drain_timeout_s: 3\n    listeners:\n      - {{protocol: tcp, port: {LB_PORT}, \
+         target_group: web}}\n    target_groups:\n      - name: web\n        targets:\n          \
+         - {{ip: \"{HOST_B}\", port: {LB_PORT}}}\n",
+        v.join(", ")
+    )
+}
+
+const LB_PORT: u16 = 8080;
+const VIP1: &str = "192.0.2.20";
+const VIP2: &str = "192.0.2.21";
+
+#[test]
+fn reload_adds_and_drains_a_load_balancer_under_traffic() {
+    let Some(_g) = setup("reload_adds_and_drains_a_load_balancer_under_traffic") else {
+        return;
+    };
+    let topo = NatTopology::new("rlb");
+    // Started without any load balancer; gateway a covers both private hosts.
+    let gw_a =
+        gw_yaml("a", "10.0.1.0", PUB_A, 20000, 29999, 30, 30).replace("10.0.1.0/32", "10.0.1.0/24");
+    let full = topo.config(&NatOpts::default());
+    let base = full[..full.find("nat_gateways:").unwrap()].to_string();
+    let app = Appliance::start(&format!("{base}nat_gateways:\n{gw_a}"));
+    let rig = NatRig { app, topo };
+    for (ns, dst) in [
+        (rig.a(), INSIDE_GW),
+        (rig.b(), INSIDE_GW),
+        (rig.router(), OUTSIDE_IP),
+    ] {
+        assert!(ping_until_reply(ns, dst, 10), "no answer from {dst}");
+    }
+    let dir = TempDir::new("reload_lb");
+    let lport = LB_PORT.to_string();
+    let _target = rig.b().spawn(
+        &["python3", "-c", ECHO_SERVER, HOST_B, &lport],
+        &dir.join("target.log"),
+    );
+    rig.b().wait_listen("tcp", LB_PORT, Duration::from_secs(10));
+    assert!(ping_until_reply(rig.a(), SERVER, 10), "A does not work");
+    let ping_log = dir.join("ping_a.log");
+    let mut ping_a = rig.a().spawn(
+        &[
+            "ping", "-n", "-q", "-i", "0.01", "-w", "16", "-I", HOST_A, SERVER,
+        ],
+        &ping_log,
+    );
+
+    // (1) Add the load balancer: its VIP serves at once.
+    let gws = [gw_a.clone()];
+    let t1 = reload_to(&rig, with_tenants(&rig, &gws, &lb_yaml(&[VIP1])), 2);
+    let s_log = dir.join("stream_lb.log");
+    let _stream = rig.server().spawn(
+        &[
+            "python3",
+            "-c",
+            STREAM_CLIENT,
+            VIP1,
+            &lport,
+            SERVER,
+            "12",
+            "0.2",
+        ],
+        &s_log,
+    );
+    let up = wait_for(Duration::from_secs(5), || {
+        events(&s_log, "OK").first().copied()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the new VIP does not serve: {}\n{}",
+            fs::read_to_string(&s_log).unwrap_or_default(),
+            rig.app.log()
+        )
+    });
+    assert!(
+        up - t1 < 3.0,
+        "VIP served {:.2} s after the reload",
+        up - t1
+    );
+    eprintln!("lb web: first echo {:.3} s after SIGHUP", up - t1);
+
+    // (2) Add a second VIP: served too.
+    reload_to(&rig, with_tenants(&rig, &gws, &lb_yaml(&[VIP1, VIP2])), 3);
+    let o = python_in(rig.server(), CONNECT_ONCE, &[VIP2, &lport, SERVER, "3"], 10);
+    assert!(o.stdout.contains("CONNECTED"), "the added VIP: {o}");
+    let m = rig.app.metrics();
+    assert!(
+        m.get("flowgate_lb_active_flows", &[("lb", "web")]) >= Some(1.0),
+        "{}",
+        m.excerpt("flowgate_lb_active")
+    );
+
+    // (3) Remove the load balancer: no new flows, the open one continues until the 3 s
+    // drain deadline, then the series go.
+    let t3 = reload_to(&rig, with_tenants(&rig, &gws, ""), 4);
+    let o = python_in(rig.server(), CONNECT_ONCE, &[VIP1, &lport, SERVER, "1"], 10);
+    assert!(
+        o.stdout.contains("NOCONNECT"),
+        "new flow to a draining LB: {o}"
+    );
+    let fail = wait_for(Duration::from_secs(10), || {
+        events(&s_log, "FAIL").first().copied()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the LB connection outlived its drain: {}",
+            fs::read_to_string(&s_log).unwrap()
+        )
+    });
+    let ok = events(&s_log, "OK");
+    assert!(
+        ok.iter().any(|&t| t > t3 + 1.5),
+        "the LB connection did not continue while draining: {ok:?} (reload at {t3})"
+    );
+    assert!(
+        fail > t3 + 2.5 && fail < t3 + 8.0,
+        "the LB connection failed {:.2} s after the reload (drain 3 s)",
+        fail - t3
+    );
+    eprintln!(
+        "lb web: open connection ended {:.3} s after its removal (drain 3 s)",
+        fail - t3
+    );
+    let m = rig.app.wait_metrics(Duration::from_secs(5), |m| {
+        m.get("flowgate_lb_active_flows", &[("lb", "web")])
+            .is_none()
+    });
+    assert!(
+        m.get("flowgate_lb_active_flows", &[("lb", "web")])
+            .is_none(),
+        "the LB's series outlived its drain:\n{}",
+        m.excerpt("flowgate_lb_")
+    );
+    assert!(
+        rig.app.log().contains("load balancer web: drain ended"),
+        "{}",
+        rig.app.log()
+    );
+
+    // The unchanged gateway lost nothing.
+    let _ = ping_a.wait_timeout(Duration::from_secs(20));
+    let pl = fs::read_to_string(&ping_log).unwrap_or_default();
+    let (sent, recv) = ping_counts(&pl).unwrap_or_else(|| panic!("ping output: {pl}"));
+    assert!(sent > 500, "ping flood too small: {pl}");
+    assert_eq!(sent, recv, "A's ping lost packets across reloads: {pl}");
+    eprintln!("gateway a: ping flood {recv}/{sent} (LB test)");
+    if which("promtool").is_some() {
+        let f = dir.join("metrics.txt");
+        fs::write(&f, rig.app.metrics_text()).unwrap();
+        let o = sh(&format!("promtool check metrics < {}", f.display()), 20);
+        assert!(o.ok(), "promtool check metrics:\n{o}");
+    }
+}
