@@ -133,6 +133,9 @@ fn reload_compatible(old: &Config, new: &Config) -> Result<(), String> {
         return Err("nat_gateways changed (restart needed: flows are owned by workers)".into());
     }
     LbControl::reload_compatible(&old.load_balancers, &new.load_balancers)?;
+    if old.replication != new.replication {
+        return Err("replication changed (restart needed)".into());
+    }
     if old.metrics != new.metrics {
         return Err("metrics.listen changed (restart needed)".into());
     }
@@ -238,6 +241,8 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
         .collect();
     let mut ctl_txs = Vec::new();
     let mut shared = Vec::new();
+    // Flow-state replication: each NAT worker's rings, the control ends for the sync thread.
+    let mut repl_ends = Vec::new();
     for (i, &lcore) in cfg.lcores.workers.iter().enumerate() {
         let (ctx, crx) = bounded::<CtlMsg>(1024);
         let counters = Arc::new(SharedCounters::new(0));
@@ -268,6 +273,11 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
                     let mut nat = NatWorker::new(&cfg.nat_gateways, i, n_workers, pmd::tsc_hz());
                     nat.set_rss_steering(steering.clone());
                     nat.set_routes(cfg);
+                    if let Some(r) = &cfg.replication {
+                        let (wr, ce) = crate::repl::worker_rings();
+                        nat.set_replication(wr, r.replica_grace_s);
+                        repl_ends.push(ce);
+                    }
                     NatStage::new(nat, nat_published[i].clone())
                 }),
             ),
@@ -345,6 +355,12 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
         ));
     }
     crate::telemetry::register(telemetry.clone());
+    if let Err(e) = crate::repl::launch(cfg, repl_ends, steering.clone(), &telemetry, stop.clone()) {
+        signal::request_stop();
+        stop.store(true, Ordering::Relaxed);
+        pmd::wait_all_lcores();
+        return Err(e);
+    }
     // Health checks (control side, kernel sockets): transitions applied in the loop below.
     let mut health = if lb_ctl.is_some() {
         Some(

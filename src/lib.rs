@@ -15,5 +15,6 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod nat;
+pub mod repl;
 pub mod rng;
 pub mod telemetry;

@@ -8,6 +8,7 @@ mod error;
 mod lb;
 mod locate;
 mod nat;
+mod replication;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -18,6 +19,7 @@ pub use lb::{
     TargetConfig, TargetGroupConfig,
 };
 pub use locate::{Locator, Pos};
+pub use replication::ReplicationConfig;
 pub use nat::{nat_warnings, NatGatewayConfig, NatMode, NatPortRange, NatTimeouts};
 pub use validate::{SectionCheck, Validator, SECTIONS};
 
@@ -63,6 +65,9 @@ pub struct Config {
     /// Network load balancers (tenants); none by default.
     #[serde(default)]
     pub load_balancers: Vec<LoadBalancerConfig>,
+    /// Flow-state replication to peer nodes (issue 10); off when absent.
+    #[serde(default)]
+    pub replication: Option<ReplicationConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

@@ -90,6 +90,7 @@ pub const SECTIONS: &[SectionCheck] = &[
     check_neighbor,
     super::nat::check_nat_gateways,
     super::lb::check_load_balancers,
+    super::replication::check_replication,
 ];
 
 /// Runs every section check.

@@ -31,6 +31,7 @@ pub mod icmp_error;
 mod in2out;
 mod out2in;
 pub mod ports;
+mod replica;
 pub mod rfc4787;
 pub mod stage;
 pub mod tcp_state;
@@ -127,6 +128,14 @@ impl Gateway {
         Some(idx)
     }
 
+    /// Stores and arms a flow with the deadline it carries (a replica); counted active.
+    fn store_at(&mut self, c: &mut GatewayCounters, f: Flow) -> Option<u32> {
+        let idx = self.flows.insert(f)?;
+        self.wheel.arm(&mut self.flows.next, idx, f.deadline);
+        c.active_connections += 1;
+        Some(idx)
+    }
+
     /// Unindexes a live flow (the wheel frees its slot later), releasing what it holds in
     /// `rfc4787` mode (its mapping reference and its filtering permission).
     /// A TCP connection that closed (not reset) enters the TIME_WAIT guard at `t`.
@@ -179,6 +188,9 @@ pub struct NatWorker {
     last_sweep: u32,
     /// Some gateway is in `rfc4787` mode (else inbound packets skip the hairpin check).
     hairpin: bool,
+    /// Flow-state replication (`replica`), if configured; a replica's grace in ticks.
+    repl: Option<crate::repl::WorkerRepl>,
+    repl_grace: u32,
 }
 
 /// The IPv4 facts the translators need, read once.
@@ -338,6 +350,8 @@ impl NatWorker {
             rng,
             steering: None,
             last_sweep: 0,
+            repl: None,
+            repl_grace: 0,
         }
     }
 
@@ -408,7 +422,8 @@ impl NatWorker {
         let t = t64 as u32;
         let sweep = t != self.last_sweep;
         self.last_sweep = t;
-        for (g, c) in self.gws.iter_mut().zip(self.counters.iter_mut()) {
+        let repl = &mut self.repl;
+        for (gi, (g, c)) in self.gws.iter_mut().zip(self.counters.iter_mut()).enumerate() {
             let mut slots = EXPIRE_SLOT_BUDGET;
             for _ in 0..EXPIRE_FLOW_BUDGET {
                 let Some(idx) = g.wheel.pop_due(&g.flows.next, t64, &mut slots) else {
@@ -420,11 +435,13 @@ impl NatWorker {
                 if f.is_dead() {
                     g.flows.free(idx);
                 } else if expiry::is_due(f.deadline, t) {
+                    replica::on_expiry(repl, gi, g, idx, crate::repl::EV_DEL, t);
                     g.retire(idx, t);
                     g.flows.free(idx);
                     c.idle_timeouts += 1;
                     c.active_connections = c.active_connections.saturating_sub(1);
                 } else {
+                    replica::on_expiry(repl, gi, g, idx, crate::repl::EV_REFRESH, t);
                     g.wheel.arm(&mut g.flows.next, idx, f.deadline);
                 }
             }
@@ -757,12 +774,16 @@ impl NatWorker {
         let (f, win) = g.flows.get_tcp_mut(idx).ok_or(DropReason::NatNoMapping)?;
         let (ns, established) = tcp_state::track(win, f.state & st::TCP_MASK, from_inside, seg)
             .map_err(|_| DropReason::NatTcpOutOfWindow)?;
+        let changed = f.state & st::TCP_MASK != ns;
         f.state = (f.state & !st::TCP_MASK) | ns;
         if !from_inside {
             f.state |= st::SEEN_REPLY;
         }
         if established {
             c.connections_established += 1;
+        }
+        if changed && self.repl.is_some() {
+            self.replicate(gi, idx, crate::repl::EV_REFRESH);
         }
         Ok(())
     }
@@ -833,6 +854,8 @@ impl NatWorker {
         let d = t.wrapping_add(g.timeout(f.proto, f.state));
         if let Some(f) = g.flows.get_mut(idx) {
             f.deadline = d;
+            // A replica carrying traffic here is this node's flow from now on.
+            f.state &= !st::REPLICA;
         }
     }
 

@@ -125,6 +125,29 @@ pub fn reset(w: &mut TcpWin) {
     *w = TcpWin::default();
 }
 
+/// Replication: the window-scale shifts of both sides, 0x80 set where that side's SYN
+/// carried the option.
+pub fn scales(w: &TcpWin) -> [u8; 2] {
+    let bit = |f: u8| if w.flags & f != 0 { 0x80 } else { 0 };
+    [w.scale[0] | bit(WSCALE_IN), w.scale[1] | bit(WSCALE_OUT)]
+}
+
+/// Replication: a replica's tracking, nothing seen yet (the tracker picks the connection up
+/// from its next segment each way) but with the negotiated window-scale shifts (max 14).
+pub fn from_scales(s: [u8; 2]) -> TcpWin {
+    let mut w = TcpWin {
+        scale: [(s[0] & 0x0f).min(14), (s[1] & 0x0f).min(14)],
+        ..TcpWin::default()
+    };
+    if s[0] & 0x80 != 0 {
+        w.flags |= WSCALE_IN;
+    }
+    if s[1] & 0x80 != 0 {
+        w.flags |= WSCALE_OUT;
+    }
+    w
+}
+
 /// Why a segment is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
