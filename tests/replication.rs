@@ -120,6 +120,10 @@ impl Rig {
         addr(&na, "198.19.0.1/24", "rpy0");
         addr(&nb, "198.19.0.2/24", "rpy1");
         client.must(&["ip", "route", "add", "203.0.113.0/24", "via", "10.0.1.1"], 5);
+        // Small socket buffers: a rate-limited download must really be on the wire for its
+        // whole duration, not parked in the endpoints' buffers.
+        client.must(&["sysctl", "-qw", "net.ipv4.tcp_rmem=4096 65536 131072"], 5);
+        server.must(&["sysctl", "-qw", "net.ipv4.tcp_wmem=4096 65536 131072"], 5);
         server.must(&["ip", "route", "add", "192.0.2.0/24", "via", "203.0.113.1"], 5);
         router.must(
             &[
@@ -414,12 +418,12 @@ fn wait_log(p: &BgProc, needle: &str, secs: u64) -> bool {
 
 /// The peer (public ip:port) of the server's established connection on :8080.
 fn server_peer(server: &Netns) -> Option<String> {
-    let o = server.exec(&["ss", "-Htn", "state", "established", "( sport = :8080 )"], 5);
+    let o = server.exec(&["ss", "-Htn", "( sport = :8080 )"], 5);
     o.stdout
-        .split_whitespace()
-        .last()
+        .lines()
+        .find(|l| l.starts_with("ESTAB"))
+        .and_then(|l| l.split_whitespace().nth(4))
         .map(str::to_string)
-        .filter(|s| s.contains(':'))
 }
 
 /// TCP resets this namespace's kernel sent or saw on established connections.

@@ -373,6 +373,31 @@ nat_gateways:
     }
 
     #[test]
+    fn picked_up_replica_survives_zero_window_probe_then_turns_strict() {
+        use crate::wire::tcp::ACK;
+        let seg = |seq: u32, ack: u32, len: u32, win: u16| tcp_state::Seg {
+            flags: ACK,
+            seq,
+            ack,
+            win,
+            len,
+            wscale: None,
+        };
+        let mut w = tcp_state::from_scales([0x87, 0x87]);
+        let est = tcp_state::ESTABLISHED;
+        // The server's zero-window probe (seq = snd_una - 1) is the first segment here...
+        assert!(tcp_state::track(&mut w, est, false, &seg(999, 5000, 0, 500)).is_ok());
+        // ...then the client's ACKs (beyond the probe) and window update.
+        assert!(tcp_state::track(&mut w, est, true, &seg(5000, 1000, 0, 0)).is_ok());
+        assert!(tcp_state::track(&mut w, est, true, &seg(5000, 1000, 0, 64)).is_ok());
+        // Data flows on; once a segment passes the checks both ways, they are strict again.
+        assert!(tcp_state::track(&mut w, est, false, &seg(1000, 5000, 1000, 500)).is_ok());
+        assert!(tcp_state::track(&mut w, est, true, &seg(5000, 2000, 0, 64)).is_ok());
+        let blind = seg(1_000_000_000, 5000, 100, 500);
+        assert!(tcp_state::track(&mut w, est, false, &blind).is_err());
+    }
+
+    #[test]
     fn scales_survive_the_trip() {
         let w = tcp_state::from_scales([0x87, 0x82]);
         assert_eq!(tcp_state::scales(&w), [0x87, 0x82]);

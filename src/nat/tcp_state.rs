@@ -57,6 +57,12 @@ const FIN_IN: u8 = 0x04;
 const FIN_OUT: u8 = 0x08;
 const FIN_IN_ACKED: u8 = 0x10;
 const FIN_OUT_ACKED: u8 = 0x20;
+/// A replica picked up mid-stream after a failover (`from_scales`): the window checks are
+/// advisory (segments pass and teach the bounds, as Linux's `be_liberal` pickup) until one
+/// passes them with both directions known; then tracking is strict again. Why: the first
+/// segments after a failover may be a zero-window probe one way (seq = snd_una - 1) and
+/// an ACK beyond it the other way, which strict checks refuse forever.
+const LIBERAL: u8 = 0x40;
 
 /// Window-tracking state of one connection (index 0: the inside's direction).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -145,6 +151,7 @@ pub fn from_scales(s: [u8; 2]) -> TcpWin {
     if s[1] & 0x80 != 0 {
         w.flags |= WSCALE_OUT;
     }
+    w.flags |= LIBERAL;
     w
 }
 
@@ -227,8 +234,11 @@ pub fn track(w: &mut TcpWin, state: u8, from_inside: bool, s: &Seg) -> Result<(u
         && !before(end, w.end[d].wrapping_sub(w.maxwin[o]))
         && !after(ack, w.end[o])
         && !before(ack, w.end[o].wrapping_sub(max_ack_win));
-    if !in_window {
+    if !in_window && w.flags & LIBERAL == 0 {
         return Err(Refused::OutOfWindow);
+    }
+    if in_window && w.maxwin[0] != 0 && w.maxwin[1] != 0 {
+        w.flags &= !LIBERAL;
     }
     if s.flags & RST != 0 {
         // Exact: the sender's next sequence number.
