@@ -47,6 +47,9 @@ struct Rig {
     server: Netns,
     dir: TempDir,
     starts: u32,
+    /// Replication peer address per node when a lossy relay sits between them.
+    peer: [Option<String>; 2],
+    relay: Option<BgProc>,
 }
 
 fn veth(left: &Netns, l: &str, right: &Netns, r: &str) {
@@ -66,7 +69,8 @@ fn addr(ns: &Netns, cidr: &str, dev: &str) {
     ns.must(&["ip", "addr", "add", cidr, "dev", dev], 5);
 }
 
-fn node_yaml(i: usize) -> String {
+/// `peer`: where node `i` sends its replication (default: the other node's listen address).
+fn node_yaml(i: usize, peer: Option<&str>) -> String {
     let dev = ["rpa1", "rpb1"][i];
     let gw = ["198.18.1.254", "198.18.2.254"][i];
     format!(
@@ -87,13 +91,15 @@ worker: {{idle_sleep_us: 50}}
 metrics: {{listen: "{METRICS}"}}
 replication:
   listen: {me}:{SYNC_PORT}
-  peers: [{peer}:{SYNC_PORT}]
+  peers: [{peer}]
   retransmit_ms: 100
   resync_timeout_ms: 1500
 "#,
         ip = NODE_IP[i],
         me = SYNC_IP[i],
-        peer = SYNC_IP[1 - i],
+        peer = peer
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{}:{SYNC_PORT}", SYNC_IP[1 - i])),
     )
 }
 
@@ -173,6 +179,8 @@ impl Rig {
             server,
             dir: TempDir::new("repl"),
             starts: 0,
+            peer: [None, None],
+            relay: None,
         }
     }
 
@@ -185,7 +193,7 @@ impl Rig {
         self.starts += 1;
         let n = self.starts;
         let cfg = self.dir.join(&format!("node{i}-{n}.yaml"));
-        std::fs::write(&cfg, node_yaml(i)).expect("write config");
+        std::fs::write(&cfg, node_yaml(i, self.peer[i].as_deref())).expect("write config");
         let log = self.dir.join(&format!("node{i}-{n}.log"));
         let prefix = format!("fgrp{}_{i}_{n}", std::process::id());
         let bin = flowgate_bin();
@@ -285,6 +293,35 @@ impl Rig {
         );
     }
 
+    /// 10 % loss each way on the sync link: netem on both ends if the kernel has it, else
+    /// a userspace relay in A's namespace that drops 10 % of the datagrams each way (A's
+    /// peer is its port 7789, B's peer its port 7790). Returns which one.
+    fn lossy_sync_link(&mut self) -> &'static str {
+        let netem = |ns: &Netns, dev: &str| {
+            ns.exec(
+                &["tc", "qdisc", "add", "dev", dev, "root", "netem", "loss", "10%"],
+                5,
+            )
+            .ok()
+        };
+        if netem(&self.na, "rpy0") && netem(&self.nb, "rpy1") {
+            return "netem";
+        }
+        let relay = py(
+            &self.na,
+            LOSSY_RELAY,
+            &[SYNC_IP[0], &format!("{}:{SYNC_PORT}", SYNC_IP[1]), "0.1"],
+            &self.dir.join("relay.log"),
+        );
+        assert!(wait_log(&relay, "relaying", 10), "{}", relay.log_text());
+        self.peer = [
+            Some(format!("{}:7789", SYNC_IP[0])),
+            Some(format!("{}:7790", SYNC_IP[0])),
+        ];
+        self.relay = Some(relay);
+        "relay (no sch_netem in this kernel)"
+    }
+
     fn kill(&mut self, i: usize) {
         if let Some(n) = self.nodes[i].as_mut() {
             n.proc.signal(libc::SIGKILL);
@@ -364,6 +401,33 @@ print("maxgap_ms=%d" % int(gap * 1000))
 print("gap_at=%d" % gap_at, flush=True)
 "#;
 
+/// The lossy sync link without netem: A (argv[1]:7788) talks to its port 7789, B (argv[2])
+/// to its port 7790; each datagram is dropped with probability argv[3], else forwarded.
+const LOSSY_RELAY: &str = r#"
+import random, select, socket, sys
+a_ip = sys.argv[1]
+b_ip, b_port = sys.argv[2].split(":")
+p = float(sys.argv[3])
+to_b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+to_b.bind((a_ip, 7789))
+to_a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+to_a.bind((a_ip, 7790))
+print("relaying", flush=True)
+fwd = dropped = 0
+while True:
+    r, _, _ = select.select([to_b, to_a], [], [])
+    for s in r:
+        d, _ = s.recvfrom(4096)
+        if random.random() < p:
+            dropped += 1
+            continue
+        fwd += 1
+        if s is to_b:
+            to_a.sendto(d, (b_ip, int(b_port)))
+        else:
+            to_b.sendto(d, (a_ip, 7788))
+"#;
+
 /// Many UDP flows: N sockets each send "i" (phase 1); after the file argv[4] appears, each
 /// sends "i" again (phase 2).
 const UDP_MANY: &str = r#"
@@ -372,6 +436,7 @@ dst, port, n, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
 for i, s in enumerate(socks):
     s.sendto(b"1 %d" % i, (dst, port))
+    time.sleep(0.002)
 print("phase1", flush=True)
 while not os.path.exists(go):
     time.sleep(0.05)
@@ -615,14 +680,11 @@ fn lossy_sync_link_loses_no_state_and_counts_retransmissions() {
         return;
     };
     let mut rig = Rig::new();
+    let how = rig.lossy_sync_link();
+    println!("sync link loses 10 % each way: {how}");
     rig.start_both();
-    for (ns, dev) in [(&rig.na, "rpy0"), (&rig.nb, "rpy1")] {
-        ns.must(
-            &["tc", "qdisc", "add", "dev", dev, "root", "netem", "loss", "10%"],
-            5,
-        );
-    }
-    let n = 300;
+    // Spread over ~1.2 s: hundreds of datagrams on the lossy link, not a handful.
+    let n = 600;
     let log = py(
         &rig.server,
         UDP_LOGGER,
