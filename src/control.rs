@@ -355,7 +355,8 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
         ));
     }
     crate::telemetry::register(telemetry.clone());
-    if let Err(e) = crate::repl::launch(cfg, repl_ends, steering.clone(), &telemetry, stop.clone()) {
+    if let Err(e) = crate::repl::launch(cfg, repl_ends, steering.clone(), &telemetry, stop.clone())
+    {
         signal::request_stop();
         stop.store(true, Ordering::Relaxed);
         pmd::wait_all_lcores();

@@ -55,7 +55,17 @@ struct Rig {
 fn veth(left: &Netns, l: &str, right: &Netns, r: &str) {
     left.must(
         &[
-            "ip", "link", "add", l, "type", "veth", "peer", "name", r, "netns", &right.name,
+            "ip",
+            "link",
+            "add",
+            l,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            r,
+            "netns",
+            &right.name,
         ],
         10,
     );
@@ -125,12 +135,18 @@ impl Rig {
         addr(&server, "203.0.113.10/24", "rps1");
         addr(&na, "198.19.0.1/24", "rpy0");
         addr(&nb, "198.19.0.2/24", "rpy1");
-        client.must(&["ip", "route", "add", "203.0.113.0/24", "via", "10.0.1.1"], 5);
+        client.must(
+            &["ip", "route", "add", "203.0.113.0/24", "via", "10.0.1.1"],
+            5,
+        );
         // Small socket buffers: a rate-limited download must really be on the wire for its
         // whole duration, not parked in the endpoints' buffers.
         client.must(&["sysctl", "-qw", "net.ipv4.tcp_rmem=4096 65536 131072"], 5);
         server.must(&["sysctl", "-qw", "net.ipv4.tcp_wmem=4096 65536 131072"], 5);
-        server.must(&["ip", "route", "add", "192.0.2.0/24", "via", "203.0.113.1"], 5);
+        server.must(
+            &["ip", "route", "add", "192.0.2.0/24", "via", "203.0.113.1"],
+            5,
+        );
         router.must(
             &[
                 "sysctl",
@@ -150,7 +166,9 @@ impl Rig {
         }
         // The fabric: inside traffic (from the client's link) and the public IP to node A.
         router.must(
-            &["ip", "rule", "add", "iif", "rpc0", "lookup", "100", "pref", "100"],
+            &[
+                "ip", "rule", "add", "iif", "rpc0", "lookup", "100", "pref", "100",
+            ],
             5,
         );
         router.must(
@@ -167,7 +185,14 @@ impl Rig {
             5,
         );
         router.must(
-            &["ip", "route", "add", &format!("{PUBLIC_IP}/32"), "via", NODE_IP[0]],
+            &[
+                "ip",
+                "route",
+                "add",
+                &format!("{PUBLIC_IP}/32"),
+                "via",
+                NODE_IP[0],
+            ],
             5,
         );
         Rig {
@@ -224,7 +249,15 @@ impl Rig {
     fn http(&self, i: usize, path: &str) -> Option<(u16, String)> {
         let url = format!("http://{METRICS}{path}");
         let o = self.ns(i).exec(
-            &["curl", "-s", "--max-time", "2", "-w", "\n%{http_code}", &url],
+            &[
+                "curl",
+                "-s",
+                "--max-time",
+                "2",
+                "-w",
+                "\n%{http_code}",
+                &url,
+            ],
             5,
         );
         if !o.ok() {
@@ -299,7 +332,9 @@ impl Rig {
     fn lossy_sync_link(&mut self) -> &'static str {
         let netem = |ns: &Netns, dev: &str| {
             ns.exec(
-                &["tc", "qdisc", "add", "dev", dev, "root", "netem", "loss", "10%"],
+                &[
+                    "tc", "qdisc", "add", "dev", dev, "root", "netem", "loss", "10%",
+                ],
                 5,
             )
             .ok()
@@ -546,8 +581,7 @@ fn failover_keeps_tcp_download_and_udp_stream_then_restarted_node_resyncs() {
         ],
         &rig.dir.join("http.log"),
     );
-    rig.server
-        .wait_listen("tcp", 8080, Duration::from_secs(10));
+    rig.server.wait_listen("tcp", 8080, Duration::from_secs(10));
     let recv = py(
         &rig.server,
         UDP_RECEIVER,
@@ -583,7 +617,9 @@ fn failover_keeps_tcp_download_and_udp_stream_then_restarted_node_resyncs() {
     let before = server_peer(&rig.server).expect("download running");
     assert!(before.starts_with(PUBLIC_IP), "{before}");
     let fa = rig.flows(0);
-    let ok = wait_for(Duration::from_secs(5), || (rig.flows(1) >= 2.0).then_some(()));
+    let ok = wait_for(Duration::from_secs(5), || {
+        (rig.flows(1) >= 2.0).then_some(())
+    });
     let ma = rig.metrics(0);
     println!(
         "before failover: server sees {before}; flows A={fa} B={}; A sent {} acked {} events, \
@@ -623,7 +659,11 @@ fn failover_keeps_tcp_download_and_udp_stream_then_restarted_node_resyncs() {
     );
     for (name, ns) in [("client", &rig.client), ("server", &rig.server)] {
         let (out, estab) = resets(ns);
-        assert_eq!((out, estab), (0, 0), "{name}: TCP resets (out, established)");
+        assert_eq!(
+            (out, estab),
+            (0, 0),
+            "{name}: TCP resets (out, established)"
+        );
     }
     udp.wait_timeout(Duration::from_secs(20));
     let recv_out = wait_for(Duration::from_secs(20), || {
@@ -723,7 +763,10 @@ fn lossy_sync_link_loses_no_state_and_counts_retransmissions() {
         m(&mb, "events_duplicate"),
     );
     assert!(synced.is_some(), "B holds all of A's {n} flows");
-    assert!(m(&ma, "events_retransmitted") > 0.0, "retransmissions counted");
+    assert!(
+        m(&ma, "events_retransmitted") > 0.0,
+        "retransmissions counted"
+    );
     assert_eq!(m(&ma, "events_lost"), 0.0, "nothing given up");
 
     // Fail over: every flow keeps its public port on B.
@@ -750,5 +793,8 @@ fn lossy_sync_link_loses_no_state_and_counts_retransmissions() {
         .iter()
         .filter(|(i, src)| phase[1].get(*i) != Some(src))
         .collect();
-    assert!(moved.is_empty(), "flows whose public port changed: {moved:?}");
+    assert!(
+        moved.is_empty(),
+        "flows whose public port changed: {moved:?}"
+    );
 }

@@ -19,8 +19,8 @@ pub use lb::{
     TargetConfig, TargetGroupConfig,
 };
 pub use locate::{Locator, Pos};
-pub use replication::ReplicationConfig;
 pub use nat::{nat_warnings, NatGatewayConfig, NatMode, NatPortRange, NatTimeouts};
+pub use replication::ReplicationConfig;
 pub use validate::{SectionCheck, Validator, SECTIONS};
 
 use serde::de::{self, Deserializer, Visitor};

@@ -113,7 +113,8 @@ ports:
 
     #[test]
     fn parses_with_defaults() {
-        let y = format!("{BASE}replication: {{listen: 198.19.0.1:7788, peers: [198.19.0.2:7788]}}\n");
+        let y =
+            format!("{BASE}replication: {{listen: 198.19.0.1:7788, peers: [198.19.0.2:7788]}}\n");
         let c = crate::config::parse_str(&y, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
         let r = c.replication.expect("section");
         assert_eq!(r.peers.len(), 1);
@@ -125,15 +126,24 @@ ports:
         let y = format!(
             "{BASE}replication:\n  listen: 198.19.0.1:7788\n  peers: [198.19.0.1:7788]\n  retransmit_ms: 0\n"
         );
-        let e = crate::config::parse_str(&y, "t.yaml").unwrap_err().to_string();
-        assert!(e.starts_with("t.yaml:6:") && e.contains("replication.peers[0]"), "{e}");
+        let e = crate::config::parse_str(&y, "t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("t.yaml:6:") && e.contains("replication.peers[0]"),
+            "{e}"
+        );
         let y = format!("{BASE}replication: {{listen: 198.19.0.1:7788, peers: []}}\n");
-        let e = crate::config::parse_str(&y, "t.yaml").unwrap_err().to_string();
+        let e = crate::config::parse_str(&y, "t.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("replication.peers"), "{e}");
         let y = format!(
             "{BASE}replication: {{listen: 198.19.0.1:7788, peers: [198.19.0.2:1], retransmit_ms: 0}}\n"
         );
-        let e = crate::config::parse_str(&y, "t.yaml").unwrap_err().to_string();
+        let e = crate::config::parse_str(&y, "t.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("replication.retransmit_ms"), "{e}");
     }
 }

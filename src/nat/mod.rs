@@ -189,7 +189,7 @@ pub struct NatWorker {
     /// Some gateway is in `rfc4787` mode (else inbound packets skip the hairpin check).
     hairpin: bool,
     /// Flow-state replication (`replica`), if configured; a replica's grace in ticks.
-    repl: Option<crate::repl::WorkerRepl>,
+    repl: Option<Box<crate::repl::WorkerRepl>>,
     repl_grace: u32,
 }
 
@@ -423,7 +423,12 @@ impl NatWorker {
         let sweep = t != self.last_sweep;
         self.last_sweep = t;
         let repl = &mut self.repl;
-        for (gi, (g, c)) in self.gws.iter_mut().zip(self.counters.iter_mut()).enumerate() {
+        for (gi, (g, c)) in self
+            .gws
+            .iter_mut()
+            .zip(self.counters.iter_mut())
+            .enumerate()
+        {
             let mut slots = EXPIRE_SLOT_BUDGET;
             for _ in 0..EXPIRE_FLOW_BUDGET {
                 let Some(idx) = g.wheel.pop_due(&g.flows.next, t64, &mut slots) else {

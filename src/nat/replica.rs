@@ -24,7 +24,7 @@ use crate::repl::{FlowEvent, WorkerRepl, EV_ADD, EV_DEL, EV_DUMP_END, EV_DUMP_RE
 /// The wheel reached a local flow: it expired (`EV_DEL`) or is still alive and re-armed
 /// (`EV_REFRESH` with its time left: the periodic refresh that keeps replicas alive).
 pub(super) fn on_expiry(
-    repl: &mut Option<WorkerRepl>,
+    repl: &mut Option<Box<WorkerRepl>>,
     gi: usize,
     g: &mut Gateway,
     idx: u32,
@@ -84,7 +84,7 @@ pub(super) fn event_of(kind: u8, gi: usize, f: &Flow, scale: [u8; 2], t: u32) ->
 impl NatWorker {
     /// Replicate this worker's flows through `r` (see `crate::repl`).
     pub fn set_replication(&mut self, r: WorkerRepl, grace_s: u32) {
-        self.repl = Some(r);
+        self.repl = Some(Box::new(r));
         self.repl_grace = grace_s.saturating_mul(TICKS_PER_S as u32);
     }
 
@@ -199,7 +199,9 @@ impl NatWorker {
         let (Some(g), Some(c)) = (self.gws.get_mut(gi), self.counters.get_mut(gi)) else {
             return Installed::Other;
         };
-        if g.eim.is_some() || e.proto == 0 || !g.public_ips.iter().any(|&p| u32::from(p) == e.public_ip)
+        if g.eim.is_some()
+            || e.proto == 0
+            || !g.public_ips.iter().any(|&p| u32::from(p) == e.public_ip)
         {
             return Installed::Other;
         }
@@ -212,7 +214,9 @@ impl NatWorker {
             public_port: e.public_port,
             proto: e.proto,
             state: (e.state & (st::TCP_MASK | st::SEEN_REPLY)) | st::REPLICA,
-            deadline: t.wrapping_add(e.remaining.min(u32::MAX / 8)).wrapping_add(grace),
+            deadline: t
+                .wrapping_add(e.remaining.min(u32::MAX / 8))
+                .wrapping_add(grace),
         };
         let by_out = g.flows.lookup_out(&f.out_key());
         let existing = by_out.or_else(|| g.flows.lookup_in(&f.in_key()));

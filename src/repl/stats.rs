@@ -90,9 +90,16 @@ fn ld(a: &AtomicU64) -> u64 {
 
 /// The `flowgate_replication_*` families.
 pub fn families(r: &Registry, s: &ReplStats) {
-    let per_peer: [(&str, &str, fn(&PeerStats) -> &AtomicU64); 8] = [
-        ("events_sent", "Flow events sent to the peer (first transmission)", |p| &p.sent),
-        ("events_acked", "Flow events the peer acknowledged", |p| &p.acked),
+    type Field = fn(&PeerStats) -> &AtomicU64;
+    let per_peer: [(&str, &str, Field); 8] = [
+        (
+            "events_sent",
+            "Flow events sent to the peer (first transmission)",
+            |p| &p.sent,
+        ),
+        ("events_acked", "Flow events the peer acknowledged", |p| {
+            &p.acked
+        }),
         (
             "events_retransmitted",
             "Flow events sent again for want of an ACK",
@@ -103,19 +110,34 @@ pub fn families(r: &Registry, s: &ReplStats) {
             "Flow events given up (retransmission bound reached or queue overflow)",
             |p| &p.lost,
         ),
-        ("events_received", "Flow events accepted from the peer", |p| &p.received),
-        ("events_duplicate", "Flow events from the peer received twice", |p| {
-            &p.duplicates
-        }),
+        (
+            "events_received",
+            "Flow events accepted from the peer",
+            |p| &p.received,
+        ),
+        (
+            "events_duplicate",
+            "Flow events from the peer received twice",
+            |p| &p.duplicates,
+        ),
         (
             "events_out_of_order",
             "Flow events from the peer ahead of a gap (dropped, resent by the peer)",
             |p| &p.out_of_order,
         ),
-        ("events_gap", "Flow events the peer gave up before we got them", |p| &p.gaps),
+        (
+            "events_gap",
+            "Flow events the peer gave up before we got them",
+            |p| &p.gaps,
+        ),
     ];
     for (name, help, get) in per_peer {
-        if let Some(c) = counter_vec(r, &format!("flowgate_replication_{name}_total"), help, &["peer"]) {
+        if let Some(c) = counter_vec(
+            r,
+            &format!("flowgate_replication_{name}_total"),
+            help,
+            &["peer"],
+        ) {
             for p in &s.peers {
                 c.with_label_values(&[&p.addr]).inc_by(ld(get(p)));
             }
@@ -138,7 +160,8 @@ pub fn families(r: &Registry, s: &ReplStats) {
         &["peer"],
     ) {
         for p in &s.peers {
-            g.with_label_values(&[&p.addr]).set(ld(&p.ack_delay_us) as i64);
+            g.with_label_values(&[&p.addr])
+                .set(ld(&p.ack_delay_us) as i64);
         }
     }
     if let Some(g) = gauge_vec(

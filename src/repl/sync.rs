@@ -290,8 +290,7 @@ impl Sync {
             return;
         }
         if h.base > p.rx_expected {
-            ps.gaps
-                .fetch_add(h.base - p.rx_expected, Ordering::Relaxed);
+            ps.gaps.fetch_add(h.base - p.rx_expected, Ordering::Relaxed);
             p.rx_expected = h.base;
         }
         let count = h.count as u64;
@@ -402,9 +401,10 @@ impl Sync {
         };
         let timeout = Duration::from_millis(u64::from(self.s.cfg.resync_timeout_ms));
         let elapsed = now.duration_since(started);
-        let answered = self.peers.iter().all(|p| {
-            p.resynced || (p.last_heard.is_none() && elapsed >= timeout)
-        });
+        let answered = self
+            .peers
+            .iter()
+            .all(|p| p.resynced || (p.last_heard.is_none() && elapsed >= timeout));
         // A peer that answers but never completes: do not wait forever.
         let give_up = elapsed >= timeout * 10;
         if !(answered || give_up) {
@@ -498,8 +498,7 @@ impl Sync {
             let from = (p.sent_upto - base) as usize;
             let n = (p.queue.len() - from).min(MAX_EVENTS);
             self.evs.clear();
-            self.evs
-                .extend(p.queue.range(from..from + n).map(|q| q.ev));
+            self.evs.extend(p.queue.range(from..from + n).map(|q| q.ev));
             let seq = p.sent_upto;
             let h = self.header(i, T_DATA, seq);
             let evs = std::mem::take(&mut self.evs);

@@ -147,8 +147,7 @@ pub fn decode(b: &[u8], events: &mut Vec<FlowEvent>) -> Result<Header, Bad> {
         T_RESYNC => return Err(Bad::Length),
         _ => return Err(Bad::Type),
     }
-    if usize::from(count) > MAX_EVENTS || b.len() != HEADER_LEN + usize::from(count) * EVENT_LEN
-    {
+    if usize::from(count) > MAX_EVENTS || b.len() != HEADER_LEN + usize::from(count) * EVENT_LEN {
         return Err(Bad::Length);
     }
     let h = Header {
