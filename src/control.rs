@@ -243,6 +243,10 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
     let mut shared = Vec::new();
     // Flow-state replication: each NAT worker's rings, the control ends for the sync thread.
     let mut repl_ends = Vec::new();
+    if cfg.replication.is_some() {
+        // Not ready (/healthz) from the first moment until the resync is done.
+        crate::repl::set_resyncing();
+    }
     for (i, &lcore) in cfg.lcores.workers.iter().enumerate() {
         let (ctx, crx) = bounded::<CtlMsg>(1024);
         let counters = Arc::new(SharedCounters::new(0));
