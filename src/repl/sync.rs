@@ -326,11 +326,26 @@ impl Sync {
         self.evs = evs;
     }
 
-    /// Worker events -> every peer's stream.
+    /// Worker events -> every peer's stream. Backpressure: no more than the fullest peer
+    /// live peer's queue has room for (a big dump then waits in the workers' rings, which
+    /// pause it, instead of pushing the oldest queued events out).
     fn drain_workers(&mut self) {
         let now = Instant::now();
+        // Only peers that answer: a dead one's queue just loses its oldest events.
+        let fullest = self
+            .peers
+            .iter()
+            .filter(|p| {
+                p.last_heard
+                    .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+            })
+            .map(|p| p.queue.len())
+            .max()
+            .unwrap_or(0);
+        let mut room = MAX_QUEUE.saturating_sub(fullest);
         for wi in 0..self.s.workers.len() {
-            for _ in 0..DRAIN {
+            for _ in 0..DRAIN.min(room) {
+                room -= 1;
                 let Ok(e) = self.s.workers[wi].events.pop() else {
                     break;
                 };
