@@ -134,6 +134,9 @@ fn reload_compatible(old: &Config, new: &Config) -> Result<(), String> {
     if old.flow_logs != new.flow_logs || old.translation_log != new.translation_log {
         return Err("flow_logs or translation_log changed (restart needed)".into());
     }
+    if old.replication != new.replication {
+        return Err("replication changed (restart needed)".into());
+    }
     if old.metrics != new.metrics {
         return Err("metrics.listen changed (restart needed)".into());
     }
@@ -239,6 +242,12 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
     let mut logs = crate::flowlog::LogSink::start(cfg, n_workers, pmd::rdtsc(), pmd::tsc_hz())?;
     let mut ctl_txs = Vec::new();
     let mut shared = Vec::new();
+    // Flow-state replication: each NAT worker's rings, the control ends for the sync thread.
+    let mut repl_ends = Vec::new();
+    if cfg.replication.is_some() {
+        // Not ready (/healthz) from the first moment until the resync is done.
+        crate::repl::set_resyncing();
+    }
     for (i, &lcore) in cfg.lcores.workers.iter().enumerate() {
         let (ctx, crx) = bounded::<CtlMsg>(1024);
         let counters = Arc::new(SharedCounters::new(0));
@@ -274,6 +283,11 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
                         // Gateways a reload adds get their log counters too.
                         nat_tenants.set_log(tap.flows, tap.mappings, tap.interval_s);
                         nat.set_flow_log(tap);
+                    }
+                    if let Some(r) = &cfg.replication {
+                        let (wr, ce) = crate::repl::worker_rings();
+                        nat.set_replication(wr, r.replica_grace_s);
+                        repl_ends.push(ce);
                     }
                     NatStage::new(nat, nat_published[i].clone())
                 }),
@@ -364,6 +378,13 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
         ));
     }
     crate::telemetry::register(telemetry.clone());
+    if let Err(e) = crate::repl::launch(cfg, repl_ends, steering.clone(), &telemetry, stop.clone())
+    {
+        signal::request_stop();
+        stop.store(true, Ordering::Relaxed);
+        pmd::wait_all_lcores();
+        return Err(e);
+    }
     // Health checks (control side, kernel sockets): transitions applied in the loop below.
     let mut health = if lb_ctl.is_some() {
         Some(

@@ -64,6 +64,7 @@ impl Health {
 
     /// `Ok(summary)` when ready, `Err(reasons)` when not.
     pub fn check(&self) -> Result<String, String> {
+        crate::repl::readiness()?;
         let now = Instant::now();
         let ports: Vec<(String, bool)> = self
             .required_ports

@@ -17,5 +17,6 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod nat;
+pub mod repl;
 pub mod rng;
 pub mod telemetry;

@@ -10,6 +10,7 @@ mod limits;
 mod locate;
 mod logs;
 mod nat;
+mod replication;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -23,6 +24,7 @@ pub use limits::TenantLimits;
 pub use locate::{Locator, Pos};
 pub use logs::{FlowLogsConfig, TranslationLogConfig, RING_RECORDS, STOP_DRAIN_MAX_S};
 pub use nat::{nat_warnings, NatGatewayConfig, NatMode, NatPortRange, NatTimeouts};
+pub use replication::ReplicationConfig;
 pub use validate::{SectionCheck, Validator, SECTIONS};
 
 use serde::de::{self, Deserializer, Visitor};
@@ -77,6 +79,9 @@ pub struct Config {
     /// the workers stop; default 0.
     #[serde(default = "logs::default_stop_drain_s")]
     pub stop_drain_s: u32,
+    /// Flow-state replication to peer nodes (issue 10); off when absent.
+    #[serde(default)]
+    pub replication: Option<ReplicationConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

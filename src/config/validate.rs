@@ -92,6 +92,7 @@ pub const SECTIONS: &[SectionCheck] = &[
     super::lb::check_load_balancers,
     super::limits::check_tenant_limits,
     super::logs::check_logs,
+    super::replication::check_replication,
 ];
 
 /// Runs every section check.

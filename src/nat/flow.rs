@@ -44,6 +44,8 @@ pub mod st {
     /// `rfc4787` mode: the inside endpoint has sent on this flow, so it holds a filtering
     /// permission for its remote IP (see `eim`).
     pub const ALLOWS: u8 = 0x40;
+    /// Installed from a peer (replication) and not touched by a packet here since.
+    pub const REPLICA: u8 = 0x20;
     /// Unindexed, waiting for the wheel to free the slot.
     pub const DEAD: u8 = 0x80;
 }

@@ -102,6 +102,7 @@ impl NatWorker {
                     t,
                 )?;
                 self.track_tcp(gi, idx, &seg, true)?;
+                self.replicate(gi, idx, crate::repl::EV_ADD);
                 return self.translate(gi, idx, pkt, ip, Side::Src);
             }
         };
@@ -131,7 +132,11 @@ impl NatWorker {
                 self.outbound_seen(gi, idx);
                 idx
             }
-            None => self.create(gi, IPPROTO_UDP, (ip.src, sport), (ip.dst, dport), 0, t)?,
+            None => {
+                let idx = self.create(gi, IPPROTO_UDP, (ip.src, sport), (ip.dst, dport), 0, t)?;
+                self.replicate(gi, idx, crate::repl::EV_ADD);
+                idx
+            }
         };
         if ip.more {
             // First fragment of a datagram: later fragments follow this mapping.
@@ -167,7 +172,11 @@ impl NatWorker {
                 self.touch(gi, idx, t);
                 idx
             }
-            None => self.create(gi, IPPROTO_ICMP, (ip.src, id), (ip.dst, 0), 0, t)?,
+            None => {
+                let idx = self.create(gi, IPPROTO_ICMP, (ip.src, id), (ip.dst, 0), 0, t)?;
+                self.replicate(gi, idx, crate::repl::EV_ADD);
+                idx
+            }
         };
         self.translate(gi, idx, pkt, ip, Side::Src)
     }

@@ -34,6 +34,7 @@ mod log_hooks;
 mod out2in;
 pub mod ports;
 pub mod reconcile;
+mod replica;
 pub mod rfc4787;
 pub mod stage;
 pub mod tcp_state;
@@ -151,6 +152,14 @@ impl Gateway {
         if let Some(l) = self.log.as_mut() {
             l.created(idx, &f);
         }
+        c.active_connections += 1;
+        Some(idx)
+    }
+
+    /// Stores and arms a flow with the deadline it carries (a replica); counted active.
+    fn store_at(&mut self, c: &mut GatewayCounters, f: Flow) -> Option<u32> {
+        let idx = self.flows.insert(f)?;
+        self.wheel.arm(&mut self.flows.next, idx, f.deadline);
         c.active_connections += 1;
         Some(idx)
     }
@@ -300,6 +309,9 @@ pub struct NatWorker {
     flow_log: Option<crate::flowlog::Tap>,
     /// Some gateway is draining (else the inside match takes the first gateway).
     draining: bool,
+    /// Flow-state replication (`replica`), if configured; a replica's grace in ticks.
+    repl: Option<Box<crate::repl::WorkerRepl>>,
+    repl_grace: u32,
 }
 
 /// The IPv4 facts the translators need, read once.
@@ -427,6 +439,8 @@ impl NatWorker {
             last_sweep: 0,
             now: 0,
             flow_log: None,
+            repl: None,
+            repl_grace: 0,
         }
     }
 
@@ -524,7 +538,13 @@ impl NatWorker {
         let sweep = t != self.last_sweep;
         self.last_sweep = t;
         self.log_poll(now);
-        for (g, c) in self.gws.iter_mut().zip(self.counters.iter_mut()) {
+        let repl = &mut self.repl;
+        for (gi, (g, c)) in self
+            .gws
+            .iter_mut()
+            .zip(self.counters.iter_mut())
+            .enumerate()
+        {
             let mut slots = EXPIRE_SLOT_BUDGET;
             for _ in 0..EXPIRE_FLOW_BUDGET {
                 let Some(idx) = g.wheel.pop_due(&g.flows.next, t64, &mut slots) else {
@@ -536,11 +556,13 @@ impl NatWorker {
                 if f.is_dead() {
                     g.flows.free(idx);
                 } else if expiry::is_due(f.deadline, t) {
+                    replica::on_expiry(repl, gi, g, idx, crate::repl::EV_DEL, t);
                     g.retire(idx, t);
                     g.flows.free(idx);
                     c.idle_timeouts += 1;
                     c.active_connections = c.active_connections.saturating_sub(1);
                 } else {
+                    replica::on_expiry(repl, gi, g, idx, crate::repl::EV_REFRESH, t);
                     g.wheel.arm(&mut g.flows.next, idx, f.deadline);
                 }
             }
@@ -883,12 +905,16 @@ impl NatWorker {
         let (f, win) = g.flows.get_tcp_mut(idx).ok_or(DropReason::NatNoMapping)?;
         let (ns, established) = tcp_state::track(win, f.state & st::TCP_MASK, from_inside, seg)
             .map_err(|_| DropReason::NatTcpOutOfWindow)?;
+        let changed = f.state & st::TCP_MASK != ns;
         f.state = (f.state & !st::TCP_MASK) | ns;
         if !from_inside {
             f.state |= st::SEEN_REPLY;
         }
         if established {
             c.connections_established += 1;
+        }
+        if changed && self.repl.is_some() {
+            self.replicate(gi, idx, crate::repl::EV_REFRESH);
         }
         Ok(())
     }
@@ -962,6 +988,8 @@ impl NatWorker {
         let d = t.wrapping_add(g.timeout(f.proto, f.state));
         if let Some(f) = g.flows.get_mut(idx) {
             f.deadline = d;
+            // A replica carrying traffic here is this node's flow from now on.
+            f.state &= !st::REPLICA;
         }
     }
 

@@ -152,6 +152,7 @@ impl<B: PacketBuf> Stages<B> for NatStage {
     }
 
     fn poll(&mut self, now: u64) {
+        self.nat.replication_poll(now);
         self.nat.expire(now);
         self.polls = self.polls.wrapping_add(1);
         if self.polls.is_multiple_of(16) {

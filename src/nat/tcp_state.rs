@@ -57,6 +57,12 @@ const FIN_IN: u8 = 0x04;
 const FIN_OUT: u8 = 0x08;
 const FIN_IN_ACKED: u8 = 0x10;
 const FIN_OUT_ACKED: u8 = 0x20;
+/// A replica picked up mid-stream after a failover (`from_scales`): the window checks are
+/// advisory (segments pass and teach the bounds, as Linux's `be_liberal` pickup) until one
+/// passes them with both directions known; then tracking is strict again. Why: the first
+/// segments after a failover may be a zero-window probe one way (seq = snd_una - 1) and
+/// an ACK beyond it the other way, which strict checks refuse forever.
+const LIBERAL: u8 = 0x40;
 
 /// Window-tracking state of one connection (index 0: the inside's direction).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -123,6 +129,30 @@ fn before(a: u32, b: u32) -> bool {
 /// 5-tuple after a close, or a new flow).
 pub fn reset(w: &mut TcpWin) {
     *w = TcpWin::default();
+}
+
+/// Replication: the window-scale shifts of both sides, 0x80 set where that side's SYN
+/// carried the option.
+pub fn scales(w: &TcpWin) -> [u8; 2] {
+    let bit = |f: u8| if w.flags & f != 0 { 0x80 } else { 0 };
+    [w.scale[0] | bit(WSCALE_IN), w.scale[1] | bit(WSCALE_OUT)]
+}
+
+/// Replication: a replica's tracking, nothing seen yet (the tracker picks the connection up
+/// from its next segment each way) but with the negotiated window-scale shifts (max 14).
+pub fn from_scales(s: [u8; 2]) -> TcpWin {
+    let mut w = TcpWin {
+        scale: [(s[0] & 0x0f).min(14), (s[1] & 0x0f).min(14)],
+        ..TcpWin::default()
+    };
+    if s[0] & 0x80 != 0 {
+        w.flags |= WSCALE_IN;
+    }
+    if s[1] & 0x80 != 0 {
+        w.flags |= WSCALE_OUT;
+    }
+    w.flags |= LIBERAL;
+    w
 }
 
 /// Why a segment is refused.
@@ -204,8 +234,11 @@ pub fn track(w: &mut TcpWin, state: u8, from_inside: bool, s: &Seg) -> Result<(u
         && !before(end, w.end[d].wrapping_sub(w.maxwin[o]))
         && !after(ack, w.end[o])
         && !before(ack, w.end[o].wrapping_sub(max_ack_win));
-    if !in_window {
+    if !in_window && w.flags & LIBERAL == 0 {
         return Err(Refused::OutOfWindow);
+    }
+    if in_window && w.maxwin[0] != 0 && w.maxwin[1] != 0 {
+        w.flags &= !LIBERAL;
     }
     if s.flags & RST != 0 {
         // Exact: the sender's next sequence number.
