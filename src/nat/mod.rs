@@ -26,6 +26,7 @@ pub mod east_west;
 pub mod eim;
 pub mod expiry;
 pub mod flow;
+pub mod flow_index;
 pub mod frag;
 pub mod icmp_error;
 mod in2out;

@@ -17,6 +17,7 @@ pub mod ffi {
 
 pub mod capture;
 mod eal;
+pub mod hugemem;
 mod mbuf;
 mod mempool;
 mod port;
