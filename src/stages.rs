@@ -56,6 +56,17 @@ impl StageChain {
     pub fn stages(&self) -> &[Stage] {
         &self.stages
     }
+
+    /// Burst lookahead: start loading the flow-table lines `frame`'s lookup will need
+    /// (`deep`: its bucket was prefetched earlier, now its entry). A hint only.
+    #[inline]
+    pub fn prefetch(&self, frame: &[u8], deep: bool) {
+        for s in &self.stages {
+            if let Stage::Nat(n) = s {
+                n.prefetch(frame, deep);
+            }
+        }
+    }
 }
 
 impl<B: PacketBuf> Stages<B> for StageChain {

@@ -11,7 +11,7 @@
 use super::expiry::NIL;
 use super::flow_index::{FlowIndex, MAX_CAPACITY};
 use super::tcp_state::TcpWin;
-use crate::pmd::hugemem::HugeArray;
+use crate::pmd::hugemem::{prefetch, HugeArray};
 use std::net::Ipv4Addr;
 
 /// One side of a mapping as seen on the wire: `local` is the inside endpoint (inside index)
@@ -197,6 +197,28 @@ impl FlowTable {
     #[inline]
     pub fn prefetch_out(&self, k: &Key) {
         self.by_out.prefetch(hash_key(self.seed, k));
+    }
+
+    /// Starts loading the entries whose signature matches `k` (their bucket should be in
+    /// cache by now): the entry a `lookup_in(k)` will compare and the packet then update.
+    /// Keys are not compared here: that would wait for the very line being prefetched.
+    #[inline]
+    pub fn prefetch_entry_in(&self, k: &Key) {
+        let flows = &self.flows;
+        self.by_in.candidates(hash_key(self.seed, k), |i| {
+            if let Some(f) = flows.get(i as usize) {
+                prefetch(f);
+            }
+        });
+    }
+    #[inline]
+    pub fn prefetch_entry_out(&self, k: &Key) {
+        let flows = &self.flows;
+        self.by_out.candidates(hash_key(self.seed, k), |i| {
+            if let Some(f) = flows.get(i as usize) {
+                prefetch(f);
+            }
+        });
     }
 
     #[inline]

@@ -146,6 +146,28 @@ impl FlowIndex {
         self.find_in(b, p.tag, &mut eq)
     }
 
+    /// Calls `f` with every slot number in `h`'s primary bucket whose signature matches
+    /// (no key comparison: for prefetching the entries); when there is none but the
+    /// bucket has overflowed, starts loading the second bucket instead.
+    #[inline]
+    pub fn candidates(&self, h: u64, mut f: impl FnMut(u32)) {
+        let p = self.probe(h);
+        let Some(b) = self.b.get(p.b1 as usize) else {
+            return;
+        };
+        let mut any = false;
+        let _ = self.find_in(b, p.tag, &mut |i| {
+            f(i);
+            any = true;
+            false
+        });
+        if !any && b.w[OVER] != 0 {
+            if let Some(b) = self.b.get(p.b2 as usize) {
+                prefetch(b);
+            }
+        }
+    }
+
     #[inline(always)]
     fn find_in(&self, b: &Bucket, tag: u32, eq: &mut impl FnMut(u32) -> bool) -> Option<u32> {
         let mut m = matches(b, tag, !self.idx_mask);

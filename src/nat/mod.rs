@@ -32,6 +32,7 @@ pub mod icmp_error;
 mod in2out;
 mod out2in;
 pub mod ports;
+mod prefetch;
 pub mod rfc4787;
 pub mod stage;
 pub mod tcp_state;

@@ -155,3 +155,11 @@ impl<B: PacketBuf> Stages<B> for NatStage {
         self.published.publish(&self.nat);
     }
 }
+
+impl NatStage {
+    /// Burst lookahead (see `nat::prefetch`).
+    #[inline]
+    pub fn prefetch(&self, frame: &[u8], deep: bool) {
+        self.nat.prefetch(frame, deep);
+    }
+}
