@@ -60,8 +60,8 @@ impl StageChain {
     /// Burst lookahead: start loading the flow-table lines `frame`'s lookup will need
     /// (`deep`: its bucket was prefetched earlier, now its entry). A hint only.
     #[inline]
-    pub fn prefetch(&self, frame: &[u8], deep: bool) {
-        for s in &self.stages {
+    pub fn prefetch(&mut self, frame: &[u8], deep: bool) {
+        for s in self.stages.iter_mut() {
             if let Stage::Nat(n) = s {
                 n.prefetch(frame, deep);
             }

@@ -188,33 +188,30 @@ impl FlowTable {
         ))
     }
 
-    /// Starts loading the index line a `lookup_in(k)` will read first (burst lookups:
-    /// prefetch a few packets ahead, then look up).
-    #[inline]
-    pub fn prefetch_in(&self, k: &Key) {
-        self.by_in.prefetch(hash_key(self.seed, k));
-    }
-    #[inline]
-    pub fn prefetch_out(&self, k: &Key) {
-        self.by_out.prefetch(hash_key(self.seed, k));
+    /// The seed of `hash_key` for this table (burst lookahead hashes once, ahead).
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
 
-    /// Starts loading the entries whose signature matches `k` (their bucket should be in
-    /// cache by now): the entry a `lookup_in(k)` will compare and the packet then update.
-    /// Keys are not compared here: that would wait for the very line being prefetched.
+    /// Starts loading the index line a lookup of the key hashed to `h` (`hash_key`) will
+    /// read first, in the outside index if `outside` else the inside one.
     #[inline]
-    pub fn prefetch_entry_in(&self, k: &Key) {
-        let flows = &self.flows;
-        self.by_in.candidates(hash_key(self.seed, k), |i| {
-            if let Some(f) = flows.get(i as usize) {
-                prefetch(f);
-            }
-        });
+    pub fn prefetch_bucket(&self, outside: bool, h: u64) {
+        if outside {
+            self.by_out.prefetch(h)
+        } else {
+            self.by_in.prefetch(h)
+        }
     }
+
+    /// Starts loading the entries whose signature matches `h` (their bucket should be in
+    /// cache by now): the entry the lookup will compare and the packet then update. Keys
+    /// are not compared here: that would wait for the very line being prefetched.
     #[inline]
-    pub fn prefetch_entry_out(&self, k: &Key) {
+    pub fn prefetch_entry(&self, outside: bool, h: u64) {
         let flows = &self.flows;
-        self.by_out.candidates(hash_key(self.seed, k), |i| {
+        let index = if outside { &self.by_out } else { &self.by_in };
+        index.candidates(h, |i| {
             if let Some(f) = flows.get(i as usize) {
                 prefetch(f);
             }

@@ -13,6 +13,7 @@
 //! count): nothing like a tombstone is left behind, so churn cannot degrade it. Sized
 //! for at most `LOAD` of its slots used at full capacity; memory from `HugeArray`.
 use crate::pmd::hugemem::{prefetch, HugeArray};
+use crate::pmd::simd::match_words;
 
 /// Slots per bucket; the 16th word of the line is the overflow count.
 const SLOTS: usize = 15;
@@ -50,24 +51,16 @@ pub struct FlowIndex {
     kick: u32,
 }
 
-/// Bit i set when word i of the bucket carries signature `tag` (words 0..15 only). Written
-/// as a plain loop over the whole line so that it compiles to four vector compares.
+/// Bit i set when slot i of the bucket carries signature `tag` (the overflow count is
+/// masked out).
 #[inline(always)]
 fn matches(b: &Bucket, tag: u32, tag_mask: u32) -> u32 {
-    let mut m = 0u32;
-    for (i, &w) in b.w.iter().enumerate() {
-        m |= u32::from(w & tag_mask == tag) << i;
-    }
-    m & ((1 << SLOTS) - 1)
+    match_words(&b.w, tag, tag_mask) & ((1 << SLOTS) - 1)
 }
 
 #[inline(always)]
 fn first_free(b: &Bucket) -> Option<usize> {
-    let mut m = 0u32;
-    for (i, &w) in b.w.iter().enumerate() {
-        m |= u32::from(w == 0) << i;
-    }
-    m &= (1 << SLOTS) - 1;
+    let m = match_words(&b.w, 0, u32::MAX) & ((1 << SLOTS) - 1);
     (m != 0).then(|| m.trailing_zeros() as usize)
 }
 

@@ -181,6 +181,9 @@ pub struct NatWorker {
     last_sweep: u32,
     /// Some gateway is in `rfc4787` mode (else inbound packets skip the hairpin check).
     hairpin: bool,
+    /// Burst lookahead ring (`prefetch`).
+    look: [prefetch::Look; prefetch::LOOK],
+    look_pos: usize,
 }
 
 /// The IPv4 facts the translators need, read once.
@@ -340,6 +343,8 @@ impl NatWorker {
             rng,
             steering: None,
             last_sweep: 0,
+            look: Default::default(),
+            look_pos: 0,
         }
     }
 

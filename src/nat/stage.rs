@@ -159,7 +159,7 @@ impl<B: PacketBuf> Stages<B> for NatStage {
 impl NatStage {
     /// Burst lookahead (see `nat::prefetch`).
     #[inline]
-    pub fn prefetch(&self, frame: &[u8], deep: bool) {
+    pub fn prefetch(&mut self, frame: &[u8], deep: bool) {
         self.nat.prefetch(frame, deep);
     }
 }

@@ -229,8 +229,8 @@ impl<B: PacketBuf> Pipeline<B> {
     /// packet `PREFETCH_BUCKET_AHEAD` ahead (`deep` false) and of the one
     /// `PREFETCH_ENTRY_AHEAD` ahead (`deep` true) before handling each packet.
     #[inline]
-    pub fn prefetch_flow(&self, frame: &[u8], deep: bool) {
-        if let Some(s) = self.stages.as_ref() {
+    pub fn prefetch_flow(&mut self, frame: &[u8], deep: bool) {
+        if let Some(s) = self.stages.as_mut() {
             s.prefetch(frame, deep);
         }
     }

@@ -22,6 +22,7 @@ mod mbuf;
 mod mempool;
 mod port;
 pub mod signal;
+pub mod simd;
 pub mod telemetry;
 pub mod thp;
 
