@@ -358,9 +358,8 @@ mod tests {
         for i in 0..cap as u32 {
             assert!(x.insert(h(i), i, |j| h(keys[j as usize])));
         }
-        let mut next = cap as u32;
         let mut r = 1u32;
-        for _ in 0..300_000 {
+        for next in cap as u32..cap as u32 + 300_000 {
             r ^= r << 13;
             r ^= r >> 17;
             r ^= r << 5;
@@ -373,7 +372,6 @@ mod tests {
                 x.insert(h(next), slot, |j| h(k[j as usize])),
                 "churn insert"
             );
-            next += 1;
         }
         assert_eq!(x.len(), cap);
         assert_eq!(x.used_slots(), cap, "a removal left a slot behind");

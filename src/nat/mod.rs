@@ -181,8 +181,8 @@ pub struct NatWorker {
     last_sweep: u32,
     /// Some gateway is in `rfc4787` mode (else inbound packets skip the hairpin check).
     hairpin: bool,
-    /// Burst lookahead ring (`prefetch`).
-    look: [prefetch::Look; prefetch::LOOK],
+    /// Burst lookahead ring (`prefetch`; boxed to keep the stage enum small).
+    look: Box<[prefetch::Look; prefetch::LOOK]>,
     look_pos: usize,
 }
 
