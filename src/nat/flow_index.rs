@@ -36,8 +36,8 @@ struct Bucket {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Probe {
     b1: u32,
-    b2: u32,
     tag: u32,
+    h: u64,
 }
 
 pub struct FlowIndex {
@@ -45,6 +45,8 @@ pub struct FlowIndex {
     nb: u64,
     /// Low bits of a slot hold `slot number + 1`.
     idx_bits: u32,
+    /// 64 - signature bits.
+    tag_shift: u32,
     idx_mask: u32,
     len: usize,
     /// xorshift state choosing which entry a cuckoo path displaces.
@@ -75,6 +77,7 @@ impl FlowIndex {
             b: HugeArray::filled(nb, Bucket::default()),
             nb: nb as u64,
             idx_bits,
+            tag_shift: 64 - (u32::BITS - idx_bits),
             idx_mask: (1 << idx_bits) - 1,
             len: 0,
             kick: 0x9e37_79b9,
@@ -98,22 +101,32 @@ impl FlowIndex {
         self.b.is_hugetlb()
     }
 
-    /// The two buckets (multiply-shift reduction of each 32-bit half) and the signature
-    /// (the top bits of a third mix, never 0 so that an empty slot never matches).
+    /// The first bucket (multiply-shift reduction of the low 32 bits) and the signature
+    /// (the top bits of a second mix, never 0 so that an empty slot never matches).
     #[inline(always)]
     pub fn probe(&self, h: u64) -> Probe {
         let b1 = ((h & 0xffff_ffff) * self.nb) >> 32;
-        let mut b2 = ((h >> 32) * self.nb) >> 32;
-        if b2 == b1 {
-            b2 = if b1 + 1 == self.nb { 0 } else { b1 + 1 };
-        }
-        let tag_bits = u32::BITS - self.idx_bits;
-        let t = (h.wrapping_mul(0xff51_afd7_ed55_8ccd) >> (64 - tag_bits)) as u32;
+        let t = (h.wrapping_mul(0xff51_afd7_ed55_8ccd) >> self.tag_shift) as u32;
         Probe {
             b1: b1 as u32,
-            b2: b2 as u32,
             tag: t.max(1) << self.idx_bits,
+            h,
         }
+    }
+
+    /// The second bucket (from the high 32 bits; never the first), computed only when a
+    /// lookup or insert gets that far.
+    #[inline(always)]
+    fn b2(&self, p: &Probe) -> u32 {
+        let b2 = ((p.h >> 32) * self.nb) >> 32;
+        let b1 = u64::from(p.b1);
+        (if b2 != b1 {
+            b2
+        } else if b1 + 1 == self.nb {
+            0
+        } else {
+            b1 + 1
+        }) as u32
     }
 
     /// Starts loading the primary bucket of `h` (for lookups a few packets later).
@@ -135,7 +148,7 @@ impl FlowIndex {
         if b.w[OVER] == 0 {
             return None;
         }
-        let b = self.b.get(p.b2 as usize)?;
+        let b = self.b.get(self.b2(&p) as usize)?;
         self.find_in(b, p.tag, &mut eq)
     }
 
@@ -155,7 +168,7 @@ impl FlowIndex {
             false
         });
         if !any && b.w[OVER] != 0 {
-            if let Some(b) = self.b.get(p.b2 as usize) {
+            if let Some(b) = self.b.get(self.b2(&p) as usize) {
                 prefetch(b);
             }
         }
@@ -207,8 +220,9 @@ impl FlowIndex {
             return false;
         }
         let p = self.probe(h);
+        let p2 = self.b2(&p);
         let v = p.tag | (idx + 1);
-        for (b, second) in [(p.b1, false), (p.b2, true)] {
+        for (b, second) in [(p.b1, false), (p2, true)] {
             if let Some(s) = self.b.get(b as usize).and_then(first_free) {
                 self.set_word(b, s, v);
                 if second {
@@ -221,11 +235,7 @@ impl FlowIndex {
         // Both full: find a path of displacements ending at a free slot, then apply it
         // from its end (nothing moves unless the whole path works).
         let mut path = [(0u32, 0usize, 0u32, 0u32); MAX_PATH]; // (bucket, slot, primary, alt)
-        let start = if self.next_kick() & 1 == 0 {
-            p.b1
-        } else {
-            p.b2
-        };
+        let start = if self.next_kick() & 1 == 0 { p.b1 } else { p2 };
         let mut cur = start;
         for depth in 0..MAX_PATH {
             // A random entry of `cur` not already displaced along this path.
@@ -243,7 +253,7 @@ impl FlowIndex {
             }
             let w = self.word(cur, s);
             let vp = self.probe(rehash((w & self.idx_mask).wrapping_sub(1)));
-            let alt = if vp.b1 == cur { vp.b2 } else { vp.b1 };
+            let alt = if vp.b1 == cur { self.b2(&vp) } else { vp.b1 };
             path[depth] = (cur, s, vp.b1, alt);
             let Some(free) = self.b.get(alt as usize).and_then(first_free) else {
                 cur = alt;
@@ -261,7 +271,7 @@ impl FlowIndex {
                 dest = (b, s);
             }
             self.set_word(dest.0, dest.1, v);
-            if start == p.b2 {
+            if start == p2 {
                 self.add_over(p.b1, 1);
             }
             self.len += 1;
@@ -283,7 +293,7 @@ impl FlowIndex {
     pub fn remove(&mut self, h: u64, idx: u32) -> bool {
         let p = self.probe(h);
         let v = p.tag | idx.wrapping_add(1);
-        for (b, second) in [(p.b1, false), (p.b2, true)] {
+        for (b, second) in [(p.b1, false), (self.b2(&p), true)] {
             let Some(bucket) = self.bucket_mut(b) else {
                 continue;
             };

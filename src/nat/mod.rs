@@ -184,6 +184,8 @@ pub struct NatWorker {
     /// Burst lookahead ring (`prefetch`; boxed to keep the stage enum small).
     look: Box<[prefetch::Look; prefetch::LOOK]>,
     look_pos: usize,
+    /// Enough live flows for the lookahead to pay (`prefetch::worth_it`, set by `expire`).
+    lookahead: bool,
 }
 
 /// The IPv4 facts the translators need, read once.
@@ -345,6 +347,7 @@ impl NatWorker {
             last_sweep: 0,
             look: Default::default(),
             look_pos: 0,
+            lookahead: false,
         }
     }
 
@@ -411,6 +414,7 @@ impl NatWorker {
     /// Amortized expiry, called between bursts: per gateway at most
     /// `EXPIRE_FLOW_BUDGET` flows and `EXPIRE_SLOT_BUDGET` wheel slots.
     pub fn expire(&mut self, now: u64) {
+        self.lookahead = prefetch::worth_it(self.flows());
         let t64 = self.tick64(now);
         let t = t64 as u32;
         let sweep = t != self.last_sweep;
