@@ -367,7 +367,7 @@ fn run_burst<S: Bufs>(
     // packets now, then bucket PREFETCH_BUCKET_AHEAD and entry PREFETCH_ENTRY_AHEAD
     // packets ahead of each packet handled.
     use flowgate::pipeline::{PREFETCH_BUCKET_AHEAD as BA, PREFETCH_ENTRY_AHEAD as EA};
-    let look = p.stages.is_some() && !NO_LOOKAHEAD.load(Relaxed);
+    let look = p.wants_lookahead() && !NO_LOOKAHEAD.load(Relaxed);
     if look {
         for b in burst.iter().rev().take(BA) {
             p.prefetch_flow(b.data(), false);

@@ -57,6 +57,14 @@ impl StageChain {
         &self.stages
     }
 
+    /// Whether any stage wants `prefetch` calls (asked once per burst).
+    #[inline]
+    pub fn wants_lookahead(&self) -> bool {
+        self.stages
+            .iter()
+            .any(|s| matches!(s, Stage::Nat(n) if n.wants_lookahead()))
+    }
+
     /// Burst lookahead: start loading the flow-table lines `frame`'s lookup will need
     /// (`deep`: its bucket was prefetched earlier, now its entry). A hint only.
     #[inline]

@@ -58,6 +58,13 @@ fn tuple(frame: &[u8]) -> Option<(u8, u32, u16, u32, u16)> {
 }
 
 impl NatWorker {
+    /// Whether the lookahead is on (asked once per burst, so that an idle lookahead costs
+    /// nothing per packet).
+    #[inline]
+    pub fn wants_lookahead(&self) -> bool {
+        self.lookahead
+    }
+
     /// Bucket stage (`deep` false): classify, hash, prefetch the index bucket, remember.
     /// Entry stage (`deep` true, same frame later): prefetch the flow entries whose
     /// signature matches (the bucket should be in cache by now).

@@ -157,6 +157,11 @@ impl<B: PacketBuf> Stages<B> for NatStage {
 }
 
 impl NatStage {
+    #[inline]
+    pub fn wants_lookahead(&self) -> bool {
+        self.nat.wants_lookahead()
+    }
+
     /// Burst lookahead (see `nat::prefetch`).
     #[inline]
     pub fn prefetch(&mut self, frame: &[u8], deep: bool) {

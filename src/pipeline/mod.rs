@@ -225,6 +225,12 @@ impl<B: PacketBuf> Pipeline<B> {
     }
 
     /// Swap in a new forwarding snapshot (between bursts).
+    /// Whether `prefetch_flow` calls do anything this burst (few flows: no).
+    #[inline]
+    pub fn wants_lookahead(&self) -> bool {
+        self.stages.as_ref().is_some_and(|s| s.wants_lookahead())
+    }
+
     /// Burst lookahead for the stateful stages (issue 11): call with the frame of the
     /// packet `PREFETCH_BUCKET_AHEAD` ahead (`deep` false) and of the one
     /// `PREFETCH_ENTRY_AHEAD` ahead (`deep` true) before handling each packet.
