@@ -100,8 +100,10 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// Heap bytes plus the flow tables' own mappings (`pmd::hugemem`, which the counting
+/// allocator does not see).
 fn held() -> usize {
-    HELD.load(Relaxed)
+    HELD.load(Relaxed) + pmd::hugemem::mapped_bytes().0
 }
 
 /// The `key: value` lines printed at the end.
@@ -191,10 +193,12 @@ fn parse_opts() -> Opts {
                 o.instr = Some(n.div_ceil(BURST as u64) * BURST as u64);
             }
             "--smoke" => smoke = true,
+            // Compare: the flow lookahead of `run_burst` off.
+            "--no-lookahead" => NO_LOOKAHEAD.store(true, Relaxed),
             // cargo bench passes --bench; ignore it and any filter.
             "--bench" => {}
             "-h" | "--help" => {
-                println!("usage: cargo bench --bench pipeline -- [--mode route|nat|nat-new[,..]] [--flows N[,N..]] [--seconds S] [--buf mbuf|vec] [--smoke] [--instr N]");
+                println!("usage: cargo bench --bench pipeline -- [--mode route|nat|nat-new[,..]] [--flows N[,N..]] [--seconds S] [--buf mbuf|vec] [--smoke] [--instr N] [--no-lookahead]");
                 std::process::exit(0);
             }
             _ => {}
@@ -349,6 +353,9 @@ struct RunResult {
     discarded: u64,
 }
 
+/// `--no-lookahead`: handle bursts without the flow lookahead (for comparison).
+static NO_LOOKAHEAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// One burst through the pipeline as the worker runs it (same `now` for the burst, next
 /// packet's data prefetched), then the timers if `timers` (fake clock only).
 #[inline(always)]
@@ -360,9 +367,28 @@ fn run_burst<S: Bufs>(
     out: &mut Collect<S::B>,
     timers: bool,
 ) {
+    // Flow lookahead as the worker does it (see `worker::run`): buckets of the first
+    // packets now, then bucket PREFETCH_BUCKET_AHEAD and entry PREFETCH_ENTRY_AHEAD
+    // packets ahead of each packet handled.
+    use flowgate::pipeline::{PREFETCH_BUCKET_AHEAD as BA, PREFETCH_ENTRY_AHEAD as EA};
+    let look = p.wants_lookahead() && !NO_LOOKAHEAD.load(Relaxed);
+    if look {
+        for b in burst.iter().rev().take(BA) {
+            p.prefetch_flow(b.data(), false);
+        }
+    }
     while let Some(b) = burst.pop() {
         if let Some(next) = burst.last() {
             S::prefetch(next);
+        }
+        if look {
+            let n = burst.len();
+            if let Some(a) = n.checked_sub(BA).and_then(|k| burst.get(k)) {
+                p.prefetch_flow(a.data(), false);
+            }
+            if let Some(a) = n.checked_sub(EA).and_then(|k| burst.get(k)) {
+                p.prefetch_flow(a.data(), true);
+            }
         }
         p.handle(b, 0, now, alloc, out);
     }
@@ -679,7 +705,7 @@ fn bench_nat<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, Stri
         let cap = flows + flows / 8 + 1024;
         let cfg = nat_config(cap, 3600);
         let before = held();
-        PEAK.store(before, Relaxed);
+        PEAK.store(HELD.load(Relaxed), Relaxed);
         let nat = with_flow_logs(NatWorker::new(&cfg.nat_gateways, 0, 1, hz), hz);
         let after_new = held();
         let mut p = nat_pipeline(s, &fib, nat, hz);
@@ -699,7 +725,13 @@ fn bench_nat<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, Stri
             setup.as_secs_f64(),
             est.discarded,
             (after_est - before) as f64 / 1048576.0,
-            (PEAK.load(Relaxed) - before) as f64 / 1048576.0,
+            (PEAK.load(Relaxed) + pmd::hugemem::mapped_bytes().0 - before) as f64 / 1048576.0,
+        );
+        let (mapped, huge) = pmd::hugemem::mapped_bytes();
+        println!(
+            "    flow tables: {:.1} MiB mapped, {:.1} MiB of it on MAP_HUGETLB pages",
+            mapped as f64 / 1048576.0,
+            huge as f64 / 1048576.0
         );
         // Steady state: random established flows.
         let mut rng = Rng(0x1234_5678_9abc_def1 ^ flows as u64);

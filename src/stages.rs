@@ -82,6 +82,25 @@ impl StageChain {
             }
         }
     }
+
+    /// Whether any stage wants `prefetch` calls (asked once per burst).
+    #[inline]
+    pub fn wants_lookahead(&self) -> bool {
+        self.stages
+            .iter()
+            .any(|s| matches!(s, Stage::Nat(n) if n.wants_lookahead()))
+    }
+
+    /// Burst lookahead: start loading the flow-table lines `frame`'s lookup will need
+    /// (`deep`: its bucket was prefetched earlier, now its entry). A hint only.
+    #[inline]
+    pub fn prefetch(&mut self, frame: &[u8], deep: bool) {
+        for s in self.stages.iter_mut() {
+            if let Stage::Nat(n) = s {
+                n.prefetch(frame, deep);
+            }
+        }
+    }
 }
 
 impl<B: PacketBuf> Stages<B> for StageChain {

@@ -1,14 +1,17 @@
-//! The per-worker, per-gateway flow table: a preallocated slab of compact entries, reachable
-//! from both directions through two hashbrown index tables holding only a `u32` slab index.
+//! The per-worker, per-gateway flow table (NAT and LB): a preallocated slab of compact
+//! entries, reachable from both directions through two `FlowIndex`es (bucketised cuckoo,
+//! one cache line per bucket, signature + slot number per slot; see `flow_index`).
 //!
-//! Why two indexes of `u32` rather than one map per direction holding the entry: the entry
-//! is stored once (32 bytes) and each index costs 4 bytes + 1 control byte per bucket.
-//! Both indexes are created with the full capacity up front and the slab never grows past
-//! it, so inserting never reallocates or rehashes on the packet path.
+//! Why two indexes of slot numbers rather than one map per direction holding the entry:
+//! the entry is stored once (24 bytes + 28 of TCP state + a 4-byte wheel link) and each
+//! index costs ~4.6 bytes per slot. Everything is created with the full capacity up front,
+//! on huge pages when the pool has them (`pmd::hugemem`), and never grows: inserting never
+//! allocates, rehashes or rebuilds on the packet path, and deleting leaves no tombstone.
 
 use super::expiry::NIL;
+use super::flow_index::{FlowIndex, MAX_CAPACITY};
 use super::tcp_state::TcpWin;
-use hashbrown::HashTable;
+use crate::pmd::hugemem::{prefetch, HugeArray};
 use std::net::Ipv4Addr;
 
 /// One side of a mapping as seen on the wire: `local` is the inside endpoint (inside index)
@@ -118,14 +121,14 @@ pub fn mix2(seed: u64, a: u64, b: u64) -> u64 {
 }
 
 pub struct FlowTable {
-    flows: Vec<Flow>,
+    flows: HugeArray<Flow>,
     /// TCP window tracking per slot (`tcp_state`), reset when a slot is taken.
-    tcp: Vec<TcpWin>,
+    tcp: HugeArray<TcpWin>,
     /// Wheel link of an armed flow, or free-list link of a free slot.
-    pub next: Vec<u32>,
+    pub next: HugeArray<u32>,
     free_head: u32,
-    by_in: HashTable<u32>,
-    by_out: HashTable<u32>,
+    by_in: FlowIndex,
+    by_out: FlowIndex,
     /// Slots in use (live or dead-but-not-yet-freed).
     used: usize,
     /// Live (indexed) flows.
@@ -135,25 +138,15 @@ pub struct FlowTable {
 
 impl FlowTable {
     pub fn new(capacity: usize, seed: u64) -> FlowTable {
-        let cap = capacity.clamp(1, (u32::MAX - 1) as usize);
-        let next: Vec<u32> = (1..=cap as u32)
-            .map(|i| if i as usize == cap { NIL } else { i })
-            .collect();
+        let cap = capacity.clamp(1, MAX_CAPACITY);
         FlowTable {
-            flows: vec![Flow::default(); cap],
-            // Written rather than `calloc`ed: pages faulted in at start, not per packet.
-            tcp: {
-                let mut v = Vec::with_capacity(cap);
-                v.resize(cap, TcpWin::default());
-                v
-            },
-            next,
+            // Written rather than left zero: pages faulted in at start, not per packet.
+            flows: HugeArray::filled(cap, Flow::default()),
+            tcp: HugeArray::filled(cap, TcpWin::default()),
+            next: HugeArray::from_fn(cap, |i| if i + 1 == cap { NIL } else { i as u32 + 1 }),
             free_head: 0,
-            // Twice the flows: hashbrown reclaims deleted slots by rehashing in place only
-            // while live entries fill at most half its capacity; above that it would
-            // reallocate, on the packet path, under churn near a full table.
-            by_in: HashTable::with_capacity(2 * cap + 1),
-            by_out: HashTable::with_capacity(2 * cap + 1),
+            by_in: FlowIndex::new(cap),
+            by_out: FlowIndex::new(cap),
             used: 0,
             live: 0,
             seed,
@@ -170,13 +163,17 @@ impl FlowTable {
     pub fn is_empty(&self) -> bool {
         self.live == 0
     }
-    /// Bytes held by the slab, the link array and both indexes.
+    /// Bytes held by the slab, the TCP state, the link array and both indexes.
     pub fn memory_bytes(&self) -> usize {
-        self.flows.len() * std::mem::size_of::<Flow>()
-            + self.tcp.len() * std::mem::size_of::<TcpWin>()
-            + self.next.len() * 4
-            + self.by_in.allocation_size()
-            + self.by_out.allocation_size()
+        self.flows.bytes()
+            + self.tcp.bytes()
+            + self.next.bytes()
+            + self.by_in.memory_bytes()
+            + self.by_out.memory_bytes()
+    }
+    /// Whether the big arrays got explicit huge pages (`MAP_HUGETLB`).
+    pub fn on_hugetlb(&self) -> bool {
+        self.flows.is_hugetlb() && self.by_in.on_hugetlb()
     }
 
     pub fn get(&self, idx: u32) -> Option<&Flow> {
@@ -193,58 +190,93 @@ impl FlowTable {
         ))
     }
 
+    /// The seed of `hash_key` for this table (burst lookahead hashes once, ahead).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Starts loading the index line a lookup of the key hashed to `h` (`hash_key`) will
+    /// read first, in the outside index if `outside` else the inside one.
+    #[inline]
+    pub fn prefetch_bucket(&self, outside: bool, h: u64) {
+        if outside {
+            self.by_out.prefetch(h)
+        } else {
+            self.by_in.prefetch(h)
+        }
+    }
+
+    /// Starts loading the entries whose signature matches `h` (their bucket should be in
+    /// cache by now): the entry the lookup will compare and the packet then update. Keys
+    /// are not compared here: that would wait for the very line being prefetched.
+    #[inline]
+    pub fn prefetch_entry(&self, outside: bool, h: u64) {
+        let flows = &self.flows;
+        let index = if outside { &self.by_out } else { &self.by_in };
+        index.candidates(h, |i| {
+            if let Some(f) = flows.get(i as usize) {
+                prefetch(f);
+            }
+        });
+    }
+
     #[inline]
     pub fn lookup_in(&self, k: &Key) -> Option<u32> {
         let flows = &self.flows;
-        self.by_in
-            .find(hash_key(self.seed, k), |&i| {
-                flows.get(i as usize).is_some_and(|f| f.in_key() == *k)
-            })
-            .copied()
+        self.by_in.find(hash_key(self.seed, k), |i| {
+            flows.get(i as usize).is_some_and(|f| f.in_key() == *k)
+        })
     }
 
     #[inline]
     pub fn lookup_out(&self, k: &Key) -> Option<u32> {
         let flows = &self.flows;
-        self.by_out
-            .find(hash_key(self.seed, k), |&i| {
-                flows.get(i as usize).is_some_and(|f| f.out_key() == *k)
-            })
-            .copied()
+        self.by_out.find(hash_key(self.seed, k), |i| {
+            flows.get(i as usize).is_some_and(|f| f.out_key() == *k)
+        })
     }
 
     /// Stores `flow` and indexes it both ways. `None` when the table is full (nothing
     /// changes). The caller must have checked that neither key is present, and must arm
     /// the returned slot in the timer wheel.
     pub fn insert(&mut self, flow: Flow) -> Option<u32> {
-        // Both indexes were sized for `capacity` entries; refusing at `capacity` keeps
-        // hashbrown from ever growing (the hasher closures below are then never called).
         if self.free_head == NIL || self.live >= self.flows.len() {
             return None;
         }
         let idx = self.free_head;
-        let slot = self.flows.get_mut(idx as usize)?;
-        *slot = flow;
+        *self.flows.get_mut(idx as usize)? = flow;
+        let seed = self.seed;
+        let flows = &self.flows;
+        let h_in = hash_key(seed, &flow.in_key());
+        let in_key = |i: u32| {
+            flows
+                .get(i as usize)
+                .map_or(0, |f| hash_key(seed, &f.in_key()))
+        };
+        let out_key = |i: u32| {
+            flows
+                .get(i as usize)
+                .map_or(0, |f| hash_key(seed, &f.out_key()))
+        };
+        // Each index holds at most `capacity` entries at ≤ 92 % of its slots, so a refusal
+        // (no cuckoo path found) is rare; it is undone and reported as a full table.
+        let ok = self.by_in.insert(h_in, idx, in_key)
+            && (self
+                .by_out
+                .insert(hash_key(seed, &flow.out_key()), idx, out_key)
+                || !self.by_in.remove(h_in, idx));
+        if !ok {
+            if let Some(f) = self.flows.get_mut(idx as usize) {
+                *f = Flow::default();
+            }
+            return None;
+        }
         if let Some(w) = self.tcp.get_mut(idx as usize) {
             *w = TcpWin::default();
         }
         self.free_head = self.next.get(idx as usize).copied().unwrap_or(NIL);
         self.used += 1;
         self.live += 1;
-        let seed = self.seed;
-        let flows = &self.flows;
-        self.by_in
-            .insert_unique(hash_key(seed, &flow.in_key()), idx, |&i| {
-                flows
-                    .get(i as usize)
-                    .map_or(0, |f| hash_key(seed, &f.in_key()))
-            });
-        self.by_out
-            .insert_unique(hash_key(seed, &flow.out_key()), idx, |&i| {
-                flows
-                    .get(i as usize)
-                    .map_or(0, |f| hash_key(seed, &f.out_key()))
-            });
         Some(idx)
     }
 
@@ -257,18 +289,8 @@ impl FlowTable {
         if f.is_dead() {
             return;
         }
-        if let Ok(e) = self
-            .by_in
-            .find_entry(hash_key(self.seed, &f.in_key()), |&i| i == idx)
-        {
-            e.remove();
-        }
-        if let Ok(e) = self
-            .by_out
-            .find_entry(hash_key(self.seed, &f.out_key()), |&i| i == idx)
-        {
-            e.remove();
-        }
+        self.by_in.remove(hash_key(self.seed, &f.in_key()), idx);
+        self.by_out.remove(hash_key(self.seed, &f.out_key()), idx);
         if let Some(f) = self.flows.get_mut(idx as usize) {
             f.state |= st::DEAD;
         }
@@ -363,23 +385,90 @@ mod tests {
     }
 
     #[test]
+    fn churn_at_capacity_keeps_both_directions_and_leaves_no_tombstones() {
+        // A table kept full (every index at its design load) while flows are replaced at
+        // random: every live flow stays reachable both ways, every removed one is gone
+        // from both, and the indexes hold exactly the live flows (no tombstones).
+        let cap = 20_000;
+        let mut t = FlowTable::new(cap, 11);
+        let mk = |n: u32| Flow {
+            remote_ip: n.wrapping_mul(2_654_435_761),
+            public_port: (n % 60_000) as u16,
+            ..flow(n)
+        };
+        let mut live: Vec<(u32, Flow)> = (0..cap as u32)
+            .map(|n| (t.insert(mk(n)).expect("room"), mk(n)))
+            .collect();
+        assert_eq!(t.insert(mk(cap as u32)), None, "full table refused");
+        let mut rng = crate::rng::Rng::new(5);
+        for n in cap as u32 + 1..400_000 {
+            let v = rng.below(cap);
+            let (idx, old) = live[v];
+            t.unindex(idx);
+            assert_eq!(t.lookup_in(&old.in_key()), None);
+            assert_eq!(t.lookup_out(&old.out_key()), None);
+            t.free(idx);
+            let f = mk(n);
+            let i = t.insert(f).expect("a slot was freed");
+            assert_eq!(t.lookup_in(&f.in_key()), Some(i));
+            assert_eq!(t.lookup_out(&f.out_key()), Some(i));
+            live[v] = (i, f);
+        }
+        assert_eq!((t.len(), t.by_in.len(), t.by_out.len()), (cap, cap, cap));
+        for &(i, f) in &live {
+            assert_eq!(t.lookup_in(&f.in_key()), Some(i));
+            assert_eq!(t.lookup_out(&f.out_key()), Some(i));
+            assert_eq!(t.get(i), Some(&f));
+        }
+        // Emptied, it is as new.
+        for &(i, _) in &live {
+            t.unindex(i);
+            t.free(i);
+        }
+        assert_eq!((t.len(), t.by_in.len(), t.by_out.len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn in_and_out_keys_do_not_alias() {
+        // A flow's out key equal to another flow's in key: each direction finds its own.
+        let mut t = FlowTable::new(8, 2);
+        let a = flow(1);
+        let b = Flow {
+            inside_ip: a.public_ip,
+            inside_port: a.public_port,
+            public_ip: 0xcb00_710b,
+            ..a
+        };
+        let (ia, ib) = (t.insert(a).unwrap(), t.insert(b).unwrap());
+        assert_eq!(a.out_key(), b.in_key());
+        assert_eq!(t.lookup_out(&a.out_key()), Some(ia));
+        assert_eq!(t.lookup_in(&b.in_key()), Some(ib));
+        assert_eq!(t.lookup_in(&a.in_key()), Some(ia));
+        assert_eq!(t.lookup_out(&b.out_key()), Some(ib));
+    }
+
+    #[test]
     fn flow_entry_size() {
         // Reported in docs: the entry itself, and what the table costs per flow overall.
-        let cap = 200_000;
-        let t = FlowTable::new(cap, 1);
-        let per_flow = t.memory_bytes() as f64 / cap as f64;
-        println!(
-            "size_of::<Flow>() = {} B, TCP window = {} B, wheel/free link = 4 B, index entry = \
-             {} B + 1 control byte (x2 indexes); {} flows: {} bytes total = {:.1} B/flow",
-            std::mem::size_of::<Flow>(),
-            std::mem::size_of::<TcpWin>(),
-            std::mem::size_of::<u32>(),
-            cap,
-            t.memory_bytes(),
-            per_flow
-        );
-        assert_eq!(std::mem::size_of::<Flow>(), 24);
-        assert_eq!(std::mem::size_of::<TcpWin>(), 28);
-        assert!(per_flow <= 90.0, "{per_flow}");
+        for cap in [200_000, 1_000_000] {
+            let t = FlowTable::new(cap, 1);
+            let per_flow = t.memory_bytes() as f64 / cap as f64;
+            println!(
+                "size_of::<Flow>() = {} B, TCP window = {} B, wheel/free link = 4 B, \
+                 indexes {:.1} B (2 x 64 B buckets of 15); {} flows: {} bytes total = \
+                 {:.1} B/flow; MAP_HUGETLB: {}",
+                std::mem::size_of::<Flow>(),
+                std::mem::size_of::<TcpWin>(),
+                (t.by_in.memory_bytes() + t.by_out.memory_bytes()) as f64 / cap as f64,
+                cap,
+                t.memory_bytes(),
+                per_flow,
+                t.on_hugetlb(),
+            );
+            assert_eq!(std::mem::size_of::<Flow>(), 24);
+            assert_eq!(std::mem::size_of::<TcpWin>(), 28);
+            // 56 B of entry + ~9.3 B of indexes, plus page rounding.
+            assert!(per_flow <= 66.5, "{per_flow}");
+        }
     }
 }

@@ -26,6 +26,7 @@ pub mod east_west;
 pub mod eim;
 pub mod expiry;
 pub mod flow;
+pub mod flow_index;
 pub mod frag;
 pub mod icmp_error;
 mod in2out;
@@ -33,6 +34,7 @@ mod limits;
 mod log_hooks;
 mod out2in;
 pub mod ports;
+mod prefetch;
 pub mod reconcile;
 mod replica;
 pub mod rfc4787;
@@ -312,6 +314,11 @@ pub struct NatWorker {
     /// Flow-state replication (`replica`), if configured; a replica's grace in ticks.
     repl: Option<Box<crate::repl::WorkerRepl>>,
     repl_grace: u32,
+    /// Burst lookahead ring (`prefetch`; boxed to keep the stage enum small).
+    look: Box<[prefetch::Look; prefetch::LOOK]>,
+    look_pos: usize,
+    /// Enough live flows for the lookahead to pay (`prefetch::worth_it`, set by `expire`).
+    lookahead: bool,
 }
 
 /// The IPv4 facts the translators need, read once.
@@ -441,6 +448,9 @@ impl NatWorker {
             flow_log: None,
             repl: None,
             repl_grace: 0,
+            look: Default::default(),
+            look_pos: 0,
+            lookahead: false,
         }
     }
 
@@ -533,6 +543,7 @@ impl NatWorker {
     /// Amortized expiry, called between bursts: per gateway at most
     /// `EXPIRE_FLOW_BUDGET` flows and `EXPIRE_SLOT_BUDGET` wheel slots.
     pub fn expire(&mut self, now: u64) {
+        self.lookahead = prefetch::worth_it(self.flows());
         let t64 = self.tick64(now);
         let t = t64 as u32;
         let sweep = t != self.last_sweep;

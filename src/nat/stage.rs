@@ -164,3 +164,16 @@ impl<B: PacketBuf> Stages<B> for NatStage {
         self.published.publish(&self.nat);
     }
 }
+
+impl NatStage {
+    #[inline]
+    pub fn wants_lookahead(&self) -> bool {
+        self.nat.wants_lookahead()
+    }
+
+    /// Burst lookahead (see `nat::prefetch`).
+    #[inline]
+    pub fn prefetch(&mut self, frame: &[u8], deep: bool) {
+        self.nat.prefetch(frame, deep);
+    }
+}

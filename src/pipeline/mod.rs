@@ -147,6 +147,11 @@ pub enum StageVerdict {
     Drop(DropReason),
 }
 
+/// Burst lookahead distances (packets) of `Pipeline::prefetch_flow`: the flow index
+/// bucket first, its entry once the bucket has had time to arrive.
+pub const PREFETCH_BUCKET_AHEAD: usize = 4;
+pub const PREFETCH_ENTRY_AHEAD: usize = 2;
+
 /// The stateful stages a worker runs between ingress and routing.
 pub trait Stages<B> {
     fn process(&mut self, pkt: &mut B, now: u64) -> StageVerdict;
@@ -220,6 +225,22 @@ impl<B: PacketBuf> Pipeline<B> {
     }
 
     /// Swap in a new forwarding snapshot (between bursts).
+    /// Whether `prefetch_flow` calls do anything this burst (few flows: no).
+    #[inline]
+    pub fn wants_lookahead(&self) -> bool {
+        self.stages.as_ref().is_some_and(|s| s.wants_lookahead())
+    }
+
+    /// Burst lookahead for the stateful stages (issue 11): call with the frame of the
+    /// packet `PREFETCH_BUCKET_AHEAD` ahead (`deep` false) and of the one
+    /// `PREFETCH_ENTRY_AHEAD` ahead (`deep` true) before handling each packet.
+    #[inline]
+    pub fn prefetch_flow(&mut self, frame: &[u8], deep: bool) {
+        if let Some(s) = self.stages.as_mut() {
+            s.prefetch(frame, deep);
+        }
+    }
+
     pub fn set_fib(&mut self, fib: Arc<Fib>) {
         self.fib = fib;
         self.counters.events.config_updates += 1;

@@ -149,8 +149,31 @@ pub fn run(setup: WorkerSetup) -> i32 {
             burst.prefetch_ahead(0);
             // And the second: the loop prefetches two ahead of each packet it takes.
             burst.prefetch_ahead(1);
+            let look = pipeline.wants_lookahead();
+            if look {
+                // Flow lookahead (issue 11): the first packets' headers now, their index
+                // buckets right after; the loop keeps both going further ahead.
+                for i in 2..=crate::pipeline::PREFETCH_BUCKET_AHEAD + 1 {
+                    burst.prefetch_ahead(i);
+                }
+                for i in 0..crate::pipeline::PREFETCH_BUCKET_AHEAD {
+                    if let Some(d) = burst.data_ahead(i) {
+                        pipeline.prefetch_flow(d, false);
+                    }
+                }
+            }
             while let Some(m) = burst.take() {
                 burst.prefetch_ahead(1);
+                if look {
+                    use crate::pipeline::{PREFETCH_BUCKET_AHEAD as B, PREFETCH_ENTRY_AHEAD as E};
+                    burst.prefetch_ahead(B + 1);
+                    if let Some(d) = burst.data_ahead(B - 1) {
+                        pipeline.prefetch_flow(d, false);
+                    }
+                    if let Some(d) = burst.data_ahead(E - 1) {
+                        pipeline.prefetch_flow(d, true);
+                    }
+                }
                 let m = if m.nb_segs() == 1 {
                     m
                 } else {

@@ -290,6 +290,23 @@ impl RxBurst {
         }
     }
 
+    /// The data of packet `i` positions ahead of the next one (burst lookahead).
+    #[inline]
+    pub fn data_ahead(&self, i: usize) -> Option<&[u8]> {
+        let k = self.next + i;
+        if k >= self.len {
+            return None;
+        }
+        // SAFETY: the pointer is a valid received mbuf not yet taken (owned by this
+        // burst, so alive while &self is borrowed); its first segment's data is
+        // data_len bytes at buf_addr + data_off.
+        unsafe {
+            let m = &*self.ptrs[k];
+            let p = (m.buf_addr as *const u8).add(m.data_off as usize);
+            Some(std::slice::from_raw_parts(p, m.data_len as usize))
+        }
+    }
+
     /// Peek at packet `i` positions ahead of the next one (for prefetching).
     #[inline]
     pub fn prefetch_ahead(&self, i: usize) {

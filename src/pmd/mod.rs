@@ -17,10 +17,12 @@ pub mod ffi {
 
 pub mod capture;
 mod eal;
+pub mod hugemem;
 mod mbuf;
 mod mempool;
 mod port;
 pub mod signal;
+pub mod simd;
 pub mod telemetry;
 pub mod thp;
 
