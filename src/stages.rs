@@ -11,6 +11,9 @@ use crate::packet::PacketBuf;
 use crate::pipeline::{StageVerdict, Stages};
 
 /// One registered stage.
+// One chain per worker, built once and never moved per packet: boxing the larger variant
+// would only add a pointer chase to every packet.
+#[allow(clippy::large_enum_variant)]
 pub enum Stage {
     Lb(LbStage),
     Nat(NatStage),
