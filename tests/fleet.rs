@@ -19,7 +19,9 @@ mod common;
 mod fleet_common;
 
 use common::{BgProc, Netns, TempDir};
-use fleet_common::{gauge, route_vias, rules, shard, Etcd};
+use fleet_common::{
+    gauge, inside, nat_tenant_spec, node_addr, public_ip, route_vias, rules, shard, Etcd,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -29,26 +31,10 @@ const TENANTS: usize = 8;
 const TTL: u64 = 3;
 const FLEET: &str = "citest";
 
-fn node_addr(i: usize) -> String {
-    format!("10.99.{i}.2")
-}
-
-fn public_ip(t: usize) -> String {
-    format!("203.0.113.{}", 10 + t)
-}
-
-fn inside(t: usize) -> String {
-    format!("10.{}.0.0/24", 100 + t)
-}
-
 /// (The NAT port range keeps the probes' port 7777 out of the fabric's return-traffic rules,
 /// which send a public IP's ports in a node's slice to that node only.)
 fn tenant_spec(t: usize) -> String {
-    format!(
-        "kind: nat\npublic: [{ip}/32]\ninside: [{p}]\nconfig: {{inside_prefixes: [{p}], public_ips: [{ip}], port_range: {{first: 20000, last: 29999}}}}\n",
-        ip = public_ip(t),
-        p = inside(t)
-    )
+    nat_tenant_spec(t, (20000, 29999), "")
 }
 
 /// The base config of a node whose agent renders its data-path config: the test NAT config

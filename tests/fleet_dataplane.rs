@@ -21,7 +21,7 @@ mod common;
 mod fleet_common;
 
 use common::{BgProc, HttpServer, Metrics, Netns, TempDir, Veth};
-use fleet_common::{gauge, route_vias, shard, Etcd};
+use fleet_common::{gauge, nat_tenant_spec, node_addr, public_ip, route_vias, shard, Etcd};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -33,27 +33,12 @@ const FLEET: &str = "dptest";
 const SERVER: &str = "198.51.100.2";
 const PORTS: (u16, u16) = (20000, 29999);
 
-fn node_addr(i: usize) -> String {
-    format!("10.99.{i}.2")
-}
-fn public_ip(t: usize) -> String {
-    format!("203.0.113.{}", 10 + t)
-}
-fn inside(t: usize) -> String {
-    format!("10.{}.0.0/24", 100 + t)
-}
 fn client_ip(t: usize) -> String {
     format!("10.{}.0.2", 100 + t)
 }
 
 fn tenant_spec(t: usize) -> String {
-    format!(
-        "kind: nat\npublic: [{ip}/32]\ninside: [{p}]\nconfig: {{inside_prefixes: [{p}], public_ips: [{ip}], port_range: {{first: {a}, last: {b}}}, flows_per_core: 16384}}\n",
-        ip = public_ip(t),
-        p = inside(t),
-        a = PORTS.0,
-        b = PORTS.1
-    )
+    nat_tenant_spec(t, PORTS, ", flows_per_core: 16384")
 }
 
 /// A node's own config (the agent adds its tenants): one af_packet port on the fabric.

@@ -164,6 +164,52 @@ fn reload(rig: &NatRig, _base: &str, gws: &[String], generation: u32) -> f64 {
     reload_to(rig, with_gateways(rig, gws), generation)
 }
 
+/// After a tenant's removal at `t` (drain deadline 3 s): its open connection, logged in
+/// `log`, kept working while draining and then failed within the window; its metric series
+/// (`series`) disappeared and the appliance logged `drained`.
+fn assert_drained(
+    rig: &NatRig,
+    log: &std::path::Path,
+    t: f64,
+    who: &str,
+    series: (&str, (&str, &str)),
+    drained: &str,
+) {
+    let fail = wait_for(Duration::from_secs(10), || {
+        events(log, "FAIL").first().copied()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{who}: the connection outlived its drain: {}",
+            fs::read_to_string(log).unwrap()
+        )
+    });
+    let ok = events(log, "OK");
+    assert!(
+        ok.iter().any(|&x| x > t + 1.5),
+        "{who}: the connection did not continue while draining: {ok:?} (reload at {t})"
+    );
+    assert!(
+        fail > t + 2.5 && fail < t + 8.0,
+        "{who}: the connection failed {:.2} s after the reload (drain 3 s)",
+        fail - t
+    );
+    eprintln!(
+        "{who}: open connection ended {:.3} s after its removal (drain 3 s)",
+        fail - t
+    );
+    let (name, label) = series;
+    let m = rig
+        .app
+        .wait_metrics(Duration::from_secs(5), |m| m.get(name, &[label]).is_none());
+    assert!(
+        m.get(name, &[label]).is_none(),
+        "{who}: its series outlived its drain:\n{}",
+        m.excerpt(name)
+    );
+    assert!(rig.app.log().contains(drained), "{}", rig.app.log());
+}
+
 /// Writes `text` as the config and sends SIGHUP; waits for `generation`.
 fn reload_to(rig: &NatRig, text: String, generation: u32) -> f64 {
     fs::write(&rig.app.config_path, text).unwrap();
@@ -343,43 +389,13 @@ fn reload_adds_changes_and_drains_nat_gateways_under_traffic() {
         o.stdout.contains("NOCONNECT"),
         "new flow through draining C: {o}"
     );
-    let fail = wait_for(Duration::from_secs(10), || {
-        events(&c_log, "FAIL").first().copied()
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "C's connection outlived its drain: {}",
-            fs::read_to_string(&c_log).unwrap()
-        )
-    });
-    let c_ok = events(&c_log, "OK");
-    assert!(
-        c_ok.iter().any(|&t| t > t3 + 1.5),
-        "C's connection did not continue while draining: {c_ok:?} (reload at {t3})"
-    );
-    assert!(
-        fail > t3 + 2.5 && fail < t3 + 8.0,
-        "C's connection failed {:.2} s after the reload (drain 3 s)",
-        fail - t3
-    );
-    eprintln!(
-        "gateway c: open connection ended {:.3} s after its removal (drain 3 s)",
-        fail - t3
-    );
-    let m = rig.app.wait_metrics(Duration::from_secs(5), |m| {
-        m.get("flowgate_nat_active_connections", &[("gateway", "c")])
-            .is_none()
-    });
-    assert!(
-        m.get("flowgate_nat_active_connections", &[("gateway", "c")])
-            .is_none(),
-        "C's series outlived its drain:\n{}",
-        m.excerpt("flowgate_nat_active")
-    );
-    assert!(
-        rig.app.log().contains("nat gateway c: drain ended"),
-        "{}",
-        rig.app.log()
+    assert_drained(
+        &rig,
+        &c_log,
+        t3,
+        "gateway c",
+        ("flowgate_nat_active_connections", ("gateway", "c")),
+        "nat gateway c: drain ended",
     );
 
     // (4) A change of mode is refused: the running config stays.
@@ -549,43 +565,13 @@ fn reload_adds_and_drains_a_load_balancer_under_traffic() {
         o.stdout.contains("NOCONNECT"),
         "new flow to a draining LB: {o}"
     );
-    let fail = wait_for(Duration::from_secs(10), || {
-        events(&s_log, "FAIL").first().copied()
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "the LB connection outlived its drain: {}",
-            fs::read_to_string(&s_log).unwrap()
-        )
-    });
-    let ok = events(&s_log, "OK");
-    assert!(
-        ok.iter().any(|&t| t > t3 + 1.5),
-        "the LB connection did not continue while draining: {ok:?} (reload at {t3})"
-    );
-    assert!(
-        fail > t3 + 2.5 && fail < t3 + 8.0,
-        "the LB connection failed {:.2} s after the reload (drain 3 s)",
-        fail - t3
-    );
-    eprintln!(
-        "lb web: open connection ended {:.3} s after its removal (drain 3 s)",
-        fail - t3
-    );
-    let m = rig.app.wait_metrics(Duration::from_secs(5), |m| {
-        m.get("flowgate_lb_active_flows", &[("lb", "web")])
-            .is_none()
-    });
-    assert!(
-        m.get("flowgate_lb_active_flows", &[("lb", "web")])
-            .is_none(),
-        "the LB's series outlived its drain:\n{}",
-        m.excerpt("flowgate_lb_")
-    );
-    assert!(
-        rig.app.log().contains("load balancer web: drain ended"),
-        "{}",
-        rig.app.log()
+    assert_drained(
+        &rig,
+        &s_log,
+        t3,
+        "lb web",
+        ("flowgate_lb_active_flows", ("lb", "web")),
+        "load balancer web: drain ended",
     );
 
     // The unchanged gateway lost nothing.

@@ -145,3 +145,30 @@ pub fn gauge(path: &std::path::Path, name: &str) -> Option<f64> {
         .find(|l| l.starts_with(name) && !l.starts_with('#'))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
+
+/// Fleet test addressing: node i's fabric address.
+pub fn node_addr(i: usize) -> String {
+    format!("10.99.{i}.2")
+}
+
+/// Tenant t's public IP.
+pub fn public_ip(t: usize) -> String {
+    format!("203.0.113.{}", 10 + t)
+}
+
+/// Tenant t's inside prefix.
+pub fn inside(t: usize) -> String {
+    format!("10.{}.0.0/24", 100 + t)
+}
+
+/// Tenant t's spec in etcd: a NAT gateway with NAT ports `ports` and `extra` gateway
+/// settings (e.g. `, flows_per_core: 16384`).
+pub fn nat_tenant_spec(t: usize, ports: (u16, u16), extra: &str) -> String {
+    format!(
+        "kind: nat\npublic: [{ip}/32]\ninside: [{p}]\nconfig: {{inside_prefixes: [{p}], public_ips: [{ip}], port_range: {{first: {a}, last: {b}}}{extra}}}\n",
+        ip = public_ip(t),
+        p = inside(t),
+        a = ports.0,
+        b = ports.1
+    )
+}
