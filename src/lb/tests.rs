@@ -18,9 +18,8 @@ fn s(secs: u64) -> u64 {
     secs * HZ
 }
 
-fn conf(groups: &str) -> String {
-    format!(
-        "\
+/// The ports and routes every LB unit-test config starts with, up to `load_balancers:`.
+pub(super) const CONF_BASE: &str = "\
 lcores:
   workers: [1]
 ports:
@@ -31,9 +30,13 @@ ports:
     device: net_tap1,iface=b
     addresses: [10.1.0.1/24]
 routes:
-  - {{prefix: 0.0.0.0/0, port: front, via: 198.51.100.254}}
+  - {prefix: 0.0.0.0/0, port: front, via: 198.51.100.254}
 load_balancers:
-  - id: web
+";
+
+fn conf(groups: &str) -> String {
+    format!(
+        "{CONF_BASE}  - id: web
     vips: [198.51.100.10]
     lb_addresses: [198.51.100.11]
     maglev_table_size: 65537

@@ -29,20 +29,8 @@ fn conf(limits: &str) -> String {
         )
     };
     format!(
-        "\
-lcores:
-  workers: [1]
-ports:
-  - name: front
-    device: net_tap0,iface=a
-    addresses: [198.51.100.1/24]
-  - name: back
-    device: net_tap1,iface=b
-    addresses: [10.1.0.1/24]
-routes:
-  - {{prefix: 0.0.0.0/0, port: front, via: 198.51.100.254}}
-load_balancers:
-{}{}",
+        "{}{}{}",
+        super::tests::CONF_BASE,
         lb("a", VIP_A, "10.1.0.2", limits),
         lb("b", VIP_B, "10.1.0.3", "")
     )
