@@ -164,6 +164,38 @@ fn reload(rig: &NatRig, _base: &str, gws: &[String], generation: u32) -> f64 {
     reload_to(rig, with_gateways(rig, gws), generation)
 }
 
+/// Where a stream client runs.
+#[derive(Clone, Copy)]
+enum Side {
+    A,
+    B,
+    Server,
+}
+
+/// Starts `STREAM_CLIENT` (`[dst, port, bind, seconds, gap]`) on `side`, logging to `log`;
+/// returns it and the time of its first echo (panics when none comes within 5 s).
+fn start_stream(rig: &NatRig, log: &std::path::Path, side: Side, args: [&str; 5]) -> (BgProc, f64) {
+    let ns = match side {
+        Side::A => rig.a(),
+        Side::B => rig.b(),
+        Side::Server => rig.server(),
+    };
+    let mut argv = vec!["python3", "-c", STREAM_CLIENT];
+    argv.extend(args);
+    let p = ns.spawn(&argv, log);
+    let up = wait_for(Duration::from_secs(5), || {
+        events(log, "OK").first().copied()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "stream {args:?} did not start: {}\n{}",
+            fs::read_to_string(log).unwrap_or_default(),
+            rig.app.log()
+        )
+    });
+    (p, up)
+}
+
 /// After a tenant's removal at `t` (drain deadline 3 s): its open connection, logged in
 /// `log`, kept working while draining and then failed within the window; its metric series
 /// (`series`) disappeared and the appliance logged `drained`.
@@ -268,69 +300,17 @@ fn reload_adds_changes_and_drains_nat_gateways_under_traffic() {
         &ping_log,
     );
     let a_log = dir.join("stream_a.log");
-    let _stream_a = rig.a().spawn(
-        &[
-            "python3",
-            "-c",
-            STREAM_CLIENT,
-            SERVER,
-            &port,
-            HOST_A,
-            "27",
-            "0.05",
-        ],
-        &a_log,
-    );
+    let (_stream_a, _) = start_stream(&rig, &a_log, Side::A, [SERVER, &port, HOST_A, "27", "0.05"]);
     // B's long connection, opened before B changes.
     let b_log = dir.join("stream_b.log");
-    let _stream_b = rig.b().spawn(
-        &[
-            "python3",
-            "-c",
-            STREAM_CLIENT,
-            SERVER,
-            &port,
-            "-",
-            "9",
-            "0.2",
-        ],
-        &b_log,
-    );
-    assert!(
-        wait_for(Duration::from_secs(5), || (!events(&b_log, "OK")
-            .is_empty())
-        .then_some(()))
-        .is_some(),
-        "B's stream did not start: {}",
-        fs::read_to_string(&b_log).unwrap_or_default()
-    );
+    let (_stream_b, _) = start_stream(&rig, &b_log, Side::B, [SERVER, &port, "-", "9", "0.2"]);
     let before = rig.app.metrics();
 
     // (1) Add gateway C: it serves at once.
     let t1 = reload(&rig, &base, &[gw_a.clone(), gw_b.clone(), gw_c.clone()], 2);
     let c_log = dir.join("stream_c.log");
-    let _stream_c = rig.a().spawn(
-        &[
-            "python3",
-            "-c",
-            STREAM_CLIENT,
-            SERVER,
-            &port,
-            HOST_C,
-            "20",
-            "0.2",
-        ],
-        &c_log,
-    );
-    let c_up = wait_for(Duration::from_secs(5), || {
-        events(&c_log, "OK").first().copied()
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "C does not work: {}",
-            fs::read_to_string(&c_log).unwrap_or_default()
-        )
-    });
+    let (_stream_c, c_up) =
+        start_stream(&rig, &c_log, Side::A, [SERVER, &port, HOST_C, "20", "0.2"]);
     assert!(
         c_up - t1 < 3.0,
         "C served {:.2} s after the reload",
@@ -516,29 +496,12 @@ fn reload_adds_and_drains_a_load_balancer_under_traffic() {
     let gws = [gw_a.clone()];
     let t1 = reload_to(&rig, with_tenants(&rig, &gws, &lb_yaml(&[VIP1])), 2);
     let s_log = dir.join("stream_lb.log");
-    let _stream = rig.server().spawn(
-        &[
-            "python3",
-            "-c",
-            STREAM_CLIENT,
-            VIP1,
-            &lport,
-            SERVER,
-            "12",
-            "0.2",
-        ],
+    let (_stream, up) = start_stream(
+        &rig,
         &s_log,
+        Side::Server,
+        [VIP1, &lport, SERVER, "12", "0.2"],
     );
-    let up = wait_for(Duration::from_secs(5), || {
-        events(&s_log, "OK").first().copied()
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "the new VIP does not serve: {}\n{}",
-            fs::read_to_string(&s_log).unwrap_or_default(),
-            rig.app.log()
-        )
-    });
     assert!(
         up - t1 < 3.0,
         "VIP served {:.2} s after the reload",
