@@ -80,6 +80,8 @@ pub struct LbControl {
     vip_drain: Vec<Vec<(Ipv4Addr, Instant)>>,
     /// Slots whose tables the workers must get (re)built in the next update.
     fresh: Vec<usize>,
+    /// Kept slots whose tenant limits a reload changed (new buckets in the next update).
+    relimit: Vec<usize>,
     regs: Vec<Reg>,
     generation: u64,
     tsc_hz: u64,
@@ -112,6 +114,7 @@ impl LbControl {
             lb_drain: vec![None; cfg.len()],
             vip_drain: vec![Vec::new(); cfg.len()],
             fresh: Vec::new(),
+            relimit: Vec::new(),
             regs: Vec::new(),
             generation: 0,
             tsc_hz: tsc_hz.max(1),
@@ -146,13 +149,6 @@ impl LbControl {
                 return Err(format!(
                     "load balancer `{}`: lb_addresses changed (full-NAT flows use them: add \
                      it under a new id instead, the old one drains)",
-                    a.id
-                ));
-            }
-            if a.limits != b.limits {
-                return Err(format!(
-                    "load balancer `{}`: limits changed (restart needed: workers build their \
-                     token buckets at start)",
                     a.id
                 ));
             }
@@ -200,6 +196,7 @@ impl LbControl {
         let mut lb_drain = self.lb_drain.clone();
         let mut vip_drain = self.vip_drain.clone();
         let mut fresh = self.fresh.clone();
+        let mut relimit = self.relimit.clone();
         let mut log = Vec::new();
         for (i, s) in slots.iter_mut().enumerate() {
             if s.id.is_empty() {
@@ -222,6 +219,10 @@ impl LbControl {
                     vip_drain[i].retain(|d| !n.vips.contains(&d.0));
                     for v in n.vips.iter().filter(|v| !s.vips.contains(v)) {
                         log.push(format!("load balancer {}: VIP {v} added", n.id));
+                    }
+                    if n.limits != s.limits {
+                        relimit.push(i);
+                        log.push(format!("load balancer {}: limits changed", n.id));
                     }
                     let mut c = n.clone();
                     c.vips.extend(vip_drain[i].iter().map(|d| d.0));
@@ -274,6 +275,7 @@ impl LbControl {
         self.lb_drain = lb_drain;
         self.vip_drain = vip_drain;
         self.fresh = fresh;
+        self.relimit = relimit;
         match checked {
             // By slot: a drained slot's placeholder has no targets.
             Some(f) => self.checked = slots.iter().map(f).collect(),
@@ -327,25 +329,35 @@ impl LbControl {
         n_workers: usize,
         rng: &mut crate::nat::ports::Rng,
     ) -> Option<super::reconcile::LbUpdate> {
-        if self.fresh.is_empty() {
+        if self.fresh.is_empty() && self.relimit.is_empty() {
             return None;
         }
         let mut f: Vec<(usize, &LoadBalancerConfig)> =
             self.fresh.iter().map(|&i| (i, &self.cfg[i])).collect();
         f.sort_by_key(|x| x.0);
         f.dedup_by_key(|x| x.0);
-        Some(super::reconcile::LbUpdate::build(
+        let mut u = super::reconcile::LbUpdate::build(
             &f,
             self.cfg.len(),
             worker,
             n_workers,
             self.tsc_hz,
             rng,
-        ))
+        );
+        for &i in &self.relimit {
+            if let Some(c) = self.cfg.get(i) {
+                u.set_limiter(
+                    i,
+                    crate::limits::TenantLimiter::new(&c.limits, worker, n_workers, self.tsc_hz),
+                );
+            }
+        }
+        Some(u)
     }
 
     pub fn sent(&mut self) {
         self.fresh.clear();
+        self.relimit.clear();
     }
 
     fn is_checked(&self, lb: usize) -> bool {

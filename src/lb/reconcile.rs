@@ -16,6 +16,8 @@ pub const MAX_SLOTS: usize = 64;
 pub struct LbUpdate {
     /// (slot, new tables), by slot.
     fresh: Vec<(usize, LbState)>,
+    /// (slot, new token buckets) of kept load balancers whose limits changed.
+    limiters: Vec<(usize, crate::limits::TenantLimiter)>,
     slots: usize,
     lbs: Vec<LbState>,
     counters: Vec<LbCounters>,
@@ -26,6 +28,11 @@ pub struct LbUpdate {
 }
 
 impl LbUpdate {
+    /// Kept slot `slot` takes new tenant limits (a fresh bucket).
+    pub fn set_limiter(&mut self, slot: usize, l: crate::limits::TenantLimiter) {
+        self.limiters.push((slot, l));
+    }
+
     /// Tables for `fresh` slots (their configs) out of `slots`, for one worker.
     pub fn build(
         fresh: &[(usize, &LoadBalancerConfig)],
@@ -40,6 +47,7 @@ impl LbUpdate {
                 .iter()
                 .map(|(i, c)| (*i, LbState::build(c, worker, n_workers, tsc_hz, rng)))
                 .collect(),
+            limiters: Vec::with_capacity(slots),
             slots,
             lbs: Vec::with_capacity(slots),
             counters: Vec::with_capacity(slots),
@@ -70,7 +78,10 @@ impl LbWorker {
                         }
                     }
                     None => {
-                        if let Some(p) = p {
+                        if let Some(mut p) = p {
+                            if let Some(&(_, l)) = u.limiters.iter().find(|x| x.0 == i) {
+                                p.limiter = l;
+                            }
                             self.lbs.push(p);
                             self.counters.push(pc.unwrap_or_default());
                         }

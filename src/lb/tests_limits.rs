@@ -124,3 +124,31 @@ fn packet_rate_binds_client_packets() {
 fn s(secs: u64) -> u64 {
     secs * HZ
 }
+
+#[test]
+fn a_reload_changes_limits_live_and_keeps_the_flows() {
+    let (mut ctl, mut w) = worker("    limits: {new_flows_per_s: 10, burst_ms: 100}\n");
+    // Bucket depth 1: the second new flow is refused.
+    assert_eq!(send(&mut w, VIP_A, 1000, 0), StageVerdict::Translated);
+    assert_eq!(
+        send(&mut w, VIP_A, 1001, 0),
+        StageVerdict::Drop(DropReason::LbTenantNewFlowLimit)
+    );
+    let c = parse_str(
+        &conf("    limits: {new_flows_per_s: 1000, burst_ms: 100}\n"),
+        "t.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let log = ctl.reload(&c.load_balancers, 0).unwrap();
+    assert!(log.iter().any(|l| l.contains("limits changed")), "{log:?}");
+    let mut rng = crate::nat::ports::Rng::new(1);
+    let mut u = ctl.update_for(0, 1, &mut rng).expect("new buckets");
+    ctl.sent();
+    w.reconcile(&mut u);
+    // Depth 100 now; the flow of before is still pinned.
+    for p in 0..50 {
+        assert_eq!(send(&mut w, VIP_A, 2000 + p, 0), StageVerdict::Translated);
+    }
+    assert_eq!(send(&mut w, VIP_A, 1000, 0), StageVerdict::Translated);
+    assert_eq!(w.counters()[0].active_flows, 51);
+}
