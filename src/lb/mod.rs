@@ -260,6 +260,36 @@ fn rewrite<B: PacketBuf>(
     true
 }
 
+/// `rewrite` of the destination only (a DNAT client packet), without its branches on
+/// which sides change. `false` (nothing written) when the frame is too short or not
+/// TCP/UDP.
+#[inline]
+fn rewrite_dst<B: PacketBuf>(pkt: &mut B, ip: &Ip, addr: Ipv4Addr, port: u16) -> bool {
+    let tcp = match ip.proto {
+        IPPROTO_TCP => true,
+        IPPROTO_UDP => false,
+        _ => return false,
+    };
+    let Some(p) = pkt.data_mut().get_mut(14..14 + ip.len) else {
+        return false;
+    };
+    if ip.hl > p.len() {
+        return false;
+    }
+    let (hdr, l4) = p.split_at_mut(ip.hl);
+    let old = Ipv4Packet::new_unchecked(hdr).rewrite_dst(addr);
+    if tcp {
+        let mut t = TcpPacket::new_unchecked(l4);
+        t.rewrite_dst_port(port);
+        t.adjust_checksum_for_addr(old, addr);
+    } else {
+        let mut u = UdpPacket::new_unchecked(l4);
+        u.rewrite_dst_port(port);
+        u.adjust_checksum_for_addr(old, addr);
+    }
+    true
+}
+
 /// The worker owning the flows of client endpoint `ip:port` when there are several: the
 /// client endpoint is the one thing both directions of a DNAT flow carry (source of the
 /// client's packets, destination of the target's), so both find the owner without shared
@@ -495,6 +525,9 @@ impl LbWorker {
         let key = Key::new(ip.proto, ip.dst, l4.dport, ip.src, l4.sport);
         let syn = tcp && l4.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
         if let Some(idx) = self.lbs[li].flows.lookup_in(&key) {
+            if self.client_hit(snap, li, idx, pkt, ip, &l4, t) {
+                return Ok(StageVerdict::Translated);
+            }
             let m = self.check_idle(li, idx, t);
             if m.flags & mf::TOMB != 0 {
                 self.retire(li, idx);
@@ -534,6 +567,51 @@ impl LbWorker {
         }
         self.forward(li, idx, pkt, ip, &l4, Dir::Client, t)?;
         Ok(StageVerdict::Translated)
+    }
+
+    /// The common case of a client packet of an established flow, done in one pass over
+    /// the flow and its meta (issue 7: the LB's hit path at most the NAT's): a live DNAT
+    /// flow (no flag set), not idle, its target taking packets, no RST. Decides before it
+    /// changes anything, so `false` leaves the packet and flow to the general path.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn client_hit<B: PacketBuf>(
+        &mut self,
+        snap: &LbSnapshot,
+        li: usize,
+        idx: u32,
+        pkt: &mut B,
+        ip: &Ip,
+        l4: &L4,
+        t: u32,
+    ) -> bool {
+        let Some(st) = self.lbs.get_mut(li) else {
+            return false;
+        };
+        let (Some(f), Some(m)) = (st.flows.get_mut(idx), st.meta.get(idx as usize)) else {
+            return false;
+        };
+        if m.flags != 0
+            || expiry::is_due(f.deadline, t)
+            || (ip.proto == IPPROTO_TCP && l4.flags & TCP_RST != 0)
+        {
+            return false;
+        }
+        // As `target_check`: an unknown id, or a Healthy or Initial target, forwards.
+        if let Some(info) = snap.targets.get(m.target as usize) {
+            if !matches!(info.state, TargetState::Healthy | TargetState::Initial) {
+                return false;
+            }
+        }
+        if !rewrite_dst(pkt, ip, f.public(), f.public_port) {
+            return false;
+        }
+        f.deadline = t.wrapping_add(m.idle);
+        if let Some(c) = self.counters.get_mut(li) {
+            c.packets_from_client += 1;
+            c.bytes_from_client += ip.len as u64;
+        }
+        true
     }
 
     /// A flow found by a lookup: turn it into a tombstone (TCP) or remove it (UDP, or
