@@ -13,15 +13,20 @@
 //! Proves: every tenant works through its NAT (HTTP, UDP, ping); its traffic crosses only its
 //! shard's nodes (per-node, per-tenant counters of each flowgate's /metrics; the server sees
 //! only the tenant's public IP, from source ports in a shard node's slice of the port range);
+//! tenant A floods (SYNs, UDP) -> a tenant sharing one node with A keeps >= 95 % of its
+//! requests, one sharing none all, A's excess is dropped under its limits on the shared node;
 //! SIGKILL of a node (agent and flowgate) -> new connections of its tenants succeed within
 //! the lease TTL + a few seconds; the node restarts and rejoins; etcd stopped -> forwarding
 //! continues with no restart, and a tenant added after etcd returns works.
 mod common;
 #[path = "common/fleet.rs"]
 mod fleet_common;
+#[path = "common/flood.rs"]
+mod flood;
 
 use common::{BgProc, HttpServer, Metrics, Netns, TempDir, Veth};
 use fleet_common::{gauge, nat_tenant_spec, node_addr, public_ip, route_vias, shard, Etcd};
+use flood::{kv, FLOOD, HTTP_CLIENT};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -37,8 +42,22 @@ fn client_ip(t: usize) -> String {
     format!("10.{}.0.2", 100 + t)
 }
 
+/// Every tenant's node-wide limits (one worker per node). The one-second bucket depth lets
+/// the phases' bursts of fresh flows (16 at once) through; the flood of phase 3 exceeds them.
+const LIMIT_PPS: f64 = 2000.0;
+const LIMIT_NEW_FLOWS: f64 = 200.0;
+const LIMIT_FLOWS: f64 = 8000.0;
+
 fn tenant_spec(t: usize) -> String {
-    nat_tenant_spec(t, PORTS, ", flows_per_core: 16384")
+    nat_tenant_spec(
+        t,
+        PORTS,
+        &format!(
+            ", flows_per_core: 16384, limits: {{packets_per_s: {}, new_flows_per_s: {}, \
+             max_flows: {}, burst_ms: 1000}}",
+            LIMIT_PPS as u64, LIMIT_NEW_FLOWS as u64, LIMIT_FLOWS as u64
+        ),
+    )
 }
 
 /// A node's own config (the agent adds its tenants): one af_packet port on the fabric.
@@ -408,6 +427,180 @@ fn build() -> Dp {
     }
 }
 
+const LIMIT_REASONS: [&str; 3] = [
+    "nat_tenant_pps_limit",
+    "nat_tenant_new_flow_limit",
+    "nat_tenant_flow_limit",
+];
+
+/// Tenant `t`'s NAT drops for `reason` in a node's scrape.
+fn limit_drops(m: &Metrics, t: &str, reason: &str) -> f64 {
+    m.value(
+        "flowgate_nat_packets_dropped_total",
+        &[("gateway", t), ("reason", reason)],
+    )
+}
+
+/// Packets of tenant `t` a node received from either side (before its limits).
+fn offered(m: &Metrics, t: &str) -> f64 {
+    ["in_from_source", "in_from_destination"]
+        .iter()
+        .map(|d| {
+            m.value(
+                "flowgate_nat_packets_total",
+                &[("gateway", t), ("direction", d)],
+            )
+        })
+        .sum()
+}
+
+/// A flooding tenant A, a tenant B whose shard shares exactly one node with A's (returned),
+/// and a tenant C whose shard shares none.
+fn flood_trio(p: &BTreeMap<String, BTreeSet<String>>) -> Option<(usize, usize, usize, String)> {
+    let s = |t: usize| &p[&format!("t{t}")];
+    (0..TENANTS).find_map(|a| {
+        let b = (0..TENANTS).find(|&b| b != a && s(b).intersection(s(a)).count() == 1)?;
+        let c = (0..TENANTS).find(|&c| c != a && s(c).is_disjoint(s(a)))?;
+        let shared = s(b).intersection(s(a)).next()?.clone();
+        Some((a, b, c, shared))
+    })
+}
+
+/// Tenant A floods (raw-socket SYNs from many source ports plus UDP, bounded) while B (one
+/// node shared with A) and C (none shared) each make 100 short HTTP requests through their NAT.
+fn flood_phase(f: &Dp, placed: &BTreeMap<String, BTreeSet<String>>) {
+    let (a, b, c, shared) = flood_trio(placed)
+        .unwrap_or_else(|| panic!("no tenants A, B, C with 1 and 0 shared nodes: {placed:?}"));
+    let (ta, tb, tc) = (format!("t{a}"), format!("t{b}"), format!("t{c}"));
+    let si: usize = shared[1..].parse().unwrap();
+    let pids: Vec<Option<i32>> = (1..=NODES).map(|i| f.flowgate_pid(i)).collect();
+    let scrape = |i: usize| {
+        f.node_metrics(i)
+            .unwrap_or_else(|| panic!("n{i}: /metrics not answering\n{}", f.dump()))
+    };
+    let m0: BTreeMap<usize, Metrics> = (1..=NODES).map(|i| (i, scrape(i))).collect();
+    let src = client_ip(a);
+    let gen = |mode: &str, log: &str| {
+        f.clients[a].spawn(
+            &[
+                common::PYTHON,
+                "-u",
+                "-c",
+                FLOOD,
+                mode,
+                &src,
+                SERVER,
+                "9",
+                "6000",
+                "8",
+                "100000",
+            ],
+            &f.dir.join(log),
+        )
+    };
+    let mut syn = gen("syn", "flood-syn.log");
+    let mut udp = gen("udp", "flood-udp.log");
+    wait(30, || {
+        (syn.log_text().contains("ready") && udp.log_text().contains("ready")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("flood did not start: {} {}", syn.log_text(), udp.log_text()));
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    let client = |t: usize| {
+        f.clients[t].spawn(
+            &[
+                common::PYTHON,
+                "-u",
+                "-c",
+                HTTP_CLIENT,
+                SERVER,
+                "8080",
+                "/hello",
+                "12",
+                "100",
+                "0.05",
+            ],
+            &f.dir.join(&format!("flood-client-t{t}.log")),
+        )
+    };
+    let (mut bp, mut cp) = (client(b), client(c));
+    while syn.running() || udp.running() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "the flood did not end"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let m1: BTreeMap<usize, Metrics> = (1..=NODES).map(|i| (i, scrape(i))).collect();
+    for p in [&mut bp, &mut cp] {
+        assert!(
+            p.wait_timeout(Duration::from_secs(60)).is_some(),
+            "client did not finish: {}",
+            p.log_text()
+        );
+    }
+    let (b_out, c_out) = (bp.log_text(), cp.log_text());
+    let (b_ok, c_ok) = (kv(&b_out, "ok"), kv(&c_out, "ok"));
+    let sent = kv(&syn.log_text(), "sent") + kv(&udp.log_text(), "sent");
+    let d = |i: usize, t: &str, r: &str| limit_drops(&m1[&i], t, r) - limit_drops(&m0[&i], t, r);
+    let offered_a = offered(&m1[&si], &ta) - offered(&m0[&si], &ta);
+    let admitted = (offered_a - d(si, &ta, LIMIT_REASONS[0])) / secs;
+    println!(
+        "flood: {ta} (shard {:?}) sent {sent} packets in {secs:.1} s; on the shared node {shared} \
+         {:.0} pps offered, {admitted:.0} pps admitted (limit {LIMIT_PPS}, 1 s burst); drops there \
+         {:?}",
+        placed[&ta],
+        offered_a / secs,
+        LIMIT_REASONS.map(|r| (r, d(si, &ta, r)))
+    );
+    println!(
+        "during the flood: {tb} (shard {:?}, shares {shared}) {b_ok}/100 HTTP ok, p50 {} p99 {} ms; \
+         {tc} (shard {:?}, shares none) {c_ok}/100 ok, p50 {} p99 {} ms",
+        placed[&tb],
+        kv(&b_out, "p50_ms"),
+        kv(&b_out, "p99_ms"),
+        placed[&tc],
+        kv(&c_out, "p50_ms"),
+        kv(&c_out, "p99_ms"),
+    );
+    assert!(b_ok >= 95.0, "{tb}: {b_ok}/100 during the flood\n{b_out}");
+    assert_eq!(c_ok, 100.0, "{tc}: {c_ok}/100 during the flood\n{c_out}");
+    // A's excess is dropped and counted on the shared node, within A's own limits.
+    let excess: f64 = LIMIT_REASONS.iter().map(|r| d(si, &ta, r)).sum();
+    assert!(
+        d(si, &ta, LIMIT_REASONS[0]) > 0.0 && excess > 0.0,
+        "{ta}'s excess not counted on {shared}\n{}",
+        m1[&si].excerpt("flowgate_nat_packets_dropped_total")
+    );
+    assert!(
+        admitted <= 1.1 * LIMIT_PPS * (secs + 1.0) / secs,
+        "{ta} admitted {admitted:.0} pps on {shared}, limit {LIMIT_PPS}"
+    );
+    for i in 1..=NODES {
+        for t in [&tb, &tc] {
+            for r in LIMIT_REASONS {
+                assert_eq!(d(i, t, r), 0.0, "{t} hit its own limit {r} on n{i}");
+            }
+        }
+        // C's nodes never saw A's flood.
+        if placed[&tc].contains(&format!("n{i}")) {
+            assert_eq!(
+                offered(&m1[&i], &ta) - offered(&m0[&i], &ta),
+                0.0,
+                "{ta}'s packets reached n{i} of {tc}'s shard"
+            );
+        }
+    }
+    let after: Vec<Option<i32>> = (1..=NODES).map(|i| f.flowgate_pid(i)).collect();
+    assert_eq!(
+        pids,
+        after,
+        "a flowgate restarted during the flood\n{}",
+        f.dump()
+    );
+}
+
 #[test]
 fn fleet_dataplane_nat_through_shards_failover_and_etcd_outage() {
     let Some(_g) = common::setup("fleet_dataplane_nat_through_shards_failover_and_etcd_outage")
@@ -510,6 +703,9 @@ fn fleet_dataplane_nat_through_shards_failover_and_etcd_outage() {
         "private address leaked:\n{access}"
     );
     println!("UDP flows by tenant@slice owner: {by_node:?}");
+
+    // 2b. A noisy tenant: its neighbours keep working, its excess is dropped where it lands.
+    flood_phase(&f, &placed);
 
     // 3. SIGKILL a node (its flowgate and its agent).
     let victim: usize = placed["t0"].iter().next().unwrap()[1..].parse().unwrap();
