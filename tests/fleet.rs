@@ -20,7 +20,8 @@ mod fleet_common;
 
 use common::{BgProc, Netns, TempDir};
 use fleet_common::{
-    gauge, inside, nat_tenant_spec, node_addr, public_ip, route_vias, rules, shard, Etcd,
+    gauge, inside, nat_tenant_spec, node_addr, public_ip, route_vias, rules, shard,
+    start_controller_and_fabric, Etcd,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -328,39 +329,16 @@ fn fleet_placement_fabric_failover_and_etcd_outage() {
         let a = f.agent(i);
         f.agents.insert(i, a);
     }
-    let bin = common::flowgate_bin();
-    let mut c = Command::new(&bin);
-    c.args([
-        "controller",
-        "--etcd",
-        &f.etcd.endpoint,
-        "--fleet",
+    let status = f.dir.join("fabric.prom");
+    f.daemons.extend(start_controller_and_fabric(
+        &f.etcd,
         FLEET,
-        "--k",
-        "2",
-        "--m",
-        "1",
-    ])
-    .args(["--min-nodes", &NODES.to_string(), "--ttl", &TTL.to_string()]);
-    f.daemons.push(BgProc::spawn(
-        c,
-        "controller",
-        &f.dir.join("controller.log"),
-    ));
-    let mut c = Command::new(&bin);
-    c.args([
-        "fabric",
-        "--etcd",
-        &f.etcd.endpoint,
-        "--fleet",
-        FLEET,
-        "--netns",
+        NODES,
+        TTL,
         "fltr",
-    ])
-    .arg("--status")
-    .arg(f.dir.join("fabric.prom"));
-    f.daemons
-        .push(BgProc::spawn(c, "fabric", &f.dir.join("fabric.log")));
+        &["--status", status.to_str().unwrap()],
+        &f.dir.path,
+    ));
 
     // 1. Placement: every tenant on k=2 live nodes, no two sharing more than m=1.
     let t0 = Instant::now();

@@ -25,7 +25,10 @@ mod fleet_common;
 mod flood;
 
 use common::{BgProc, HttpServer, Metrics, Netns, TempDir, Veth};
-use fleet_common::{gauge, nat_tenant_spec, node_addr, public_ip, route_vias, shard, Etcd};
+use fleet_common::{
+    gauge, nat_tenant_spec, node_addr, public_ip, route_vias, shard, start_controller_and_fabric,
+    Etcd,
+};
 use flood::{kv, FLOOD, HTTP_CLIENT};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -617,28 +620,15 @@ fn fleet_dataplane_nat_through_shards_failover_and_etcd_outage() {
         let a = f.agent(i);
         f.agents.insert(i, a);
     }
-    let bin = common::flowgate_bin();
-    let mut c = Command::new(&bin);
-    c.args(["controller", "--etcd", &f.etcd.endpoint, "--fleet", FLEET])
-        .args(["--k", "2", "--m", "1", "--min-nodes", &NODES.to_string()])
-        .args(["--ttl", &TTL.to_string()]);
-    f.daemons.push(BgProc::spawn(
-        c,
-        "controller",
-        &f.dir.join("controller.log"),
-    ));
-    let mut c = Command::new(&bin);
-    c.args([
-        "fabric",
-        "--etcd",
-        &f.etcd.endpoint,
-        "--fleet",
+    f.daemons.extend(start_controller_and_fabric(
+        &f.etcd,
         FLEET,
-        "--netns",
+        NODES,
+        TTL,
         "fdr",
-    ]);
-    f.daemons
-        .push(BgProc::spawn(c, "fabric", &f.dir.join("fabric.log")));
+        &[],
+        &f.dir.path,
+    ));
 
     // 1. Placed, and every node's flowgate runs exactly its tenants.
     let placed = wait(30, || {

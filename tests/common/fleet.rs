@@ -172,3 +172,30 @@ pub fn nat_tenant_spec(t: usize, ports: (u16, u16), extra: &str) -> String {
         b = ports.1
     )
 }
+
+/// Starts the placement controller (k=2, m=1) and the fabric agent programming router
+/// namespace `router` (`extra` fabric arguments, e.g. `--status FILE`), logging into `dir`.
+pub fn start_controller_and_fabric(
+    etcd: &Etcd,
+    fleet: &str,
+    nodes: usize,
+    ttl: u64,
+    router: &str,
+    extra: &[&str],
+    dir: &std::path::Path,
+) -> Vec<BgProc> {
+    let bin = common::flowgate_bin();
+    let mut c = Command::new(&bin);
+    c.args(["controller", "--etcd", &etcd.endpoint, "--fleet", fleet])
+        .args(["--k", "2", "--m", "1", "--min-nodes", &nodes.to_string()])
+        .args(["--ttl", &ttl.to_string()]);
+    let controller = BgProc::spawn(c, "controller", &dir.join("controller.log"));
+    let mut c = Command::new(&bin);
+    c.args(["fabric", "--etcd", &etcd.endpoint, "--fleet", fleet])
+        .args(["--netns", router])
+        .args(extra);
+    vec![
+        controller,
+        BgProc::spawn(c, "fabric", &dir.join("fabric.log")),
+    ]
+}
