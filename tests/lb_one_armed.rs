@@ -91,23 +91,7 @@ fn one_arm_lb() -> OneArmLb {
     let vpc = Netns::new("lb1-v");
     let targets: Vec<Netns> = (1..=5).map(|i| Netns::new(&format!("lb1-t{i}"))).collect();
     let veth = Veth::new("lb1e0", "lb1e1", &vpc, 1500);
-    vpc.must(
-        &[
-            "ip",
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "stp_state",
-            "0",
-            "forward_delay",
-            "0",
-        ],
-        5,
-    );
-    vpc.must(&["ip", "link", "set", "br0", "up"], 5);
-    vpc.must(&["ip", "link", "set", "lb1e1", "master", "br0"], 5);
+    bridge_with(&vpc, "lb1e1");
     attach(
         &vpc,
         &client,

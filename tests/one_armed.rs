@@ -51,23 +51,7 @@ fn one_arm(routed: bool) -> OneArm {
     let server = Netns::new("oa-s");
     let lan = Netns::new("oa-l");
     let veth = Veth::new("oal0", "oal1", &lan, 1500);
-    lan.must(
-        &[
-            "ip",
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "stp_state",
-            "0",
-            "forward_delay",
-            "0",
-        ],
-        5,
-    );
-    lan.must(&["ip", "link", "set", "br0", "up"], 5);
-    lan.must(&["ip", "link", "set", "oal1", "master", "br0"], 5);
+    bridge_with(&lan, "oal1");
     attach_host(
         &lan,
         &client,

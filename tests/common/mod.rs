@@ -621,6 +621,28 @@ pub fn checksum_offloads_off(v: &Veth, ns: &Netns) {
     }
 }
 
+/// A Linux bridge `br0` in `ns` (no STP, no forwarding delay), up, with `port` enslaved:
+/// the one-armed tests' L2 segment.
+pub fn bridge_with(ns: &Netns, port: &str) {
+    ns.must(
+        &[
+            "ip",
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ],
+        5,
+    );
+    ns.must(&["ip", "link", "set", "br0", "up"], 5);
+    ns.must(&["ip", "link", "set", port, "master", "br0"], 5);
+}
+
 /// Makes a root-namespace interface inert for the root kernel: IPv6 off, no ARP, no IPv4
 /// forwarding of anything received on it (so nothing a test sends can leave the machine
 /// through the root namespace's routes).
