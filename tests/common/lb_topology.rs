@@ -144,23 +144,7 @@ impl LbTopology {
         let back = Veth::new(&format!("{prefix}b0"), &format!("{prefix}b1"), &lan, 1500);
         front.add_addr(&client, &format!("{CLIENT}/24"));
         add_route(&client, "default", FRONT_IP);
-        lan.must(
-            &[
-                "ip",
-                "link",
-                "add",
-                "br0",
-                "type",
-                "bridge",
-                "stp_state",
-                "0",
-                "forward_delay",
-                "0",
-            ],
-            5,
-        );
-        lan.must(&["ip", "link", "set", "br0", "up"], 5);
-        lan.must(&["ip", "link", "set", &back.peer, "master", "br0"], 5);
+        bridge_with(&lan, &back.peer);
         for (i, t) in targets.iter().enumerate() {
             let l = format!("{prefix}l{}", i + 1);
             let h = format!("{prefix}h{}", i + 1);

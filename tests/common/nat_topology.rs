@@ -159,26 +159,7 @@ impl NatTopology {
         }
 
         // The LAN: a bridge joining the appliance's inside port and both private hosts.
-        lan.must(
-            &[
-                "ip",
-                "link",
-                "add",
-                "br0",
-                "type",
-                "bridge",
-                "stp_state",
-                "0",
-                "forward_delay",
-                "0",
-            ],
-            5,
-        );
-        lan.must(&["ip", "link", "set", "br0", "up"], 5);
-        lan.must(
-            &["ip", "link", "set", &inside_veth.peer, "master", "br0"],
-            5,
-        );
+        bridge_with(lan, &inside_veth.peer);
         for (host, tag, ip) in [(a, "a", HOST_A), (b, "b", HOST_B)] {
             let l = format!("{prefix}{tag}0");
             let h = format!("{prefix}{tag}1");
