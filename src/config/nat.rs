@@ -681,6 +681,22 @@ nat_gateways:
     }
 
     #[test]
+    fn tcp_flows_per_core_at_most_flows_per_core() {
+        rejects(
+            &edit(18, "    tcp_flows_per_core: 5000"),
+            "nat_gateways[0].tcp_flows_per_core",
+            18,
+            "out of range",
+        );
+        let c = parse_str(&edit(18, "    tcp_flows_per_core: 2048"), "t.yaml").unwrap();
+        assert_eq!(c.nat_gateways[0].tcp_flows_per_core, Some(2048));
+        assert_eq!(
+            c.nat_gateways[1].tcp_flows_per_core, None,
+            "default: all slots"
+        );
+    }
+
+    #[test]
     fn unknown_field_refused() {
         rejects(
             &edit(18, "    mood: aws"),
