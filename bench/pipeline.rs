@@ -195,10 +195,18 @@ fn parse_opts() -> Opts {
             "--smoke" => smoke = true,
             // Compare: the flow lookahead of `run_burst` off.
             "--no-lookahead" => NO_LOOKAHEAD.store(true, Relaxed),
+            "--tcp-slots" => {
+                let v = val("--tcp-slots");
+                let pct = v.parse::<u32>().ok().filter(|&p| p <= 100);
+                TCP_SLOTS_PCT.store(
+                    pct.unwrap_or_else(|| die("--tcp-slots: a percentage 0..=100")),
+                    Relaxed,
+                );
+            }
             // cargo bench passes --bench; ignore it and any filter.
             "--bench" => {}
             "-h" | "--help" => {
-                println!("usage: cargo bench --bench pipeline -- [--mode route|nat|nat-new[,..]] [--flows N[,N..]] [--seconds S] [--buf mbuf|vec] [--smoke] [--instr N] [--no-lookahead]");
+                println!("usage: cargo bench --bench pipeline -- [--mode route|nat|nat-new[,..]] [--flows N[,N..]] [--seconds S] [--buf mbuf|vec] [--smoke] [--instr N] [--no-lookahead] [--tcp-slots PCT]");
                 std::process::exit(0);
             }
             _ => {}
@@ -355,6 +363,9 @@ struct RunResult {
 
 /// `--no-lookahead`: handle bursts without the flow lookahead (for comparison).
 static NO_LOOKAHEAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// `--tcp-slots PCT`: the share of the NAT table's slots that carry TCP window state
+/// (`tcp_flows_per_core`; default 100). The established flows are UDP either way.
+static TCP_SLOTS_PCT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(100);
 
 /// One burst through the pipeline as the worker runs it (same `now` for the burst, next
 /// packet's data prefetched), then the timers if `timers` (fake clock only).
@@ -703,7 +714,9 @@ fn bench_nat<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, Stri
     for &flows in &o.flows {
         // Room for the flows plus slack (the table refuses new flows when full).
         let cap = flows + flows / 8 + 1024;
-        let cfg = nat_config(cap, 3600);
+        let mut cfg = nat_config(cap, 3600);
+        let tcp_slots = (u64::from(cap) * u64::from(TCP_SLOTS_PCT.load(Relaxed)) / 100) as u32;
+        cfg.nat_gateways[0].tcp_flows_per_core = Some(tcp_slots);
         let before = held();
         PEAK.store(HELD.load(Relaxed), Relaxed);
         let nat = with_flow_logs(NatWorker::new(&cfg.nat_gateways, 0, 1, hz), hz);
@@ -729,8 +742,9 @@ fn bench_nat<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, Stri
         );
         let (mapped, huge) = pmd::hugemem::mapped_bytes();
         println!(
-            "    flow tables: {:.1} MiB mapped, {:.1} MiB of it on MAP_HUGETLB pages",
+            "    flow tables: {:.1} MiB mapped = {:.1} B/flow ({tcp_slots} of the {cap} slots carry TCP state), {:.1} MiB of it on MAP_HUGETLB pages",
             mapped as f64 / 1048576.0,
+            mapped as f64 / flows as f64,
             huge as f64 / 1048576.0
         );
         // Steady state: random established flows.

@@ -38,6 +38,12 @@ pub struct NatGatewayConfig {
     /// table's power-of-two index that is ~53 bytes per flow (see `nat::flow`).
     #[serde(default = "default_flows_per_core")]
     pub flows_per_core: u32,
+    /// Of `flows_per_core`, how many slots can hold a TCP connection (they carry its
+    /// 28-byte window state; UDP/ICMP flows use any slot). Default: all of them. Lower it
+    /// for a load that is not all TCP to save 28 bytes per slot left out; a TCP SYN finding
+    /// no TCP slot free is refused like one finding the table full.
+    #[serde(default)]
+    pub tcp_flows_per_core: Option<u32>,
     #[serde(default)]
     pub mode: NatMode,
     /// TIME_WAIT guard: after a TCP connection closed, its (public IP, port) is not handed
@@ -365,6 +371,15 @@ pub(super) fn check_nat_gateways(cfg: &Config, v: &mut Validator<'_>) {
             FLOWS_MAX,
             " (flows preallocated per worker core)",
         );
+        if let Some(t) = g.tcp_flows_per_core {
+            v.in_range(
+                format!("{base}.tcp_flows_per_core"),
+                t,
+                0,
+                g.flows_per_core,
+                " (at most flows_per_core)",
+            );
+        }
     }
 }
 
@@ -662,6 +677,22 @@ nat_gateways:
             "nat_gateways[0].flows_per_core",
             17,
             "out of range",
+        );
+    }
+
+    #[test]
+    fn tcp_flows_per_core_at_most_flows_per_core() {
+        rejects(
+            &edit(18, "    tcp_flows_per_core: 5000"),
+            "nat_gateways[0].tcp_flows_per_core",
+            18,
+            "out of range",
+        );
+        let c = parse_str(&edit(18, "    tcp_flows_per_core: 2048"), "t.yaml").unwrap();
+        assert_eq!(c.nat_gateways[0].tcp_flows_per_core, Some(2048));
+        assert_eq!(
+            c.nat_gateways[1].tcp_flows_per_core, None,
+            "default: all slots"
         );
     }
 

@@ -51,8 +51,9 @@ impl DestCounts {
         }
     }
 
+    /// The hash `get_hashed` and `inc_hashed` take (one hash for both on a new flow).
     #[inline]
-    fn hash(&self, d: &Dest) -> u64 {
+    pub fn hash(&self, d: &Dest) -> u64 {
         mix2(self.seed, u64::from(d.remote_ip), u64::from(d.meta))
     }
 
@@ -67,7 +68,17 @@ impl DestCounts {
     /// One more mapping toward `d` (false only if the table is full, which the flow
     /// capacity rules out).
     pub fn inc(&mut self, d: Dest) -> bool {
-        let h = self.hash(&d);
+        self.inc_hashed(self.hash(&d), d)
+    }
+
+    /// `get` with `h = hash(d)`.
+    #[inline]
+    pub fn get_hashed(&self, h: u64, d: &Dest) -> u32 {
+        self.t.find(h, |e| e.dest == *d).map_or(0, |e| e.count)
+    }
+
+    /// `inc` with `h = hash(&d)`.
+    pub fn inc_hashed(&mut self, h: u64, d: Dest) -> bool {
         if let Some(e) = self.t.find_mut(h, |e| e.dest == d) {
             e.count += 1;
             return true;

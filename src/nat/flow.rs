@@ -3,8 +3,16 @@
 //! one cache line per bucket, signature + slot number per slot; see `flow_index`).
 //!
 //! Why two indexes of slot numbers rather than one map per direction holding the entry:
-//! the entry is stored once (24 bytes + 28 of TCP state + a 4-byte wheel link) and each
-//! index costs ~4.6 bytes per slot. Everything is created with the full capacity up front,
+//! the entry is stored once (24 bytes + a 4-byte wheel link, plus 28 of TCP state in TCP
+//! slots) and each index costs ~4.6 bytes per slot.
+//!
+//! TCP window state is kept only for the first `tcp_capacity` slots ("TCP slots"): a TCP
+//! flow always takes one of them, a UDP/ICMP flow takes another slot while there is one
+//! and a TCP slot otherwise (so a UDP-only load can use the whole table). Why: the window
+//! state is more than half of a slot, and UDP/ICMP flows never read it; an operator whose
+//! load is not all TCP sizes the TCP share (`tcp_flows_per_core`) and saves 28 B per slot
+//! left out. The slot number is the index into the window array, so nothing is spent on
+//! finding it. Everything is created with the full capacity up front,
 //! on huge pages when the pool has them (`pmd::hugemem`), and never grows: inserting never
 //! allocates, rehashes or rebuilds on the packet path, and deleting leaves no tombstone.
 
@@ -122,11 +130,14 @@ pub fn mix2(seed: u64, a: u64, b: u64) -> u64 {
 
 pub struct FlowTable {
     flows: HugeArray<Flow>,
-    /// TCP window tracking per slot (`tcp_state`), reset when a slot is taken.
+    /// TCP window tracking of the TCP slots `0..tcp.len()` (`tcp_state`), reset when a
+    /// slot is taken.
     tcp: HugeArray<TcpWin>,
     /// Wheel link of an armed flow, or free-list link of a free slot.
     pub next: HugeArray<u32>,
-    free_head: u32,
+    /// Free TCP slots (`< tcp.len()`), and free other slots.
+    free_tcp: u32,
+    free_other: u32,
     by_in: FlowIndex,
     by_out: FlowIndex,
     /// Slots in use (live or dead-but-not-yet-freed).
@@ -137,14 +148,32 @@ pub struct FlowTable {
 }
 
 impl FlowTable {
+    /// A table whose every slot can hold a TCP flow.
     pub fn new(capacity: usize, seed: u64) -> FlowTable {
+        Self::with_tcp_slots(capacity, capacity, seed)
+    }
+
+    /// A table of `capacity` slots of which `tcp_slots` (at most all) carry TCP window
+    /// state: at most that many TCP flows at once, every slot for UDP/ICMP.
+    pub fn with_tcp_slots(capacity: usize, tcp_slots: usize, seed: u64) -> FlowTable {
         let cap = capacity.clamp(1, MAX_CAPACITY);
+        let n_tcp = tcp_slots.min(cap);
+        // Two free lists, each in slot order: 0..n_tcp and n_tcp..cap.
+        let link = |i: usize| {
+            if i + 1 == n_tcp || i + 1 == cap {
+                NIL
+            } else {
+                i as u32 + 1
+            }
+        };
+        let head = |first: usize| if first < cap { first as u32 } else { NIL };
         FlowTable {
             // Written rather than left zero: pages faulted in at start, not per packet.
             flows: HugeArray::filled(cap, Flow::default()),
-            tcp: HugeArray::filled(cap, TcpWin::default()),
-            next: HugeArray::from_fn(cap, |i| if i + 1 == cap { NIL } else { i as u32 + 1 }),
-            free_head: 0,
+            tcp: HugeArray::filled(n_tcp, TcpWin::default()),
+            next: HugeArray::from_fn(cap, link),
+            free_tcp: if n_tcp > 0 { 0 } else { NIL },
+            free_other: head(n_tcp),
             by_in: FlowIndex::new(cap),
             by_out: FlowIndex::new(cap),
             used: 0,
@@ -155,6 +184,10 @@ impl FlowTable {
 
     pub fn capacity(&self) -> usize {
         self.flows.len()
+    }
+    /// Slots that can hold a TCP flow (they carry window state).
+    pub fn tcp_capacity(&self) -> usize {
+        self.tcp.len()
     }
     /// Live flows (reachable by lookup).
     pub fn len(&self) -> usize {
@@ -230,8 +263,14 @@ impl FlowTable {
 
     #[inline]
     pub fn lookup_out(&self, k: &Key) -> Option<u32> {
+        self.lookup_out_hashed(k, hash_key(self.seed, k))
+    }
+
+    /// `lookup_out` with `h = hash_key(self.seed(), k)` (kept for `insert_hashed`).
+    #[inline]
+    pub fn lookup_out_hashed(&self, k: &Key, h: u64) -> Option<u32> {
         let flows = &self.flows;
-        self.by_out.find(hash_key(self.seed, k), |i| {
+        self.by_out.find(h, |i| {
             flows.get(i as usize).is_some_and(|f| f.out_key() == *k)
         })
     }
@@ -240,14 +279,29 @@ impl FlowTable {
     /// changes). The caller must have checked that neither key is present, and must arm
     /// the returned slot in the timer wheel.
     pub fn insert(&mut self, flow: Flow) -> Option<u32> {
-        if self.free_head == NIL || self.live >= self.flows.len() {
+        let seed = self.seed;
+        self.insert_hashed(
+            flow,
+            hash_key(seed, &flow.in_key()),
+            hash_key(seed, &flow.out_key()),
+        )
+    }
+
+    /// `insert` with the keys' hashes (`hash_key` of `in_key()` and `out_key()`) already
+    /// computed by the caller's lookups.
+    pub fn insert_hashed(&mut self, flow: Flow, h_in: u64, h_out: u64) -> Option<u32> {
+        // TCP flows need a TCP slot; others take one only when no other slot is left.
+        let idx = if flow.proto == crate::wire::IPPROTO_TCP || self.free_other == NIL {
+            self.free_tcp
+        } else {
+            self.free_other
+        };
+        if idx == NIL || self.live >= self.flows.len() {
             return None;
         }
-        let idx = self.free_head;
         *self.flows.get_mut(idx as usize)? = flow;
         let seed = self.seed;
         let flows = &self.flows;
-        let h_in = hash_key(seed, &flow.in_key());
         let in_key = |i: u32| {
             flows
                 .get(i as usize)
@@ -261,10 +315,7 @@ impl FlowTable {
         // Each index holds at most `capacity` entries at ≤ 92 % of its slots, so a refusal
         // (no cuckoo path found) is rare; it is undone and reported as a full table.
         let ok = self.by_in.insert(h_in, idx, in_key)
-            && (self
-                .by_out
-                .insert(hash_key(seed, &flow.out_key()), idx, out_key)
-                || !self.by_in.remove(h_in, idx));
+            && (self.by_out.insert(h_out, idx, out_key) || !self.by_in.remove(h_in, idx));
         if !ok {
             if let Some(f) = self.flows.get_mut(idx as usize) {
                 *f = Flow::default();
@@ -274,7 +325,12 @@ impl FlowTable {
         if let Some(w) = self.tcp.get_mut(idx as usize) {
             *w = TcpWin::default();
         }
-        self.free_head = self.next.get(idx as usize).copied().unwrap_or(NIL);
+        let rest = self.next.get(idx as usize).copied().unwrap_or(NIL);
+        if (idx as usize) < self.tcp.len() {
+            self.free_tcp = rest;
+        } else {
+            self.free_other = rest;
+        }
         self.used += 1;
         self.live += 1;
         Some(idx)
@@ -309,8 +365,13 @@ impl FlowTable {
             return;
         }
         *f = Flow::default();
-        *link = self.free_head;
-        self.free_head = idx;
+        let head = if (idx as usize) < self.tcp.len() {
+            &mut self.free_tcp
+        } else {
+            &mut self.free_other
+        };
+        *link = *head;
+        *head = idx;
         self.used -= 1;
     }
 }
@@ -448,27 +509,74 @@ mod tests {
     }
 
     #[test]
+    fn tcp_flows_only_in_tcp_slots_others_anywhere() {
+        let mut t = FlowTable::with_tcp_slots(10, 4, 5);
+        assert_eq!((t.capacity(), t.tcp_capacity()), (10, 4));
+        let tcp = |n| Flow {
+            proto: crate::wire::IPPROTO_TCP,
+            ..flow(n)
+        };
+        // UDP takes the 6 other slots first, then a TCP slot.
+        let udp: Vec<u32> = (0..7).map(|n| t.insert(flow(n)).unwrap()).collect();
+        assert!(udp[..6].iter().all(|&i| i >= 4), "{udp:?}");
+        assert!(udp[6] < 4);
+        assert!(t.get_tcp_mut(udp[0]).is_none(), "no window state there");
+        let tc: Vec<u32> = (100..103).map(|n| t.insert(tcp(n)).unwrap()).collect();
+        assert!(tc.iter().all(|&i| i < 4 && t.get_tcp_mut(i).is_some()));
+        assert_eq!(t.insert(tcp(103)), None, "full");
+        // A freed other slot takes UDP again, never TCP.
+        t.unindex(udp[0]);
+        t.free(udp[0]);
+        assert_eq!(t.insert(tcp(103)), None, "no TCP slot free");
+        assert_eq!(t.insert(flow(50)), Some(udp[0]));
+        // A freed TCP slot takes TCP, its window state reset.
+        if let Some((_, w)) = t.get_tcp_mut(tc[1]) {
+            *w = crate::nat::tcp_state::from_scales([0x87, 0x87]);
+        }
+        t.unindex(tc[1]);
+        t.free(tc[1]);
+        assert_eq!(t.insert(tcp(104)), Some(tc[1]));
+        assert_eq!(
+            t.get_tcp_mut(tc[1]).map(|(_, w)| *w),
+            Some(TcpWin::default())
+        );
+        for (i, f) in [(tc[1], tcp(104)), (udp[0], flow(50)), (udp[6], flow(6))] {
+            assert_eq!(t.lookup_in(&f.in_key()), Some(i));
+            assert_eq!(t.lookup_out(&f.out_key()), Some(i));
+        }
+        // No TCP slots at all (the load balancer's case if it never tracks windows).
+        let mut t = FlowTable::with_tcp_slots(3, 0, 5);
+        assert_eq!(t.insert(tcp(1)), None);
+        assert!((0..3).all(|n| t.insert(flow(n)).is_some()));
+    }
+
+    #[test]
     fn flow_entry_size() {
-        // Reported in docs: the entry itself, and what the table costs per flow overall.
+        // Reported in docs: the entry itself, and what the table costs per flow overall,
+        // with window state in every slot (the default), half of them, and none.
         for cap in [200_000, 1_000_000] {
-            let t = FlowTable::new(cap, 1);
-            let per_flow = t.memory_bytes() as f64 / cap as f64;
-            println!(
-                "size_of::<Flow>() = {} B, TCP window = {} B, wheel/free link = 4 B, \
-                 indexes {:.1} B (2 x 64 B buckets of 15); {} flows: {} bytes total = \
-                 {:.1} B/flow; MAP_HUGETLB: {}",
-                std::mem::size_of::<Flow>(),
-                std::mem::size_of::<TcpWin>(),
-                (t.by_in.memory_bytes() + t.by_out.memory_bytes()) as f64 / cap as f64,
-                cap,
-                t.memory_bytes(),
-                per_flow,
-                t.on_hugetlb(),
-            );
-            assert_eq!(std::mem::size_of::<Flow>(), 24);
-            assert_eq!(std::mem::size_of::<TcpWin>(), 28);
-            // 56 B of entry + ~9.3 B of indexes, plus page rounding.
-            assert!(per_flow <= 66.5, "{per_flow}");
+            for tcp in [cap, cap / 2, 0] {
+                let t = FlowTable::with_tcp_slots(cap, tcp, 1);
+                let per_flow = t.memory_bytes() as f64 / cap as f64;
+                println!(
+                    "size_of::<Flow>() = {} B, TCP window = {} B, wheel/free link = 4 B, \
+                     indexes {:.2} B (2 x 64 B buckets of 15); {} slots, {} TCP: {} bytes \
+                     total = {:.1} B/slot; MAP_HUGETLB: {}",
+                    std::mem::size_of::<Flow>(),
+                    std::mem::size_of::<TcpWin>(),
+                    (t.by_in.memory_bytes() + t.by_out.memory_bytes()) as f64 / cap as f64,
+                    cap,
+                    tcp,
+                    t.memory_bytes(),
+                    per_flow,
+                    t.on_hugetlb(),
+                );
+                assert_eq!(std::mem::size_of::<Flow>(), 24);
+                assert_eq!(std::mem::size_of::<TcpWin>(), 28);
+                // 28 B of entry + 28 per TCP slot + ~9.3 B of indexes, plus page rounding.
+                let want = 37.5 + 28.0 * tcp as f64 / cap as f64;
+                assert!(per_flow <= want + 1.0, "{per_flow} > {want}");
+            }
         }
     }
 }

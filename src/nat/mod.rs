@@ -147,9 +147,23 @@ impl Gateway {
 
     /// Stores and arms a new flow (deadline from its state) and counts it active; `None`
     /// when the table is full.
-    fn store(&mut self, c: &mut GatewayCounters, mut f: Flow, t: u32) -> Option<u32> {
+    fn store(&mut self, c: &mut GatewayCounters, f: Flow, t: u32) -> Option<u32> {
+        self.store_hashed(c, f, t, None)
+    }
+
+    /// `store` with the outside key's hash when the caller has it (`hash_key`).
+    fn store_hashed(
+        &mut self,
+        c: &mut GatewayCounters,
+        mut f: Flow,
+        t: u32,
+        h_out: Option<u64>,
+    ) -> Option<u32> {
         f.deadline = t.wrapping_add(self.timeout(f.proto, f.state));
-        let idx = self.flows.insert(f)?;
+        let seed = self.flows.seed();
+        let h_in = flow::hash_key(seed, &f.in_key());
+        let h_out = h_out.unwrap_or_else(|| flow::hash_key(seed, &f.out_key()));
+        let idx = self.flows.insert_hashed(f, h_in, h_out)?;
         self.wheel.arm(&mut self.flows.next, idx, f.deadline);
         if let Some(l) = self.log.as_mut() {
             l.created(idx, &f);
@@ -258,7 +272,11 @@ impl Gateway {
             to_tcp_trans: ticks(g.timeouts.tcp_transitory_s),
             to_udp: ticks(g.timeouts.udp_s),
             to_icmp: ticks(g.timeouts.icmp_s),
-            flows: FlowTable::new(g.flows_per_core as usize, rng.next_u64()),
+            flows: FlowTable::with_tcp_slots(
+                g.flows_per_core as usize,
+                g.tcp_flows_per_core.unwrap_or(g.flows_per_core) as usize,
+                rng.next_u64(),
+            ),
             wheel: TimerWheel::new(WHEEL_SLOTS, 0),
             ports: PortAllocator::new(first, last, g.connection_limit(), worker, n_workers),
             frags: FragTable::new(rng.next_u64()),
@@ -850,15 +868,22 @@ impl NatWorker {
                 continue;
             }
             let dest = Dest::new(pi, u32::from(remote.0), remote.1, proto);
+            let h_dest = g.dests.hash(&dest);
             let flows = &g.flows;
+            let seed = flows.seed();
             let steer = steering.as_ref().filter(|_| steered);
             let w = *worker;
             let guard = &g.guard;
             let tcp = proto == IPPROTO_TCP;
-            let port = g.ports.allocate(rng, steered, g.dests.get(&dest), |p| {
-                let free = flows
-                    .lookup_out(&Key::new(proto, pip, p, remote.0, remote.1))
-                    .is_none()
+            // The last candidate's outside-key hash: the chosen port is almost always the
+            // last one probed, and its flow insert then need not hash the key again.
+            let mut last = (0u16, 0u64);
+            let in_use = g.dests.get_hashed(h_dest, &dest);
+            let port = g.ports.allocate(rng, steered, in_use, |p| {
+                let k = Key::new(proto, pip, p, remote.0, remote.1);
+                let h = flow::hash_key(seed, &k);
+                last = (p, h);
+                let free = flows.lookup_out_hashed(&k, h).is_none()
                     && steer.is_none_or(|s| s.steers_to(w, true, remote.0, remote.1, pip, p));
                 if !free {
                     Probe::Taken
@@ -872,11 +897,12 @@ impl NatWorker {
                 }
             });
             if let Some((p, reused)) = port {
-                chosen = Some((pi, pip, p, dest, reused));
+                let h_out = (last.0 == p).then_some(last.1);
+                chosen = Some((pi, pip, p, dest, reused, h_dest, h_out));
                 break;
             }
         }
-        let Some((pi, pip, pport, dest, reused)) = chosen else {
+        let Some((pi, pip, pport, dest, reused, h_dest, h_out)) = chosen else {
             c.port_allocation_errors += 1;
             return Err(DropReason::NatPortExhausted);
         };
@@ -896,8 +922,10 @@ impl NatWorker {
             state,
             ..Flow::default()
         };
-        let idx = g.store(c, f, t).ok_or(DropReason::NatTableFull)?;
-        g.dests.inc(dest);
+        let idx = g
+            .store_hashed(c, f, t, h_out)
+            .ok_or(DropReason::NatTableFull)?;
+        g.dests.inc_hashed(h_dest, dest);
         Ok(idx)
     }
 

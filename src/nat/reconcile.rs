@@ -192,6 +192,7 @@ fn placeholder_cfg() -> NatGatewayConfig {
         max_connections_per_destination: None,
         timeouts: NatTimeouts::default(),
         flows_per_core: 16,
+        tcp_flows_per_core: None,
         mode: NatMode::Aws,
         tcp_time_wait_guard_s: 0,
         inside_ports: None,
@@ -254,7 +255,10 @@ impl NatTenants {
                 Some(i) => {
                     let s = &mut next.slots[i];
                     let Some(old) = s.cfg.clone() else { continue };
-                    if old.mode != g.mode || old.flows_per_core != g.flows_per_core {
+                    if old.mode != g.mode
+                        || old.flows_per_core != g.flows_per_core
+                        || old.tcp_flows_per_core != g.tcp_flows_per_core
+                    {
                         return Err(format!(
                             "nat gateway `{}`: mode or flows_per_core changed (they shape its \
                              tables: add it under a new id instead, the old one drains)",

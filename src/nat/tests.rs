@@ -39,6 +39,7 @@ pub(super) fn gw(
             icmp_s: 5,
         },
         flows_per_core: flows,
+        tcp_flows_per_core: None,
         mode: NatMode::Aws,
         tcp_time_wait_guard_s: 120,
         inside_ports: None,
@@ -680,6 +681,37 @@ fn table_full_drops_new_flows_only() {
     out_port(&mut w, udp(IN1, 1000, REMOTE, 53), 0);
     assert_eq!(w.flows(), 16);
     assert_eq!(w.capacity(), 16);
+}
+
+#[test]
+fn tcp_share_of_the_table_bounds_tcp_only() {
+    // 8 slots, 3 with TCP window state: three connections tracked, the fourth SYN refused
+    // as a full table, UDP still fills the other five; established TCP keeps working.
+    let mut w = worker(NatGatewayConfig {
+        tcp_flows_per_core: Some(3),
+        ..gw(1024, 65535, None, 8, &[PUB0])
+    });
+    let mut outs = Vec::new();
+    for i in 0..3 {
+        outs.push(out_port(
+            &mut w,
+            tcp(IN1, 1000 + i, REMOTE, 443, SYN, 1, 0),
+            0,
+        ));
+    }
+    let mut b = tcp(IN1, 1003, REMOTE, 443, SYN, 1, 0);
+    assert_eq!(
+        w.process(&mut b, 0),
+        NatVerdict::Drop(DropReason::NatTableFull)
+    );
+    for i in 0..5 {
+        out_port(&mut w, udp(IN1, 2000 + i, REMOTE, 53), 0);
+    }
+    assert_eq!(w.flows(), 8);
+    // The SYN-ACK of the first connection is tracked and translated back.
+    let (ip, p) = outs[0];
+    let mut back = tcp(REMOTE, 443, ip, p, SYN | ACK, 7000, 2);
+    assert_eq!(w.process(&mut back, 0), NatVerdict::Translated);
 }
 
 #[test]
