@@ -122,6 +122,9 @@ pub(crate) struct Gateway {
     ip_state: Vec<u8>,
     /// Some public IP is retired (the per-hit check is skipped otherwise).
     any_retired: bool,
+    /// Live reload replaced this gateway (new `mode` or `flows_per_core`): the slot of
+    /// the old one, draining on the same public IPs (its flows' ports stay taken).
+    pred: Option<usize>,
 }
 
 /// States of a gateway's public IP across reloads. Slots keep their index (per-destination
@@ -287,6 +290,7 @@ impl Gateway {
             draining: false,
             ip_state: vec![ip_st::ACTIVE; g.public_ips.len()],
             any_retired: false,
+            pred: None,
         }
     }
 }
@@ -300,6 +304,8 @@ pub struct NatWorker {
     counters: Vec<GatewayCounters>,
     /// Public IP -> gateway index (built once; lookups never allocate).
     public: hashbrown::HashMap<u32, usize>,
+    /// Public IP -> the replaced gateway draining on it too (live reload, `reconcile`).
+    shared: hashbrown::HashMap<u32, usize>,
     rng: Rng,
     steering: Option<RssSteering>,
     last_sweep: u32,
@@ -441,6 +447,7 @@ impl NatWorker {
             counters: vec![GatewayCounters::default(); gws.len()],
             gws,
             public,
+            shared: hashbrown::HashMap::new(),
             rng,
             steering: None,
             last_sweep: 0,
@@ -491,6 +498,7 @@ impl NatWorker {
         let t = self.tick(now);
         self.now = now;
         if let Some(&gi) = self.public.get(&u32::from(ip.dst)) {
+            let gi = self.replaced_or(gi, pkt.data(), &ip);
             if let Some(gs) = self.hairpin.then(|| self.hairpin_source(ip.src)).flatten() {
                 return self.hairpin(gs, gi, pkt, &ip, t);
             }
@@ -816,7 +824,8 @@ impl NatWorker {
             worker,
             ..
         } = self;
-        let (Some(g), Some(c)) = (gws.get_mut(gi), counters.get_mut(gi)) else {
+        let (g, pred) = reconcile::with_pred(gws, gi);
+        let (Some(g), Some(c)) = (g, counters.get_mut(gi)) else {
             return Err(DropReason::NatNoMapping);
         };
         c.connection_attempts += 1;
@@ -856,9 +865,9 @@ impl NatWorker {
             let guard = &g.guard;
             let tcp = proto == IPPROTO_TCP;
             let port = g.ports.allocate(rng, steered, g.dests.get(&dest), |p| {
-                let free = flows
-                    .lookup_out(&Key::new(proto, pip, p, remote.0, remote.1))
-                    .is_none()
+                let k = Key::new(proto, pip, p, remote.0, remote.1);
+                let free = flows.lookup_out(&k).is_none()
+                    && pred.is_none_or(|o| o.flows.lookup_out(&k).is_none())
                     && steer.is_none_or(|s| s.steers_to(w, true, remote.0, remote.1, pip, p));
                 if !free {
                     Probe::Taken
