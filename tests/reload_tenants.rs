@@ -721,18 +721,23 @@ fn reload_changes_the_port_range_with_two_workers_in_handoff_mode() {
     let a_log = dir.join("stream_a.log");
     let (_stream_a, _) = start_stream(&rig, &a_log, Side::A, [SERVER, &port, HOST_A, "6", "0.05"]);
     let old_port = accepted(&srv_log).last().unwrap().1;
-    // An odd shift of `first` (the old per-worker slices were anchored at it) and a
-    // range that no longer holds the open connection's port.
+    // An odd shift of `first` (per-worker slices used to be anchored at it: every port
+    // changed owner) to a half range that still holds the open connection's port.
+    let (first, last) = if old_port >= 25001 {
+        (25001, 29999)
+    } else {
+        (20001, 25000)
+    };
     let text = fs::read_to_string(&rig.app.config_path).unwrap().replace(
         "port_range: {first: 20000, last: 29999}",
-        "port_range: {first: 30001, last: 30999}",
+        &format!("port_range: {{first: {first}, last: {last}}}"),
     );
     let t = reload_to(&rig, text, 2);
     let o = python_in(rig.a(), CONNECT_ONCE, &[SERVER, &port, HOST_A, "3"], 10);
     assert!(o.stdout.contains("CONNECTED"), "a new connection: {o}");
     let acc = accepted(&srv_log);
     let new_port = acc.last().unwrap().1;
-    assert!((30001..=30999).contains(&new_port), "{acc:?}");
+    assert!((first..=last).contains(&new_port), "{acc:?}");
     wait_done(&a_log, 10);
     assert_unbroken(&a_log, t, "two workers, port range changed");
     eprintln!("open connection on port {old_port} survived; new one on {new_port}");
