@@ -122,7 +122,7 @@ pub(super) fn with_pred(
         }
         Some(p) if p > li && p < lbs.len() => {
             let (a, b) = lbs.split_at_mut(p);
-            (a.get_mut(li), b.first().map(|s| &*s))
+            (a.get_mut(li), b.first())
         }
         _ => (lbs.get_mut(li), None),
     }

@@ -173,7 +173,7 @@ pub(super) fn with_pred(
         }
         Some(p) if p > gi && p < gws.len() => {
             let (a, b) = gws.split_at_mut(p);
-            (a.get_mut(gi), b.first().map(|g| &*g))
+            (a.get_mut(gi), b.first())
         }
         _ => (gws.get_mut(gi), None),
     }
