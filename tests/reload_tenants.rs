@@ -4,8 +4,11 @@
 //! Gateways are told apart by inside prefix: A = host a (10.0.1.2), B = host b (10.0.1.3),
 //! C = a second address of host a (10.0.1.4). While a ping flood and a TCP stream of A run
 //! (A never changes), one SIGHUP adds C, one changes B (public IP, port range, timeouts),
-//! one removes C, one changing a gateway's mode is refused. A's ping loses nothing and its
+//! one removes C, one with a bad config is refused. A's ping loses nothing and its
 //! stream never stalls; new tenants serve at once; removed addresses and tenants drain.
+//! Replacements (a gateway's mode or flows_per_core, a load balancer's lb_addresses or
+//! flows_per_core) under the changed tenant's own traffic, and a port-range change with
+//! two workers in handoff mode, have their own tests at the end.
 
 mod common;
 #[path = "common/nat_topology.rs"]
@@ -378,19 +381,18 @@ fn reload_adds_changes_and_drains_nat_gateways_under_traffic() {
         "nat gateway c: drain ended",
     );
 
-    // (4) A change of mode is refused: the running config stays.
-    let gw_a_rfc = gw_a.replace(
-        "    drain_timeout_s",
-        "    mode: rfc4787\n    drain_timeout_s",
-    );
-    let text = with_gateways(&rig, &[gw_a_rfc, gw_b2.clone()]);
+    // (4) A bad config (A takes B's public IP) is refused: the running config stays.
+    // (A change of mode or flows_per_core replaces a gateway live: see
+    // `reload_replaces_a_nat_gateway_with_a_new_mode_under_its_own_traffic`.)
+    let gw_a_bad = gw_a.replace(PUB_A, PUB_B2);
+    let text = with_gateways(&rig, &[gw_a_bad, gw_b2.clone()]);
     fs::write(&rig.app.config_path, text).unwrap();
     rig.app.signal(libc::SIGHUP);
     let refused = wait_for(Duration::from_secs(10), || {
         rig.app
             .log()
             .lines()
-            .any(|l| l.contains("reload refused") && l.contains("mode"))
+            .any(|l| l.contains("reload refused"))
             .then_some(())
     });
     assert!(refused.is_some(), "{}", rig.app.log());
@@ -550,4 +552,289 @@ fn reload_adds_and_drains_a_load_balancer_under_traffic() {
         let o = sh(&format!("promtool check metrics < {}", f.display()), 20);
         assert!(o.ok(), "promtool check metrics:\n{o}");
     }
+}
+
+/// Waits until the stream client logging to `log` printed `DONE`.
+fn wait_done(log: &std::path::Path, secs: u64) {
+    assert!(
+        wait_for(Duration::from_secs(secs), || fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("DONE")
+            .then_some(()))
+        .is_some(),
+        "stream did not end: {}",
+        fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// The open connection logging to `log` worked to its end, also after `t`.
+fn assert_unbroken(log: &std::path::Path, t: f64, who: &str) {
+    let ok = events(log, "OK");
+    assert!(
+        events(log, "FAIL").is_empty(),
+        "{who}: the open connection broke: {}",
+        fs::read_to_string(log).unwrap()
+    );
+    assert!(
+        ok.iter().filter(|&&x| x > t + 1.0).count() >= 3,
+        "{who}: the open connection did not continue after the reload: {ok:?} (at {t})"
+    );
+    let gap = ok.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    eprintln!("{who}: {} echoes, longest gap {gap:.3} s", ok.len());
+}
+
+#[test]
+fn reload_replaces_a_nat_gateway_with_a_new_mode_under_its_own_traffic() {
+    let Some(_g) = setup("reload_replaces_a_nat_gateway_with_a_new_mode_under_its_own_traffic")
+    else {
+        return;
+    };
+    let topo = NatTopology::new("rlm");
+    let full = topo.config(&NatOpts::default());
+    let base = full[..full.find("nat_gateways:").unwrap()].to_string();
+    let gw_a = gw_yaml("a", HOST_A, PUB_A, 20000, 29999, 30, 8);
+    let app = Appliance::start(&format!("{base}nat_gateways:\n{gw_a}"));
+    let rig = NatRig { app, topo };
+    for (ns, dst) in [(rig.a(), INSIDE_GW), (rig.router(), OUTSIDE_IP)] {
+        assert!(ping_until_reply(ns, dst, 10), "no answer from {dst}");
+    }
+    let dir = TempDir::new("reload_mode");
+    let srv_log = dir.join("server.log");
+    let _srv = rig.server().spawn(
+        &["python3", "-c", ECHO_SERVER, SERVER, &ECHO_PORT.to_string()],
+        &srv_log,
+    );
+    rig.server()
+        .wait_listen("tcp", ECHO_PORT, Duration::from_secs(10));
+    let port = ECHO_PORT.to_string();
+    assert!(ping_until_reply(rig.a(), SERVER, 10), "A does not work");
+    // The changed gateway's own traffic: a ping flood and a TCP stream across the reload.
+    let ping_log = dir.join("ping_a.log");
+    let mut ping_a = rig.a().spawn(
+        &[
+            "ping", "-n", "-q", "-i", "0.01", "-w", "6", "-I", HOST_A, SERVER,
+        ],
+        &ping_log,
+    );
+    let a_log = dir.join("stream_a.log");
+    let (_stream_a, _) = start_stream(&rig, &a_log, Side::A, [SERVER, &port, HOST_A, "6", "0.05"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let m0 = rig.app.metrics();
+    let cap0 = m0.value("flowgate_nat_flow_capacity", &[]);
+
+    // rfc4787 and a bigger table: a new gateway for new flows, the old one drains (8 s).
+    let gw_a2 = gw_a
+        .replace("flows_per_core: 4096", "flows_per_core: 8192")
+        .replace(
+            "    drain_timeout_s",
+            "    mode: rfc4787\n    drain_timeout_s",
+        );
+    let t = reload(&rig, &base, &[gw_a2], 2);
+    assert!(rig.app.log().contains("replaced"), "{}", rig.app.log());
+    let o = python_in(rig.a(), CONNECT_ONCE, &[SERVER, &port, HOST_A, "3"], 10);
+    assert!(o.stdout.contains("CONNECTED"), "a new connection: {o}");
+    let m = rig.app.metrics();
+    assert_eq!(
+        m.value("flowgate_nat_flow_capacity", &[]),
+        cap0 + 8192.0,
+        "both tables while the old one drains"
+    );
+    assert!(
+        m.get(
+            "flowgate_nat_active_connections",
+            &[("gateway", "a~replaced")]
+        ) >= Some(1.0),
+        "the old flows stay on the replaced gateway: {}",
+        m.excerpt("flowgate_nat_active")
+    );
+    assert!(
+        m.value(
+            "flowgate_nat_connection_attempts_total",
+            &[("gateway", "a")]
+        ) >= 1.0
+            || m.get("flowgate_nat_active_connections", &[("gateway", "a")]) >= Some(1.0),
+        "the new connection is on the new gateway: {}",
+        m.excerpt("flowgate_nat")
+    );
+    wait_done(&a_log, 10);
+    assert_unbroken(&a_log, t, "gateway a (replaced)");
+    let _ = ping_a.wait_timeout(Duration::from_secs(10));
+    let pl = fs::read_to_string(&ping_log).unwrap_or_default();
+    let (sent, recv) = ping_counts(&pl).unwrap_or_else(|| panic!("ping output: {pl}"));
+    assert!(sent > 300, "ping flood too small: {pl}");
+    assert_eq!(
+        sent, recv,
+        "A's ping lost packets across the replacement: {pl}"
+    );
+    eprintln!("gateway a: ping flood {recv}/{sent} across the replacement");
+    // The old one retires after its drain; the new one keeps serving.
+    let retired = wait_for(Duration::from_secs(15), || {
+        rig.app
+            .log()
+            .contains("nat gateway a: replaced one drained, retired")
+            .then_some(())
+    });
+    assert!(retired.is_some(), "{}", rig.app.log());
+    eprintln!(
+        "replaced gateway retired {:.1} s after SIGHUP (drain 8 s)",
+        now_s() - t
+    );
+    let m = rig.app.wait_metrics(Duration::from_secs(5), |m| {
+        m.get(
+            "flowgate_nat_active_connections",
+            &[("gateway", "a~replaced")],
+        )
+        .is_none()
+    });
+    // The freed slot holds an empty placeholder (16 flows).
+    let cap = m.value("flowgate_nat_flow_capacity", &[]);
+    assert!(
+        cap >= 8192.0 && cap < cap0 + 8192.0,
+        "capacity {cap} after the drain"
+    );
+    let o = python_in(rig.a(), CONNECT_ONCE, &[SERVER, &port, HOST_A, "3"], 10);
+    assert!(o.stdout.contains("CONNECTED"), "after the drain: {o}");
+}
+
+#[test]
+fn reload_changes_the_port_range_with_two_workers_in_handoff_mode() {
+    let Some(_g) = setup("reload_changes_the_port_range_with_two_workers_in_handoff_mode") else {
+        return;
+    };
+    let opts = NatOpts {
+        workers: vec![1, 2],
+        queues: 2,
+        ..NatOpts::default()
+    };
+    // Both workers on cpu 1 (a 2-core machine).
+    let rig = NatRig::start_with("rlp", &opts, &["--lcores", "0@0,1@1,2@1"]);
+    let dir = TempDir::new("reload_ports");
+    let srv_log = dir.join("server.log");
+    let _srv = rig.server().spawn(
+        &["python3", "-c", ECHO_SERVER, SERVER, &ECHO_PORT.to_string()],
+        &srv_log,
+    );
+    rig.server()
+        .wait_listen("tcp", ECHO_PORT, Duration::from_secs(10));
+    let port = ECHO_PORT.to_string();
+    assert!(ping_until_reply(rig.a(), SERVER, 10), "A does not work");
+    let a_log = dir.join("stream_a.log");
+    let (_stream_a, _) = start_stream(&rig, &a_log, Side::A, [SERVER, &port, HOST_A, "6", "0.05"]);
+    let old_port = accepted(&srv_log).last().unwrap().1;
+    // An odd shift of `first` (per-worker slices used to be anchored at it: every port
+    // changed owner) to a half range that still holds the open connection's port.
+    let (first, last) = if old_port >= 25001 {
+        (25001, 29999)
+    } else {
+        (20001, 25000)
+    };
+    let text = fs::read_to_string(&rig.app.config_path).unwrap().replace(
+        "port_range: {first: 20000, last: 29999}",
+        &format!("port_range: {{first: {first}, last: {last}}}"),
+    );
+    let t = reload_to(&rig, text, 2);
+    let o = python_in(rig.a(), CONNECT_ONCE, &[SERVER, &port, HOST_A, "3"], 10);
+    assert!(o.stdout.contains("CONNECTED"), "a new connection: {o}");
+    let acc = accepted(&srv_log);
+    let new_port = acc.last().unwrap().1;
+    assert!((first..=last).contains(&new_port), "{acc:?}");
+    wait_done(&a_log, 10);
+    assert_unbroken(&a_log, t, "two workers, port range changed");
+    eprintln!("open connection on port {old_port} survived; new one on {new_port}");
+    let m = rig.app.metrics();
+    eprintln!("handoffs: {}", m.value("flowgate_handoff_sent_total", &[]));
+}
+
+/// Load balancer `web`, full NAT from `lb_address`, in front of host b's echo server.
+fn lb_fnat_yaml(lb_address: &str, flows: u32) -> String {
+    format!(
+        "load_balancers:\n  - id: web\n    vips: [\"{VIP1}\"]\n    lb_addresses: \
+         [\"{lb_address}\"]\n    flows_per_core: {flows}\n    drain_timeout_s: 8\n    \
+         listeners:\n      - {{protocol: tcp, port: {LB_PORT}, target_group: web}}\n    \
+         target_groups:\n      - name: web\n        preserve_client_ip: false\n        \
+         targets:\n          - {{ip: \"{HOST_B}\", port: {LB_PORT}}}\n"
+    )
+}
+
+#[test]
+fn reload_replaces_a_load_balancer_with_new_lb_addresses_under_its_own_traffic() {
+    let Some(_g) =
+        setup("reload_replaces_a_load_balancer_with_new_lb_addresses_under_its_own_traffic")
+    else {
+        return;
+    };
+    // On the outside subnet: the target's replies reach them through its default route.
+    const LBA1: &str = "192.0.2.30";
+    const LBA2: &str = "192.0.2.31";
+    let topo = NatTopology::new("rlr");
+    // Gateway a covers both private hosts (their sources pass the inside filter).
+    let gw_a =
+        gw_yaml("a", "10.0.1.0", PUB_A, 20000, 29999, 30, 30).replace("10.0.1.0/32", "10.0.1.0/24");
+    let full = topo.config(&NatOpts::default());
+    let base = full[..full.find("nat_gateways:").unwrap()].to_string();
+    let app = Appliance::start(&format!("{base}nat_gateways:\n{gw_a}"));
+    let rig = NatRig { app, topo };
+    for (ns, dst) in [
+        (rig.a(), INSIDE_GW),
+        (rig.b(), INSIDE_GW),
+        (rig.router(), OUTSIDE_IP),
+    ] {
+        assert!(ping_until_reply(ns, dst, 10), "no answer from {dst}");
+    }
+    let dir = TempDir::new("reload_lb_fnat");
+    let lport = LB_PORT.to_string();
+    let t_log = dir.join("target.log");
+    let _target = rig
+        .b()
+        .spawn(&["python3", "-c", ECHO_SERVER, HOST_B, &lport], &t_log);
+    rig.b().wait_listen("tcp", LB_PORT, Duration::from_secs(10));
+    let gws = [gw_a.clone()];
+    reload_to(&rig, with_tenants(&rig, &gws, &lb_fnat_yaml(LBA1, 4096)), 2);
+    let s_log = dir.join("stream_lb.log");
+    let (_stream, _) = start_stream(
+        &rig,
+        &s_log,
+        Side::Server,
+        [VIP1, &lport, SERVER, "7", "0.05"],
+    );
+    assert_eq!(accepted(&t_log).last().unwrap().0, LBA1);
+    std::thread::sleep(Duration::from_secs(1));
+
+    // New LB address and a bigger table: replaced; the old one drains (8 s).
+    let t = reload_to(&rig, with_tenants(&rig, &gws, &lb_fnat_yaml(LBA2, 8192)), 3);
+    assert!(
+        rig.app.log().contains("load balancer web: lb_addresses"),
+        "{}",
+        rig.app.log()
+    );
+    let o = python_in(rig.server(), CONNECT_ONCE, &[VIP1, &lport, SERVER, "3"], 10);
+    assert!(o.stdout.contains("CONNECTED"), "a new connection: {o}");
+    let acc = accepted(&t_log);
+    assert_eq!(
+        acc.last().unwrap().0,
+        LBA2,
+        "new flows use the new address: {acc:?}"
+    );
+    let m = rig.app.metrics();
+    assert!(
+        m.get("flowgate_lb_active_flows", &[("lb", "web~replaced")]) >= Some(1.0),
+        "{}",
+        m.excerpt("flowgate_lb_active")
+    );
+    wait_done(&s_log, 12);
+    assert_unbroken(&s_log, t, "lb web (replaced)");
+    let drained = wait_for(Duration::from_secs(15), || {
+        rig.app
+            .log()
+            .contains("load balancer web~replaced: drain ended")
+            .then_some(())
+    });
+    assert!(drained.is_some(), "{}", rig.app.log());
+    eprintln!(
+        "replaced load balancer retired {:.1} s after SIGHUP (drain 8 s)",
+        now_s() - t
+    );
+    let o = python_in(rig.server(), CONNECT_ONCE, &[VIP1, &lport, SERVER, "3"], 10);
+    assert!(o.stdout.contains("CONNECTED"), "after the drain: {o}");
+    assert_eq!(accepted(&t_log).last().unwrap().0, LBA2);
 }

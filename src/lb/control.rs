@@ -134,33 +134,19 @@ impl LbControl {
         &self.cfg
     }
 
-    /// What a reload may not change of a load balancer it keeps (by id): its flow
-    /// tables' size and its full-NAT source addresses (live flows use them). Adding and
-    /// removing load balancers and VIPs is live (`reload`).
+    /// What a reload may not change of a load balancer it keeps (by id): nothing any
+    /// more. A new `lb_addresses` or `flows_per_core` replaces it live (`reload`, see
+    /// `lb::reconcile`); kept so the caller's check-first order stays.
     pub fn reload_compatible(
-        old: &[LoadBalancerConfig],
-        new: &[LoadBalancerConfig],
+        _old: &[LoadBalancerConfig],
+        _new: &[LoadBalancerConfig],
     ) -> Result<(), String> {
-        for b in new {
-            let Some(a) = old.iter().find(|a| a.id == b.id && !a.id.is_empty()) else {
-                continue;
-            };
-            if a.lb_addresses != b.lb_addresses {
-                return Err(format!(
-                    "load balancer `{}`: lb_addresses changed (full-NAT flows use them: add \
-                     it under a new id instead, the old one drains)",
-                    a.id
-                ));
-            }
-            if a.flows_per_core != b.flows_per_core {
-                return Err(format!(
-                    "load balancer `{}`: flows_per_core changed (it sizes the flow tables: \
-                     add it under a new id instead, the old one drains)",
-                    a.id
-                ));
-            }
-        }
         Ok(())
+    }
+
+    /// The name a replaced load balancer drains under (metrics, logs).
+    pub fn replaced_id(id: &str) -> String {
+        format!("{id}~replaced")
     }
 
     /// SIGHUP: load balancers are matched by id. Kept ones change listeners, groups,
@@ -198,6 +184,38 @@ impl LbControl {
         let mut fresh = self.fresh.clone();
         let mut relimit = self.relimit.clone();
         let mut log = Vec::new();
+        // A new lb_addresses or flows_per_core: the old one drains under another name,
+        // the new one is added below (a fresh slot).
+        for i in 0..slots.len() {
+            let s = &slots[i];
+            let Some(n) = new.iter().find(|n| n.id == s.id && !s.id.is_empty()) else {
+                continue;
+            };
+            if n.lb_addresses == s.lb_addresses && n.flows_per_core == s.flows_per_core {
+                continue;
+            }
+            let rid = Self::replaced_id(&n.id);
+            if slots.iter().any(|o| o.id == rid) {
+                return Err(format!(
+                    "load balancer `{}`: lb_addresses or flows_per_core changed while the load \
+                     balancer it replaced before still drains (wait for its drain_timeout_s)",
+                    n.id
+                ));
+            }
+            log.push(format!(
+                "load balancer {}: lb_addresses {:?} -> {:?}, flows_per_core {} -> {}: \
+                 replaced (new flows in a new slot; the old one drains as {rid} for up to {} s)",
+                n.id,
+                s.lb_addresses,
+                n.lb_addresses,
+                s.flows_per_core,
+                n.flows_per_core,
+                n.drain_timeout_s
+            ));
+            let until = drain(n);
+            lb_drain[i] = Some(lb_drain[i].map_or(until, |d: Instant| d.min(until)));
+            slots[i].id = rid;
+        }
         for (i, s) in slots.iter_mut().enumerate() {
             if s.id.is_empty() {
                 continue;
@@ -243,9 +261,20 @@ impl LbControl {
             if slots.iter().any(|s| s.id == n.id) {
                 continue;
             }
+            // A drained slot's placeholder is reused.
+            if let Some(k) = (0..slots.len())
+                .find(|&k| slots[k].id.is_empty() && lb_drain[k].is_none() && !fresh.contains(&k))
+            {
+                fresh.push(k);
+                slots[k] = n.clone();
+                vip_drain[k].clear();
+                log.push(format!("load balancer {}: added", n.id));
+                continue;
+            }
             if slots.len() >= super::reconcile::MAX_SLOTS {
                 return Err(format!(
-                    "load balancer `{}`: no free slot ({} added since start; restart needed)",
+                    "load balancer `{}`: no free slot ({} load balancers, draining and \
+                     replaced ones included, until a drain ends; or restart)",
                     n.id,
                     super::reconcile::MAX_SLOTS
                 ));
@@ -259,11 +288,13 @@ impl LbControl {
         // A VIP or LB address belongs to one load balancer, draining ones included.
         for (i, s) in slots.iter().enumerate() {
             for v in s.vips.iter().chain(&s.lb_addresses) {
-                if let Some(o) = slots
-                    .iter()
-                    .enumerate()
-                    .find(|(j, o)| *j != i && (o.vips.contains(v) || o.lb_addresses.contains(v)))
-                {
+                // A replaced load balancer shares its addresses with its successor.
+                let pair = |o: &LoadBalancerConfig| {
+                    o.id == Self::replaced_id(&s.id) || s.id == Self::replaced_id(&o.id)
+                };
+                if let Some(o) = slots.iter().enumerate().find(|(j, o)| {
+                    *j != i && !pair(o) && (o.vips.contains(v) || o.lb_addresses.contains(v))
+                }) {
                     return Err(format!(
                         "address {v} of load balancer `{}` is still used by draining load \
                          balancer `{}` (wait for its drain_timeout_s)",
@@ -568,6 +599,21 @@ impl LbControl {
         }
     }
 
+    /// (old slot, new slot) of the replacement slot `li` is part of, if any.
+    fn replaced_pair(&self, li: usize) -> Option<(usize, usize)> {
+        let id = &self.cfg.get(li)?.id;
+        if id.is_empty() {
+            return None;
+        }
+        match id.strip_suffix("~replaced") {
+            Some(base) => self.cfg.iter().position(|c| c.id == base).map(|j| (li, j)),
+            None => {
+                let rid = Self::replaced_id(id);
+                self.cfg.iter().position(|c| c.id == rid).map(|o| (o, li))
+            }
+        }
+    }
+
     /// Builds the snapshot of the current registry and config (Maglev tables here, on
     /// the control thread) and publishes it.
     pub fn publish(&mut self) {
@@ -702,6 +748,7 @@ impl LbControl {
                 lb_addresses: lb.lb_addresses.clone(),
                 listeners,
                 groups,
+                replaced_pair: self.replaced_pair(li),
             });
         }
         LbSnapshot {

@@ -29,6 +29,8 @@ pub mod stage;
 mod tests;
 #[cfg(test)]
 mod tests_limits;
+#[cfg(test)]
+mod tests_reload;
 
 use crate::config::LoadBalancerConfig;
 use crate::nat::dest_count::{Dest, DestCounts};
@@ -437,10 +439,12 @@ impl LbWorker {
             }
         };
         if let Some(li) = snap.lb_of_vip(ip.dst) {
+            let li = self.replaced_or_vip(snap, li, pkt.data(), &ip);
             let r = self.client_packet(snap, li, pkt, &ip, now);
             return self.verdict(li, r);
         }
         if let Some(li) = snap.lb_of_address(ip.dst) {
+            let li = self.replaced_or_address(snap, li, pkt.data(), &ip);
             let r = self.fnat_reply(snap, li, pkt, &ip, now);
             return self.verdict(li, r);
         }
@@ -783,7 +787,10 @@ impl LbWorker {
             targets,
             ..
         } = self;
-        let st = lbs.get_mut(li).ok_or(DropReason::LbNoTarget)?;
+        // A replacement's new load balancer: the old one's full-NAT ports stay taken.
+        let pred = view.replaced_pair.filter(|p| p.1 == li).map(|p| p.0);
+        let (st, old) = reconcile::with_pred(lbs, li, pred);
+        let st = st.ok_or(DropReason::LbNoTarget)?;
         let c = counters.get_mut(li).ok_or(DropReason::LbNoTarget)?;
         if st.flows.len() >= st.flows.capacity() {
             return Err(DropReason::LbTableFull);
@@ -814,10 +821,8 @@ impl LbWorker {
             let dest = Dest::new(ai, u32::from(target.ip), target.port, ip.proto);
             let in_use = st.dests.get(&dest);
             let port = st.ports.allocate(rng, false, in_use, |p| {
-                if st
-                    .fnat_lookup(&Key::new(ip.proto, lb_ip, p, target.ip, target.port))
-                    .is_none()
-                {
+                let k = Key::new(ip.proto, lb_ip, p, target.ip, target.port);
+                if st.fnat_lookup(&k).is_none() && old.is_none_or(|o| o.fnat_lookup(&k).is_none()) {
                     Probe::Free
                 } else {
                     Probe::Taken

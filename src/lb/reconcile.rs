@@ -3,14 +3,25 @@
 //! and sends them in an `LbUpdate`; the worker moves them in between bursts and hands back
 //! what it replaced. Slots never move: a new load balancer gets a new slot, so a snapshot
 //! naming it is taken only once its tables are there (`LbWorker::refresh`).
+//!
+//! A new `lb_addresses` or `flows_per_core` (they shape the flow tables and full-NAT
+//! ports of live flows) replaces the load balancer: the control thread renames the old
+//! one `ID~replaced`, drains it (`drain_timeout_s`) and adds the new one in a fresh slot.
+//! Both are in the snapshot with `replaced_pair`: a packet to a VIP (or an LB address)
+//! both hold goes to the old one when it is of one of its flows (one hash lookup, only
+//! while a replacement drains), else to the new one, and the new one never takes a
+//! full-NAT port an old flow holds toward the same target (`with_pred`).
 
 use super::counters::LbCounters;
-use super::{LbState, LbWorker};
+use super::snapshot::LbSnapshot;
+use super::{parse_l4, Ip, LbState, LbWorker};
 use crate::config::LoadBalancerConfig;
+use crate::nat::flow::Key;
 use crate::nat::ports::Rng;
 
-/// Load balancer slots per worker (published counters are sized for this many).
-pub const MAX_SLOTS: usize = 64;
+/// Load balancer slots per worker (published counters are sized for this many). Slots
+/// are reused once their load balancer's drain ends.
+pub const MAX_SLOTS: usize = 1024;
 
 /// One worker's part of a reload.
 pub struct LbUpdate {
@@ -94,5 +105,91 @@ impl LbWorker {
         u.old_counters = old_c;
         // The snapshot naming the new load balancers can be taken now.
         self.refresh();
+    }
+}
+
+/// `lbs[li]`, and the replaced load balancer `pred` (read only: its full-NAT ports stay
+/// taken for the new one's allocation).
+pub(super) fn with_pred(
+    lbs: &mut [LbState],
+    li: usize,
+    pred: Option<usize>,
+) -> (Option<&mut LbState>, Option<&LbState>) {
+    match pred {
+        Some(p) if p < li => {
+            let (a, b) = lbs.split_at_mut(li);
+            (b.first_mut(), a.get(p))
+        }
+        Some(p) if p > li && p < lbs.len() => {
+            let (a, b) = lbs.split_at_mut(p);
+            (a.get_mut(li), b.first())
+        }
+        _ => (lbs.get_mut(li), None),
+    }
+}
+
+impl LbWorker {
+    /// The load balancer for a packet to a VIP that `li` holds: while a replacement
+    /// drains, the old one for packets of its flows, the new one (if it has the VIP) for
+    /// the others.
+    #[inline]
+    pub(super) fn replaced_or_vip(
+        &self,
+        snap: &LbSnapshot,
+        li: usize,
+        frame: &[u8],
+        ip: &Ip,
+    ) -> usize {
+        let Some((old, new)) = snap.lbs.get(li).and_then(|v| v.replaced_pair) else {
+            return li;
+        };
+        let Some(l4) = parse_l4(frame, ip) else {
+            return li;
+        };
+        let key = Key::new(ip.proto, ip.dst, l4.dport, ip.src, l4.sport);
+        if self
+            .lbs
+            .get(old)
+            .is_some_and(|s| s.flows.lookup_in(&key).is_some())
+        {
+            old
+        } else if snap.lbs.get(new).is_some_and(|v| v.vips.contains(&ip.dst)) {
+            new
+        } else {
+            li
+        }
+    }
+
+    /// As `replaced_or_vip`, for a full-NAT reply to an LB address.
+    #[inline]
+    pub(super) fn replaced_or_address(
+        &self,
+        snap: &LbSnapshot,
+        li: usize,
+        frame: &[u8],
+        ip: &Ip,
+    ) -> usize {
+        let Some((old, new)) = snap.lbs.get(li).and_then(|v| v.replaced_pair) else {
+            return li;
+        };
+        let Some(l4) = parse_l4(frame, ip) else {
+            return li;
+        };
+        let key = Key::new(ip.proto, ip.dst, l4.dport, ip.src, l4.sport);
+        if self
+            .lbs
+            .get(old)
+            .is_some_and(|s| s.fnat_lookup(&key).is_some())
+        {
+            old
+        } else if snap
+            .lbs
+            .get(new)
+            .is_some_and(|v| v.lb_addresses.contains(&ip.dst))
+        {
+            new
+        } else {
+            li
+        }
     }
 }

@@ -69,6 +69,10 @@ pub struct LbView {
     pub draining: bool,
     /// VIPs a reload removed (still in `vips`): existing flows only.
     pub draining_vips: Vec<Ipv4Addr>,
+    /// Live reload replaced this load balancer, or it replaces one (new `lb_addresses` or
+    /// `flows_per_core`): (old slot, new slot). Packets of the old one's flows go to it,
+    /// the others to the new one (`reconcile`).
+    pub replaced_pair: Option<(usize, usize)>,
 }
 
 impl LbView {

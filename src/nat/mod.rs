@@ -122,6 +122,9 @@ pub(crate) struct Gateway {
     ip_state: Vec<u8>,
     /// Some public IP is retired (the per-hit check is skipped otherwise).
     any_retired: bool,
+    /// Live reload replaced this gateway (new `mode` or `flows_per_core`): the slot of
+    /// the old one, draining on the same public IPs (its flows' ports stay taken).
+    pred: Option<usize>,
 }
 
 /// States of a gateway's public IP across reloads. Slots keep their index (per-destination
@@ -305,6 +308,7 @@ impl Gateway {
             draining: false,
             ip_state: vec![ip_st::ACTIVE; g.public_ips.len()],
             any_retired: false,
+            pred: None,
         }
     }
 }
@@ -318,6 +322,8 @@ pub struct NatWorker {
     counters: Vec<GatewayCounters>,
     /// Public IP -> gateway index (built once; lookups never allocate).
     public: hashbrown::HashMap<u32, usize>,
+    /// Public IP -> the replaced gateway draining on it too (live reload, `reconcile`).
+    shared: hashbrown::HashMap<u32, usize>,
     rng: Rng,
     steering: Option<RssSteering>,
     last_sweep: u32,
@@ -459,6 +465,7 @@ impl NatWorker {
             counters: vec![GatewayCounters::default(); gws.len()],
             gws,
             public,
+            shared: hashbrown::HashMap::new(),
             rng,
             steering: None,
             last_sweep: 0,
@@ -509,6 +516,7 @@ impl NatWorker {
         let t = self.tick(now);
         self.now = now;
         if let Some(&gi) = self.public.get(&u32::from(ip.dst)) {
+            let gi = self.replaced_or(gi, pkt.data(), &ip);
             if let Some(gs) = self.hairpin.then(|| self.hairpin_source(ip.src)).flatten() {
                 return self.hairpin(gs, gi, pkt, &ip, t);
             }
@@ -834,7 +842,8 @@ impl NatWorker {
             worker,
             ..
         } = self;
-        let (Some(g), Some(c)) = (gws.get_mut(gi), counters.get_mut(gi)) else {
+        let (g, pred) = reconcile::with_pred(gws, gi);
+        let (Some(g), Some(c)) = (g, counters.get_mut(gi)) else {
             return Err(DropReason::NatNoMapping);
         };
         c.connection_attempts += 1;
@@ -884,6 +893,7 @@ impl NatWorker {
                 let h = flow::hash_key(seed, &k);
                 last = (p, h);
                 let free = flows.lookup_out_hashed(&k, h).is_none()
+                    && pred.is_none_or(|o| o.flows.lookup_out(&k).is_none())
                     && steer.is_none_or(|s| s.steers_to(w, true, remote.0, remote.1, pip, p));
                 if !free {
                     Probe::Taken

@@ -3,8 +3,10 @@
 //! Two ways of dividing ports between workers, so that no two workers can hand out the
 //! same mapping key without any locking:
 //! - **handoff mode** (no programmable RSS key, and ICMP always): worker `w` of `n` owns
-//!   the ports `first + k*n + w` (interleaved slices), so `owner_of(port)` is one
-//!   subtraction and a modulo and return traffic is handed to the owner.
+//!   the ports `p` of the range with `p % n == w` (interleaved slices anchored at port 0,
+//!   not at `first`: a live reload that changes the range moves no port to another
+//!   worker, so return traffic of flows that predate it still finds their owner), so
+//!   `owner_of(port)` is one modulo and return traffic is handed to the owner.
 //! - **steered mode** (TCP/UDP with a programmed RSS key, `set_steering`): ports are
 //!   partitioned by the RSS bucket of the *return* 5-tuple instead — worker `w` may take
 //!   any port of the range whose return traffic the NIC steers to its queue. The candidate
@@ -107,6 +109,8 @@ pub struct PortAllocator {
     range: u32,
     n: u32,
     worker: u32,
+    /// The offset of this worker's first port from `first` (`port_at`).
+    off: u32,
     slice: u32,
     /// The configured per-destination limit (per public IP), clamped to the range.
     limit: u32,
@@ -132,9 +136,11 @@ impl PortAllocator {
         let range = (u32::from(last) + 1).saturating_sub(first);
         let n = (n_workers.max(1) as u32).max(1);
         let w = (worker as u32).min(n - 1);
+        // Worker v's first port is `first + off(v)` (anchored at port 0, see the doc).
+        let off = |v: u32| (v + n - first % n) % n;
         let slice_of = |v: u32| {
-            if v < range {
-                (range - v).div_ceil(n)
+            if off(v) < range {
+                (range - off(v)).div_ceil(n)
             } else {
                 0
             }
@@ -148,6 +154,7 @@ impl PortAllocator {
             range,
             n,
             worker: w,
+            off: off(w),
             slice,
             limit,
             limit_mod,
@@ -186,17 +193,14 @@ impl PortAllocator {
 
     #[inline]
     fn port_at(&self, k: u32) -> u16 {
-        (self.first + k * self.n + self.worker) as u16
+        (self.first + k * self.n + self.off) as u16
     }
 
-    /// The worker owning `port` in handoff mode, or `None` for a port outside the range.
+    /// The worker owning `port` in handoff mode. A port outside the range too: a flow
+    /// made before a reload narrowed the range may still hold it, on that worker.
     #[inline]
     pub fn owner_of(&self, port: u16) -> Option<usize> {
-        let p = u32::from(port);
-        if p < self.first || p - self.first >= self.range {
-            return None;
-        }
-        Some(((p - self.first) % self.n) as usize)
+        Some((u32::from(port) % self.n) as usize)
     }
 
     /// A port toward a destination that has `in_use` live mappings on this worker, judged
@@ -324,8 +328,9 @@ mod tests {
             assert_eq!(mine.len() as u32, a.slice_len());
         }
         assert_eq!(seen.len(), 10);
-        assert_eq!(allocs[0].owner_of(999), None);
-        assert_eq!(allocs[0].owner_of(1010), None);
+        // Outside the range (a flow from before a reload): the same partition.
+        assert_eq!(allocs[0].owner_of(999), Some(999 % 3));
+        assert_eq!(allocs[0].owner_of(1010), Some(1010 % 3));
     }
 
     #[test]
@@ -415,5 +420,25 @@ mod tests {
             tiny.allocate(&mut Rng::new(1), false, 0, |_| Probe::Free),
             None
         );
+    }
+
+    #[test]
+    fn a_range_change_moves_no_port_to_another_worker() {
+        // Live reload (handoff mode): the old and the new range partition alike, so a
+        // flow's port keeps its owner whatever the new range.
+        for n in [2, 3, 4] {
+            for w in 0..n {
+                let old = PortAllocator::new(1024, 65535, 65535, w, n);
+                let new = PortAllocator::new(2001, 3000, 1000, w, n);
+                let mut rng = Rng::new(9);
+                for p in fill(&new, &mut rng, false, |_| true) {
+                    assert_eq!(new.owner_of(p), Some(w));
+                    assert_eq!(old.owner_of(p), Some(w));
+                }
+                for p in [1024u16, 1025, 40000, 65535] {
+                    assert_eq!(old.owner_of(p), new.owner_of(p));
+                }
+            }
+        }
     }
 }

@@ -15,18 +15,27 @@
 //!   seen (an inside TCP segment then gets a RST) and ARP is withdrawn;
 //! - a removed gateway drains the same way as a whole, then its slot holds an empty
 //!   placeholder (reused by the next gateway added);
-//! - `mode` and `flows_per_core` size and shape the tables: changing them is refused (add
-//!   the gateway under a new id, the old one drains).
+//! - `mode` and `flows_per_core` size and shape the tables: changing them replaces the
+//!   gateway. The new one is built in a fresh slot (after the old one's, so the inside
+//!   match reaches the old one first) and takes every new flow; the old one keeps its
+//!   slot, marked `replaced`, and drains (`drain_timeout_s`) on the same public IPs:
+//!   outbound packets of its flows still match it (`inside_gateway_draining`), return
+//!   traffic to a public IP both hold is matched against its flows first (`shared`,
+//!   `replaced_or`), and the new gateway never allocates a port one of its flows holds
+//!   toward the same remote (`with_pred`). At most one replacement of a gateway drains at
+//!   a time, so replacements cost at most one extra slot per gateway.
 
 use super::east_west::NoTranslate;
+use super::flow::Key;
 use super::ports::{PortAllocator, Rng, RssSteering};
-use super::{ip_st, Gateway, GatewayCounters, NatWorker};
+use super::{icmp_error, ip_st, udp_ports, Gateway, GatewayCounters, Ip, NatWorker};
 use crate::config::{Config, Ipv4Net, NatGatewayConfig, NatMode, NatPortRange, NatTimeouts};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-/// Gateway slots per worker (published counters are sized for this many).
-pub const MAX_SLOTS: usize = 64;
+/// Gateway slots per worker (published counters are sized for this many: about 0.5 KiB
+/// per slot and worker). Slots are reused once their gateway's drain ends.
+pub const MAX_SLOTS: usize = 1024;
 
 /// What a reload makes of one gateway slot on one worker.
 // Not boxed: the worker moves the gateway out, and a box would then be freed there.
@@ -49,6 +58,8 @@ pub struct Params {
     draining: bool,
     /// The tenant limits as reloaded (a fresh bucket: at most one extra burst per reload).
     limiter: crate::limits::TenantLimiter,
+    /// The slot of the replaced gateway draining on its public IPs, if any.
+    pred: Option<usize>,
 }
 
 impl Params {
@@ -63,6 +74,7 @@ impl Params {
             no_translate: NoTranslate::default(),
             draining: false,
             limiter: crate::limits::TenantLimiter::unlimited(),
+            pred: None,
         }
     }
 }
@@ -71,6 +83,8 @@ impl Params {
 pub struct NatUpdate {
     slots: Vec<SlotUpdate>,
     public: hashbrown::HashMap<u32, usize>,
+    /// Public IPs a replaced gateway drains on while its successor holds them.
+    shared: hashbrown::HashMap<u32, usize>,
     /// Empty, with room for every slot (the worker moves its gateways in).
     gws: Vec<Gateway>,
     counters: Vec<GatewayCounters>,
@@ -114,6 +128,77 @@ impl Gateway {
         self.draining = p.draining;
         self.limiter = p.limiter;
         self.any_retired = self.ip_state.contains(&ip_st::RETIRED);
+        self.pred = p.pred;
+    }
+
+    /// Whether return traffic (to a public IP) belongs to a flow of this gateway on this
+    /// worker. Later fragments carry no ports: no.
+    fn has_outside_flow(&self, frame: &[u8], ip: &Ip) -> bool {
+        let l4 = frame.get(14 + ip.hl..14 + ip.len).unwrap_or(&[]);
+        let key = match ip.proto {
+            _ if ip.is_later_fragment() => return false,
+            crate::wire::IPPROTO_TCP | crate::wire::IPPROTO_UDP if l4.len() >= 8 => {
+                let (s, d) = udp_ports(frame, ip);
+                Key::new(ip.proto, ip.dst, d, ip.src, s)
+            }
+            crate::wire::IPPROTO_ICMP if l4.len() >= 8 => {
+                if l4[0] == crate::wire::icmp::ECHO_REPLY {
+                    let id = u16::from_be_bytes([l4[4], l4[5]]);
+                    Key::new(crate::wire::IPPROTO_ICMP, ip.dst, id, ip.src, 0)
+                } else if icmp_error::is_translated_error(l4[0]) {
+                    match icmp_error::parse(l4) {
+                        Ok(q) => Key::new(q.proto, q.src, q.sport, q.dst, q.dport),
+                        Err(_) => return false,
+                    }
+                } else {
+                    return false;
+                }
+            }
+            _ => return false,
+        };
+        self.flows.lookup_out(&key).is_some()
+    }
+}
+
+/// `gws[gi]`, and the replaced gateway draining on its public IPs (read only: its flows'
+/// ports stay taken for the new gateway's allocation).
+pub(super) fn with_pred(
+    gws: &mut [Gateway],
+    gi: usize,
+) -> (Option<&mut Gateway>, Option<&Gateway>) {
+    match gws.get(gi).and_then(|g| g.pred) {
+        Some(p) if p < gi => {
+            let (a, b) = gws.split_at_mut(gi);
+            (b.first_mut(), a.get(p))
+        }
+        Some(p) if p > gi && p < gws.len() => {
+            let (a, b) = gws.split_at_mut(p);
+            (a.get_mut(gi), b.first())
+        }
+        _ => (gws.get_mut(gi), None),
+    }
+}
+
+impl NatWorker {
+    /// The gateway for return traffic to a public IP that `public` gives to `gi`: while a
+    /// replaced gateway drains on the same IP, the old one when the packet is of one of
+    /// its flows (one hash lookup, only then).
+    #[inline]
+    pub(super) fn replaced_or(&self, gi: usize, frame: &[u8], ip: &Ip) -> usize {
+        if self.shared.is_empty() {
+            return gi;
+        }
+        match self.shared.get(&u32::from(ip.dst)) {
+            Some(&o)
+                if self
+                    .gws
+                    .get(o)
+                    .is_some_and(|g| g.has_outside_flow(frame, ip)) =>
+            {
+                o
+            }
+            _ => gi,
+        }
     }
 }
 
@@ -155,6 +240,7 @@ impl NatWorker {
         u.old_gws = old;
         u.old_counters = old_c;
         std::mem::swap(&mut self.public, &mut u.public);
+        std::mem::swap(&mut self.shared, &mut u.shared);
         self.hairpin = self.gws.iter().any(|g| g.eim.is_some());
         self.draining = self.gws.iter().any(|g| g.draining);
     }
@@ -171,6 +257,8 @@ struct Slot {
     ips: Vec<(Ipv4Addr, u8, Option<Instant>)>,
     /// The workers need new tables for it in the next update.
     fresh: bool,
+    /// Replaced by a gateway of the same id (new `mode` or `flows_per_core`): drains.
+    replaced: bool,
 }
 
 /// The control thread's view of the gateway slots.
@@ -220,6 +308,7 @@ impl NatTenants {
                         .map(|&ip| (ip, ip_st::ACTIVE, None))
                         .collect(),
                     fresh: false,
+                    replaced: false,
                 })
                 .collect(),
         }
@@ -250,21 +339,15 @@ impl NatTenants {
             let at = next
                 .slots
                 .iter()
-                .position(|s| s.cfg.as_ref().is_some_and(|c| c.id == g.id));
+                .position(|s| !s.replaced && s.cfg.as_ref().is_some_and(|c| c.id == g.id));
+            if let Some(i) = at.filter(|&i| next.shapes_changed(i, g)) {
+                log.push(next.replace(i, g, drain(g))?);
+                continue;
+            }
             match at {
                 Some(i) => {
                     let s = &mut next.slots[i];
                     let Some(old) = s.cfg.clone() else { continue };
-                    if old.mode != g.mode
-                        || old.flows_per_core != g.flows_per_core
-                        || old.tcp_flows_per_core != g.tcp_flows_per_core
-                    {
-                        return Err(format!(
-                            "nat gateway `{}`: mode or flows_per_core changed (they shape its \
-                             tables: add it under a new id instead, the old one drains)",
-                            g.id
-                        ));
-                    }
                     if s.drain_until.take().is_some() {
                         log.push(format!("nat gateway {}: back, drain cancelled", g.id));
                     }
@@ -312,18 +395,9 @@ impl NatTenants {
                             .map(|&ip| (ip, ip_st::ACTIVE, None))
                             .collect(),
                         fresh: true,
+                        replaced: false,
                     };
-                    match next.slots.iter().position(|s| s.cfg.is_none()) {
-                        Some(i) => next.slots[i] = slot,
-                        None if next.slots.len() < MAX_SLOTS => next.slots.push(slot),
-                        None => {
-                            return Err(format!(
-                                "nat gateway `{}`: no free slot ({MAX_SLOTS} gateways, \
-                                 draining ones included; restart needed)",
-                                g.id
-                            ))
-                        }
-                    }
+                    next.place(slot, 0, &g.id)?;
                     log.push(format!("nat gateway {}: added", g.id));
                 }
             }
@@ -335,6 +409,9 @@ impl NatTenants {
                 let other = next.slots.iter().enumerate().find(|(j, o)| {
                     *j != i
                         && o.cfg.is_some()
+                        // A replaced gateway shares its IPs with its successor.
+                        && !((s.replaced || o.replaced)
+                            && o.cfg.as_ref().is_some_and(|oc| oc.id == c.id))
                         && o.ips.iter().any(|e| e.0 == *ip && e.1 != ip_st::RETIRED)
                 });
                 if let Some((_, o)) = other {
@@ -353,13 +430,109 @@ impl NatTenants {
         Ok(log)
     }
 
+    /// Slot `i` holds a gateway whose tables `g` reshapes (`mode`, `flows_per_core`).
+    fn shapes_changed(&self, i: usize, g: &NatGatewayConfig) -> bool {
+        self.slots[i]
+            .cfg
+            .as_ref()
+            .is_some_and(|c| {
+                c.mode != g.mode
+                    || c.flows_per_core != g.flows_per_core
+                    || c.tcp_flows_per_core != g.tcp_flows_per_core
+            })
+    }
+
+    /// Replaces the gateway of slot `i` by `g` (same id) built in a fresh slot; the old one
+    /// drains until `until` (see the module doc). Returns the log line.
+    fn replace(
+        &mut self,
+        i: usize,
+        g: &NatGatewayConfig,
+        until: Instant,
+    ) -> Result<String, String> {
+        if self
+            .slots
+            .iter()
+            .any(|s| s.replaced && s.cfg.as_ref().is_some_and(|c| c.id == g.id))
+        {
+            return Err(format!(
+                "nat gateway `{}`: mode or flows_per_core changed while the gateway it \
+                 replaced before still drains (wait for its drain_timeout_s)",
+                g.id
+            ));
+        }
+        let old = self.slots[i].cfg.clone().unwrap_or_else(placeholder_cfg);
+        let s = &mut self.slots[i];
+        s.replaced = true;
+        s.drain_until = Some(s.drain_until.map_or(until, |d| d.min(until)));
+        let j = self.place(
+            Slot {
+                cfg: Some(g.clone()),
+                drain_until: None,
+                ips: g
+                    .public_ips
+                    .iter()
+                    .map(|&ip| (ip, ip_st::ACTIVE, None))
+                    .collect(),
+                fresh: true,
+                replaced: false,
+            },
+            i + 1,
+            &g.id,
+        )?;
+        Ok(format!(
+            "nat gateway {}: mode {:?} -> {:?}, flows_per_core {} -> {}: replaced (new flows \
+             in slot {j}; slot {i} keeps its flows, draining for up to {} s)",
+            g.id, old.mode, g.mode, old.flows_per_core, g.flows_per_core, g.drain_timeout_s
+        ))
+    }
+
+    /// Puts `slot` in the first free slot from `from` on (or a new one); its index.
+    fn place(&mut self, slot: Slot, from: usize, id: &str) -> Result<usize, String> {
+        match self.slots.iter().skip(from).position(|s| s.cfg.is_none()) {
+            Some(k) => {
+                self.slots[from + k] = slot;
+                Ok(from + k)
+            }
+            None if self.slots.len() < MAX_SLOTS => {
+                self.slots.push(slot);
+                Ok(self.slots.len() - 1)
+            }
+            None => Err(format!(
+                "nat gateway `{id}`: no free slot ({MAX_SLOTS} gateways, draining and \
+                 replaced ones included, until a drain ends; or restart)"
+            )),
+        }
+    }
+
+    /// The slot of the replaced gateway draining beside slot `i`'s gateway, if any.
+    fn pred_of(&self, i: usize) -> Option<usize> {
+        let s = &self.slots[i];
+        let id = &s.cfg.as_ref().filter(|_| !s.replaced)?.id;
+        self.slots
+            .iter()
+            .position(|o| o.replaced && o.cfg.as_ref().is_some_and(|c| c.id == *id))
+    }
+
+    /// The gateway `id` (not the replaced one) has public IP `ip` (not retired).
+    fn successor_has(&self, id: &str, ip: Ipv4Addr) -> bool {
+        self.slots.iter().any(|s| {
+            !s.replaced
+                && s.cfg.as_ref().is_some_and(|c| c.id == id)
+                && s.ips.iter().any(|e| e.0 == ip && e.1 != ip_st::RETIRED)
+        })
+    }
+
     /// Ends drains that are due. True when the workers need an update.
     pub fn tick(&mut self, now: Instant) -> Vec<String> {
         let mut log = Vec::new();
         for s in self.slots.iter_mut() {
             if s.drain_until.is_some_and(|d| d <= now) {
                 if let Some(c) = s.cfg.as_ref() {
-                    log.push(format!("nat gateway {}: drain ended, removed", c.id));
+                    log.push(match s.replaced {
+                        true => format!("nat gateway {}: replaced one drained, retired", c.id),
+                        false => format!("nat gateway {}: drain ended, removed", c.id),
+                    });
                 }
                 *s = Slot {
                     fresh: true,
@@ -383,11 +556,16 @@ impl NatTenants {
         log
     }
 
-    /// Metric label per slot ("" for a free slot).
+    /// Metric label per slot ("" for a free slot; `ID~replaced` for a replaced gateway
+    /// that drains, so the two series of one id stay apart).
     pub fn ids(&self) -> Vec<String> {
         self.slots
             .iter()
-            .map(|s| s.cfg.as_ref().map(|c| c.id.clone()).unwrap_or_default())
+            .map(|s| match s.cfg.as_ref() {
+                Some(c) if s.replaced => format!("{}~replaced", c.id),
+                Some(c) => c.id.clone(),
+                None => String::new(),
+            })
             .collect()
     }
 
@@ -402,6 +580,8 @@ impl NatTenants {
                     .ips
                     .iter()
                     .filter(|e| e.1 != ip_st::RETIRED)
+                    // An IP a replaced gateway shares with its successor: listed once.
+                    .filter(|e| !s.replaced || !self.successor_has(&c.id, e.0))
                     .map(|e| e.0)
                     .collect();
                 Some(c)
@@ -431,11 +611,29 @@ impl NatTenants {
         rng: &mut Rng,
     ) -> NatUpdate {
         let mut public = hashbrown::HashMap::new();
+        let mut shared = hashbrown::HashMap::new();
+        // Successors first: a replaced gateway's IP they hold too goes to `shared`.
+        for replaced in [false, true] {
+            for (i, s) in self.slots.iter().enumerate() {
+                if s.replaced != replaced || s.cfg.is_none() {
+                    continue;
+                }
+                for e in s.ips.iter().filter(|e| e.1 != ip_st::RETIRED) {
+                    match public.entry(u32::from(e.0)) {
+                        hashbrown::hash_map::Entry::Vacant(v) => {
+                            v.insert(i);
+                        }
+                        hashbrown::hash_map::Entry::Occupied(_) if replaced => {
+                            shared.insert(u32::from(e.0), i);
+                        }
+                        hashbrown::hash_map::Entry::Occupied(_) => {}
+                    }
+                }
+            }
+        }
         let mut slots = Vec::with_capacity(self.slots.len());
         for (i, s) in self.slots.iter().enumerate() {
-            for e in s.ips.iter().filter(|e| e.1 != ip_st::RETIRED) {
-                public.entry(u32::from(e.0)).or_insert(i);
-            }
+            let pred = self.pred_of(i);
             let Some(c) = s.cfg.as_ref() else {
                 slots.push(if s.fresh {
                     SlotUpdate::Fresh(Some(Gateway::build(
@@ -452,6 +650,7 @@ impl NatTenants {
             };
             if s.fresh {
                 let mut g = Gateway::build(c, worker, n_workers, self.tsc_hz, rng);
+                g.pred = pred;
                 if let Some((flows, mappings, interval_s)) = self.log {
                     g.log = Some(crate::flowlog::GwLog::new(
                         i,
@@ -484,12 +683,14 @@ impl NatTenants {
                     n_workers,
                     self.tsc_hz,
                 ),
+                pred,
             }));
         }
         let n = slots.len();
         NatUpdate {
             slots,
             public,
+            shared,
             gws: Vec::with_capacity(n),
             counters: Vec::with_capacity(n),
             garbage: Vec::with_capacity(n),
@@ -592,11 +793,132 @@ mod tests {
             NatVerdict::Pass
         );
         assert_eq!(out_port(&mut w, udp(IN1, 5000, REMOTE, 53), 5), (PUB0, pa));
-        // A mode change is refused and changes nothing.
+    }
+
+    #[test]
+    fn a_mode_or_size_change_replaces_the_gateway_and_the_old_one_drains() {
+        let a = tenant("a", "10.0.1.5/32", &[PUB0], 10);
+        let mut w = NatWorker::new(std::slice::from_ref(&a), 0, 1, HZ);
+        let mut t = NatTenants::new(std::slice::from_ref(&a), HZ);
+        let (_, pa) = out_port(&mut w, udp(IN1, 5000, REMOTE, 53), 0);
+        let t0 = Instant::now();
+        // rfc4787 and a bigger table: a new slot after the old one.
         let mut a2 = a.clone();
         a2.mode = NatMode::Rfc4787;
-        assert!(t.reload(&[a2], t0).unwrap_err().contains("mode"));
-        assert_eq!(t.ids(), vec!["a".to_string(), String::new()]);
+        a2.flows_per_core = 512;
+        let log = t.reload(std::slice::from_ref(&a2), t0).unwrap();
+        assert!(log.iter().any(|l| l.contains("replaced")), "{log:?}");
+        let u = apply(&mut t, &mut w);
+        assert_eq!(u.dropped(), 0);
+        assert_eq!(t.ids(), vec!["a~replaced".to_string(), "a".to_string()]);
+        assert_eq!(w.capacity(), 256 + 512);
+        // The old flow keeps its mapping both ways, on the old slot.
+        assert_eq!(out_port(&mut w, udp(IN1, 5000, REMOTE, 53), 1), (PUB0, pa));
+        assert_eq!(
+            verdict(&mut w, udp(REMOTE, 53, PUB0, pa), 1),
+            NatVerdict::Translated
+        );
+        // New flows go to the new slot (an endpoint-independent mapping there).
+        let (ip, pb) = out_port(&mut w, udp(IN1, 5001, REMOTE, 53), 2);
+        assert_eq!(ip, PUB0);
+        assert_eq!(w.mappings(), 1);
+        assert_eq!(
+            verdict(&mut w, udp(REMOTE, 53, PUB0, pb), 2),
+            NatVerdict::Translated
+        );
+        assert_eq!(w.counters()[0].active_connections, 1);
+        assert_eq!(w.counters()[1].active_connections, 1);
+        // ARP: one entry for the shared IP.
+        let fib = t.fib_gateways();
+        assert_eq!(fib.len(), 2);
+        assert!(fib[0].public_ips.is_empty());
+        assert_eq!(fib[1].public_ips, vec![PUB0]);
+        // Another change while the old one drains is refused (one extra slot at most).
+        let mut a3 = a2.clone();
+        a3.flows_per_core = 1024;
+        assert!(t
+            .reload(std::slice::from_ref(&a3), t0)
+            .unwrap_err()
+            .contains("still drains"));
+        // Other changes of the new gateway still apply in place.
+        let mut a4 = a2.clone();
+        a4.timeouts.udp_s = 99;
+        t.reload(std::slice::from_ref(&a4), t0).unwrap();
+        apply(&mut t, &mut w);
+        assert_eq!(t.ids(), vec!["a~replaced".to_string(), "a".to_string()]);
+        // Drain over: the old slot is free (reused by the next gateway added).
+        let log = t.tick(t0 + Duration::from_secs(11));
+        assert!(log.iter().any(|l| l.contains("retired")), "{log:?}");
+        let u = apply(&mut t, &mut w);
+        assert_eq!(u.dropped(), 1);
+        assert_eq!(t.ids(), vec![String::new(), "a".to_string()]);
+        assert_eq!(
+            verdict(&mut w, udp(REMOTE, 53, PUB0, pb), 3),
+            NatVerdict::Translated
+        );
+        let b = tenant("b", "10.0.1.6/32", &[PUB1], 10);
+        t.reload(&[a4.clone(), b], t0).unwrap();
+        apply(&mut t, &mut w);
+        assert_eq!(t.ids(), vec!["b".to_string(), "a".to_string()]);
+        // Now a new change may replace it again.
+        t.reload(&[a3, tenant("b", "10.0.1.6/32", &[PUB1], 10)], t0)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_replacement_never_takes_a_port_an_old_flow_holds() {
+        // Two ports: the old flow holds one toward REMOTE:53, the new gateway must take
+        // the other one for the same remote.
+        let mut a = tenant("a", "10.0.1.5/32", &[PUB0], 10);
+        a.port_range = NatPortRange {
+            first: 2000,
+            last: 2001,
+        };
+        let mut w = NatWorker::new(std::slice::from_ref(&a), 0, 1, HZ);
+        let mut t = NatTenants::new(std::slice::from_ref(&a), HZ);
+        let (_, pa) = out_port(&mut w, udp(IN1, 5000, REMOTE, 53), 0);
+        let mut a2 = a.clone();
+        a2.flows_per_core = 128;
+        t.reload(std::slice::from_ref(&a2), Instant::now()).unwrap();
+        apply(&mut t, &mut w);
+        let (_, pb) = out_port(&mut w, udp(IN1, 6000, REMOTE, 53), 1);
+        assert_ne!(pb, pa);
+        assert_eq!(
+            verdict(&mut w, udp(IN1, 6001, REMOTE, 53), 1),
+            NatVerdict::Drop(DropReason::NatPortExhausted)
+        );
+        // Return traffic: each port to its own flow.
+        assert_eq!(
+            verdict(&mut w, udp(REMOTE, 53, PUB0, pa), 2),
+            NatVerdict::Translated
+        );
+        assert_eq!(w.counters()[0].packets_out_to_source, 1);
+    }
+
+    #[test]
+    fn slots_are_reused_after_a_drain_beyond_the_old_cap_of_64() {
+        let mut t = NatTenants::new(&[], HZ);
+        let t0 = Instant::now();
+        for round in 0..3u32 {
+            let gws: Vec<NatGatewayConfig> = (0..100u32)
+                .map(|k| {
+                    let ip =
+                        Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + round * 256 + k);
+                    tenant(&format!("g{round}-{k}"), "10.0.9.0/24", &[ip], 0)
+                })
+                .collect();
+            t.reload(&gws, t0).unwrap();
+            t.tick(t0);
+            assert!(t.ids().len() <= 200, "{}", t.ids().len());
+        }
+        let many: Vec<NatGatewayConfig> = (0..MAX_SLOTS as u32 + 1)
+            .map(|k| {
+                let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 64, 0)) + k);
+                tenant(&format!("m{k}"), "10.0.9.0/24", &[ip], 0)
+            })
+            .collect();
+        let e = t.reload(&many, t0).unwrap_err();
+        assert!(e.contains("no free slot"), "{e}");
     }
 
     #[test]
