@@ -122,6 +122,8 @@ pub(crate) struct Gateway {
     ip_state: Vec<u8>,
     /// Some public IP is retired (the per-hit check is skipped otherwise).
     any_retired: bool,
+    /// Replication: the gateway's stable wire key (`repl::tenant_key` of its id).
+    repl_key: u32,
 }
 
 /// States of a gateway's public IP across reloads. Slots keep their index (per-destination
@@ -287,6 +289,7 @@ impl Gateway {
             draining: false,
             ip_state: vec![ip_st::ACTIVE; g.public_ips.len()],
             any_retired: false,
+            repl_key: crate::repl::tenant_key(&g.id),
         }
     }
 }

@@ -19,13 +19,16 @@
 use super::dest_count::Dest;
 use super::flow::{st, Flow};
 use super::{expiry, tcp_state, Gateway, NatWorker, TICKS_PER_S};
-use crate::repl::{FlowEvent, WorkerRepl, EV_ADD, EV_DEL, EV_DUMP_END, EV_DUMP_REQ, EV_REFRESH};
+use crate::repl::{
+    FlowEvent, InstallCounts, Reject, WorkerRepl, EV_ADD, EV_DEL, EV_DUMP_END, EV_DUMP_REQ,
+    EV_REFRESH,
+};
 
 /// The wheel reached a local flow: it expired (`EV_DEL`) or is still alive and re-armed
 /// (`EV_REFRESH` with its time left: the periodic refresh that keeps replicas alive).
 pub(super) fn on_expiry(
     repl: &mut Option<Box<WorkerRepl>>,
-    gi: usize,
+    _gi: usize,
     g: &mut Gateway,
     idx: u32,
     kind: u8,
@@ -48,26 +51,30 @@ pub(super) fn on_expiry(
     } else {
         [0, 0]
     };
-    r.emit(event_of(kind, gi, f, scale, t));
+    r.emit(event_of(kind, g.repl_key, f, scale, t));
 }
 
 /// What an install did (counted on the worker's `WorkerRepl`).
 enum Installed {
     New,
-    Conflict,
+    Updated,
+    Deleted,
+    Rejected(Reject),
     Other,
 }
+
 
 /// Installs taken per `replication_poll`.
 const INSTALL_BUDGET: usize = 1024;
 /// Flow slots a dump walks per `replication_poll`.
 const DUMP_SLOT_BUDGET: u32 = 4096;
 
-/// The event for a flow (its state, scales, time left at tick `t`).
-pub(super) fn event_of(kind: u8, gi: usize, f: &Flow, scale: [u8; 2], t: u32) -> FlowEvent {
+/// The event for a flow of the gateway with wire key `key` (its state, scales, time left
+/// at tick `t`).
+pub(super) fn event_of(kind: u8, key: u32, f: &Flow, scale: [u8; 2], t: u32) -> FlowEvent {
     FlowEvent {
         kind,
-        gateway: gi as u8,
+        tenant: key,
         proto: f.proto,
         state: f.state & (st::TCP_MASK | st::SEEN_REPLY),
         scale,
@@ -78,6 +85,7 @@ pub(super) fn event_of(kind: u8, gi: usize, f: &Flow, scale: [u8; 2], t: u32) ->
         remote_port: f.remote_port,
         public_port: f.public_port,
         remaining: (f.deadline.wrapping_sub(t) as i32).max(0) as u32,
+        ..FlowEvent::default()
     }
 }
 
@@ -107,7 +115,7 @@ impl NatWorker {
             [0, 0]
         };
         let f = *f;
-        let mut e = event_of(kind, gi, &f, scale, 0);
+        let mut e = event_of(kind, g.repl_key, &f, scale, 0);
         e.remaining = g.timeout(f.proto, f.state);
         r.emit(e);
     }
@@ -131,9 +139,18 @@ impl NatWorker {
                 EV_ADD | EV_REFRESH | EV_DEL => {
                     let o = self.install(&e, t);
                     if let Some(r) = self.repl.as_mut() {
+                        let c = &r.counts;
                         match o {
-                            Installed::New => r.installed += 1,
-                            Installed::Conflict => r.conflicts += 1,
+                            Installed::New => {
+                                r.installed += 1;
+                                InstallCounts::bump(&c.installed);
+                            }
+                            Installed::Updated => InstallCounts::bump(&c.updated),
+                            Installed::Deleted => InstallCounts::bump(&c.deleted),
+                            Installed::Rejected(why) => {
+                                r.conflicts += u64::from(why == Reject::Conflict);
+                                c.reject(why);
+                            }
                             Installed::Other => {}
                         }
                     }
@@ -178,12 +195,12 @@ impl NatWorker {
                 Some((_, win)) if f.proto == crate::wire::IPPROTO_TCP => tcp_state::scales(win),
                 _ => [0, 0],
             };
-            r.emit(event_of(EV_ADD, gi, &f, scale, t));
+            r.emit(event_of(EV_ADD, g.repl_key, &f, scale, t));
         }
         if r.dump_end_pending {
             let end = FlowEvent {
                 kind: EV_DUMP_END,
-                gateway: worker as u8,
+                tenant: worker as u32,
                 ..FlowEvent::default()
             };
             if r.events.push(end).is_ok() {
@@ -195,15 +212,18 @@ impl NatWorker {
     /// Applies a peer's event (see the module doc for the rules).
     fn install(&mut self, e: &FlowEvent, t: u32) -> Installed {
         let grace = self.repl_grace;
-        let gi = usize::from(e.gateway);
+        // The stable tenant key names the gateway; its slot here may differ from the peer's.
+        let Some(gi) = self.gws.iter().position(|g| g.repl_key == e.tenant) else {
+            return Installed::Rejected(Reject::UnknownTenant);
+        };
         let (Some(g), Some(c)) = (self.gws.get_mut(gi), self.counters.get_mut(gi)) else {
             return Installed::Other;
         };
-        if g.eim.is_some()
-            || e.proto == 0
-            || !g.public_ips.iter().any(|&p| u32::from(p) == e.public_ip)
-        {
-            return Installed::Other;
+        if e.proto == 0 {
+            return Installed::Rejected(Reject::Malformed);
+        }
+        if g.eim.is_some() || !g.public_ips.iter().any(|&p| u32::from(p) == e.public_ip) {
+            return Installed::Rejected(Reject::Mismatch);
         }
         let f = Flow {
             inside_ip: e.inside_ip,
@@ -226,13 +246,14 @@ impl NatWorker {
             };
             if cur.in_key() != f.in_key() || cur.out_key() != f.out_key() {
                 // This node maps one side differently: its own flow wins.
-                return Installed::Conflict;
+                return Installed::Rejected(Reject::Conflict);
             }
             let replica = cur.state & st::REPLICA != 0;
             if e.kind == EV_DEL {
                 if replica {
                     g.retire(idx, t);
                     c.active_connections = c.active_connections.saturating_sub(1);
+                    return Installed::Deleted;
                 }
                 return Installed::Other;
             }
@@ -247,10 +268,17 @@ impl NatWorker {
                     cf.deadline = f.deadline;
                 }
             }
+            return if replica {
+                Installed::Updated
+            } else {
+                Installed::Other
+            };
+        }
+        if e.kind == EV_DEL {
             return Installed::Other;
         }
-        if e.kind == EV_DEL || g.flows.len() >= g.flows.capacity() {
-            return Installed::Other;
+        if g.flows.len() >= g.flows.capacity() {
+            return Installed::Rejected(Reject::TableFull);
         }
         let Some(idx) = g.store_at(c, f) else {
             return Installed::Other;
@@ -298,7 +326,7 @@ nat_gateways:
     fn add(port: u16) -> FlowEvent {
         FlowEvent {
             kind: EV_ADD,
-            gateway: 0,
+            tenant: crate::repl::tenant_key("g"),
             proto: 17,
             state: 0,
             scale: [0, 0],
@@ -309,6 +337,7 @@ nat_gateways:
             remote_port: 53,
             public_port: port,
             remaining: 100,
+            ..FlowEvent::default()
         }
     }
 
@@ -369,7 +398,7 @@ nat_gateways:
         assert_eq!(w.flows(), 1);
         // Garbage (unknown gateway, proto 0) changes nothing and never panics.
         let mut junk = add(1);
-        junk.gateway = 9;
+        junk.tenant = crate::repl::tenant_key("other");
         ce.installs.push(junk).unwrap();
         ce.installs.push(FlowEvent::default()).unwrap();
         w.replication_poll(now);
