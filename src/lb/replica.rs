@@ -19,8 +19,8 @@ use super::{client_owner, fnat_dest, mf, LbWorker, Meta, TICKS_PER_S};
 use crate::nat::expiry;
 use crate::nat::flow::{Flow, Key};
 use crate::repl::{
-    FlowEvent, InstallCounts, Reject, WorkerRepl, EV_DUMP_END, EV_DUMP_REQ, EV_LB_ADD,
-    EV_LB_DEL, EV_LB_REFRESH,
+    FlowEvent, InstallCounts, Reject, WorkerRepl, EV_DUMP_END, EV_DUMP_REQ, EV_LB_ADD, EV_LB_DEL,
+    EV_LB_REFRESH,
 };
 use crate::wire::{IPPROTO_TCP, IPPROTO_UDP};
 use std::net::Ipv4Addr;
@@ -261,8 +261,7 @@ impl LbWorker {
         );
         let st = self.lbs.get_mut(li).ok_or(Reject::Mismatch)?;
         if let Some(idx) = st.flows.lookup_in(&in_key) {
-            let (Some(f), Some(m)) = (st.flows.get(idx).copied(), st.meta.get(idx as usize))
-            else {
+            let (Some(f), Some(m)) = (st.flows.get(idx).copied(), st.meta.get(idx as usize)) else {
                 return Ok(Done::Nothing);
             };
             let same = f.public_ip == e.public_ip

@@ -63,7 +63,6 @@ enum Installed {
     Other,
 }
 
-
 /// Installs taken per `replication_poll`.
 const INSTALL_BUDGET: usize = 1024;
 /// Flow slots a dump walks per `replication_poll`.

@@ -305,4 +305,14 @@ mod tests {
         assert_eq!(w.dropped.load(Ordering::Relaxed), 10);
         assert_eq!(c.dropped.load(Ordering::Relaxed), 10);
     }
+
+    /// The key is a fixed function of the id (FNV-1a 32): the same on every node and build,
+    /// so peers whose configs list tenants in different orders still agree.
+    #[test]
+    fn tenant_key_is_stable_fnv1a() {
+        assert_eq!(tenant_key(""), 0x811c_9dc5);
+        assert_eq!(tenant_key("a"), 0xe40c_292c);
+        assert_eq!(tenant_key("foobar"), 0xbf9c_f968);
+        assert_ne!(tenant_key("web"), tenant_key("gw"));
+    }
 }

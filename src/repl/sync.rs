@@ -197,7 +197,10 @@ impl Sync {
 
     /// All worker ends: the NAT stage's, then the LB stage's.
     fn ends(&mut self) -> impl Iterator<Item = &mut ControlEnd> {
-        self.s.workers.iter_mut().chain(self.s.lb_workers.iter_mut())
+        self.s
+            .workers
+            .iter_mut()
+            .chain(self.s.lb_workers.iter_mut())
     }
 
     /// The ring a received event goes to: the owning worker's, of the NAT or LB stage.
@@ -468,8 +471,7 @@ impl Sync {
                 crate::error!("replication: resync incomplete after {elapsed:?}; ready anyway");
             }
         }
-        if self.ends().all(|w| w.installs.slots() == RING_SIZE)
-        {
+        if self.ends().all(|w| w.installs.slots() == RING_SIZE) {
             self.resync = None;
             let ms = elapsed.as_millis() as u64;
             self.s.stats.resync_ms.store(ms.max(1), Ordering::Relaxed);
