@@ -1007,8 +1007,8 @@ fn failover_keeps_lb_keepalive_session_on_its_target() {
     assert!((0..5000).contains(&gap), "gap {gap} ms");
     let mb = rig.metrics(1);
     println!(
-        "B: LB flows {}, LB installs rejected {}",
-        mb.value("flowgate_lb_flows", &[]),
+        "B: LB active flows {}, LB installs rejected {}",
+        mb.value("flowgate_lb_active_flows", &[]),
         mb.value(
             "flowgate_replication_install_rejects_total",
             &[("family", "lb")]

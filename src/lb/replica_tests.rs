@@ -203,3 +203,39 @@ fn unknown_tenants_conflicts_deletes_and_dumps() {
         StageVerdict::Drop(DropReason::LbNoFlow)
     );
 }
+
+/// What replication adds on the packet path per LB event: building the event from the
+/// flow and its meta, and one ring push (drained by "the sync thread" here). Printed for
+/// the docs (`cargo test --release --lib lb_event_cost -- --nocapture`).
+#[test]
+fn lb_event_cost() {
+    let (_c, mut w, mut ce) = node(&[WEB]);
+    let mut p = udp(CLIENT, 5000, VIP, 53);
+    assert_eq!(w.process(&mut p, HZ), StageVerdict::Translated);
+    let idx = w.lbs[0]
+        .flows
+        .lookup_in(&Key::new(IPPROTO_UDP, VIP, 53, CLIENT, 5000));
+    let idx = idx.expect("flow");
+    let n = 2_000_000u32;
+    let t0 = std::time::Instant::now();
+    for i in 0..n {
+        w.repl_alive(0, idx, 16);
+        if i % 256 == 0 {
+            while ce.events.pop().is_ok() {}
+        }
+    }
+    let ns = t0.elapsed().as_nanos() as f64 / f64::from(n);
+    println!(
+        "LB event (build + push + drain): {ns:.1} ns; on the wire {} bytes + 1/{} of a \
+         {}-byte header",
+        crate::repl::wire::EVENT_LEN,
+        crate::repl::wire::MAX_EVENTS,
+        crate::repl::wire::HEADER_LEN
+    );
+    assert_eq!(
+        w.repl
+            .as_ref()
+            .map(|r| r.ring.dropped.load(Ordering::Relaxed)),
+        Some(0)
+    );
+}
