@@ -10,7 +10,9 @@
 //!   resends what the peer has not acknowledged (cumulative ACKs, go-back-N, at most
 //!   `max_retransmits` times, then counted lost).
 //! - Received events go to the worker that owns the flow through its install ring; the
-//!   worker installs them between bursts (`NatWorker::replication_poll`).
+//!   worker installs them between bursts (`NatWorker::replication_poll` for NAT flows,
+//!   `LbWorker::replication_poll` for load-balancer pins: each stage has its own rings).
+//! - Tenants are named on the wire by `tenant_key` of their id, not by their slot.
 //! - A node that starts asks its peers for a full dump (`wire::T_RESYNC`) and reports not
 //!   ready (`/healthz`) until the dump's end marker arrived and was installed.
 
