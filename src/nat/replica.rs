@@ -14,7 +14,10 @@
 //! handshake negotiated, so the tracker picks the connection up from its next segment
 //! each way (`tcp_state::track`'s mid-stream pickup) with correctly scaled windows.
 //!
-//! `rfc4787` gateways (endpoint-independent mappings) are not replicated.
+//! `rfc4787` gateways (endpoint-independent mappings): the event carries the flow's
+//! `st::ALLOWS` bit; the replica binds to its mapping (created with the first replica of
+//! the inside endpoint, so the public endpoint is then taken here for every destination)
+//! and takes its filtering permission, as a local flow does (`store_eim`).
 
 use super::dest_count::Dest;
 use super::flow::{st, Flow};
@@ -37,9 +40,6 @@ pub(super) fn on_expiry(
     let Some(r) = repl.as_mut() else {
         return;
     };
-    if g.eim.is_some() {
-        return;
-    }
     let Some((f, win)) = g.flows.get_tcp_mut(idx) else {
         return;
     };
@@ -63,6 +63,9 @@ enum Installed {
     Other,
 }
 
+/// Flow state bits that travel (`ALLOWS`: an `rfc4787` flow's filtering permission).
+const WIRE_STATE: u8 = st::TCP_MASK | st::SEEN_REPLY | st::ALLOWS;
+
 /// Installs taken per `replication_poll`.
 const INSTALL_BUDGET: usize = 1024;
 /// Flow slots a dump walks per `replication_poll`.
@@ -75,7 +78,7 @@ pub(super) fn event_of(kind: u8, key: u32, f: &Flow, scale: [u8; 2], t: u32) -> 
         kind,
         tenant: key,
         proto: f.proto,
-        state: f.state & (st::TCP_MASK | st::SEEN_REPLY),
+        state: f.state & WIRE_STATE,
         scale,
         inside_ip: f.inside_ip,
         remote_ip: f.remote_ip,
@@ -102,9 +105,6 @@ impl NatWorker {
         let (Some(r), Some(g)) = (repl.as_mut(), gws.get_mut(gi)) else {
             return;
         };
-        if g.eim.is_some() {
-            return;
-        }
         let Some((f, win)) = g.flows.get_tcp_mut(idx) else {
             return;
         };
@@ -175,7 +175,7 @@ impl NatWorker {
                 r.dump_end_pending = true;
                 break;
             };
-            if slot as usize >= g.flows.capacity() || g.eim.is_some() {
+            if slot as usize >= g.flows.capacity() {
                 r.dump = Some((gi + 1, 0));
                 continue;
             }
@@ -221,7 +221,7 @@ impl NatWorker {
         if e.proto == 0 {
             return Installed::Rejected(Reject::Malformed);
         }
-        if g.eim.is_some() || !g.public_ips.iter().any(|&p| u32::from(p) == e.public_ip) {
+        if !g.public_ips.iter().any(|&p| u32::from(p) == e.public_ip) {
             return Installed::Rejected(Reject::Mismatch);
         }
         let f = Flow {
@@ -232,7 +232,7 @@ impl NatWorker {
             remote_port: e.remote_port,
             public_port: e.public_port,
             proto: e.proto,
-            state: (e.state & (st::TCP_MASK | st::SEEN_REPLY)) | st::REPLICA,
+            state: (e.state & WIRE_STATE) | st::REPLICA,
             deadline: t
                 .wrapping_add(e.remaining.min(u32::MAX / 8))
                 .wrapping_add(grace),
@@ -258,7 +258,8 @@ impl NatWorker {
             }
             if let Some((cf, win)) = g.flows.get_tcp_mut(idx) {
                 if replica {
-                    cf.state = f.state;
+                    // The permission bit stays the replica's own (it holds a count).
+                    cf.state = (f.state & !st::ALLOWS) | (cf.state & st::ALLOWS);
                     cf.deadline = f.deadline;
                     if f.proto == crate::wire::IPPROTO_TCP {
                         *win = tcp_state::from_scales(e.scale);
@@ -279,6 +280,9 @@ impl NatWorker {
         if g.flows.len() >= g.flows.capacity() {
             return Installed::Rejected(Reject::TableFull);
         }
+        if g.eim.is_some() {
+            return store_eim(g, c, f, e.scale);
+        }
         let Some(idx) = g.store_at(c, f) else {
             return Installed::Other;
         };
@@ -296,6 +300,67 @@ impl NatWorker {
         }
         Installed::New
     }
+}
+
+/// A new replica of an `rfc4787` gateway: bound to the inside endpoint's mapping (made
+/// here if this is its first flow; refused if this node maps either endpoint otherwise),
+/// with its filtering permission if it carries `ALLOWS`, as `Gateway::bind` does.
+fn store_eim(
+    g: &mut Gateway,
+    c: &mut super::GatewayCounters,
+    f: Flow,
+    scale: [u8; 2],
+) -> Installed {
+    let Some(eim) = g.eim.as_mut() else {
+        return Installed::Other;
+    };
+    let m_idx = match eim.lookup_inside(f.proto, f.inside_ip, f.inside_port) {
+        Some(m) => match eim.get(m) {
+            Some(mp) if mp.public_ip == f.public_ip && mp.public_port == f.public_port => m,
+            _ => return Installed::Rejected(Reject::Conflict),
+        },
+        None => {
+            if eim
+                .lookup_public(f.proto, f.public_ip, f.public_port)
+                .is_some()
+            {
+                return Installed::Rejected(Reject::Conflict);
+            }
+            let m = super::eim::Mapping {
+                inside_ip: f.inside_ip,
+                public_ip: f.public_ip,
+                refs: 0,
+                inside_port: f.inside_port,
+                public_port: f.public_port,
+                proto: f.proto,
+            };
+            match eim.insert(m) {
+                Some(i) => i,
+                None => return Installed::Rejected(Reject::TableFull),
+            }
+        }
+    };
+    let Some(idx) = g.store_at(c, f) else {
+        if let Some(e) = g.eim.as_mut() {
+            e.release_unused(m_idx);
+        }
+        return Installed::Rejected(Reject::TableFull);
+    };
+    let Gateway { eim, flows, .. } = g;
+    if let Some(e) = eim.as_mut() {
+        e.acquire(m_idx);
+        if f.state & st::ALLOWS != 0 && !e.permit(&f) {
+            if let Some(fl) = flows.get_mut(idx) {
+                fl.state &= !st::ALLOWS;
+            }
+        }
+    }
+    if f.proto == crate::wire::IPPROTO_TCP {
+        if let Some((_, win)) = flows.get_tcp_mut(idx) {
+            *win = tcp_state::from_scales(scale);
+        }
+    }
+    Installed::New
 }
 
 #[cfg(test)]
@@ -435,5 +500,52 @@ nat_gateways:
         assert_eq!(tcp_state::scales(&w), [0x87, 0x82]);
         let w = tcp_state::from_scales([0x0f, 0]);
         assert_eq!(tcp_state::scales(&w), [0x0e, 0]);
+    }
+
+    /// rfc4787 gateways replicate: a replica binds to its endpoint-independent mapping
+    /// (made by the first one), takes its permission, conflicts are refused, and the
+    /// owner's DELs release the mapping with the last flow.
+    #[test]
+    fn rfc4787_replicas_bind_mappings_and_permissions() {
+        let y = YAML.replace(
+            "    public_ips: [192.0.2.10]\n",
+            "    public_ips: [192.0.2.10]\n    mode: rfc4787\n",
+        );
+        let cfg = crate::config::parse_str(&y, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let mut w = NatWorker::new(&cfg.nat_gateways, 0, 1, 16_000);
+        let (wr, mut ce) = worker_rings();
+        w.set_replication(wr, 10);
+        let now = 1_000 * 16_000;
+        let mut a = add(3000);
+        a.state = st::ALLOWS;
+        // Same inside endpoint and public endpoint, another remote: the same mapping.
+        let mut b = a;
+        b.remote_ip += 1;
+        // Same inside endpoint, another public port: refused.
+        let mut clash = a;
+        clash.remote_ip += 2;
+        clash.public_port = 3001;
+        for e in [a, b, clash] {
+            ce.installs.push(e).unwrap();
+        }
+        w.replication_poll(now);
+        let r = w.repl.as_ref().unwrap();
+        assert_eq!((r.installed, r.conflicts), (2, 1));
+        let eim = w.gws[0].eim.as_ref().unwrap();
+        let m = eim.lookup_public(17, a.public_ip, 3000).expect("mapping");
+        assert_eq!(eim.get(m).map(|m| (m.refs, m.inside_port)), Some((2, 5000)));
+        assert!(eim.allowed(17, a.public_ip, 3000, a.remote_ip));
+        assert!(eim.allowed(17, a.public_ip, 3000, b.remote_ip));
+        assert!(!eim.allowed(17, a.public_ip, 3000, clash.remote_ip));
+        // The owner's DELs: the mapping and permissions go with the last flow.
+        for mut e in [a, b] {
+            e.kind = EV_DEL;
+            ce.installs.push(e).unwrap();
+        }
+        w.replication_poll(now);
+        let eim = w.gws[0].eim.as_ref().unwrap();
+        assert_eq!(eim.len(), 0);
+        assert!(!eim.allowed(17, a.public_ip, 3000, a.remote_ip));
+        assert_eq!(w.flows(), 0);
     }
 }
