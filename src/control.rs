@@ -244,6 +244,7 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
     let mut shared = Vec::new();
     // Flow-state replication: each NAT worker's rings, the control ends for the sync thread.
     let mut repl_ends = Vec::new();
+    let mut lb_repl_ends = Vec::new();
     if cfg.replication.is_some() {
         // Not ready (/healthz) from the first moment until the resync is done.
         crate::repl::set_resyncing();
@@ -271,7 +272,13 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
             stages: crate::stages::StageChain::build(
                 lb_ctl.as_ref().and_then(|c| {
                     let cell = c.lock().ok()?.cell();
-                    let w = LbWorker::new(&cfg.load_balancers, cell, i, n_workers, pmd::tsc_hz());
+                    let mut w =
+                        LbWorker::new(&cfg.load_balancers, cell, i, n_workers, pmd::tsc_hz());
+                    if let Some(r) = &cfg.replication {
+                        let (wr, ce) = crate::repl::worker_rings();
+                        w.set_replication(wr, r.replica_grace_s);
+                        lb_repl_ends.push(ce);
+                    }
                     Some(LbStage::new(w, lb_published[i].clone()))
                 }),
                 // Always there (a reload may add gateways); with none it claims nothing.
@@ -378,8 +385,14 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
         ));
     }
     crate::telemetry::register(telemetry.clone());
-    if let Err(e) = crate::repl::launch(cfg, repl_ends, steering.clone(), &telemetry, stop.clone())
-    {
+    if let Err(e) = crate::repl::launch(
+        cfg,
+        repl_ends,
+        lb_repl_ends,
+        steering.clone(),
+        &telemetry,
+        stop.clone(),
+    ) {
         signal::request_stop();
         stop.store(true, Ordering::Relaxed);
         pmd::wait_all_lcores();

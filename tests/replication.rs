@@ -50,6 +50,8 @@ struct Rig {
     /// Replication peer address per node when a lossy relay sits between them.
     peer: [Option<String>; 2],
     relay: Option<BgProc>,
+    /// Appended to both nodes' configs (e.g. a `load_balancers:` section).
+    extra: String,
 }
 
 fn veth(left: &Netns, l: &str, right: &Netns, r: &str) {
@@ -206,6 +208,7 @@ impl Rig {
             starts: 0,
             peer: [None, None],
             relay: None,
+            extra: String::new(),
         }
     }
 
@@ -218,7 +221,8 @@ impl Rig {
         self.starts += 1;
         let n = self.starts;
         let cfg = self.dir.join(&format!("node{i}-{n}.yaml"));
-        std::fs::write(&cfg, node_yaml(i, self.peer[i].as_deref())).expect("write config");
+        let yaml = node_yaml(i, self.peer[i].as_deref()) + &self.extra;
+        std::fs::write(&cfg, yaml).expect("write config");
         let log = self.dir.join(&format!("node{i}-{n}.log"));
         let prefix = format!("fgrp{}_{i}_{n}", std::process::id());
         let bin = flowgate_bin();
@@ -797,4 +801,218 @@ fn lossy_sync_link_loses_no_state_and_counts_retransmissions() {
         moved.is_empty(),
         "flows whose public port changed: {moved:?}"
     );
+}
+
+const LB_VIP: &str = "192.0.2.100";
+const LB_ADDR: &str = "192.0.2.101";
+const LB_TARGETS: [&str; 2] = ["203.0.113.11", "203.0.113.12"];
+
+/// The same full-NAT load balancer on both nodes: two targets, Maglev picks one per flow.
+fn lb_yaml() -> String {
+    format!(
+        r#"load_balancers:
+  - id: web
+    vips: [{LB_VIP}]
+    lb_addresses: [{LB_ADDR}]
+    maglev_table_size: 251
+    listeners:
+      - {{protocol: tcp, port: 80, target_group: web}}
+    target_groups:
+      - name: web
+        preserve_client_ip: false
+        targets:
+          - {{ip: {t0}, port: 8080}}
+          - {{ip: {t1}, port: 8080}}
+"#,
+        t0 = LB_TARGETS[0],
+        t1 = LB_TARGETS[1],
+    )
+}
+
+/// A target: HTTP/1.1 keep-alive, answers "<name> <peer ip>:<peer port>".
+const NAMED_HTTP: &str = r#"
+import sys, http.server
+name, ip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = ("%s %s:%d" % (name, self.client_address[0], self.client_address[1])).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer((ip, port), H).serve_forever()
+"#;
+
+/// One keep-alive connection, a request every 200 ms for argv[2] seconds; per response
+/// "r <epoch ms> <local port> <body>". Never reconnects: an error ends it ("error ...").
+const KEEPALIVE_CLIENT: &str = r#"
+import http.client, sys, time
+vip, secs = sys.argv[1], float(sys.argv[2])
+c = http.client.HTTPConnection(vip, 80, timeout=15)
+c.auto_open = 0
+c.connect()
+port = c.sock.getsockname()[1]
+end = time.time() + secs
+print("connected %d" % port, flush=True)
+try:
+    while time.time() < end:
+        c.request("GET", "/")
+        body = c.getresponse().read().decode()
+        print("r %d %d %s" % (int(time.time() * 1000), c.sock.getsockname()[1], body), flush=True)
+        time.sleep(0.2)
+    print("done", flush=True)
+except Exception as e:
+    print("error %r" % e, flush=True)
+"#;
+
+fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[test]
+fn failover_keeps_lb_keepalive_session_on_its_target() {
+    let Some(_g) = setup("failover_keeps_lb_keepalive_session_on_its_target") else {
+        return;
+    };
+    let mut rig = Rig::new();
+    rig.extra = lb_yaml();
+    for t in LB_TARGETS {
+        addr(&rig.server, &format!("{t}/24"), "rps1");
+    }
+    rig.client.must(
+        &["ip", "route", "add", "192.0.2.0/24", "via", "10.0.1.1"],
+        5,
+    );
+    // The fabric: VIP and LB address to A (B after the failover).
+    let lb_route_to = |rig: &Rig, i: usize| {
+        for ip in [LB_VIP, LB_ADDR] {
+            rig.router.must(
+                &[
+                    "ip",
+                    "route",
+                    "replace",
+                    &format!("{ip}/32"),
+                    "via",
+                    NODE_IP[i],
+                ],
+                5,
+            );
+        }
+    };
+    lb_route_to(&rig, 0);
+    rig.start_both();
+    let servers: Vec<BgProc> = LB_TARGETS
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            py(
+                &rig.server,
+                NAMED_HTTP,
+                &[&format!("t{i}"), t, "8080"],
+                &rig.dir.join(&format!("target{i}.log")),
+            )
+        })
+        .collect();
+    rig.server.wait_listen("tcp", 8080, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut client = py(
+        &rig.client,
+        KEEPALIVE_CLIENT,
+        &[LB_VIP, "8"],
+        &rig.dir.join("keepalive.log"),
+    );
+    assert!(
+        wait_log(&client, "r ", 10),
+        "first response\n{}\nA: {}",
+        client.log_text(),
+        rig.log(0)
+    );
+    // B holds the pin before A dies.
+    let installed = |rig: &Rig| {
+        rig.metrics(1).value(
+            "flowgate_replication_installs_total",
+            &[("family", "lb"), ("outcome", "installed")],
+        )
+    };
+    let ok = wait_for(Duration::from_secs(5), || {
+        (installed(&rig) >= 1.0).then_some(())
+    });
+    assert!(ok.is_some(), "B holds the LB pin\n{}", rig.log(1));
+    std::thread::sleep(Duration::from_secs(2));
+    let ma = rig.metrics(0);
+    println!(
+        "before failover: A sent {} events (acked {}), B installed {} LB pin(s)",
+        ma.value("flowgate_replication_events_sent_total", &[]),
+        ma.value("flowgate_replication_events_acked_total", &[]),
+        installed(&rig)
+    );
+
+    let t_kill = epoch_ms();
+    rig.kill(0);
+    rig.route_to(1);
+    lb_route_to(&rig, 1);
+    let t_switched = epoch_ms();
+    let st = client.wait_timeout(Duration::from_secs(40));
+    let out = client.log_text();
+    assert!(st.is_some(), "client finished\n{out}");
+    assert!(
+        out.contains("\ndone"),
+        "the session ran to its end without error\n{out}\nB: {}",
+        rig.log(1)
+    );
+    let resp: Vec<(i64, String, String)> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("r "))
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ' ');
+            Some((
+                it.next()?.parse().ok()?,
+                it.next()?.to_string(),
+                it.next()?.to_string(),
+            ))
+        })
+        .collect();
+    let before = resp.iter().filter(|r| r.0 < t_kill).count();
+    let after = resp.len() - before;
+    let gap = resp
+        .windows(2)
+        .filter(|w| w[1].0 >= t_kill)
+        .map(|w| w[1].0 - w[0].0)
+        .max()
+        .unwrap_or(-1);
+    let first = &resp[0];
+    println!(
+        "LB session: {before} responses before the kill, {after} after; all from {:?}; \
+         longest gap between responses {gap} ms (requests every 200 ms; kill + route switch \
+         {} ms)",
+        first.2,
+        t_switched - t_kill
+    );
+    assert!(before >= 5 && after >= 5, "{before} / {after}\n{out}");
+    for r in &resp {
+        assert_eq!(r.1, first.1, "same client connection throughout\n{out}");
+        assert_eq!(
+            r.2, first.2,
+            "same target and same LB address:port throughout\n{out}"
+        );
+    }
+    assert!(first.2.contains(LB_ADDR), "full NAT: {}", first.2);
+    assert!((0..5000).contains(&gap), "gap {gap} ms");
+    let mb = rig.metrics(1);
+    println!(
+        "B: LB active flows {}, LB installs rejected {}",
+        mb.value("flowgate_lb_active_flows", &[]),
+        mb.value(
+            "flowgate_replication_install_rejects_total",
+            &[("family", "lb")]
+        )
+    );
+    drop(servers);
 }

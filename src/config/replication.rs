@@ -95,6 +95,7 @@ pub fn check_replication(cfg: &Config, v: &mut Validator<'_>) {
         600_000,
         " (milliseconds)",
     );
+    check_tenant_keys(cfg, v);
     v.in_range(
         "replication.replica_grace_s",
         r.replica_grace_s,
@@ -102,6 +103,31 @@ pub fn check_replication(cfg: &Config, v: &mut Validator<'_>) {
         3600,
         " (seconds)",
     );
+}
+
+/// Replication names tenants on the wire by `repl::tenant_key` of their id (a 32-bit
+/// hash): two gateways, or two load balancers, whose ids hash alike would be confused by
+/// the peers, so such a config is refused (rename one).
+fn check_tenant_keys(cfg: &Config, v: &mut Validator<'_>) {
+    let nat: Vec<&str> = cfg.nat_gateways.iter().map(|g| g.id.as_str()).collect();
+    let lb: Vec<&str> = cfg.load_balancers.iter().map(|l| l.id.as_str()).collect();
+    for (section, ids) in [("nat_gateways", nat), ("load_balancers", lb)] {
+        for (j, id) in ids.iter().enumerate() {
+            let k = crate::repl::tenant_key(id);
+            if let Some(i) = ids[..j]
+                .iter()
+                .position(|o| o != id && crate::repl::tenant_key(o) == k)
+            {
+                v.fail(
+                    format!("{section}[{j}].id"),
+                    format!(
+                        "{id:?} has the same replication key ({k:#010x}) as {section}[{i}].id {:?}; rename one",
+                        ids[i]
+                    ),
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -145,5 +171,33 @@ ports:
             .unwrap_err()
             .to_string();
         assert!(e.contains("replication.retransmit_ms"), "{e}");
+    }
+
+    #[test]
+    fn colliding_tenant_keys_are_refused() {
+        // "costarring" and "liquid" are a known FNV-1a 32-bit collision.
+        assert_eq!(
+            crate::repl::tenant_key("costarring"),
+            crate::repl::tenant_key("liquid")
+        );
+        let gw = |id: &str, n: u8| {
+            format!(
+                "  - {{id: {id}, inside_prefixes: [10.0.{n}.0/24], public_ips: [192.0.2.{n}]}}\n"
+            )
+        };
+        let y = format!(
+            "{BASE}nat_gateways:\n{}{}replication: {{listen: 198.19.0.1:7788, peers: [198.19.0.2:7788]}}\n",
+            gw("costarring", 2),
+            gw("liquid", 3)
+        );
+        let e = crate::config::parse_str(&y, "t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("nat_gateways[1].id") && e.contains("rename"),
+            "{e}"
+        );
+        let y = y.replace("liquid", "solid");
+        crate::config::parse_str(&y, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
     }
 }

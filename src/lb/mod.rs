@@ -23,6 +23,7 @@ pub mod health_wiring;
 pub mod maglev;
 pub mod metrics;
 pub mod reconcile;
+pub mod replica;
 pub mod snapshot;
 pub mod stage;
 #[cfg(test)]
@@ -71,6 +72,8 @@ mod mf {
     pub const TOMB: u8 = 2;
     /// A RST was seen: expires without a tombstone.
     pub const CLOSED: u8 = 4;
+    /// Installed from a peer (`replica`) and not touched by a packet here since.
+    pub const REPLICA: u8 = 8;
 }
 
 /// What `Flow` has no room for, one per flow slot.
@@ -325,6 +328,8 @@ pub struct LbWorker {
     /// By stable target id (grown when a snapshot brings new ids).
     targets: Vec<TargetCounters>,
     rng: Rng,
+    /// Flow-state replication of the pins (`replica`), if configured.
+    repl: Option<Box<replica::LbRepl>>,
 }
 
 impl LbWorker {
@@ -357,6 +362,7 @@ impl LbWorker {
             lbs,
             counters: vec![LbCounters::default(); cfg.len()],
             rng,
+            repl: None,
         };
         w.sync_counters();
         w
@@ -564,6 +570,7 @@ impl LbWorker {
         }
         self.limit_new_flow(li, now)?;
         let idx = self.create(snap, li, listener.group, ip, &l4, t)?;
+        self.repl_created(li, idx);
         if let Some(c) = self.counters.get_mut(li) {
             if tcp && !syn {
                 c.non_syn_new_flows += 1;
@@ -696,6 +703,7 @@ impl LbWorker {
         if m.flags & mf::TOMB == 0 {
             self.unaccount(li, m.target);
         }
+        self.repl_retired(li, idx);
         let st = &mut self.lbs[li];
         if m.flags & mf::FULLNAT != 0 {
             st.fnat_remove(idx);
@@ -920,6 +928,7 @@ impl LbWorker {
         if let Some(mm) = st.meta.get_mut(idx as usize) {
             mm.flags = flags;
         }
+        self.repl_touched(li, idx, rst && m.flags & mf::CLOSED == 0, t);
         if let Some(c) = self.counters.get_mut(li) {
             let bytes = ip.len as u64;
             match dir {
@@ -1176,6 +1185,7 @@ impl LbWorker {
                     }
                 } else {
                     st.wheel.arm(&mut st.flows.next, idx, f.deadline);
+                    self.repl_alive(li, idx, t);
                 }
             }
         }

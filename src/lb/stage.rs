@@ -104,6 +104,7 @@ impl LbStage {
 
     pub fn poll(&mut self, now: u64) {
         let swapped = self.lb.refresh();
+        self.lb.replication_poll(now);
         self.lb.expire(now);
         self.polls = self.polls.wrapping_add(1);
         if swapped || self.polls.is_multiple_of(16) {

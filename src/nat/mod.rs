@@ -125,6 +125,8 @@ pub(crate) struct Gateway {
     /// Live reload replaced this gateway (new `mode` or `flows_per_core`): the slot of
     /// the old one, draining on the same public IPs (its flows' ports stay taken).
     pred: Option<usize>,
+    /// Replication: the gateway's stable wire key (`repl::tenant_key` of its id).
+    repl_key: u32,
 }
 
 /// States of a gateway's public IP across reloads. Slots keep their index (per-destination
@@ -309,6 +311,7 @@ impl Gateway {
             ip_state: vec![ip_st::ACTIVE; g.public_ips.len()],
             any_retired: false,
             pred: None,
+            repl_key: crate::repl::tenant_key(&g.id),
         }
     }
 }

@@ -14,18 +14,24 @@
 //! handshake negotiated, so the tracker picks the connection up from its next segment
 //! each way (`tcp_state::track`'s mid-stream pickup) with correctly scaled windows.
 //!
-//! `rfc4787` gateways (endpoint-independent mappings) are not replicated.
+//! `rfc4787` gateways (endpoint-independent mappings): the event carries the flow's
+//! `st::ALLOWS` bit; the replica binds to its mapping (created with the first replica of
+//! the inside endpoint, so the public endpoint is then taken here for every destination)
+//! and takes its filtering permission, as a local flow does (`store_eim`).
 
 use super::dest_count::Dest;
 use super::flow::{st, Flow};
 use super::{expiry, tcp_state, Gateway, NatWorker, TICKS_PER_S};
-use crate::repl::{FlowEvent, WorkerRepl, EV_ADD, EV_DEL, EV_DUMP_END, EV_DUMP_REQ, EV_REFRESH};
+use crate::repl::{
+    FlowEvent, InstallCounts, Reject, WorkerRepl, EV_ADD, EV_DEL, EV_DUMP_END, EV_DUMP_REQ,
+    EV_REFRESH,
+};
 
 /// The wheel reached a local flow: it expired (`EV_DEL`) or is still alive and re-armed
 /// (`EV_REFRESH` with its time left: the periodic refresh that keeps replicas alive).
 pub(super) fn on_expiry(
     repl: &mut Option<Box<WorkerRepl>>,
-    gi: usize,
+    _gi: usize,
     g: &mut Gateway,
     idx: u32,
     kind: u8,
@@ -34,9 +40,6 @@ pub(super) fn on_expiry(
     let Some(r) = repl.as_mut() else {
         return;
     };
-    if g.eim.is_some() {
-        return;
-    }
     let Some((f, win)) = g.flows.get_tcp_mut(idx) else {
         return;
     };
@@ -48,28 +51,34 @@ pub(super) fn on_expiry(
     } else {
         [0, 0]
     };
-    r.emit(event_of(kind, gi, f, scale, t));
+    r.emit(event_of(kind, g.repl_key, f, scale, t));
 }
 
 /// What an install did (counted on the worker's `WorkerRepl`).
 enum Installed {
     New,
-    Conflict,
+    Updated,
+    Deleted,
+    Rejected(Reject),
     Other,
 }
+
+/// Flow state bits that travel (`ALLOWS`: an `rfc4787` flow's filtering permission).
+const WIRE_STATE: u8 = st::TCP_MASK | st::SEEN_REPLY | st::ALLOWS;
 
 /// Installs taken per `replication_poll`.
 const INSTALL_BUDGET: usize = 1024;
 /// Flow slots a dump walks per `replication_poll`.
 const DUMP_SLOT_BUDGET: u32 = 4096;
 
-/// The event for a flow (its state, scales, time left at tick `t`).
-pub(super) fn event_of(kind: u8, gi: usize, f: &Flow, scale: [u8; 2], t: u32) -> FlowEvent {
+/// The event for a flow of the gateway with wire key `key` (its state, scales, time left
+/// at tick `t`).
+pub(super) fn event_of(kind: u8, key: u32, f: &Flow, scale: [u8; 2], t: u32) -> FlowEvent {
     FlowEvent {
         kind,
-        gateway: gi as u8,
+        tenant: key,
         proto: f.proto,
-        state: f.state & (st::TCP_MASK | st::SEEN_REPLY),
+        state: f.state & WIRE_STATE,
         scale,
         inside_ip: f.inside_ip,
         remote_ip: f.remote_ip,
@@ -78,6 +87,7 @@ pub(super) fn event_of(kind: u8, gi: usize, f: &Flow, scale: [u8; 2], t: u32) ->
         remote_port: f.remote_port,
         public_port: f.public_port,
         remaining: (f.deadline.wrapping_sub(t) as i32).max(0) as u32,
+        ..FlowEvent::default()
     }
 }
 
@@ -95,9 +105,6 @@ impl NatWorker {
         let (Some(r), Some(g)) = (repl.as_mut(), gws.get_mut(gi)) else {
             return;
         };
-        if g.eim.is_some() {
-            return;
-        }
         let Some((f, win)) = g.flows.get_tcp_mut(idx) else {
             return;
         };
@@ -107,7 +114,7 @@ impl NatWorker {
             [0, 0]
         };
         let f = *f;
-        let mut e = event_of(kind, gi, &f, scale, 0);
+        let mut e = event_of(kind, g.repl_key, &f, scale, 0);
         e.remaining = g.timeout(f.proto, f.state);
         r.emit(e);
     }
@@ -131,9 +138,18 @@ impl NatWorker {
                 EV_ADD | EV_REFRESH | EV_DEL => {
                     let o = self.install(&e, t);
                     if let Some(r) = self.repl.as_mut() {
+                        let c = &r.counts;
                         match o {
-                            Installed::New => r.installed += 1,
-                            Installed::Conflict => r.conflicts += 1,
+                            Installed::New => {
+                                r.installed += 1;
+                                InstallCounts::bump(&c.installed);
+                            }
+                            Installed::Updated => InstallCounts::bump(&c.updated),
+                            Installed::Deleted => InstallCounts::bump(&c.deleted),
+                            Installed::Rejected(why) => {
+                                r.conflicts += u64::from(why == Reject::Conflict);
+                                c.reject(why);
+                            }
                             Installed::Other => {}
                         }
                     }
@@ -159,7 +175,7 @@ impl NatWorker {
                 r.dump_end_pending = true;
                 break;
             };
-            if slot as usize >= g.flows.capacity() || g.eim.is_some() {
+            if slot as usize >= g.flows.capacity() {
                 r.dump = Some((gi + 1, 0));
                 continue;
             }
@@ -178,12 +194,12 @@ impl NatWorker {
                 Some((_, win)) if f.proto == crate::wire::IPPROTO_TCP => tcp_state::scales(win),
                 _ => [0, 0],
             };
-            r.emit(event_of(EV_ADD, gi, &f, scale, t));
+            r.emit(event_of(EV_ADD, g.repl_key, &f, scale, t));
         }
         if r.dump_end_pending {
             let end = FlowEvent {
                 kind: EV_DUMP_END,
-                gateway: worker as u8,
+                tenant: worker as u32,
                 ..FlowEvent::default()
             };
             if r.events.push(end).is_ok() {
@@ -195,15 +211,18 @@ impl NatWorker {
     /// Applies a peer's event (see the module doc for the rules).
     fn install(&mut self, e: &FlowEvent, t: u32) -> Installed {
         let grace = self.repl_grace;
-        let gi = usize::from(e.gateway);
+        // The stable tenant key names the gateway; its slot here may differ from the peer's.
+        let Some(gi) = self.gws.iter().position(|g| g.repl_key == e.tenant) else {
+            return Installed::Rejected(Reject::UnknownTenant);
+        };
         let (Some(g), Some(c)) = (self.gws.get_mut(gi), self.counters.get_mut(gi)) else {
             return Installed::Other;
         };
-        if g.eim.is_some()
-            || e.proto == 0
-            || !g.public_ips.iter().any(|&p| u32::from(p) == e.public_ip)
-        {
-            return Installed::Other;
+        if e.proto == 0 {
+            return Installed::Rejected(Reject::Malformed);
+        }
+        if !g.public_ips.iter().any(|&p| u32::from(p) == e.public_ip) {
+            return Installed::Rejected(Reject::Mismatch);
         }
         let f = Flow {
             inside_ip: e.inside_ip,
@@ -213,7 +232,7 @@ impl NatWorker {
             remote_port: e.remote_port,
             public_port: e.public_port,
             proto: e.proto,
-            state: (e.state & (st::TCP_MASK | st::SEEN_REPLY)) | st::REPLICA,
+            state: (e.state & WIRE_STATE) | st::REPLICA,
             deadline: t
                 .wrapping_add(e.remaining.min(u32::MAX / 8))
                 .wrapping_add(grace),
@@ -226,19 +245,21 @@ impl NatWorker {
             };
             if cur.in_key() != f.in_key() || cur.out_key() != f.out_key() {
                 // This node maps one side differently: its own flow wins.
-                return Installed::Conflict;
+                return Installed::Rejected(Reject::Conflict);
             }
             let replica = cur.state & st::REPLICA != 0;
             if e.kind == EV_DEL {
                 if replica {
                     g.retire(idx, t);
                     c.active_connections = c.active_connections.saturating_sub(1);
+                    return Installed::Deleted;
                 }
                 return Installed::Other;
             }
             if let Some((cf, win)) = g.flows.get_tcp_mut(idx) {
                 if replica {
-                    cf.state = f.state;
+                    // The permission bit stays the replica's own (it holds a count).
+                    cf.state = (f.state & !st::ALLOWS) | (cf.state & st::ALLOWS);
                     cf.deadline = f.deadline;
                     if f.proto == crate::wire::IPPROTO_TCP {
                         *win = tcp_state::from_scales(e.scale);
@@ -247,10 +268,20 @@ impl NatWorker {
                     cf.deadline = f.deadline;
                 }
             }
+            return if replica {
+                Installed::Updated
+            } else {
+                Installed::Other
+            };
+        }
+        if e.kind == EV_DEL {
             return Installed::Other;
         }
-        if e.kind == EV_DEL || g.flows.len() >= g.flows.capacity() {
-            return Installed::Other;
+        if g.flows.len() >= g.flows.capacity() {
+            return Installed::Rejected(Reject::TableFull);
+        }
+        if g.eim.is_some() {
+            return store_eim(g, c, f, e.scale);
         }
         let Some(idx) = g.store_at(c, f) else {
             return Installed::Other;
@@ -269,6 +300,67 @@ impl NatWorker {
         }
         Installed::New
     }
+}
+
+/// A new replica of an `rfc4787` gateway: bound to the inside endpoint's mapping (made
+/// here if this is its first flow; refused if this node maps either endpoint otherwise),
+/// with its filtering permission if it carries `ALLOWS`, as `Gateway::bind` does.
+fn store_eim(
+    g: &mut Gateway,
+    c: &mut super::GatewayCounters,
+    f: Flow,
+    scale: [u8; 2],
+) -> Installed {
+    let Some(eim) = g.eim.as_mut() else {
+        return Installed::Other;
+    };
+    let m_idx = match eim.lookup_inside(f.proto, f.inside_ip, f.inside_port) {
+        Some(m) => match eim.get(m) {
+            Some(mp) if mp.public_ip == f.public_ip && mp.public_port == f.public_port => m,
+            _ => return Installed::Rejected(Reject::Conflict),
+        },
+        None => {
+            if eim
+                .lookup_public(f.proto, f.public_ip, f.public_port)
+                .is_some()
+            {
+                return Installed::Rejected(Reject::Conflict);
+            }
+            let m = super::eim::Mapping {
+                inside_ip: f.inside_ip,
+                public_ip: f.public_ip,
+                refs: 0,
+                inside_port: f.inside_port,
+                public_port: f.public_port,
+                proto: f.proto,
+            };
+            match eim.insert(m) {
+                Some(i) => i,
+                None => return Installed::Rejected(Reject::TableFull),
+            }
+        }
+    };
+    let Some(idx) = g.store_at(c, f) else {
+        if let Some(e) = g.eim.as_mut() {
+            e.release_unused(m_idx);
+        }
+        return Installed::Rejected(Reject::TableFull);
+    };
+    let Gateway { eim, flows, .. } = g;
+    if let Some(e) = eim.as_mut() {
+        e.acquire(m_idx);
+        if f.state & st::ALLOWS != 0 && !e.permit(&f) {
+            if let Some(fl) = flows.get_mut(idx) {
+                fl.state &= !st::ALLOWS;
+            }
+        }
+    }
+    if f.proto == crate::wire::IPPROTO_TCP {
+        if let Some((_, win)) = flows.get_tcp_mut(idx) {
+            *win = tcp_state::from_scales(scale);
+        }
+    }
+    Installed::New
 }
 
 #[cfg(test)]
@@ -298,7 +390,7 @@ nat_gateways:
     fn add(port: u16) -> FlowEvent {
         FlowEvent {
             kind: EV_ADD,
-            gateway: 0,
+            tenant: crate::repl::tenant_key("g"),
             proto: 17,
             state: 0,
             scale: [0, 0],
@@ -309,6 +401,7 @@ nat_gateways:
             remote_port: 53,
             public_port: port,
             remaining: 100,
+            ..FlowEvent::default()
         }
     }
 
@@ -369,7 +462,7 @@ nat_gateways:
         assert_eq!(w.flows(), 1);
         // Garbage (unknown gateway, proto 0) changes nothing and never panics.
         let mut junk = add(1);
-        junk.gateway = 9;
+        junk.tenant = crate::repl::tenant_key("other");
         ce.installs.push(junk).unwrap();
         ce.installs.push(FlowEvent::default()).unwrap();
         w.replication_poll(now);
@@ -407,5 +500,52 @@ nat_gateways:
         assert_eq!(tcp_state::scales(&w), [0x87, 0x82]);
         let w = tcp_state::from_scales([0x0f, 0]);
         assert_eq!(tcp_state::scales(&w), [0x0e, 0]);
+    }
+
+    /// rfc4787 gateways replicate: a replica binds to its endpoint-independent mapping
+    /// (made by the first one), takes its permission, conflicts are refused, and the
+    /// owner's DELs release the mapping with the last flow.
+    #[test]
+    fn rfc4787_replicas_bind_mappings_and_permissions() {
+        let y = YAML.replace(
+            "    public_ips: [192.0.2.10]\n",
+            "    public_ips: [192.0.2.10]\n    mode: rfc4787\n",
+        );
+        let cfg = crate::config::parse_str(&y, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let mut w = NatWorker::new(&cfg.nat_gateways, 0, 1, 16_000);
+        let (wr, mut ce) = worker_rings();
+        w.set_replication(wr, 10);
+        let now = 1_000 * 16_000;
+        let mut a = add(3000);
+        a.state = st::ALLOWS;
+        // Same inside endpoint and public endpoint, another remote: the same mapping.
+        let mut b = a;
+        b.remote_ip += 1;
+        // Same inside endpoint, another public port: refused.
+        let mut clash = a;
+        clash.remote_ip += 2;
+        clash.public_port = 3001;
+        for e in [a, b, clash] {
+            ce.installs.push(e).unwrap();
+        }
+        w.replication_poll(now);
+        let r = w.repl.as_ref().unwrap();
+        assert_eq!((r.installed, r.conflicts), (2, 1));
+        let eim = w.gws[0].eim.as_ref().unwrap();
+        let m = eim.lookup_public(17, a.public_ip, 3000).expect("mapping");
+        assert_eq!(eim.get(m).map(|m| (m.refs, m.inside_port)), Some((2, 5000)));
+        assert!(eim.allowed(17, a.public_ip, 3000, a.remote_ip));
+        assert!(eim.allowed(17, a.public_ip, 3000, b.remote_ip));
+        assert!(!eim.allowed(17, a.public_ip, 3000, clash.remote_ip));
+        // The owner's DELs: the mapping and permissions go with the last flow.
+        for mut e in [a, b] {
+            e.kind = EV_DEL;
+            ce.installs.push(e).unwrap();
+        }
+        w.replication_poll(now);
+        let eim = w.gws[0].eim.as_ref().unwrap();
+        assert_eq!(eim.len(), 0);
+        assert!(!eim.allowed(17, a.public_ip, 3000, a.remote_ip));
+        assert_eq!(w.flows(), 0);
     }
 }

@@ -280,7 +280,11 @@ impl NatWorker {
             state,
             ..Flow::default()
         };
-        g.bind(c, m_idx, f, t)
+        let idx = g.bind(c, m_idx, f, t)?;
+        if self.repl.is_some() {
+            self.replicate(gi, idx, crate::repl::EV_ADD);
+        }
+        Ok(idx)
     }
 
     /// The inside endpoint sent on flow `idx`: from now on it permits its remote IP

@@ -10,7 +10,9 @@
 //!   resends what the peer has not acknowledged (cumulative ACKs, go-back-N, at most
 //!   `max_retransmits` times, then counted lost).
 //! - Received events go to the worker that owns the flow through its install ring; the
-//!   worker installs them between bursts (`NatWorker::replication_poll`).
+//!   worker installs them between bursts (`NatWorker::replication_poll` for NAT flows,
+//!   `LbWorker::replication_poll` for load-balancer pins: each stage has its own rings).
+//! - Tenants are named on the wire by `tenant_key` of their id, not by their slot.
 //! - A node that starts asks its peers for a full dump (`wire::T_RESYNC`) and reports not
 //!   ready (`/healthz`) until the dump's end marker arrived and was installed.
 
@@ -29,6 +31,12 @@ pub const EV_DEL: u8 = 2;
 pub const EV_REFRESH: u8 = 3;
 /// In the stream to a node that asked for a resync: everything before it was the dump.
 pub const EV_DUMP_DONE: u8 = 4;
+/// A load-balancer flow (DNAT or full NAT) was created (or is part of a dump).
+pub const EV_LB_ADD: u8 = 5;
+/// A load-balancer flow ended on its owner.
+pub const EV_LB_DEL: u8 = 6;
+/// A load-balancer flow changed state (closed by a RST) or is still alive.
+pub const EV_LB_REFRESH: u8 = 7;
 /// Control -> worker only: push every live flow as `EV_ADD`, then `EV_DUMP_END`.
 pub const EV_DUMP_REQ: u8 = 0x81;
 /// Worker -> control only: this worker's dump is complete.
@@ -40,20 +48,99 @@ pub const RING_SIZE: usize = 65_536;
 /// One flow change (fixed size, `Copy`: rings hold it by value). NAT flows: the mapping,
 /// its state bits (TCP state, reply seen), the TCP window-scale shifts (`scale[d]`, 0x80 set
 /// when that side's SYN carried the option) and the ticks left until its deadline.
+/// LB flows (`EV_LB_*`): inside = VIP:port, remote = client:port, public = target:port,
+/// `lb_ip:lb_port` the full-NAT source toward the target, `flags` the LB's flow flags.
+/// `tenant` is the stable key of the gateway or load balancer (`tenant_key` of its `id`),
+/// not its slot: peers map it to their own slot, so their config order may differ.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FlowEvent {
     pub kind: u8,
-    pub gateway: u8,
     pub proto: u8,
     pub state: u8,
+    pub flags: u8,
     pub scale: [u8; 2],
+    pub tenant: u32,
     pub inside_ip: u32,
     pub remote_ip: u32,
     pub public_ip: u32,
     pub inside_port: u16,
     pub remote_port: u16,
     pub public_port: u16,
+    pub lb_port: u16,
+    pub lb_ip: u32,
     pub remaining: u32,
+}
+
+/// Whether an event is about a load-balancer flow (goes to the LB stage's rings).
+pub fn is_lb(kind: u8) -> bool {
+    matches!(kind, EV_LB_ADD | EV_LB_DEL | EV_LB_REFRESH)
+}
+
+/// The stable wire identity of a tenant: 32-bit FNV-1a of its `id` (the same on every
+/// node and build; collisions among gateways, and among load balancers, are refused at
+/// config load when `replication:` is set, see `config::replication`).
+pub fn tenant_key(id: &str) -> u32 {
+    id.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Why a received event was not installed (counted per worker, per reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// No gateway / load balancer here has the event's tenant key.
+    UnknownTenant,
+    /// This node maps one side of the flow differently: its own flow wins.
+    Conflict,
+    /// The flow table is full.
+    TableFull,
+    /// The tenant here does not have the event's public IP, LB address or listener.
+    Mismatch,
+    /// Nonsense fields (protocol 0, ...).
+    Malformed,
+}
+
+impl Reject {
+    pub const ALL: [Reject; 5] = [
+        Reject::UnknownTenant,
+        Reject::Conflict,
+        Reject::TableFull,
+        Reject::Mismatch,
+        Reject::Malformed,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Reject::UnknownTenant => "unknown_tenant",
+            Reject::Conflict => "conflict",
+            Reject::TableFull => "table_full",
+            Reject::Mismatch => "mismatch",
+            Reject::Malformed => "malformed",
+        }
+    }
+}
+
+/// A worker's install results (written by the worker between bursts, read on scrape).
+#[derive(Default)]
+pub struct InstallCounts {
+    /// New replicas installed.
+    pub installed: AtomicU64,
+    /// Events applied to a replica that exists (refresh, state change).
+    pub updated: AtomicU64,
+    /// Replicas removed by their owner's DEL.
+    pub deleted: AtomicU64,
+    /// Per `Reject::ALL`.
+    pub rejects: [AtomicU64; 5],
+}
+
+impl InstallCounts {
+    pub fn reject(&self, r: Reject) {
+        if let Some(i) = Reject::ALL.iter().position(|&x| x == r) {
+            self.rejects[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    pub fn bump(a: &AtomicU64) {
+        a.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A worker's end of replication: events out, installs (and dump requests) in.
@@ -69,6 +156,8 @@ pub struct WorkerRepl {
     /// Replicas installed, and events refused because this node maps the flow differently.
     pub installed: u64,
     pub conflicts: u64,
+    /// Install results by outcome and reject reason (shared with the control end).
+    pub counts: Arc<InstallCounts>,
 }
 
 impl WorkerRepl {
@@ -86,6 +175,7 @@ pub struct ControlEnd {
     pub events: rtrb::Consumer<FlowEvent>,
     pub installs: rtrb::Producer<FlowEvent>,
     pub dropped: Arc<AtomicU64>,
+    pub counts: Arc<InstallCounts>,
 }
 
 /// The two rings of one worker.
@@ -93,6 +183,7 @@ pub fn worker_rings() -> (WorkerRepl, ControlEnd) {
     let (ep, ec) = rtrb::RingBuffer::new(RING_SIZE);
     let (ip, ic) = rtrb::RingBuffer::new(RING_SIZE);
     let dropped = Arc::new(AtomicU64::new(0));
+    let counts = Arc::new(InstallCounts::default());
     (
         WorkerRepl {
             events: ep,
@@ -102,11 +193,13 @@ pub fn worker_rings() -> (WorkerRepl, ControlEnd) {
             dump_end_pending: false,
             installed: 0,
             conflicts: 0,
+            counts: counts.clone(),
         },
         ControlEnd {
             events: ec,
             installs: ip,
             dropped,
+            counts,
         },
     )
 }
@@ -130,10 +223,12 @@ pub fn readiness() -> Result<(), String> {
 }
 
 /// Starts replication for a node (control thread, after the workers): the sync thread on
-/// `cfg.replication.listen` with the workers' control ends, and its metrics families.
+/// `cfg.replication.listen` with the workers' control ends (NAT stage, LB stage), and its
+/// metrics families.
 pub fn launch(
     cfg: &crate::config::Config,
     workers: Vec<ControlEnd>,
+    lb_workers: Vec<ControlEnd>,
     steering: Option<crate::nat::RssSteering>,
     telemetry: &crate::metrics::Telemetry,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -141,18 +236,29 @@ pub fn launch(
     let Some(r) = cfg.replication.clone() else {
         return Ok(());
     };
-    let stats = stats::ReplStats::new(&r.peers);
+    let mut stats = stats::ReplStats::new(&r.peers);
+    if let Some(s) = Arc::get_mut(&mut stats) {
+        s.workers = workers
+            .iter()
+            .map(|c| ("nat", c.counts.clone()))
+            .chain(lb_workers.iter().map(|c| ("lb", c.counts.clone())))
+            .collect();
+    }
     let listen = r.listen;
     sync::start(sync::SyncSetup {
         cfg: r,
         workers,
+        lb_workers,
         port_ranges: cfg
             .nat_gateways
             .iter()
             .map(|g| {
                 (
-                    g.port_range.first.clamp(1, 65535) as u16,
-                    g.port_range.last.clamp(1, 65535) as u16,
+                    tenant_key(&g.id),
+                    (
+                        g.port_range.first.clamp(1, 65535) as u16,
+                        g.port_range.last.clamp(1, 65535) as u16,
+                    ),
                 )
             })
             .collect(),
@@ -200,5 +306,15 @@ mod tests {
         }
         assert_eq!(w.dropped.load(Ordering::Relaxed), 10);
         assert_eq!(c.dropped.load(Ordering::Relaxed), 10);
+    }
+
+    /// The key is a fixed function of the id (FNV-1a 32): the same on every node and build,
+    /// so peers whose configs list tenants in different orders still agree.
+    #[test]
+    fn tenant_key_is_stable_fnv1a() {
+        assert_eq!(tenant_key(""), 0x811c_9dc5);
+        assert_eq!(tenant_key("a"), 0xe40c_292c);
+        assert_eq!(tenant_key("foobar"), 0xbf9c_f968);
+        assert_ne!(tenant_key("web"), tenant_key("gw"));
     }
 }

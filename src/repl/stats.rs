@@ -49,6 +49,8 @@ pub struct ReplStats {
     /// How long this node's own resync took (ms), once done.
     pub resync_ms: AtomicU64,
     pub ready: AtomicU64,
+    /// Per worker end ("nat" or "lb" stage): what its installs did.
+    pub workers: Vec<(&'static str, Arc<super::InstallCounts>)>,
 }
 
 impl ReplStats {
@@ -197,6 +199,7 @@ pub fn families(r: &Registry, s: &ReplStats) {
         c.with_label_values(&["install_ring_full"])
             .inc_by(ld(&s.install_dropped));
     }
+    install_families(r, s);
     let scalars: [(&str, &str, &AtomicU64, bool); 4] = [
         (
             "flowgate_replication_events_installed_total",
@@ -230,6 +233,45 @@ pub fn families(r: &Registry, s: &ReplStats) {
             }
         } else if let Some(g) = gauge_vec(r, name, help, &[]) {
             g.with_label_values(&[]).set(ld(v) as i64);
+        }
+    }
+}
+
+/// Per family (nat, lb): installs by outcome, and rejects by reason.
+fn install_families(r: &Registry, s: &ReplStats) {
+    let sum = |fam: &str, get: &dyn Fn(&super::InstallCounts) -> u64| -> u64 {
+        s.workers
+            .iter()
+            .filter(|(f, _)| *f == fam)
+            .map(|(_, c)| get(c))
+            .sum()
+    };
+    if let Some(c) = counter_vec(
+        r,
+        "flowgate_replication_installs_total",
+        "Replicated events applied by this node's workers, by flow family and outcome",
+        &["family", "outcome"],
+    ) {
+        for fam in ["nat", "lb"] {
+            c.with_label_values(&[fam, "installed"])
+                .inc_by(sum(fam, &|c| ld(&c.installed)));
+            c.with_label_values(&[fam, "updated"])
+                .inc_by(sum(fam, &|c| ld(&c.updated)));
+            c.with_label_values(&[fam, "deleted"])
+                .inc_by(sum(fam, &|c| ld(&c.deleted)));
+        }
+    }
+    if let Some(c) = counter_vec(
+        r,
+        "flowgate_replication_install_rejects_total",
+        "Replicated events this node's workers refused, by flow family and reason",
+        &["family", "reason"],
+    ) {
+        for fam in ["nat", "lb"] {
+            for (i, why) in super::Reject::ALL.iter().enumerate() {
+                c.with_label_values(&[fam, why.name()])
+                    .inc_by(sum(fam, &|c| ld(&c.rejects[i])));
+            }
         }
     }
 }

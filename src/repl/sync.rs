@@ -103,8 +103,10 @@ pub struct SyncSetup {
     pub cfg: ReplicationConfig,
     /// Per worker running the NAT: its rings (index = worker index).
     pub workers: Vec<ControlEnd>,
-    /// Per NAT gateway: (first, last) public port (finds a flow's owning worker).
-    pub port_ranges: Vec<(u16, u16)>,
+    /// Per worker running the load balancer: its rings (index = worker index).
+    pub lb_workers: Vec<ControlEnd>,
+    /// Per NAT gateway: its tenant key, (first, last) public port (finds a flow's owner).
+    pub port_ranges: Vec<(u32, (u16, u16))>,
     pub steering: Option<RssSteering>,
     pub stats: Arc<ReplStats>,
     pub stop: Arc<AtomicBool>,
@@ -126,7 +128,7 @@ struct Sync {
     sock: UdpSocket,
     session: u64,
     peers: Vec<Peer>,
-    owners: Vec<PortAllocator>,
+    owners: Vec<(u32, PortAllocator)>,
     /// A dump is running: `EV_DUMP_END`s seen, and workers still to be asked.
     dumping: bool,
     dump_ends: usize,
@@ -150,10 +152,11 @@ impl Sync {
             ^ (u64::from(std::process::id()) << 40)
             | 1;
         let n = s.workers.len();
+        let ends = n + s.lb_workers.len();
         let owners = s
             .port_ranges
             .iter()
-            .map(|&(a, b)| PortAllocator::new(a, b, 1, 0, n.max(1)))
+            .map(|&(k, (a, b))| (k, PortAllocator::new(a, b, 1, 0, n.max(1))))
             .collect();
         Sync {
             peers: s.cfg.peers.iter().map(|&a| Peer::new(a, now)).collect(),
@@ -161,7 +164,7 @@ impl Sync {
             owners,
             dumping: false,
             dump_ends: 0,
-            dump_req_pending: vec![false; n],
+            dump_req_pending: vec![false; ends],
             resync: Some((now, now - RESYNC_REPEAT)),
             draining: false,
             s,
@@ -192,6 +195,25 @@ impl Sync {
         }
     }
 
+    /// All worker ends: the NAT stage's, then the LB stage's.
+    fn ends(&mut self) -> impl Iterator<Item = &mut ControlEnd> {
+        self.s
+            .workers
+            .iter_mut()
+            .chain(self.s.lb_workers.iter_mut())
+    }
+
+    /// The ring a received event goes to: the owning worker's, of the NAT or LB stage.
+    fn install_ring(&mut self, e: &FlowEvent) -> Option<&mut ControlEnd> {
+        if super::is_lb(e.kind) {
+            let n = self.s.lb_workers.len();
+            let w = crate::lb::replica::owner(e, n);
+            return self.s.lb_workers.get_mut(w);
+        }
+        let w = self.owner(e);
+        self.s.workers.get_mut(w)
+    }
+
     /// The worker that owns a flow (the one whose port slice, or RSS bucket, it is in).
     fn owner(&self, e: &FlowEvent) -> usize {
         let n = self.s.workers.len();
@@ -214,8 +236,9 @@ impl Sync {
             }
         }
         self.owners
-            .get(usize::from(e.gateway))
-            .and_then(|a| a.owner_of(e.public_port))
+            .iter()
+            .find(|(k, _)| *k == e.tenant)
+            .and_then(|(_, a)| a.owner_of(e.public_port))
             .unwrap_or(0)
             .min(n - 1)
     }
@@ -317,8 +340,7 @@ impl Sync {
                 self.peers[pi].resynced = true;
                 continue;
             }
-            let w = self.owner(e);
-            match self.s.workers.get_mut(w).map(|c| c.installs.push(*e)) {
+            match self.install_ring(e).map(|c| c.installs.push(*e)) {
                 Some(Ok(())) => stats.installed.fetch_add(1, Ordering::Relaxed),
                 _ => stats.install_dropped.fetch_add(1, Ordering::Relaxed),
             };
@@ -343,10 +365,16 @@ impl Sync {
             .max()
             .unwrap_or(0);
         let mut room = MAX_QUEUE.saturating_sub(fullest);
-        for wi in 0..self.s.workers.len() {
+        let n = self.s.workers.len();
+        for wi in 0..n + self.s.lb_workers.len() {
             for _ in 0..DRAIN.min(room) {
                 room -= 1;
-                let Ok(e) = self.s.workers[wi].events.pop() else {
+                let end = if wi < n {
+                    &mut self.s.workers[wi]
+                } else {
+                    &mut self.s.lb_workers[wi - n]
+                };
+                let Ok(e) = end.events.pop() else {
                     break;
                 };
                 if e.kind == EV_DUMP_END {
@@ -368,16 +396,18 @@ impl Sync {
     fn dump_progress(&mut self) {
         let now = Instant::now();
         if self.dumping {
-            for (w, pending) in self.dump_req_pending.iter_mut().enumerate() {
-                if *pending {
+            let mut pending = std::mem::take(&mut self.dump_req_pending);
+            for (p, end) in pending.iter_mut().zip(self.ends()) {
+                if *p {
                     let req = FlowEvent {
                         kind: EV_DUMP_REQ,
                         ..FlowEvent::default()
                     };
-                    *pending = self.s.workers[w].installs.push(req).is_err();
+                    *p = end.installs.push(req).is_err();
                 }
             }
-            if self.dump_ends < self.s.workers.len() {
+            self.dump_req_pending = pending;
+            if self.dump_ends < self.s.workers.len() + self.s.lb_workers.len() {
                 return;
             }
             self.dumping = false;
@@ -441,12 +471,7 @@ impl Sync {
                 crate::error!("replication: resync incomplete after {elapsed:?}; ready anyway");
             }
         }
-        if self
-            .s
-            .workers
-            .iter()
-            .all(|w| w.installs.slots() == RING_SIZE)
-        {
+        if self.ends().all(|w| w.installs.slots() == RING_SIZE) {
             self.resync = None;
             let ms = elapsed.as_millis() as u64;
             self.s.stats.resync_ms.store(ms.max(1), Ordering::Relaxed);
@@ -564,6 +589,7 @@ impl Sync {
             .s
             .workers
             .iter()
+            .chain(&self.s.lb_workers)
             .map(|w| w.dropped.load(Ordering::Relaxed))
             .sum();
         st.ring_dropped.store(dropped, Ordering::Relaxed);

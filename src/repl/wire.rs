@@ -1,5 +1,7 @@
 //! The replication wire format: one UDP datagram = a 56-byte header and up to
-//! `MAX_EVENTS` fixed 32-byte flow events. All integers big-endian. Version 1.
+//! `MAX_EVENTS` fixed 40-byte flow events. All integers big-endian. Version 2 (version 1
+//! had 32-byte NAT-only events naming the gateway by its slot; a node refuses the other
+//! version's datagrams as `bad_version`, so both nodes of a pair must run the same one).
 //!
 //! ```text
 //! header: magic "FGRP" | version u8 | type u8 | count u16
@@ -9,21 +11,28 @@
 //!         ack_session u64  the receiver's session this ack is about (0: none)
 //!         ack u64          cumulative: every event of ack_session before `ack` arrived
 //!         reserved u64
-//! event:  kind u8 | gateway u8 | proto u8 | state u8 | scale_in u8 | scale_out u8 | 0 u16
+//! event:  kind u8 | proto u8 | state u8 | flags u8 | scale_in u8 | scale_out u8 | 0 u16
+//!         tenant u32       stable key of the gateway / load balancer id (`tenant_key`)
 //!         inside_ip u32 | remote_ip u32 | public_ip u32
-//!         inside_port u16 | remote_port u16 | public_port u16 | 0 u16
+//!         inside_port u16 | remote_port u16 | public_port u16 | lb_port u16
+//!         lb_ip u32        full-NAT LB address (0 for NAT and DNAT flows)
 //!         remaining u32    ticks (1/16 s) until the flow's deadline on its owner
 //! ```
+//!
+//! Event kinds: 1 ADD, 2 DEL, 3 REFRESH, 4 DUMP_DONE (NAT flows and the stream's dump
+//! marker); 5 LB_ADD, 6 LB_DEL, 7 LB_REFRESH (load-balancer pins).
 //!
 //! Decoding checks everything (magic, version, type, count against the length, event
 //! kinds) and never panics: a bad datagram is refused with a reason the sync thread counts.
 
-use super::{FlowEvent, EV_ADD, EV_DEL, EV_DUMP_DONE, EV_REFRESH};
+use super::{
+    FlowEvent, EV_ADD, EV_DEL, EV_DUMP_DONE, EV_LB_ADD, EV_LB_DEL, EV_LB_REFRESH, EV_REFRESH,
+};
 
 pub const MAGIC: [u8; 4] = *b"FGRP";
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 56;
-pub const EVENT_LEN: usize = 32;
+pub const EVENT_LEN: usize = 40;
 /// Events per datagram: header + events within 1400 bytes (no IP fragmentation).
 pub const MAX_EVENTS: usize = (1400 - HEADER_LEN) / EVENT_LEN;
 
@@ -113,18 +122,21 @@ pub fn encode(h: &Header, events: &[FlowEvent], out: &mut Vec<u8>) {
     for (i, e) in events.iter().enumerate() {
         let b = &mut out[HEADER_LEN + i * EVENT_LEN..HEADER_LEN + (i + 1) * EVENT_LEN];
         b[0] = e.kind;
-        b[1] = e.gateway;
-        b[2] = e.proto;
-        b[3] = e.state;
+        b[1] = e.proto;
+        b[2] = e.state;
+        b[3] = e.flags;
         b[4] = e.scale[0];
         b[5] = e.scale[1];
-        put32(b, 8, e.inside_ip);
-        put32(b, 12, e.remote_ip);
-        put32(b, 16, e.public_ip);
-        put16(b, 20, e.inside_port);
-        put16(b, 22, e.remote_port);
-        put16(b, 24, e.public_port);
-        put32(b, 28, e.remaining);
+        put32(b, 8, e.tenant);
+        put32(b, 12, e.inside_ip);
+        put32(b, 16, e.remote_ip);
+        put32(b, 20, e.public_ip);
+        put16(b, 24, e.inside_port);
+        put16(b, 26, e.remote_port);
+        put16(b, 28, e.public_port);
+        put16(b, 30, e.lb_port);
+        put32(b, 32, e.lb_ip);
+        put32(b, 36, e.remaining);
     }
 }
 
@@ -163,19 +175,25 @@ pub fn decode(b: &[u8], events: &mut Vec<FlowEvent>) -> Result<Header, Bad> {
     for c in b[HEADER_LEN..].chunks_exact(EVENT_LEN) {
         let e = FlowEvent {
             kind: c[0],
-            gateway: c[1],
-            proto: c[2],
-            state: c[3],
+            proto: c[1],
+            state: c[2],
+            flags: c[3],
             scale: [c[4], c[5]],
-            inside_ip: get32(c, 8),
-            remote_ip: get32(c, 12),
-            public_ip: get32(c, 16),
-            inside_port: get16(c, 20),
-            remote_port: get16(c, 22),
-            public_port: get16(c, 24),
-            remaining: get32(c, 28),
+            tenant: get32(c, 8),
+            inside_ip: get32(c, 12),
+            remote_ip: get32(c, 16),
+            public_ip: get32(c, 20),
+            inside_port: get16(c, 24),
+            remote_port: get16(c, 26),
+            public_port: get16(c, 28),
+            lb_port: get16(c, 30),
+            lb_ip: get32(c, 32),
+            remaining: get32(c, 36),
         };
-        if !matches!(e.kind, EV_ADD | EV_DEL | EV_REFRESH | EV_DUMP_DONE) {
+        if !matches!(
+            e.kind,
+            EV_ADD | EV_DEL | EV_REFRESH | EV_DUMP_DONE | EV_LB_ADD | EV_LB_DEL | EV_LB_REFRESH
+        ) {
             events.truncate(start);
             return Err(Bad::EventKind);
         }
@@ -191,7 +209,7 @@ mod tests {
     fn ev(n: u32) -> FlowEvent {
         FlowEvent {
             kind: [EV_ADD, EV_DEL, EV_REFRESH][n as usize % 3],
-            gateway: (n % 4) as u8,
+            tenant: crate::repl::tenant_key("gw") ^ n,
             proto: 6,
             state: 3 | 0x10,
             scale: [0x87, 0x80],
@@ -202,7 +220,58 @@ mod tests {
             remote_port: 443,
             public_port: 1024 + n as u16,
             remaining: 5600 + n,
+            ..FlowEvent::default()
         }
+    }
+
+    /// A full-NAT LB pin: every field distinct, so a swapped offset shows.
+    fn lb_ev(kind: u8) -> FlowEvent {
+        FlowEvent {
+            kind,
+            proto: 6,
+            state: 0,
+            flags: 1 | 4,
+            scale: [0, 0],
+            tenant: crate::repl::tenant_key("web"),
+            inside_ip: 0xc000_0264,
+            remote_ip: 0x0a00_0102,
+            public_ip: 0xcb00_710b,
+            inside_port: 80,
+            remote_port: 51_234,
+            public_port: 8080,
+            lb_port: 40_001,
+            lb_ip: 0xc000_0214,
+            remaining: 350 * 16,
+        }
+    }
+
+    #[test]
+    fn lb_events_roundtrip_at_their_offsets() {
+        let evs = [
+            lb_ev(EV_LB_ADD),
+            lb_ev(EV_LB_REFRESH),
+            lb_ev(EV_LB_DEL),
+            ev(1),
+        ];
+        let mut buf = Vec::new();
+        encode(&header(), &evs, &mut buf);
+        assert_eq!(buf.len(), HEADER_LEN + 4 * EVENT_LEN);
+        assert_eq!(buf[4], 2, "version 2");
+        let b = &buf[HEADER_LEN..HEADER_LEN + EVENT_LEN];
+        assert_eq!(b[0], EV_LB_ADD);
+        assert_eq!(b[3], 5, "flags");
+        assert_eq!(get32(b, 8), crate::repl::tenant_key("web"));
+        assert_eq!(get16(b, 30), 40_001, "lb_port");
+        assert_eq!(get32(b, 32), 0xc000_0214, "lb_ip");
+        let mut got = Vec::new();
+        decode(&buf, &mut got).unwrap();
+        assert_eq!(got, evs);
+        assert!(got[..3].iter().all(|e| crate::repl::is_lb(e.kind)));
+        assert!(!crate::repl::is_lb(got[3].kind));
+        // Version 1 datagrams are refused, not misread.
+        let mut old = buf.clone();
+        old[4] = 1;
+        assert_eq!(decode(&old, &mut got), Err(Bad::Version));
     }
 
     fn header() -> Header {
@@ -247,7 +316,7 @@ mod tests {
         b[0] = b'X';
         cases.push((b, Bad::Magic));
         let mut b = buf.clone();
-        b[4] = 2;
+        b[4] = 1;
         cases.push((b, Bad::Version));
         let mut b = buf.clone();
         b[5] = 9;
