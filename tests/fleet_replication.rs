@@ -604,8 +604,7 @@ fn fleet_replication_failover_resync_second_failover_and_port_churn() {
     let la = f.flowgate_log(a);
     let resync = la
         .lines()
-        .filter(|l| l.contains("resync done"))
-        .last()
+        .rfind(|l| l.contains("resync done"))
         .unwrap_or("")
         .to_string();
     println!(
