@@ -134,7 +134,13 @@ fn reload_compatible(old: &Config, new: &Config) -> Result<(), String> {
     if old.flow_logs != new.flow_logs || old.translation_log != new.translation_log {
         return Err("flow_logs or translation_log changed (restart needed)".into());
     }
-    if old.replication != new.replication {
+    // Peers may change live (the fleet derives them from the shards, see
+    // `repl::update_peers`); anything else of the section needs a restart.
+    let peers_only = match (&old.replication, &new.replication) {
+        (Some(a), Some(b)) => crate::repl::only_peers_differ(a, b),
+        _ => false,
+    };
+    if old.replication != new.replication && !peers_only {
         return Err("replication changed (restart needed)".into());
     }
     if old.metrics != new.metrics {
@@ -561,6 +567,11 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
                         .config_generation
                         .store(generation, Ordering::Relaxed);
                     crate::log::set_level(new.log_level);
+                    if let (Some(a), Some(b)) = (&current.replication, &new.replication) {
+                        if a.peers != b.peers {
+                            crate::repl::update_peers(b.peers.clone());
+                        }
+                    }
                     info!(
                         "config reloaded from {} (generation {generation})",
                         path.display()

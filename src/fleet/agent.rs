@@ -36,6 +36,9 @@ pub struct AgentOpts {
     pub run_cmd: Vec<String>,
     pub flowgate_pid_file: Option<PathBuf>,
     pub flowgate_log: Option<PathBuf>,
+    /// The node's replication address: published as `repl/<node>`, rendered as the config's
+    /// `replication.listen`, with the other live nodes of its shards as peers.
+    pub repl_listen: Option<std::net::SocketAddr>,
 }
 
 /// What the agent knows (survives etcd outages).
@@ -56,6 +59,107 @@ struct Known {
     told: bool,
     /// Last value put under `applied/<node>` in this session.
     applied: Option<String>,
+    /// Replication peers rendered into the config.
+    peers: Vec<std::net::SocketAddr>,
+    /// What our flowgate says about its peers (scraped every 100 ms).
+    view: Option<std::sync::Arc<std::sync::Mutex<PeerView>>>,
+    /// Peer nodes this agent reported under `suspect/` in this session.
+    suspects: std::collections::BTreeSet<String>,
+}
+
+/// Our flowgate's view of its replication peers (`flowgate_replication_peer_up`).
+#[derive(Default, Debug)]
+pub struct PeerView {
+    /// peer address -> up now.
+    pub up: BTreeMap<String, bool>,
+    /// Peers seen up since our flowgate started answering (only those can be "down": a
+    /// peer never heard of since our start may just not run yet).
+    pub seen_up: std::collections::BTreeSet<String>,
+}
+
+impl PeerView {
+    /// Peers that answered before and are silent now.
+    pub fn down(&self) -> Vec<String> {
+        self.seen_up
+            .iter()
+            .filter(|a| self.up.get(*a) == Some(&false))
+            .cloned()
+            .collect()
+    }
+
+    /// One scrape of our flowgate's /metrics (None: it does not answer).
+    pub fn update(&mut self, metrics: Option<&str>) {
+        let Some(text) = metrics else {
+            self.up.clear();
+            self.seen_up.clear();
+            return;
+        };
+        self.up.clear();
+        for l in text.lines() {
+            let Some(rest) = l.strip_prefix("flowgate_replication_peer_up{peer=\"") else {
+                continue;
+            };
+            let Some((addr, v)) = rest.split_once("\"}") else {
+                continue;
+            };
+            let up = v.trim().parse::<f64>().is_ok_and(|v| v > 0.0);
+            if up {
+                self.seen_up.insert(addr.to_string());
+            }
+            self.up.insert(addr.to_string(), up);
+        }
+    }
+}
+
+/// Scrapes our flowgate's peer view every 100 ms (its own thread: the agent's loop reads it).
+fn watch_peers(config: PathBuf) -> std::sync::Arc<std::sync::Mutex<PeerView>> {
+    let view = std::sync::Arc::new(std::sync::Mutex::new(PeerView::default()));
+    let v = view.clone();
+    let spawned = std::thread::Builder::new()
+        .name("peer-view".into())
+        .spawn(move || {
+            let mut addr = None;
+            loop {
+                if addr.is_none() {
+                    addr = crate::config::load(&config).ok().map(|c| c.metrics.listen);
+                }
+                let text = addr.and_then(|a| super::supervise::scrape(a).ok());
+                if let Ok(mut g) = v.lock() {
+                    let before = g.down();
+                    g.update(text.as_deref());
+                    let now = g.down();
+                    for a in now.iter().filter(|a| !before.contains(a)) {
+                        warn!("node-agent: replication peer {a} silent (flowgate reports it down)");
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+    if let Err(e) = spawned {
+        error!("node-agent: peer-view thread: {e}");
+    }
+    view
+}
+
+/// Replication peers of `node`: the other live nodes sharing at least one of its shards,
+/// at the addresses they published under `repl/`.
+pub fn repl_peers(
+    node: &str,
+    placements: &BTreeMap<String, String>,
+    nodes: &BTreeMap<String, String>,
+    repl: &BTreeMap<String, String>,
+) -> Vec<std::net::SocketAddr> {
+    let mut out: Vec<std::net::SocketAddr> = placements
+        .values()
+        .map(|v| decode_shard(v))
+        .filter(|s| s.iter().any(|n| n == node))
+        .flatten()
+        .filter(|n| n != node && nodes.contains_key(n))
+        .filter_map(|n| repl.get(&n)?.parse().ok())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The state file: which tenants this node serves, with their specs.
@@ -170,9 +274,26 @@ fn write_status(o: &AgentOpts, k: &Known) {
     }
 }
 
-fn set_tenants(o: &AgentOpts, k: &mut Known, now: BTreeMap<String, String>, slots: apply::Slots) {
-    if now == k.tenants && slots == k.slots && o.state.exists() && (k.sup.is_none() || k.told) {
+fn set_tenants(
+    o: &AgentOpts,
+    k: &mut Known,
+    now: BTreeMap<String, String>,
+    slots: apply::Slots,
+    peers: Vec<std::net::SocketAddr>,
+) {
+    if now == k.tenants
+        && slots == k.slots
+        && peers == k.peers
+        && o.state.exists()
+        && (k.sup.is_none() || k.told)
+    {
         return;
+    }
+    if peers != k.peers {
+        info!(
+            "node-agent {}: replication peers {:?} (were {:?})",
+            o.node, peers, k.peers
+        );
     }
     let ids: Vec<&str> = now.keys().map(String::as_str).collect();
     info!(
@@ -197,7 +318,16 @@ fn set_tenants(o: &AgentOpts, k: &mut Known, now: BTreeMap<String, String>, slot
                     .map_err(|e| format!("tenant {id}: {e}"))
             })
             .collect();
-        match specs.and_then(|s| apply::write_node(base, out, &s, &slots)) {
+        let base_text = std::fs::read_to_string(base)
+            .map_err(|e| format!("{}: {e}", base.display()))
+            .and_then(|t| match o.repl_listen {
+                Some(l) => apply::with_replication(&t, l, &peers),
+                None => Ok(t),
+            });
+        match specs
+            .and_then(|s| base_text.map(|b| (s, b)))
+            .and_then(|(s, b)| apply::write_node_text(&b, out, &s, &slots))
+        {
             Ok(changed) => {
                 if let Some(sup) = &k.sup {
                     if changed || !k.told {
@@ -229,6 +359,58 @@ fn set_tenants(o: &AgentOpts, k: &mut Known, now: BTreeMap<String, String>, slot
     }
     k.tenants = now;
     k.slots = slots;
+    k.peers = peers;
+}
+
+/// Puts `suspect/<peer>.by.<us>` for every peer node our flowgate reports silent, and
+/// deletes it when the peer is heard again (or is no longer our peer).
+async fn report_suspects(
+    o: &AgentOpts,
+    k: &mut Known,
+    c: &mut etcd_client::Client,
+    keys: &Keys,
+    lease: i64,
+    repl: &BTreeMap<String, String>,
+) -> store::Result<()> {
+    let Some(view) = &k.view else { return Ok(()) };
+    let down = view.lock().map(|g| g.down()).unwrap_or_default();
+    let want: std::collections::BTreeSet<String> = repl
+        .iter()
+        .filter(|(n, a)| {
+            *n != &o.node
+                && down.contains(a)
+                && a.parse::<std::net::SocketAddr>()
+                    .is_ok_and(|x| k.peers.contains(&x))
+        })
+        .map(|(n, _)| n.clone())
+        .collect();
+    for n in want.difference(&k.suspects.clone()) {
+        c.put(
+            keys.suspect(n, &o.node),
+            format!("{:.3}", status::now_s()),
+            Some(PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .map_err(|e| format!("etcd put: {e}"))?;
+        warn!(
+            "node-agent {}: peer {n} silent for >= {} ms: reported suspect at {:.3}",
+            o.node,
+            crate::repl::sync::DOWN_AFTER.as_millis(),
+            status::now_s()
+        );
+        k.suspects.insert(n.clone());
+    }
+    for n in k.suspects.clone().difference(&want) {
+        c.delete(keys.suspect(n, &o.node), None)
+            .await
+            .map_err(|e| format!("etcd delete: {e}"))?;
+        info!(
+            "node-agent {}: peer {n} heard again: suspicion withdrawn",
+            o.node
+        );
+        k.suspects.remove(n);
+    }
+    Ok(())
 }
 
 async fn session(o: &AgentOpts, k: &mut Known) -> store::Result<()> {
@@ -249,11 +431,29 @@ async fn session(o: &AgentOpts, k: &mut Known) -> store::Result<()> {
         "node-agent {}: registered {} (lease {lease:x}, ttl {} s)",
         o.node, o.addr, o.ttl
     );
+    if let Some(r) = o.repl_listen {
+        c.put(
+            keys.repl(&o.node),
+            r.to_string(),
+            Some(PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .map_err(|e| format!("etcd put: {e}"))?;
+    }
     let (_w, mut stream) = store::watch(&mut c, &keys.root).await?;
     k.applied = None;
+    k.suspects.clear();
     loop {
         let placements = store::list(&mut c, &keys.placements()).await?;
         let tenants = store::list(&mut c, &keys.tenants()).await?;
+        let (nodes, repl) = if o.repl_listen.is_some() {
+            (
+                store::list(&mut c, &keys.nodes()).await?,
+                store::list(&mut c, &keys.repls()).await?,
+            )
+        } else {
+            Default::default()
+        };
         let now: BTreeMap<String, String> = mine(&o.node, &placements)
             .into_iter()
             .map(|t| {
@@ -266,7 +466,9 @@ async fn session(o: &AgentOpts, k: &mut Known) -> store::Result<()> {
         }
         k.etcd_up = true;
         k.synced_at = status::now_s();
-        set_tenants(o, k, now, my_slots(&o.node, &placements));
+        let peers = repl_peers(&o.node, &placements, &nodes, &repl);
+        set_tenants(o, k, now, my_slots(&o.node, &placements), peers);
+        report_suspects(o, k, &mut c, &keys, lease, &repl).await?;
         write_status(o, k);
         // What the running flowgate serves, for the fabric (only ready nodes carry a tenant).
         let mut period = o.resync;
@@ -287,7 +489,7 @@ async fn session(o: &AgentOpts, k: &mut Known) -> store::Result<()> {
                 info!("node-agent {}: flowgate serves [{}]", o.node, v);
                 k.applied = Some(v);
             }
-            if live.iter().ne(k.tenants.keys()) {
+            if live.iter().ne(k.tenants.keys()) || k.view.is_some() {
                 period = period.min(Duration::from_millis(100));
             }
         }
@@ -309,6 +511,9 @@ pub fn run(o: AgentOpts) -> ! {
             pid_file: o.flowgate_pid_file.clone(),
             log: o.flowgate_log.clone(),
         }));
+        if o.repl_listen.is_some() {
+            k.view = Some(watch_peers(config.clone()));
+        }
     }
     loop {
         if let Err(e) = rt.block_on(session(&o, &mut k)) {
@@ -353,5 +558,45 @@ mod tests {
         let v: serde_yaml::Value =
             serde_yaml::from_str(&render_state("n1", &BTreeMap::new())).unwrap();
         assert!(v["tenants"].as_mapping().unwrap().is_empty());
+    }
+
+    #[test]
+    fn peers_are_the_live_nodes_sharing_a_shard() {
+        let m = |v: &[(&str, &str)]| -> BTreeMap<String, String> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let p = m(&[("a", "n1,n2"), ("b", "n3,n1"), ("c", "n2,n3")]);
+        let nodes = m(&[("n1", "x"), ("n2", "x"), ("n3", "x")]);
+        let repl = m(&[
+            ("n1", "127.0.0.1:7001"),
+            ("n2", "127.0.0.1:7002"),
+            ("n3", "127.0.0.1:7003"),
+        ]);
+        let s = |v: Vec<std::net::SocketAddr>| v.iter().map(|a| a.port()).collect::<Vec<_>>();
+        assert_eq!(s(repl_peers("n1", &p, &nodes, &repl)), [7002, 7003]);
+        // n3's lease expired: not a peer any more.
+        let two = m(&[("n1", "x"), ("n2", "x")]);
+        assert_eq!(s(repl_peers("n1", &p, &two, &repl)), [7002]);
+        // A node in no shard has no peers.
+        assert!(repl_peers("n9", &p, &nodes, &repl).is_empty());
+    }
+
+    #[test]
+    fn peer_view_reports_only_peers_seen_up_then_silent() {
+        let mut v = PeerView::default();
+        let m = |a: u8, b: u8| {
+            format!("flowgate_replication_peer_up{{peer=\"127.0.0.1:1\"}} {a}\nflowgate_replication_peer_up{{peer=\"127.0.0.1:2\"}} {b}\n")
+        };
+        v.update(Some(&m(1, 0)));
+        assert!(v.down().is_empty(), "peer 2 never heard: not down");
+        v.update(Some(&m(0, 0)));
+        assert_eq!(v.down(), ["127.0.0.1:1"]);
+        v.update(Some(&m(1, 1)));
+        assert!(v.down().is_empty());
+        // Our flowgate gone: nothing known.
+        v.update(None);
+        assert!(v.down().is_empty() && v.seen_up.is_empty());
     }
 }

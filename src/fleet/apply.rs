@@ -105,6 +105,28 @@ pub fn apply(
     ))
 }
 
+/// `text` (a node config) with its `replication:` section set: this node's sync address and
+/// its peers (the other live nodes sharing one of its shards, see `agent::repl_peers`).
+pub fn with_replication(
+    text: &str,
+    listen: std::net::SocketAddr,
+    peers: &[std::net::SocketAddr],
+) -> Result<String, String> {
+    let mut doc: Value = serde_yaml::from_str(text).map_err(|e| format!("base config: {e}"))?;
+    let map = doc.as_mapping_mut().ok_or("base config: not a mapping")?;
+    let mut r = match map.get("replication") {
+        Some(Value::Mapping(m)) => m.clone(),
+        _ => Mapping::new(),
+    };
+    r.insert(Value::from("listen"), Value::from(listen.to_string()));
+    r.insert(
+        Value::from("peers"),
+        Value::Sequence(peers.iter().map(|p| Value::from(p.to_string())).collect()),
+    );
+    map.insert(Value::from("replication"), Value::Mapping(r));
+    serde_yaml::to_string(&doc).map_err(|e| e.to_string())
+}
+
 /// Renders the node's config ([`render_node`]), validates it with the data path's own loader
 /// and writes it atomically. Ok(false): the file already had that content.
 pub fn write_node(
@@ -115,7 +137,17 @@ pub fn write_node(
 ) -> Result<bool, String> {
     let base_text =
         std::fs::read_to_string(base).map_err(|e| format!("{}: {e}", base.display()))?;
-    let text = render_node(&base_text, tenants, slots)?;
+    write_node_text(&base_text, out, tenants, slots)
+}
+
+/// [`write_node`] from the base config's text.
+pub fn write_node_text(
+    base_text: &str,
+    out: &Path,
+    tenants: &BTreeMap<String, TenantSpec>,
+    slots: &Slots,
+) -> Result<bool, String> {
+    let text = render_node(base_text, tenants, slots)?;
     if std::fs::read_to_string(out).ok().as_deref() == Some(text.as_str()) {
         return Ok(false);
     }
@@ -178,6 +210,21 @@ mod tests {
         assert_eq!(v["load_balancers"][0]["id"], Value::from("web"));
         assert_eq!(render(base, &t).unwrap(), out, "stable output");
         assert!(render("- a\n", &t).is_err());
+    }
+
+    #[test]
+    fn sets_the_replication_section() {
+        let a = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        let out = with_replication(
+            "ports: []\nreplication: {listen: 1.1.1.1:1, peers: [], replica_grace_s: 5}\n",
+            a("127.0.0.1:7001"),
+            &[a("127.0.0.1:7002"), a("127.0.0.1:7003")],
+        )
+        .unwrap();
+        let v: Value = serde_yaml::from_str(&out).unwrap();
+        assert_eq!(v["replication"]["listen"], Value::from("127.0.0.1:7001"));
+        assert_eq!(v["replication"]["peers"][1], Value::from("127.0.0.1:7003"));
+        assert_eq!(v["replication"]["replica_grace_s"], Value::from(5));
     }
 
     #[test]

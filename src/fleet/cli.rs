@@ -182,6 +182,11 @@ pub struct NodeAgentArgs {
     /// The supervised flowgate's output is appended here (with a run command).
     #[arg(long)]
     pub flowgate_log: Option<PathBuf>,
+    /// The node's replication address (ip:port of a kernel UDP socket of its flowgate):
+    /// published in etcd, rendered into its config with the other live nodes of its shards as
+    /// replication peers, which change live with the placements.
+    #[arg(long, requires = "config_out")]
+    pub repl_listen: Option<std::net::SocketAddr>,
     /// After `--`: the node's data-path command (`flowgate run -c CONFIG_OUT -- EAL...`). The
     /// agent starts it once the config is written, SIGHUPs it on every change, and restarts
     /// it when the reload is refused or the process exits.
@@ -211,6 +216,7 @@ pub fn node_agent(a: NodeAgentArgs) -> ExitCode {
         run_cmd: a.run_cmd,
         flowgate_pid_file: a.flowgate_pid_file,
         flowgate_log: a.flowgate_log,
+        repl_listen: a.repl_listen,
     })
 }
 

@@ -170,9 +170,18 @@ fn return_rules(
     let slots = decode_slots(shard);
     let (first, last) = spec.port_range();
     let w = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
+    let addr_of = |n: &String| nodes.get(n).and_then(|a| a.parse::<Ipv4Addr>().ok());
+    // The node that takes over the slice of a dead (or not ready) node: the first ready one
+    // of the shard. Every node of the shard replicates its flows to every other one, so it
+    // holds the dead node's flows; and the slice stays the dead node's (reserved) until the
+    // controller hands the slot to a replacement, which resyncs before it is ready.
+    let holder = slots.iter().find(|n| addr_of(n).is_some());
     let mut owner = None;
     for (i, n) in slots.iter().enumerate() {
-        let Some(addr) = nodes.get(n).and_then(|a| a.parse::<Ipv4Addr>().ok()) else {
+        let Some((n, addr)) = addr_of(n)
+            .map(|a| (n, a))
+            .or_else(|| holder.and_then(|h| Some((h, addr_of(h)?))))
+        else {
             continue;
         };
         let table = node_table(n);
@@ -398,6 +407,7 @@ fn prepare(netns: &str) -> Result<(), String> {
 }
 
 struct State {
+    suspected: std::collections::BTreeSet<String>,
     applied: Desired,
     etcd_up: bool,
     errors: Vec<String>,
@@ -438,6 +448,27 @@ async fn session(o: &FabricOpts, st: &mut State) -> store::Result<()> {
         let tenants = store::list(&mut c, &keys.tenants()).await?;
         let placements = store::list(&mut c, &keys.placements()).await?;
         let applied = store::list(&mut c, &keys.applied()).await?;
+        // A node whose flowgate a replication peer reports silent is out of every group at
+        // once (its lease may live on: the agent is up, or has not expired yet).
+        let suspects = store::list(&mut c, &keys.suspects()).await?;
+        let out: std::collections::BTreeSet<String> = suspects
+            .keys()
+            .filter_map(|k| super::keys::suspected_node(k).map(String::from))
+            .collect();
+        if out != st.suspected {
+            info!(
+                "fabric {}: suspected nodes [{}] at {:.3} (reports: {:?})",
+                o.netns,
+                out.iter().cloned().collect::<Vec<_>>().join(" "),
+                status::now_s(),
+                suspects.keys().collect::<Vec<_>>()
+            );
+            st.suspected = out.clone();
+        }
+        let nodes: BTreeMap<String, String> = nodes
+            .into_iter()
+            .filter(|(n, _)| !out.contains(n))
+            .collect();
         if !st.etcd_up {
             info!("fabric {}: etcd reachable, syncing", o.netns);
         }
@@ -450,7 +481,12 @@ async fn session(o: &FabricOpts, st: &mut State) -> store::Result<()> {
         let mut failed = false;
         for cmd in commands(&st.applied, &want) {
             match ip(&o.netns, &cmd) {
-                Ok(()) => info!("fabric {}: ip {}", o.netns, cmd.join(" ")),
+                Ok(()) => info!(
+                    "fabric {}: ip {} (at {:.3})",
+                    o.netns,
+                    cmd.join(" "),
+                    status::now_s()
+                ),
                 Err(e) => {
                     error!("fabric {}: {e}", o.netns);
                     failed = true;
@@ -474,6 +510,7 @@ pub fn run(o: FabricOpts) -> Result<(), String> {
     info!("fabric {}: router ready (ECMP L4 hash on, our routes proto {PROTO}, rules pref {RULE_PREF})", o.netns);
     let rt = store::runtime();
     let mut st = State {
+        suspected: Default::default(),
         applied: Desired::default(),
         etcd_up: false,
         errors: vec![],
@@ -577,7 +614,8 @@ mod tests {
         ] {
             assert!(text.contains(&want), "{want}\n{text:#?}");
         }
-        // n2 dies: its slice's rules and table go, ICMP moves to n1.
+        // n2 dies: its slice (kept as is, reserved) goes to n1, which holds n2's flows as
+        // replicas; n2's table goes, ICMP moves to n1.
         let (e, _) = desired(&map(&[("n1", "10.99.1.2")]), &tenants, &placements);
         let text: Vec<String> = commands(&d, &e).iter().map(|c| c.join(" ")).collect();
         assert!(text.contains(&format!(
@@ -586,8 +624,11 @@ mod tests {
         assert!(text.contains(&format!(
             "rule del pref 9000 to 203.0.113.10/32 ipproto tcp dport 20000-20499 table {t2}"
         )));
+        assert!(text.contains(&format!(
+            "rule add pref 9000 to 203.0.113.10/32 ipproto tcp dport 20000-20499 table {t1}"
+        )));
         assert!(text.contains(&format!("route del default table {t2} proto 77")));
-        assert_eq!(e.return_rules.len(), 2 + 2, "{:?}", e.return_rules);
+        assert_eq!(e.return_rules.len(), 4 + 2, "{:?}", e.return_rules);
     }
 
     /// A node is a next hop of a tenant only once its flowgate serves it; none ready: the
@@ -612,9 +653,11 @@ mod tests {
         assert_eq!(
             d.return_rules
                 .iter()
-                .filter(|r| r.contains(&"dport".to_string()))
+                .filter(|r| r.contains(&"dport".to_string())
+                    && r.last() == Some(&node_table("n1").to_string()))
                 .count(),
-            2
+            4,
+            "n1 serves its slice and, until n2 is ready, n2's"
         );
         let (e, errs) = desired_ready(
             &nodes,

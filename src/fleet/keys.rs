@@ -6,6 +6,8 @@
 //! | `tenants/<tenant>`           | tenant spec, YAML ([`TenantSpec`])       | operator         |
 //! | `placements/<tenant>`        | shard: node ids, comma-separated, sorted | controller       |
 //! | `applied/<node>`             | tenants its running flowgate has, leased | node agent       |
+//! | `repl/<node>`                | its replication address (ip:port), leased | node agent      |
+//! | `suspect/<node>.by.<rep>`    | a peer's flowgate stopped heartbeating    | node agent <rep> |
 //! | `election`                   | etcd election of the controllers         | controller       |
 //!
 //! Values are plain text so `etcdctl get --prefix /flowgate/` is readable.
@@ -50,6 +52,23 @@ impl Keys {
     }
     pub fn applied_node(&self, id: &str) -> String {
         format!("{}applied/{id}", self.root)
+    }
+    /// `repl/<node>`: the node's replication address (its flowgate's `replication.listen`);
+    /// the agents of a shard's nodes make each other replication peers.
+    pub fn repls(&self) -> String {
+        format!("{}repl/", self.root)
+    }
+    pub fn repl(&self, id: &str) -> String {
+        format!("{}repl/{id}", self.root)
+    }
+    /// `suspect/<node>.by.<reporter>`: the reporter's flowgate heard nothing from the node's
+    /// flowgate for `repl::sync::DOWN_AFTER`; the fabric takes the node out at once (before its
+    /// lease expires) and back when no such key is left.
+    pub fn suspects(&self) -> String {
+        format!("{}suspect/", self.root)
+    }
+    pub fn suspect(&self, node: &str, reporter: &str) -> String {
+        format!("{}suspect/{node}.by.{reporter}", self.root)
     }
     pub fn election(&self) -> String {
         format!("{}election", self.root)
@@ -202,6 +221,11 @@ impl TenantSpec {
     }
 }
 
+/// The suspected node of a `suspect/` key suffix (`<node>.by.<reporter>`).
+pub fn suspected_node(key: &str) -> Option<&str> {
+    key.rsplit_once(".by.").map(|(n, _)| n)
+}
+
 /// Strips `prefix` from every key of a listing; drops keys with invalid ids.
 pub fn strip(prefix: &str, kvs: Vec<(String, String)>) -> BTreeMap<String, String> {
     kvs.into_iter()
@@ -220,6 +244,9 @@ mod tests {
         assert_eq!(k.node("n1"), "/flowgate/prod/nodes/n1");
         assert_eq!(k.placement("gw1"), "/flowgate/prod/placements/gw1");
         assert!(k.placement("gw1").starts_with(&k.placements()));
+        assert_eq!(k.suspect("n1", "n2"), "/flowgate/prod/suspect/n1.by.n2");
+        assert_eq!(suspected_node("n1.by.n2"), Some("n1"));
+        assert_eq!(suspected_node("n1"), None);
     }
 
     #[test]

@@ -90,7 +90,9 @@ impl Supervisor {
                     st,
                 };
                 loop {
-                    let changed = match rx.recv_timeout(Duration::from_millis(500)) {
+                    // 100 ms: a crashed flowgate is noticed (and `applied/<node>` emptied, so
+                    // the fabric stops sending to it) within ~0.1 s plus the agent's loop.
+                    let changed = match rx.recv_timeout(Duration::from_millis(100)) {
                         Ok(Msg::Changed) => true,
                         Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
                             s.stop();
@@ -222,11 +224,13 @@ impl State {
             if let Ok(Some(st)) = child.try_wait() {
                 break Err(format!("exited during start ({st})"));
             }
-            if addr.is_some_and(|a| scrape(a).is_ok()) {
+            // Ready, not just answering: /healthz is 503 while a replicating node pulls
+            // its peers' flows (full resync), and the fabric must not send it traffic before.
+            if addr.is_some_and(|a| get(a, "/healthz").is_ok()) {
                 break Ok(());
             }
             if t0.elapsed() > START_WAIT {
-                break Err(format!("/metrics not answering after {START_WAIT:?}"));
+                break Err(format!("/healthz not ready (200) after {START_WAIT:?}"));
             }
             std::thread::sleep(Duration::from_millis(100));
         };
@@ -331,11 +335,16 @@ impl State {
 
 /// GET /metrics over plain HTTP/1.0 (control side, once per reload).
 pub fn scrape(addr: SocketAddr) -> Result<String, String> {
+    get(addr, "/metrics")
+}
+
+/// GET `path` over plain HTTP/1.0; Ok(body) on 200.
+pub fn get(addr: SocketAddr, path: &str) -> Result<String, String> {
     let mut s =
         TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: flowgate\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: flowgate\r\n\r\n").as_bytes())
         .map_err(|e| e.to_string())?;
     let mut text = String::new();
     s.read_to_string(&mut text).map_err(|e| e.to_string())?;

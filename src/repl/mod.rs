@@ -222,6 +222,34 @@ pub fn readiness() -> Result<(), String> {
     Ok(())
 }
 
+/// A new peer set from a reload (`replication.peers` may change live), taken by the sync
+/// thread on its next loop: kept peers keep their streams, new ones get a full dump of this
+/// node's flows, removed ones are dropped (their counters stay, `peer_up` 0).
+static PEER_UPDATE: std::sync::Mutex<Option<Vec<std::net::SocketAddr>>> =
+    std::sync::Mutex::new(None);
+
+/// Hands the sync thread a new peer set (control thread, on reload).
+pub fn update_peers(peers: Vec<std::net::SocketAddr>) {
+    if let Ok(mut g) = PEER_UPDATE.lock() {
+        *g = Some(peers);
+    }
+}
+
+/// The pending peer set, if a reload changed it (sync thread).
+pub(crate) fn take_peer_update() -> Option<Vec<std::net::SocketAddr>> {
+    PEER_UPDATE.lock().ok().and_then(|mut g| g.take())
+}
+
+/// Whether two replication sections differ only in `peers` (a reload may apply that).
+pub fn only_peers_differ(
+    a: &crate::config::ReplicationConfig,
+    b: &crate::config::ReplicationConfig,
+) -> bool {
+    let mut b = b.clone();
+    b.peers.clone_from(&a.peers);
+    *a == b
+}
+
 /// Starts replication for a node (control thread, after the workers): the sync thread on
 /// `cfg.replication.listen` with the workers' control ends (NAT stage, LB stage), and its
 /// metrics families.

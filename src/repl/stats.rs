@@ -34,7 +34,9 @@ pub struct PeerStats {
 
 #[derive(Default)]
 pub struct ReplStats {
-    pub peers: Vec<PeerStats>,
+    pub peers: Vec<Arc<PeerStats>>,
+    /// Peers added by a reload (`repl::update_peers`); never removed (counters persist).
+    pub added: std::sync::Mutex<Vec<Arc<PeerStats>>>,
     /// Events handed to workers for installation.
     pub installed: AtomicU64,
     /// Installs refused by a full worker ring.
@@ -58,13 +60,40 @@ impl ReplStats {
         Arc::new(ReplStats {
             peers: peers
                 .iter()
-                .map(|p| PeerStats {
-                    addr: p.to_string(),
-                    ..PeerStats::default()
+                .map(|p| {
+                    Arc::new(PeerStats {
+                        addr: p.to_string(),
+                        ..PeerStats::default()
+                    })
                 })
                 .collect(),
             ..ReplStats::default()
         })
+    }
+
+    /// Every peer's counters: configured at start, then added by reloads.
+    pub fn all_peers(&self) -> Vec<Arc<PeerStats>> {
+        let mut v = self.peers.clone();
+        if let Ok(a) = self.added.lock() {
+            v.extend(a.iter().cloned());
+        }
+        v
+    }
+
+    /// The counters of `addr` (existing ones are reused when a peer comes back).
+    pub fn peer(&self, addr: &std::net::SocketAddr) -> Arc<PeerStats> {
+        let name = addr.to_string();
+        if let Some(p) = self.all_peers().into_iter().find(|p| p.addr == name) {
+            return p;
+        }
+        let p = Arc::new(PeerStats {
+            addr: name,
+            ..PeerStats::default()
+        });
+        if let Ok(mut a) = self.added.lock() {
+            a.push(p.clone());
+        }
+        p
     }
 
     pub fn reject(&self, b: Bad) {
@@ -92,6 +121,7 @@ fn ld(a: &AtomicU64) -> u64 {
 
 /// The `flowgate_replication_*` families.
 pub fn families(r: &Registry, s: &ReplStats) {
+    let peers = s.all_peers();
     type Field = fn(&PeerStats) -> &AtomicU64;
     let per_peer: [(&str, &str, Field); 8] = [
         (
@@ -140,7 +170,7 @@ pub fn families(r: &Registry, s: &ReplStats) {
             help,
             &["peer"],
         ) {
-            for p in &s.peers {
+            for p in peers.iter().map(|p| p.as_ref()) {
                 c.with_label_values(&[&p.addr]).inc_by(ld(get(p)));
             }
         }
@@ -151,7 +181,7 @@ pub fn families(r: &Registry, s: &ReplStats) {
         "Age of the oldest flow event the peer has not acknowledged (0: in sync)",
         &["peer"],
     ) {
-        for p in &s.peers {
+        for p in peers.iter().map(|p| p.as_ref()) {
             g.with_label_values(&[&p.addr]).set(ld(&p.lag_ms) as i64);
         }
     }
@@ -161,7 +191,7 @@ pub fn families(r: &Registry, s: &ReplStats) {
         "Last measured delay from an event leaving its worker to the peer's ACK",
         &["peer"],
     ) {
-        for p in &s.peers {
+        for p in peers.iter().map(|p| p.as_ref()) {
             g.with_label_values(&[&p.addr])
                 .set(ld(&p.ack_delay_us) as i64);
         }
@@ -169,10 +199,10 @@ pub fn families(r: &Registry, s: &ReplStats) {
     if let Some(g) = gauge_vec(
         r,
         "flowgate_replication_peer_up",
-        "1 when a datagram from the peer arrived within the last second",
+        "1 when a datagram from the peer arrived within the last 450 ms (3 heartbeats of 150 ms)",
         &["peer"],
     ) {
-        for p in &s.peers {
+        for p in peers.iter().map(|p| p.as_ref()) {
             g.with_label_values(&[&p.addr]).set(ld(&p.up) as i64);
         }
     }

@@ -28,6 +28,10 @@ const WINDOW: u64 = 8192;
 const MAX_QUEUE: usize = 262_144;
 /// An empty datagram (ACK, liveness) at least this often.
 const HEARTBEAT: Duration = Duration::from_millis(100);
+/// A peer silent this long is reported down (`flowgate_replication_peer_up` 0): 3 missed
+/// heartbeats of 150 ms (we send one every 100 ms), so a node agent can tell the fabric to
+/// stop sending to it well within a second (docs/fleet.md, failover).
+pub const DOWN_AFTER: Duration = Duration::from_millis(450);
 /// A restarting node repeats its resync request this often until answered.
 const RESYNC_REPEAT: Duration = Duration::from_millis(300);
 /// Events taken from each worker ring per loop.
@@ -128,6 +132,8 @@ struct Sync {
     sock: UdpSocket,
     session: u64,
     peers: Vec<Peer>,
+    /// Counters of `peers[i]` (the peer set can change on reload, `repl::update_peers`).
+    pst: Vec<Arc<super::stats::PeerStats>>,
     owners: Vec<(u32, PortAllocator)>,
     /// A dump is running: `EV_DUMP_END`s seen, and workers still to be asked.
     dumping: bool,
@@ -160,6 +166,7 @@ impl Sync {
             .collect();
         Sync {
             peers: s.cfg.peers.iter().map(|&a| Peer::new(a, now)).collect(),
+            pst: s.stats.peers.clone(),
             session,
             owners,
             dumping: false,
@@ -183,6 +190,9 @@ impl Sync {
             self.session
         );
         while !self.s.stop.load(Ordering::Relaxed) && !crate::pmd::signal::stop_requested() {
+            if let Some(new) = super::take_peer_update() {
+                self.set_peers(new);
+            }
             self.receive();
             self.drain_workers();
             self.dump_progress();
@@ -212,6 +222,41 @@ impl Sync {
         }
         let w = self.owner(e);
         self.s.workers.get_mut(w)
+    }
+
+    /// A reload changed the peer set: kept peers keep their streams; a new peer gets a full
+    /// dump of our flows (as if it had asked for a resync), so it holds them before the
+    /// fabric may send it their traffic; a removed peer's queue is dropped.
+    fn set_peers(&mut self, new: Vec<SocketAddr>) {
+        let now = Instant::now();
+        let mut old: Vec<(Peer, Arc<super::stats::PeerStats>)> =
+            self.peers.drain(..).zip(self.pst.drain(..)).collect();
+        for a in &new {
+            match old.iter().position(|(p, _)| p.addr == *a) {
+                Some(i) => {
+                    let (p, st) = old.swap_remove(i);
+                    self.peers.push(p);
+                    self.pst.push(st);
+                }
+                None => {
+                    let mut p = Peer::new(*a, now);
+                    p.dump = DumpFor::Waiting;
+                    p.resynced = true;
+                    self.peers.push(p);
+                    self.pst.push(self.s.stats.peer(a));
+                }
+            }
+        }
+        for (_, st) in &old {
+            st.up.store(0, Ordering::Relaxed);
+            st.lag_ms.store(0, Ordering::Relaxed);
+        }
+        crate::info!(
+            "replication: peers now {:?} (removed {:?})",
+            new,
+            old.iter().map(|(p, _)| p.addr).collect::<Vec<_>>()
+        );
+        self.s.cfg.peers = new;
     }
 
     /// The worker that owns a flow (the one whose port slice, or RSS bucket, it is in).
@@ -277,7 +322,7 @@ impl Sync {
         };
         let now = Instant::now();
         let session = self.session;
-        let ps = &stats.peers[pi];
+        let ps = self.pst[pi].clone();
         let p = &mut self.peers[pi];
         p.last_heard = Some(now);
         // Acknowledgements of our stream.
@@ -387,7 +432,7 @@ impl Sync {
     }
 
     fn enqueue_all(&mut self, e: FlowEvent, now: Instant) {
-        for (p, ps) in self.peers.iter_mut().zip(&self.s.stats.peers) {
+        for (p, ps) in self.peers.iter_mut().zip(&self.pst) {
             enqueue(p, ps, e, now);
         }
     }
@@ -415,7 +460,7 @@ impl Sync {
                 kind: EV_DUMP_DONE,
                 ..FlowEvent::default()
             };
-            for (p, ps) in self.peers.iter_mut().zip(&self.s.stats.peers) {
+            for (p, ps) in self.peers.iter_mut().zip(&self.pst) {
                 if p.dump == DumpFor::Running {
                     p.dump = DumpFor::None;
                     enqueue(p, ps, done, now);
@@ -506,8 +551,7 @@ impl Sync {
     /// Sends what the window allows, resends after `retransmit_ms`, ACKs and heartbeats.
     fn send(&mut self, i: usize, now: Instant) {
         let rto = Duration::from_millis(u64::from(self.s.cfg.retransmit_ms));
-        let stats = self.s.stats.clone();
-        let ps = &stats.peers[i];
+        let ps = self.pst[i].clone();
         {
             let p = &mut self.peers[i];
             let base = p.base();
@@ -574,7 +618,7 @@ impl Sync {
 
     fn publish(&self, now: Instant) {
         let st = &self.s.stats;
-        for (p, ps) in self.peers.iter().zip(&st.peers) {
+        for (p, ps) in self.peers.iter().zip(&self.pst) {
             let lag = p
                 .queue
                 .front()
@@ -582,7 +626,7 @@ impl Sync {
             ps.lag_ms.store(lag, Ordering::Relaxed);
             let up = p
                 .last_heard
-                .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1));
+                .is_some_and(|t| now.duration_since(t) < DOWN_AFTER);
             ps.up.store(u64::from(up), Ordering::Relaxed);
         }
         let dropped: u64 = self

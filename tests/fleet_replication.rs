@@ -1,0 +1,759 @@
+//! Flow replication inside the fleet (issue 10, docs/fleet.md "Replication and failover"):
+//! three real flowgate nodes supervised by their node agents (`--repl-listen`: peers come
+//! from the shards in etcd), etcd, the controller (k=2, m=1), the fabric; one NAT tenant t0
+//! with a client namespace behind the router and a server namespace on the public side.
+//!
+//! ```text
+//!  frc0 10.100.0.2 --+                        +-- frn1 [flowgate n1 10.99.1.2] sync 127.0.0.1:P1
+//!                    +-- frr (router) --------+-- frn2 [flowgate n2 10.99.2.2] sync 127.0.0.1:P2
+//!  frs 198.51.100.2 -+   fabric: ECMP + rules +-- frn3 [flowgate n3 10.99.3.2] sync 127.0.0.1:P3
+//! ```
+//!
+//! Proves: a rate-limited 12 MB download and 8 UDP streams through t0; SIGKILL of the flowgate
+//! that carries the download (slice owner of its public port) -> the download completes
+//! byte-exact with no reset, the server sees the same public IP:port, UDP loss only in the
+//! failover window (printed in ms); the agent restarts the killed flowgate, it resyncs and
+//! takes traffic again; then the other node of the shard dies whole (agent and flowgate: only
+//! the peer heartbeat tells the fabric) and the download still completes. Last, a churn of
+//! concurrent short TCP and UDP flows over both nodes: the server never sees one (public IP,
+//! port) used by two flows at once.
+mod common;
+#[path = "common/fleet.rs"]
+mod fleet_common;
+
+use common::{BgProc, Netns, TempDir, Veth};
+use fleet_common::{
+    nat_tenant_spec, node_addr, public_ip, route_vias, start_controller_and_fabric, Etcd,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const NODES: usize = 3;
+const TTL: u64 = 3;
+const FLEET: &str = "frtest";
+const SERVER: &str = "198.51.100.2";
+const PORTS: (u16, u16) = (20000, 29999);
+const CLIENT: &str = "10.100.0.2";
+const MB: usize = 12;
+
+fn base_config(i: usize, metrics: u16) -> String {
+    format!(
+        r#"lcores: {{main: 0, workers: [1]}}
+mempool: {{mbufs: 4095, cache: 128, data_room: 2048}}
+ports:
+  - name: fabric
+    device: "net_af_packet0,iface=frn{i}"
+    addresses: [{addr}/24]
+    mtu: 1500
+routes:
+  - prefix: 0.0.0.0/0
+    port: fabric
+    via: 10.99.{i}.1
+metrics: {{listen: "127.0.0.1:{metrics}"}}
+worker: {{idle_sleep_us: 200}}
+log_level: info
+"#,
+        addr = node_addr(i)
+    )
+}
+
+/// `n` UDP streams (one socket each), one datagram per `interval` ms each, for `secs`.
+const UDP_SENDER: &str = r#"
+import socket, sys, time
+dst, port, n, secs, interval = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]) / 1000
+ss = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+k = 0
+end = time.time() + secs
+nxt = time.time()
+while time.time() < end:
+    for i, s in enumerate(ss):
+        s.sendto(b"%d %d" % (i, k), (dst, port))
+    k += 1
+    nxt += interval
+    d = nxt - time.time()
+    if d > 0:
+        time.sleep(d)
+print("sent=%d" % k, flush=True)
+"#;
+
+/// Per stream: datagrams received, missing, its sources, its longest silence (ms).
+const UDP_RECEIVER: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+print("listening", flush=True)
+st = {}
+s.settimeout(90)
+while True:
+    try:
+        d, a = s.recvfrom(100)
+    except socket.timeout:
+        break
+    now = time.time()
+    i, k = map(int, d.split())
+    e = st.setdefault(i, {"seen": set(), "srcs": set(), "last": None, "gap": 0.0})
+    if e["last"] is not None and now - e["last"] > e["gap"]:
+        e["gap"] = now - e["last"]
+    e["last"] = now
+    e["seen"].add(k)
+    e["srcs"].add("%s:%d" % a)
+    s.settimeout(3)
+for i, e in sorted(st.items()):
+    top = max(e["seen"]) + 1
+    print("stream=%d recv=%d missing=%d gap_ms=%d srcs=%s" % (i, len(e["seen"]), top - len(e["seen"]), int(e["gap"] * 1000), ",".join(sorted(e["srcs"]))))
+print("done", flush=True)
+"#;
+
+/// Churn server: UDP and TCP on one port, echoes, logs "<proto> <peer> <round>-<id>".
+const CHURN_SERVER: &str = r#"
+import socket, sys, threading
+ip, port = sys.argv[1], int(sys.argv[2])
+lock = threading.Lock()
+def log(p, a, d):
+    with lock:
+        for w in d.decode().split():
+            print("%s %s:%d %s" % (p, a[0], a[1], w), flush=True)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind((ip, port))
+t = socket.socket()
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind((ip, port))
+t.listen(1024)
+def udp():
+    while True:
+        d, a = u.recvfrom(100)
+        log("udp", a, d)
+        u.sendto(d, a)
+def conn(c, a):
+    while True:
+        d = c.recv(100)
+        if not d:
+            break
+        log("tcp", a, d)
+        c.sendall(d)
+    c.close()
+threading.Thread(target=udp, daemon=True).start()
+print("listening", flush=True)
+while True:
+    c, a = t.accept()
+    threading.Thread(target=conn, args=(c, a), daemon=True).start()
+"#;
+
+/// Churn client: per round, `n` UDP and `n` TCP flows open at once (each says its id twice,
+/// 0.3 s apart), then all closed.
+const CHURN_CLIENT: &str = r#"
+import socket, sys, time
+dst, port, n, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+ok = bad = 0
+for r in range(rounds):
+    us, ts = [], []
+    for i in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(2)
+        s.sendto(b"%d-%d" % (r, i), (dst, port))
+        us.append(s)
+        try:
+            t = socket.create_connection((dst, port), timeout=3)
+            t.sendall(b"%d-%d\n" % (r, i))
+            ts.append(t)
+        except OSError:
+            bad += 1
+    time.sleep(0.3)
+    for i, s in enumerate(us):
+        s.sendto(b"%d-%d" % (r, i), (dst, port))
+    for i, t in enumerate(ts):
+        try:
+            t.sendall(b"%d-%d\n" % (r, i))
+        except OSError:
+            bad += 1
+    time.sleep(0.3)
+    for s in us:
+        try:
+            s.recv(100)
+            ok += 1
+        except OSError:
+            bad += 1
+        s.close()
+    for t in ts:
+        t.close()
+print("ok=%d bad=%d" % (ok, bad), flush=True)
+"#;
+
+struct Fr {
+    agents: BTreeMap<usize, BgProc>,
+    daemons: Vec<BgProc>,
+    _veths: Vec<Veth>,
+    router: Netns,
+    client: Netns,
+    server: Netns,
+    etcd: Etcd,
+    metrics: BTreeMap<usize, u16>,
+    repl: BTreeMap<usize, u16>,
+    dir: TempDir,
+}
+
+impl Drop for Fr {
+    fn drop(&mut self) {
+        for (_, mut a) in std::mem::take(&mut self.agents) {
+            a.stop_with(libc::SIGTERM, Duration::from_secs(8));
+        }
+        for i in 1..=NODES {
+            if let Some(pid) = self.flowgate_pid(i) {
+                let cmd =
+                    std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if cmd.contains("flowgate") {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
+                }
+            }
+        }
+    }
+}
+
+impl Fr {
+    fn agent(&self, i: usize) -> BgProc {
+        let bin = common::flowgate_bin();
+        let base = self.dir.join(&format!("n{i}.base.yaml"));
+        std::fs::write(&base, base_config(i, self.metrics[&i])).unwrap();
+        let cfg = self.dir.join(&format!("n{i}.yaml"));
+        let mut c = Command::new(&bin);
+        c.args([
+            "node-agent",
+            "--etcd",
+            &self.etcd.endpoint,
+            "--fleet",
+            FLEET,
+        ])
+        .args(["--node", &format!("n{i}"), "--addr", &node_addr(i)])
+        .args(["--ttl", &TTL.to_string()])
+        .args(["--repl-listen", &format!("127.0.0.1:{}", self.repl[&i])])
+        .arg("--state")
+        .arg(self.dir.join(&format!("n{i}.state")))
+        .arg("--base-config")
+        .arg(&base)
+        .arg("--config-out")
+        .arg(&cfg)
+        .arg("--flowgate-pid-file")
+        .arg(self.dir.join(&format!("n{i}.pid")))
+        .arg("--flowgate-log")
+        .arg(self.dir.join(&format!("n{i}.flowgate.log")))
+        .arg("--")
+        .arg(&bin)
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .args(["--", "--no-pci", "--no-huge", "-m", "256", "--file-prefix"])
+        .arg(format!("fgfr{}n{i}", std::process::id()));
+        BgProc::spawn(
+            c,
+            &format!("node-agent n{i}"),
+            &self.dir.join(&format!("n{i}.log")),
+        )
+    }
+
+    fn flowgate_pid(&self, i: usize) -> Option<i32> {
+        std::fs::read_to_string(self.dir.join(&format!("n{i}.pid")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn metrics(&self, i: usize) -> Option<common::Metrics> {
+        let addr = format!("127.0.0.1:{}", self.metrics[&i]).parse().unwrap();
+        common::scrape(addr)
+            .ok()
+            .map(|t| common::Metrics::parse(&t))
+    }
+
+    fn flows(&self, i: usize) -> f64 {
+        self.metrics(i)
+            .map(|m| m.value("flowgate_nat_flows", &[]))
+            .unwrap_or(-1.0)
+    }
+
+    fn slots(&self) -> Vec<String> {
+        self.etcd
+            .list(&format!("/flowgate/{FLEET}/placements/"))
+            .get("t0")
+            .map(|v| v.split(',').map(String::from).collect())
+            .unwrap_or_default()
+    }
+
+    /// The router's next hops for t0's public IP.
+    fn hops(&self) -> BTreeSet<String> {
+        route_vias(&self.router, &[&format!("{}/32", public_ip(0))])
+    }
+
+    fn flowgate_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.join(&format!("n{i}.flowgate.log"))).unwrap_or_default()
+    }
+
+    fn dump(&self) -> String {
+        let mut s = format!("placements: {:?}\n", self.slots());
+        s += &self.router.exec(&["ip", "rule", "show"], 5).stdout;
+        s += &self
+            .router
+            .exec(&["ip", "route", "show", "table", "all"], 5)
+            .stdout;
+        for p in self.daemons.iter().chain(self.agents.values()) {
+            s += &format!("--- {} ---\n{}\n", p.what, p.log_text());
+        }
+        for i in 1..=NODES {
+            let l = self.flowgate_log(i);
+            let tail: Vec<&str> = l.lines().rev().take(25).collect();
+            s += &format!("--- flowgate n{i} (tail) ---\n");
+            for line in tail.iter().rev() {
+                s += line;
+                s.push('\n');
+            }
+        }
+        s
+    }
+}
+
+fn wait<T>(secs: u64, f: impl FnMut() -> Option<T>) -> Option<T> {
+    common::wait_for(Duration::from_secs(secs), f)
+}
+
+fn node_no(n: &str) -> usize {
+    n[1..].parse().unwrap()
+}
+
+/// The node (slot order) whose slice of t0's port range holds `port`.
+fn slice_owner(slots: &[String], port: u16) -> Option<usize> {
+    (0..slots.len()).find_map(|i| {
+        let (a, b) = flowgate::fleet::keys::port_slice(PORTS.0, PORTS.1, i, slots.len())?;
+        (a..=b).contains(&port).then(|| node_no(&slots[i]))
+    })
+}
+
+fn py(ns: &Netns, script: &str, args: &[&str], log: &std::path::Path) -> BgProc {
+    let mut a = vec![common::PYTHON, "-u", "-c", script];
+    a.extend_from_slice(args);
+    ns.spawn(&a, log)
+}
+
+fn wait_log(p: &BgProc, needle: &str, secs: u64) -> bool {
+    wait(secs, || p.log_text().contains(needle).then_some(())).is_some()
+}
+
+/// The peer (public ip:port) of the server's established connection on :8080.
+fn server_peer(server: &Netns) -> Option<String> {
+    let o = server.exec(&["ss", "-Htn", "( sport = :8080 )"], 5);
+    o.stdout
+        .lines()
+        .find(|l| l.starts_with("ESTAB"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .map(str::to_string)
+}
+
+fn resets(ns: &Netns) -> (i64, i64) {
+    let o = ns.exec(&["nstat", "-az", "TcpOutRsts", "TcpEstabResets"], 5);
+    let get = |name: &str| {
+        o.stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1)
+    };
+    (get("TcpOutRsts"), get("TcpEstabResets"))
+}
+
+fn sha256(path: &std::path::Path) -> String {
+    let o = common::must(&["sha256sum", path.to_str().expect("path")], 30);
+    o.stdout.split_whitespace().next().unwrap_or("").to_string()
+}
+
+fn now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The first "... at <unix time>" number after `needle` in `log`, at or after `since`.
+fn stamp_after(log: &str, needle: &str, since: f64) -> Option<f64> {
+    log.lines()
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| {
+            let rest = &l[l.rfind(" at ")? + 4..];
+            rest.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .find(|t| *t >= since)
+}
+
+fn build() -> Fr {
+    common::require_tool("curl");
+    let dir = TempDir::new("fleetrepl");
+    let etcd = Etcd::start(&dir);
+    let router = Netns::new("frr");
+    for kv in [
+        "net.ipv4.ip_forward=1",
+        "net.ipv4.conf.all.rp_filter=0",
+        "net.ipv4.conf.default.rp_filter=0",
+    ] {
+        router.must(&["sysctl", "-qw", kv], 5);
+    }
+    let mut veths = Vec::new();
+    let (mut metrics, mut repl) = (BTreeMap::new(), BTreeMap::new());
+    for i in 1..=NODES {
+        let v = Veth::new(&format!("frn{i}"), &format!("frr{i}"), &router, 1500);
+        v.add_addr(&router, &format!("10.99.{i}.1/24"));
+        veths.push(v);
+        metrics.insert(i, fleet_common::free_port());
+        repl.insert(i, fleet_common::free_port());
+    }
+    let link = |ns: &Netns, rname: &str, raddr: &str, addr: &str, gw: &str| {
+        router.must(
+            &[
+                "ip", "link", "add", rname, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns.name,
+            ],
+            10,
+        );
+        common::segmentation_off(Some(&router), rname);
+        common::segmentation_off(Some(ns), "eth0");
+        router.must(&["ip", "addr", "add", raddr, "dev", rname], 5);
+        router.must(&["ip", "link", "set", rname, "up"], 5);
+        ns.must(&["ip", "addr", "add", addr, "dev", "eth0"], 5);
+        ns.must(&["ip", "link", "set", "eth0", "up"], 5);
+        ns.must(&["ip", "route", "add", "default", "via", gw], 5);
+    };
+    let client = Netns::new("frc0");
+    link(
+        &client,
+        "frrc0",
+        "10.100.0.1/24",
+        &format!("{CLIENT}/24"),
+        "10.100.0.1",
+    );
+    let server = Netns::new("frs");
+    link(
+        &server,
+        "frrs",
+        "198.51.100.1/24",
+        &format!("{SERVER}/24"),
+        "198.51.100.1",
+    );
+    // Small socket buffers: the rate-limited download is really on the wire, not in buffers.
+    client.must(&["sysctl", "-qw", "net.ipv4.tcp_rmem=4096 65536 131072"], 5);
+    server.must(&["sysctl", "-qw", "net.ipv4.tcp_wmem=4096 65536 131072"], 5);
+    Fr {
+        agents: BTreeMap::new(),
+        daemons: vec![],
+        _veths: veths,
+        router,
+        client,
+        server,
+        etcd,
+        metrics,
+        repl,
+        dir,
+    }
+}
+
+#[test]
+fn fleet_replication_failover_resync_second_failover_and_port_churn() {
+    let Some(_g) =
+        common::setup("fleet_replication_failover_resync_second_failover_and_port_churn")
+    else {
+        return;
+    };
+    let t_start = Instant::now();
+    let mut f = build();
+    f.etcd.put(
+        &format!("/flowgate/{FLEET}/tenants/t0"),
+        &nat_tenant_spec(0, PORTS, ", flows_per_core: 16384"),
+    );
+    for i in 1..=NODES {
+        let a = f.agent(i);
+        f.agents.insert(i, a);
+    }
+    f.daemons.extend(start_controller_and_fabric(
+        &f.etcd,
+        FLEET,
+        NODES,
+        TTL,
+        "frr",
+        &[],
+        &f.dir.path,
+    ));
+
+    // 1. t0 placed on two nodes, both replicate to each other, both routed.
+    let slots = wait(30, || {
+        let s = f.slots();
+        (s.len() == 2).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("t0 not placed\n{}", f.dump()));
+    let shard: Vec<usize> = slots.iter().map(|n| node_no(n)).collect();
+    let want: BTreeSet<String> = shard.iter().map(|&i| node_addr(i)).collect();
+    wait(60, || (f.hops() == want).then_some(()))
+        .unwrap_or_else(|| panic!("t0 not routed to {want:?}\n{}", f.dump()));
+    for &i in &shard {
+        let other = shard.iter().find(|&&j| j != i).unwrap();
+        let peer = format!("127.0.0.1:{}", f.repl[other]);
+        wait(20, || {
+            let m = f.metrics(i)?;
+            (m.value("flowgate_replication_peer_up", &[("peer", &peer)]) == 1.0).then_some(())
+        })
+        .unwrap_or_else(|| panic!("n{i} does not hear its peer {peer}\n{}", f.dump()));
+    }
+    println!(
+        "fleet up after {:?}: t0 on {slots:?}, replication peers from etcd, both up",
+        t_start.elapsed()
+    );
+
+    // 2. A 12 MB download at 1 MB/s and 8 UDP streams (one datagram per 5 ms each).
+    let www = f.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let blob = www.join("blob");
+    common::must(
+        &[
+            "dd",
+            "if=/dev/urandom",
+            &format!("of={}", blob.display()),
+            "bs=1M",
+            &format!("count={MB}"),
+        ],
+        30,
+    );
+    let _http = f.server.spawn(
+        &[
+            common::PYTHON,
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            SERVER,
+            "--directory",
+            www.to_str().unwrap(),
+        ],
+        &f.dir.join("http.log"),
+    );
+    f.server.wait_listen("tcp", 8080, Duration::from_secs(10));
+    let recv = py(
+        &f.server,
+        UDP_RECEIVER,
+        &[SERVER, "9999"],
+        &f.dir.join("udprecv.log"),
+    );
+    assert!(wait_log(&recv, "listening", 10));
+    let got = f.dir.join("got");
+    let t0 = Instant::now();
+    let mut curl = f.client.spawn(
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "90",
+            "--limit-rate",
+            "1M",
+            "-o",
+            got.to_str().unwrap(),
+            &format!("http://{SERVER}:8080/blob"),
+        ],
+        &f.dir.join("curl.log"),
+    );
+    let mut udp = py(
+        &f.client,
+        UDP_SENDER,
+        &[SERVER, "9999", "8", "13", "5"],
+        &f.dir.join("udpsend.log"),
+    );
+    let before = wait(10, || server_peer(&f.server))
+        .unwrap_or_else(|| panic!("download not running\n{}", f.dump()));
+    assert!(before.starts_with(&public_ip(0)), "{before}");
+    let port: u16 = before.rsplit_once(':').unwrap().1.parse().unwrap();
+    let a = slice_owner(&slots, port).expect("port in t0's range");
+    let b = *shard.iter().find(|&&j| j != a).unwrap();
+    // The download's flow is on both nodes (the owner's, and B's replica).
+    wait(10, || {
+        (f.flows(b) >= 1.0 && f.flows(a) >= 1.0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("flows not replicated\n{}", f.dump()));
+    std::thread::sleep(Duration::from_millis(2500));
+    println!(
+        "download from {before} carried by n{a} (its slice); flows n{a}={} n{b}={}",
+        f.flows(a),
+        f.flows(b)
+    );
+
+    // 3. SIGKILL n{a}'s flowgate. Its agent notices (and restarts it); n{b}'s flowgate stops
+    //    hearing it and n{b}'s agent reports it suspect; the fabric moves it out either way.
+    let pid_a = f.flowgate_pid(a).unwrap();
+    let t_kill = now_s();
+    let k_at = t0.elapsed();
+    common::must(&["kill", "-KILL", &pid_a.to_string()], 5);
+    let gone = wait(5, || {
+        (f.hops() == BTreeSet::from([node_addr(b)])).then(Instant::now)
+    });
+    let out_ms = gone.map(|g| (now_s() - t_kill) * 1000.0 - g.elapsed().as_secs_f64() * 1000.0);
+    println!("n{a}'s flowgate killed at {k_at:?}; out of t0's route after {out_ms:?} ms");
+    assert!(gone.is_some(), "n{a} not taken out\n{}", f.dump());
+
+    // 4. The agent restarts it; it resyncs from n{b} and only then takes traffic again.
+    let back = wait(30, || (f.hops() == want).then(Instant::now))
+        .unwrap_or_else(|| panic!("n{a} not back\n{}", f.dump()));
+    let back_s = now_s() - back.elapsed().as_secs_f64() - t_kill;
+    let la = f.flowgate_log(a);
+    let resync = la
+        .lines()
+        .rfind(|l| l.contains("resync done"))
+        .unwrap_or("")
+        .to_string();
+    println!(
+        "n{a} restarted by its agent, back in t0's route {back_s:.2} s after the kill; {}; flows n{a}={} n{b}={}",
+        resync.trim(),
+        f.flows(a),
+        f.flows(b)
+    );
+    assert!(
+        resync.contains(&format!("127.0.0.1:{}", f.repl[&b])),
+        "n{a} resynced from n{b}: {resync}\n{}",
+        f.dump()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+
+    // 5. n{b} dies whole (agent first, so nobody restarts or deregisters it): only the peer
+    //    heartbeat tells the fabric before its lease expires.
+    let pid_b = f.flowgate_pid(b).unwrap();
+    let mut agent_b = f.agents.remove(&b).unwrap();
+    agent_b.signal(libc::SIGKILL);
+    let t_kill_b = now_s();
+    let kb_at = t0.elapsed();
+    common::must(&["kill", "-KILL", &pid_b.to_string()], 5);
+    let _ = agent_b.wait_timeout(Duration::from_secs(5));
+    let gone_b = wait(5, || (!f.hops().contains(&node_addr(b))).then(Instant::now));
+    let gone_b_ms = gone_b.map(|g| (now_s() - g.elapsed().as_secs_f64() - t_kill_b) * 1000.0);
+    println!(
+        "n{b} (agent + flowgate) killed at {kb_at:?}; out of t0's route after {gone_b_ms:?} ms"
+    );
+    assert!(gone_b.is_some(), "n{b} not taken out\n{}", f.dump());
+    let agent_a_log = f.agents[&a].log_text();
+    let fabric_log = f.daemons[1].log_text();
+    let suspect_at = stamp_after(&agent_a_log, "reported suspect at", t_kill_b);
+    let fabric_at = stamp_after(&fabric_log, &format!("suspected nodes [n{b}] at"), t_kill_b);
+    println!(
+        "heartbeat path: n{a}'s agent reported n{b} suspect {:?} ms after the kill, fabric acted {:?} ms after",
+        suspect_at.map(|t| ((t - t_kill_b) * 1000.0).round()),
+        fabric_at.map(|t| ((t - t_kill_b) * 1000.0).round())
+    );
+    assert!(
+        suspect_at.is_some_and(|t| t - t_kill_b < 1.0),
+        "n{b} reported suspect within 1 s\n{agent_a_log}"
+    );
+
+    // 6. The download completes byte-exact, same public IP:port, no reset.
+    let after = server_peer(&f.server);
+    let st = curl.wait_timeout(Duration::from_secs(60));
+    let took = t0.elapsed();
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "download completes: {st:?}\n{}\n{}",
+        curl.log_text(),
+        f.dump()
+    );
+    assert_eq!(sha256(&got), sha256(&blob), "byte-exact download");
+    assert_eq!(
+        after.as_deref(),
+        Some(before.as_str()),
+        "the server sees the same public IP:port after both failovers"
+    );
+    for (name, ns) in [("client", &f.client), ("server", &f.server)] {
+        assert_eq!(resets(ns), (0, 0), "{name}: TCP resets (out, established)");
+    }
+    udp.wait_timeout(Duration::from_secs(20));
+    let report = wait(20, || {
+        recv.log_text().contains("done").then(|| recv.log_text())
+    })
+    .expect("udp receiver report");
+    println!("download {MB} MB in {took:?}, sha256 ok, server peer {before} throughout");
+    let mut streams = 0;
+    for l in report.lines().filter(|l| l.starts_with("stream=")) {
+        let kv: BTreeMap<&str, &str> = l
+            .split_whitespace()
+            .filter_map(|w| w.split_once('='))
+            .collect();
+        let srcs: Vec<&str> = kv["srcs"].split(',').collect();
+        let port: u16 = srcs[0].rsplit_once(':').unwrap().1.parse().unwrap();
+        let owner = slice_owner(&slots, port).unwrap_or(0);
+        println!("UDP {l} (slice of n{owner})");
+        assert_eq!(srcs.len(), 1, "one public source per UDP stream: {l}");
+        assert!(srcs[0].starts_with(&public_ip(0)), "{l}");
+        let gap: i64 = kv["gap_ms"].parse().unwrap();
+        assert!(gap < 3000, "UDP loss window {gap} ms: {l}");
+        streams += 1;
+    }
+    assert_eq!(streams, 8, "{report}");
+
+    // 7. Churn: 3 rounds of 100 UDP + 100 TCP flows open at once, spread by ECMP over n{a}
+    //    and (after re-placement) its new partner: no public port is used by two flows.
+    let churn = py(
+        &f.server,
+        CHURN_SERVER,
+        &[SERVER, "7000"],
+        &f.dir.join("churn-server.log"),
+    );
+    assert!(wait_log(&churn, "listening", 10));
+    let o = f.client.exec(
+        &[
+            common::PYTHON,
+            "-c",
+            CHURN_CLIENT,
+            SERVER,
+            "7000",
+            "100",
+            "3",
+        ],
+        60,
+    );
+    println!(
+        "churn client: {} (slots now {:?})",
+        o.stdout.trim(),
+        f.slots()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let mut by_key: BTreeMap<(String, String, String), BTreeSet<String>> = BTreeMap::new();
+    let mut by_owner: BTreeMap<usize, usize> = BTreeMap::new();
+    let now_slots = f.slots();
+    for l in churn.log_text().lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        if w.len() != 3 {
+            continue;
+        }
+        let Some((round, id)) = w[2].split_once('-') else {
+            continue;
+        };
+        let Some((ip, port)) = w[1].rsplit_once(':') else {
+            continue;
+        };
+        assert_eq!(ip, public_ip(0), "server saw a non-public source: {l}");
+        let port: u16 = port.parse().unwrap();
+        if by_key
+            .entry((w[0].to_string(), w[1].to_string(), round.to_string()))
+            .or_default()
+            .insert(id.to_string())
+        {
+            *by_owner
+                .entry(slice_owner(&now_slots, port).unwrap_or(0))
+                .or_default() += 1;
+        }
+    }
+    let dup: Vec<_> = by_key.iter().filter(|(_, ids)| ids.len() > 1).collect();
+    let flows = by_key.len();
+    println!("churn: {flows} concurrent flows seen by the server, by slice owner {by_owner:?}, {} public (ip, port) used twice at once", dup.len());
+    assert!(dup.is_empty(), "public ports used twice: {dup:?}");
+    assert!(flows >= 540, "churn flows seen: {flows}\n{}", o.stdout);
+    assert!(
+        o.stdout.contains("bad=0") || flows >= 580,
+        "churn: {}",
+        o.stdout
+    );
+    println!("fleet_replication done in {:?}", t_start.elapsed());
+}
