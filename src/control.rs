@@ -240,6 +240,12 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
         .collect();
     // Flow and translation logs: one ring per worker, drained by a control-side thread.
     let mut logs = crate::flowlog::LogSink::start(cfg, n_workers, pmd::rdtsc(), pmd::tsc_hz())?;
+    if let (Some(l), Some(c)) = (&logs, &lb_ctl) {
+        // Load balancers a reload adds log too.
+        if let Ok(mut c) = c.lock() {
+            c.set_log(l.settings());
+        }
+    }
     let mut ctl_txs = Vec::new();
     let mut shared = Vec::new();
     // Flow-state replication: each NAT worker's rings, the control ends for the sync thread.
@@ -271,7 +277,11 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
             stages: crate::stages::StageChain::build(
                 lb_ctl.as_ref().and_then(|c| {
                     let cell = c.lock().ok()?.cell();
-                    let w = LbWorker::new(&cfg.load_balancers, cell, i, n_workers, pmd::tsc_hz());
+                    let mut w =
+                        LbWorker::new(&cfg.load_balancers, cell, i, n_workers, pmd::tsc_hz());
+                    if let Some(tap) = logs.as_mut().and_then(|l| l.take_lb_tap(i)) {
+                        w.set_flow_log(tap);
+                    }
                     Some(LbStage::new(w, lb_published[i].clone()))
                 }),
                 // Always there (a reload may add gateways); with none it claims nothing.

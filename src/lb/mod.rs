@@ -20,6 +20,7 @@ pub mod control;
 pub mod counters;
 pub mod health;
 pub mod health_wiring;
+pub mod log_hooks;
 pub mod maglev;
 pub mod metrics;
 pub mod reconcile;
@@ -96,6 +97,8 @@ struct LbState {
     seed: u64,
     /// This worker's share of the load balancer's tenant limits (`crate::limits`).
     limiter: crate::limits::TenantLimiter,
+    /// Flow-log counters and translation events (`log_hooks`); `None`: logs off.
+    log: Option<log_hooks::LbLog>,
 }
 
 fn fnat_key(f: &Flow, m: &Meta) -> Key {
@@ -134,6 +137,7 @@ impl LbState {
             fnat: HashTable::with_capacity(2 * cap + 1),
             seed: rng.next_u64(),
             limiter: crate::limits::TenantLimiter::new(&c.limits, worker, n_workers, tsc_hz),
+            log: None,
         }
     }
 
@@ -323,6 +327,8 @@ pub struct LbWorker {
     /// By stable target id (grown when a snapshot brings new ids).
     targets: Vec<TargetCounters>,
     rng: Rng,
+    /// The worker's end of the logs (`log_hooks`); `None`: logs off.
+    flow_log: Option<log_hooks::LbTap>,
 }
 
 impl LbWorker {
@@ -355,6 +361,7 @@ impl LbWorker {
             lbs,
             counters: vec![LbCounters::default(); cfg.len()],
             rng,
+            flow_log: None,
         };
         w.sync_counters();
         w
@@ -607,6 +614,7 @@ impl LbWorker {
             return false;
         }
         f.deadline = t.wrapping_add(m.idle);
+        st.log_count(idx, true, ip.len);
         if let Some(c) = self.counters.get_mut(li) {
             c.packets_from_client += 1;
             c.bytes_from_client += ip.len as u64;
@@ -699,6 +707,7 @@ impl LbWorker {
                 st.dests.dec(fnat_dest(f, &m));
             }
         }
+        st.log_retired(idx);
         st.flows.unindex(idx);
     }
 
@@ -751,6 +760,7 @@ impl LbWorker {
         ip: &Ip,
         reason: DropReason,
     ) -> Result<StageVerdict, DropReason> {
+        self.log_note_rst(pkt, ip);
         if crate::pipeline::rst::make_rst(pkt, ip.hl, ip.len, ip.src, ip.dst) {
             Ok(StageVerdict::Respond(reason))
         } else {
@@ -852,6 +862,7 @@ impl LbWorker {
             st.dests.inc(fnat_dest(&f, &meta));
         }
         st.wheel.arm(&mut st.flows.next, idx, f.deadline);
+        st.log_created(idx);
         c.new_flows += 1;
         c.active_flows += 1;
         if let Some(tc) = targets.get_mut(target.id as usize) {
@@ -915,6 +926,7 @@ impl LbWorker {
         if let Some(mm) = st.meta.get_mut(idx as usize) {
             mm.flags = flags;
         }
+        st.log_count(idx, dir == Dir::Client, ip.len);
         if let Some(c) = self.counters.get_mut(li) {
             let bytes = ip.len as u64;
             match dir {
@@ -1138,6 +1150,7 @@ impl LbWorker {
 
     /// Amortized expiry between bursts (bounded work per load balancer).
     pub fn expire(&mut self, now: u64) {
+        self.log_poll(now);
         let t = self.tick(now);
         for li in 0..self.lbs.len() {
             let mut slots = EXPIRE_SLOT_BUDGET;

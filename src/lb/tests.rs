@@ -8,13 +8,13 @@ use crate::packet::VecBuf;
 use crate::wire::tcp::{ACK, RST, SYN};
 use crate::wire::{EthernetFrame, IcmpPacket, MacAddr};
 
-const HZ: u64 = 1_000_000;
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
-const LBA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+pub(super) const HZ: u64 = 1_000_000;
+pub(super) const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+pub(super) const LBA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
+pub(super) const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 
-fn s(secs: u64) -> u64 {
+pub(super) fn s(secs: u64) -> u64 {
     secs * HZ
 }
 
@@ -49,7 +49,7 @@ fn conf(groups: &str) -> String {
     )
 }
 
-const GROUPS: &str = "
+pub(super) const GROUPS: &str = "
       - name: web
         tcp_idle_timeout_s: 60
         deregistration_delay_s: 10
@@ -68,7 +68,7 @@ fn cfg(groups: &str) -> Config {
     parse_str(&conf(groups), "t.yaml").unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn setup(groups: &str) -> (LbControl, LbWorker) {
+pub(super) fn setup(groups: &str) -> (LbControl, LbWorker) {
     let c = cfg(groups);
     let ctl = LbControl::new(&c.load_balancers, HZ, 0);
     let w = LbWorker::new(&c.load_balancers, ctl.cell(), 0, 1, HZ);
@@ -99,7 +99,7 @@ fn frame(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> VecBuf {
     VecBuf::from_frame(&f)
 }
 
-fn tcp(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16, flags: u8) -> VecBuf {
+pub(super) fn tcp(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16, flags: u8) -> VecBuf {
     let mut l4 = vec![0u8; 20 + 5];
     l4[20..].copy_from_slice(b"hello");
     let mut t = TcpPacket::new_unchecked(&mut l4[..]);
@@ -114,7 +114,7 @@ fn tcp(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16, flags: u8) -> VecBuf {
     frame(src, dst, IPPROTO_TCP, &l4)
 }
 
-fn udp(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16) -> VecBuf {
+pub(super) fn udp(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16) -> VecBuf {
     let mut l4 = vec![0u8; 8 + 4];
     l4[8..].copy_from_slice(b"ping");
     let mut u = UdpPacket::new_unchecked(&mut l4[..]);
@@ -126,7 +126,7 @@ fn udp(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16) -> VecBuf {
 }
 
 /// (src, sport, dst, dport) of a frame, after checking every checksum.
-fn tuple(b: &VecBuf) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
+pub(super) fn tuple(b: &VecBuf) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
     let ip = Ipv4Packet::new_checked(&b.data()[14..]).unwrap();
     assert!(ip.verify_checksum(), "IP checksum");
     let (s, d) = (ip.src_addr(), ip.dst_addr());
@@ -157,7 +157,7 @@ fn expire_all(w: &mut LbWorker, now: u64) {
     }
 }
 
-fn t(n: u8) -> Ipv4Addr {
+pub(super) fn t(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 1, 0, n)
 }
 
