@@ -108,10 +108,19 @@ impl LbState {
         view_of(&self.flows, &self.meta, idx)
     }
 
-    /// A packet of flow `idx` was forwarded (`client`: client to target). The view is
-    /// made only when a record is due.
-    #[inline]
+    /// A packet of flow `idx` was forwarded (`client`: client to target). Logs off: one
+    /// test inlined into the packet path; the rest is out of line so that it does not
+    /// weigh on the path's registers.
+    #[inline(always)]
     pub(super) fn log_count(&mut self, idx: u32, client: bool, bytes: usize) {
+        if self.log.is_some() {
+            self.log_count_on(idx, client, bytes);
+        }
+    }
+
+    /// The view is made only when a record is due.
+    #[inline(never)]
+    fn log_count_on(&mut self, idx: u32, client: bool, bytes: usize) {
         let LbState {
             log, flows, meta, ..
         } = self;
@@ -123,22 +132,29 @@ impl LbState {
     }
 
     /// Flow `idx` was stored (its meta set): counters reset, the `created` event.
+    #[inline(always)]
     pub(super) fn log_created(&mut self, idx: u32) {
-        if self.log.is_none() {
-            return;
-        }
-        if let (Some(v), Some(l)) = (self.log_view(idx), self.log.as_mut()) {
-            l.created(idx, &v);
+        if self.log.is_some() {
+            self.log_event(idx, true);
         }
     }
 
     /// Flow `idx` is being unindexed: its last counters, the `deleted` event.
+    #[inline(always)]
     pub(super) fn log_retired(&mut self, idx: u32) {
-        if self.log.is_none() {
-            return;
+        if self.log.is_some() {
+            self.log_event(idx, false);
         }
+    }
+
+    #[inline(never)]
+    fn log_event(&mut self, idx: u32, created: bool) {
         if let (Some(v), Some(l)) = (self.log_view(idx), self.log.as_mut()) {
-            l.retired(idx, &v);
+            if created {
+                l.created(idx, &v);
+            } else {
+                l.retired(idx, &v);
+            }
         }
     }
 }
@@ -207,6 +223,7 @@ impl LbWorker {
 
     /// After the stage: a packet the LB dropped or answered with a RST becomes a REJECT
     /// record of the load balancer it was for (flow logs on).
+    #[inline(never)]
     pub fn log_reject<B: PacketBuf>(&mut self, pkt: &B, v: StageVerdict, now: u64) {
         let Some(lt) = self.flow_log.as_mut().filter(|t| t.tap.flows) else {
             return;
