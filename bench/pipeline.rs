@@ -788,6 +788,27 @@ fn with_flow_logs(mut nat: NatWorker, hz: u64) -> NatWorker {
     nat
 }
 
+/// `FLOWGATE_BENCH_FLOW_LOGS=1`: the load-balancer cases with both logs on (as
+/// `with_flow_logs`).
+fn lb_with_flow_logs(mut lb: LbWorker, hz: u64) -> LbWorker {
+    if std::env::var("FLOWGATE_BENCH_FLOW_LOGS").as_deref() == Ok("1") {
+        let (ring, rx) = rtrb::RingBuffer::new(flowgate::config::RING_RECORDS);
+        std::mem::forget(rx);
+        lb.set_flow_log(flowgate::flowlog::Tap {
+            ring,
+            clock: flowgate::flowlog::Clock::at(0, 1_700_000_000_000, hz),
+            shared: Arc::new(flowgate::flowlog::TapShared::new(1)),
+            worker: 0,
+            flows: true,
+            mappings: true,
+            interval_s: 60,
+            lost: 0,
+            flushed: false,
+        });
+    }
+    lb
+}
+
 /// Every packet a TCP SYN of a never-seen 5-tuple; 1 s timeouts and the worker's expiry
 /// (every 100 us, bounded work) keep the table bounded.
 fn bench_nat_new<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, String)>) {
@@ -865,7 +886,7 @@ fn lb_pipeline<S: Bufs>(s: &mut S, cfg: &flowgate::config::Config, hz: u64) -> P
     };
     let mut p: Pipeline<S::B> = Pipeline::new(fib, params);
     let ctl = LbControl::new(&cfg.load_balancers, hz, clock());
-    let w = LbWorker::new(&cfg.load_balancers, ctl.cell(), 0, 1, hz);
+    let w = lb_with_flow_logs(LbWorker::new(&cfg.load_balancers, ctl.cell(), 0, 1, hz), hz);
     let published = Arc::new(LbPublished::new(1));
     p.stages = StageChain::build(Some(LbStage::new(w, published)), None);
     let mut c = Collect {

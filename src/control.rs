@@ -246,6 +246,12 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
         .collect();
     // Flow and translation logs: one ring per worker, drained by a control-side thread.
     let mut logs = crate::flowlog::LogSink::start(cfg, n_workers, pmd::rdtsc(), pmd::tsc_hz())?;
+    if let (Some(l), Some(c)) = (&logs, &lb_ctl) {
+        // Load balancers a reload adds log too.
+        if let Ok(mut c) = c.lock() {
+            c.set_log(l.settings());
+        }
+    }
     let mut ctl_txs = Vec::new();
     let mut shared = Vec::new();
     // Flow-state replication: each NAT worker's rings, the control ends for the sync thread.
@@ -284,6 +290,9 @@ fn run_with_eal(cfg: &Config, path: PathBuf) -> Result<(), String> {
                         let (wr, ce) = crate::repl::worker_rings();
                         w.set_replication(wr, r.replica_grace_s);
                         lb_repl_ends.push(ce);
+                    }
+                    if let Some(tap) = logs.as_mut().and_then(|l| l.take_lb_tap(i)) {
+                        w.set_flow_log(tap);
                     }
                     Some(LbStage::new(w, lb_published[i].clone()))
                 }),

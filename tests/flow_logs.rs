@@ -1,10 +1,13 @@
 //! Flow logs (VPC Flow Logs v2 default format), the NAT translation log, `flowgate ctl who`
 //! and the graceful stop, with real kernel traffic through the real binary on the NAT
-//! topology (tests/common/nat_topology.rs). Every flow-log line is checked by a strict
+//! topology (tests/common/nat_topology.rs), and the load balancer's flows on the LB
+//! topology (tests/common/lb_topology.rs). Every flow-log line is checked by a strict
 //! parser of the v2 default format (python3, below); the records must add up to what
 //! the test sent.
 
 mod common;
+#[path = "common/lb_topology.rs"]
+mod lb_topology;
 #[path = "common/nat_topology.rs"]
 mod nat_topology;
 
@@ -531,4 +534,220 @@ fn sigterm_drains_then_flushes_the_logs() {
             "{t}"
         );
     }
+}
+
+/// From the LB client: HTTP/1.0 GETs to VIP:80 from local ports argv[2].. (argv[3] of
+/// them), then argv[5] UDP datagrams of argv[6] bytes to VIP:53 from port argv[4] (prints
+/// the reply bytes), then argv[7] datagrams of 50 bytes to VIP:5454 (no listener).
+const LB_CLIENT: &str = r#"
+import socket, sys
+vip, base, n, uport, un, usize, rn = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
+for i in range(n):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", base + i))
+    s.settimeout(5)
+    s.connect((vip, 80))
+    s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+    d = b""
+    while True:
+        x = s.recv(4096)
+        if not x:
+            break
+        d += x
+    s.close()
+    print("http %d %s" % (base + i, d.split(b"\r\n\r\n", 1)[-1].decode().strip()), flush=True)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("0.0.0.0", uport))
+u.settimeout(3)
+got = 0
+for i in range(un):
+    u.sendto(bytes(usize), (vip, 53))
+    d, a = u.recvfrom(2048)
+    got += len(d)
+print("udp replies=%d bytes=%d" % (un, got), flush=True)
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.bind(("0.0.0.0", uport + 1))
+for i in range(rn):
+    r.sendto(bytes(50), (vip, 5454))
+print("done", flush=True)
+"#;
+
+/// Load-balancer flows in both logs: HTTP through the DNAT group (client IP preserved) and
+/// UDP through the full-NAT group give ACCEPT records on the client's side (client <->
+/// VIP) and the target's side (client or LB address <-> target) with exactly the packets
+/// and bytes sent, datagrams to a port without listener one REJECT record, every line
+/// parses as VPC v2 with the LB's id as interface-id, and `ctl who LB_ADDRESS:PORT` names
+/// the client of the full-NAT flow.
+#[test]
+fn lb_flows_in_flow_logs_and_ctl_who() {
+    use lb_topology as lbt;
+    let Some(_g) = setup("lb_flows_in_flow_logs_and_ctl_who") else {
+        return;
+    };
+    let dir = TempDir::new("lbflowlogs");
+    let rig = lbt::LbRig::start_yaml(
+        "lblog",
+        |t| logs_config(&t.config(&[1, 1, 1, 1], ""), &dir, 2, 0),
+        &[],
+    );
+    let flow_log = dir.join("flow.log");
+    let tlog = dir.join("translation.log");
+    let t_before = now_s();
+    let (udp_port, n_udp, udp_len, n_rej) = (42001u16, 4u64, 100u64, 3u64);
+    let o = rig.topo.client.exec(
+        &[
+            PYTHON,
+            "-c",
+            LB_CLIENT,
+            lbt::VIP,
+            "41001",
+            "3",
+            &udp_port.to_string(),
+            &n_udp.to_string(),
+            &udp_len.to_string(),
+            &n_rej.to_string(),
+        ],
+        60,
+    );
+    assert!(o.ok() && o.stdout.contains("done"), "{o}");
+    let replied: u64 = o
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("udp replies={n_udp} bytes=")))
+        .and_then(|b| b.trim().parse().ok())
+        .unwrap_or_else(|| panic!("udp replies missing\n{o}"));
+    assert_eq!(o.stdout.matches("name=t").count(), 3, "{o}");
+
+    let reject_line = format!("{} {} {} 5454 17 ", lbt::CLIENT, lbt::VIP, udp_port + 1);
+    wait_for(Duration::from_secs(12), || {
+        let t = std::fs::read_to_string(&flow_log).ok()?;
+        t.contains(&reject_line).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no REJECT record `{reject_line}` in\n{}",
+            std::fs::read_to_string(&flow_log).unwrap_or_default()
+        )
+    });
+    // The flows' last interval closes too.
+    std::thread::sleep(Duration::from_secs(3));
+    let recs = parse_flow_log(&flow_log);
+    let text = std::fs::read_to_string(&flow_log).unwrap();
+    println!("flow log:\n{text}");
+    assert!(recs.iter().all(|r| r["iface"] == lbt::LB_ID), "{text}");
+    assert!(!text.contains("SKIPDATA"), "{text}");
+    let t_after = now_s() + 1;
+    assert!(
+        recs.iter()
+            .all(|r| r["start"].as_u64().unwrap() >= t_before - 2
+                && r["end"].as_u64().unwrap() <= t_after),
+        "{text}"
+    );
+
+    // Full NAT (UDP 53 -> t5:5353): the LB address:port the target saw, from the
+    // translation log.
+    let t = std::fs::read_to_string(&tlog).unwrap();
+    println!("translation log:\n{t}");
+    let client_ep = format!("{}:{udp_port}", lbt::CLIENT);
+    let ev: serde_json::Value = t
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "created" && v["client"] == client_ep.as_str())
+        .unwrap_or_else(|| panic!("no LB event for {client_ep} in\n{t}"));
+    assert_eq!(ev["kind"], "lb", "{ev}");
+    assert_eq!(ev["tenant"], lbt::LB_ID, "{ev}");
+    assert_eq!(ev["vip"], format!("{}:53", lbt::VIP), "{ev}");
+    let t5 = lbt::target_ip(5);
+    assert_eq!(ev["target"], format!("{t5}:5353"), "{ev}");
+    let lb_ep = ev["lb_address"].as_str().expect("lb_address").to_string();
+    let (lb_ip, lb_port) = lb_ep.split_once(':').unwrap();
+    assert_eq!(lb_ip, lbt::LB_ADDR, "{ev}");
+    let lb_port: u64 = lb_port.parse().unwrap();
+    let up = u64::from(udp_port);
+    let out = (n_udp, n_udp * (28 + udp_len));
+    let back = (n_udp, replied + 28 * n_udp);
+    assert_eq!(
+        sum(&recs, lbt::CLIENT, Some(up), lbt::VIP, 53, 17, "ACCEPT"),
+        out,
+        "{text}"
+    );
+    assert_eq!(
+        sum(&recs, lbt::VIP, Some(53), lbt::CLIENT, up, 17, "ACCEPT"),
+        back,
+        "{text}"
+    );
+    assert_eq!(
+        sum(&recs, lbt::LB_ADDR, Some(lb_port), &t5, 5353, 17, "ACCEPT"),
+        out,
+        "{text}"
+    );
+    assert_eq!(
+        sum(&recs, &t5, Some(5353), lbt::LB_ADDR, lb_port, 17, "ACCEPT"),
+        back,
+        "{text}"
+    );
+    // The datagrams to a port without listener: one REJECT record.
+    assert_eq!(
+        sum(
+            &recs,
+            lbt::CLIENT,
+            Some(up + 1),
+            lbt::VIP,
+            5454,
+            17,
+            "REJECT"
+        ),
+        (n_rej, n_rej * 78),
+        "{text}"
+    );
+
+    // DNAT (TCP 80 -> t1..t4:8080, client IP preserved): each connection's client side and
+    // target side carry the same packets and bytes, a whole HTTP exchange.
+    for p in 41001u64..41004 {
+        let (cp, cb) = sum(&recs, lbt::CLIENT, Some(p), lbt::VIP, 80, 6, "ACCEPT");
+        let (rp, rb) = sum(&recs, lbt::VIP, Some(80), lbt::CLIENT, p, 6, "ACCEPT");
+        assert!(
+            cp >= 4 && cb >= 40 * cp + 20,
+            "client {p}: {cp} {cb}\n{text}"
+        );
+        assert!(
+            rp >= 3 && rb >= 40 * rp + 100,
+            "reply {p}: {rp} {rb}\n{text}"
+        );
+        let target_side = (1..=4)
+            .map(|i| {
+                let ti = lbt::target_ip(i);
+                (
+                    sum(&recs, lbt::CLIENT, Some(p), &ti, 8080, 6, "ACCEPT"),
+                    sum(&recs, &ti, Some(8080), lbt::CLIENT, p, 6, "ACCEPT"),
+                )
+            })
+            .find(|(o, _)| o.0 > 0)
+            .unwrap_or_else(|| panic!("no target-side record for {p}\n{text}"));
+        assert_eq!(target_side, ((cp, cb), (rp, rb)), "{p}\n{text}");
+    }
+
+    // `ctl who` on the full-NAT LB address:port names the client, as an LB flow.
+    let log_arg = tlog.display().to_string();
+    let o = ctl_who(&[&lb_ep, "--log", &log_arg]);
+    println!("ctl who {lb_ep}: {}", o.stdout);
+    assert!(
+        o.ok()
+            && o.stdout
+                .contains(&format!("{lb_ep} held by {client_ep} (load-balancer flow")),
+        "{o}\n{t}"
+    );
+    assert!(
+        o.stdout.contains(&format!(
+            "VIP {}:53, target {t5}:5353, load balancer {}",
+            lbt::VIP,
+            lbt::LB_ID
+        )),
+        "{o}"
+    );
+    let at = (ev["ts_ms"].as_u64().unwrap() / 1000 + 1).to_string();
+    let o = ctl_who(&[&lb_ep, "--at", &at, "--log", &log_arg]);
+    assert!(o.ok() && o.stdout.contains(&client_ep), "{o}");
+    drop(rig);
 }

@@ -77,6 +77,37 @@ pub fn mapping_line(
     .to_string()
 }
 
+/// A translation-log line of a load-balancer flow: the client, the VIP it spoke to, the
+/// target chosen and, for full NAT, `lb_address`: the LB address and port the target sees
+/// (what `ctl who LB_ADDRESS:PORT` looks up). `"kind":"lb"` tells it from NAT mappings.
+#[allow(clippy::too_many_arguments)]
+pub fn lb_mapping_line(
+    t_ms: u64,
+    created: bool,
+    tenant: &str,
+    proto: u8,
+    client: Endpoint,
+    vip: Endpoint,
+    target: Endpoint,
+    snat: Option<Endpoint>,
+) -> String {
+    let mut v = serde_json::json!({
+        "ts": rfc3339_ms(t_ms),
+        "ts_ms": t_ms,
+        "event": if created { "created" } else { "deleted" },
+        "kind": "lb",
+        "tenant": tenant,
+        "proto": proto_name(proto),
+        "client": client.to_string(),
+        "vip": vip.to_string(),
+        "target": target.to_string(),
+    });
+    if let (Some(s), Some(o)) = (snat, v.as_object_mut()) {
+        o.insert("lb_address".into(), s.to_string().into());
+    }
+    v.to_string()
+}
+
 /// A translation-log line saying events were lost (ring full) up to `t_ms`.
 pub fn lost_line(t_ms: u64, lost: u64) -> String {
     serde_json::json!({"ts": rfc3339_ms(t_ms), "ts_ms": t_ms, "event": "lost", "count": lost})
@@ -109,6 +140,46 @@ mod tests {
         let n = v2_status("-", "nat-a", 1, 2, "NODATA");
         assert_eq!(n, "2 - nat-a - - - - - - - 1 2 - NODATA");
         assert_eq!(n.split(' ').count(), 14);
+    }
+
+    #[test]
+    fn lb_mapping_lines_name_client_vip_target_and_the_lb_address() {
+        let ep = |s: &str| {
+            let a: std::net::SocketAddrV4 = s.parse().unwrap();
+            Endpoint::new(u32::from(*a.ip()), a.port())
+        };
+        let (c, v, t) = (
+            ep("203.0.113.2:40000"),
+            ep("198.51.100.10:53"),
+            ep("10.1.0.15:5353"),
+        );
+        let full = lb_mapping_line(
+            2_000,
+            false,
+            "web",
+            17,
+            c,
+            v,
+            t,
+            Some(ep("10.1.0.100:1024")),
+        );
+        let j: serde_json::Value = serde_json::from_str(&full).unwrap();
+        assert_eq!(
+            (&j["event"], &j["kind"], &j["tenant"], &j["proto"]),
+            (
+                &"deleted".into(),
+                &"lb".into(),
+                &"web".into(),
+                &"udp".into()
+            )
+        );
+        assert_eq!(j["client"], "203.0.113.2:40000");
+        assert_eq!(j["vip"], "198.51.100.10:53");
+        assert_eq!(j["target"], "10.1.0.15:5353");
+        assert_eq!(j["lb_address"], "10.1.0.100:1024");
+        let dnat = lb_mapping_line(2_000, true, "web", 6, c, v, t, None);
+        let j: serde_json::Value = serde_json::from_str(&dnat).unwrap();
+        assert!(j.get("lb_address").is_none(), "{dnat}");
     }
 
     #[test]

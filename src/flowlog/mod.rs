@@ -9,6 +9,9 @@
 //!   per interval, formats (`format`) and writes rotating files (`rotate`) and stdout.
 //!
 //! `who` answers `flowgate ctl who PUBLIC_IP:PORT` from the translation log.
+//!
+//! The load balancer logs through the same parts (`crate::lb::log_hooks`): its own ring
+//! per worker, `Record::LbFlow` / `LbMapping`, and REJECTs tagged with `LB_TENANT`.
 
 pub mod format;
 pub mod rotate;
@@ -17,7 +20,7 @@ pub mod time;
 pub mod who;
 pub mod writer;
 
-pub use tap::{GwLog, Tap, TapShared};
+pub use tap::{FlowStats, GwLog, Logged, Tap, TapShared};
 pub use writer::LogSink;
 
 use std::net::Ipv4Addr;
@@ -82,7 +85,45 @@ pub enum Record {
         remote: Endpoint,
         t_ms: u64,
     },
+    /// One load-balancer flow's traffic during (part of) one interval: `out_*` client to
+    /// target, `in_*` back (the LB rewrites addresses, not lengths: both sides of the LB
+    /// carry the same bytes). `snat_*`: the LB address and port the target sees (full
+    /// NAT; 0 with client IP preservation). Raw fields, not `Endpoint`s, so the record
+    /// stays within 64 bytes.
+    LbFlow {
+        lb: u16,
+        proto: u8,
+        client_ip: u32,
+        client_port: u16,
+        vip_ip: u32,
+        vip_port: u16,
+        target_ip: u32,
+        target_port: u16,
+        snat_ip: u32,
+        snat_port: u16,
+        out_packets: u32,
+        in_packets: u32,
+        out_bytes: u64,
+        in_bytes: u64,
+        first_s: u32,
+        last_s: u32,
+    },
+    /// A load-balancer flow created or deleted (translation log). `snat`: as in `LbFlow`.
+    LbMapping {
+        lb: u16,
+        created: bool,
+        proto: u8,
+        client: Endpoint,
+        vip: Endpoint,
+        target: Endpoint,
+        snat: Endpoint,
+        t_ms: u64,
+    },
 }
+
+/// `Record::Reject`'s `gw` with this bit set names load balancer `gw & !LB_TENANT` (NAT
+/// gateway and load balancer indexes are separate; both stay below 2^15).
+pub const LB_TENANT: u16 = 0x8000;
 
 /// Maps the TSC to wall-clock time without a syscall: sampled once on the control thread,
 /// then `ms(tsc)` is arithmetic.

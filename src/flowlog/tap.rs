@@ -16,16 +16,54 @@ pub const PENDING: usize = 1024;
 /// Flow slots the interval sweep examines per poll and gateway.
 pub const SWEEP_BUDGET: usize = 4096;
 
-/// Counters of one flow slot for the current interval.
+/// Counters of one flow slot for the current interval (`out`: the direction that created
+/// the flow — inside host to remote for the NAT, client to target for the load balancer).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FlowStats {
-    out_packets: u32,
-    in_packets: u32,
-    out_bytes: u64,
-    in_bytes: u64,
-    first_s: u32,
-    last_s: u32,
+    pub out_packets: u32,
+    pub in_packets: u32,
+    pub out_bytes: u64,
+    pub in_bytes: u64,
+    pub first_s: u32,
+    pub last_s: u32,
     epoch: u32,
+}
+
+/// What a logged flow turns into: its interval record and its translation event. The NAT
+/// logs its `Flow`s; the load balancer a view with its full-NAT address
+/// (`crate::lb::log_hooks`).
+pub trait Logged: Copy {
+    fn flow_record(&self, tenant: u16, s: &FlowStats) -> Record;
+    fn mapping_record(&self, tenant: u16, created: bool, t_ms: u64) -> Record;
+}
+
+impl Logged for Flow {
+    fn flow_record(&self, gw: u16, s: &FlowStats) -> Record {
+        Record::Flow {
+            gw,
+            proto: self.proto,
+            inside: Endpoint::new(self.inside_ip, self.inside_port),
+            remote: Endpoint::new(self.remote_ip, self.remote_port),
+            public: Endpoint::new(self.public_ip, self.public_port),
+            out_packets: s.out_packets,
+            in_packets: s.in_packets,
+            out_bytes: s.out_bytes,
+            in_bytes: s.in_bytes,
+            first_s: s.first_s,
+            last_s: s.last_s,
+        }
+    }
+    fn mapping_record(&self, gw: u16, created: bool, t_ms: u64) -> Record {
+        Record::Mapping {
+            gw,
+            created,
+            proto: self.proto,
+            inside: Endpoint::new(self.inside_ip, self.inside_port),
+            public: Endpoint::new(self.public_ip, self.public_port),
+            remote: Endpoint::new(self.remote_ip, self.remote_port),
+            t_ms,
+        }
+    }
 }
 
 impl FlowStats {
@@ -34,8 +72,8 @@ impl FlowStats {
     }
 }
 
-/// One gateway's logging state on one worker.
-pub struct GwLog {
+/// One gateway's (or load balancer's) logging state on one worker.
+pub struct GwLog<F: Logged = Flow> {
     gw: u16,
     /// Per flow slot (empty when flow logs are off).
     stats: Vec<FlowStats>,
@@ -50,9 +88,10 @@ pub struct GwLog {
     interval_s: u32,
     cursor: usize,
     swept_epoch: u32,
+    _flow: std::marker::PhantomData<F>,
 }
 
-impl GwLog {
+impl<F: Logged> GwLog<F> {
     pub fn new(gw: usize, capacity: usize, flows: bool, mappings: bool, interval_s: u32) -> Self {
         GwLog {
             gw: gw as u16,
@@ -70,6 +109,7 @@ impl GwLog {
             interval_s: interval_s.max(1),
             cursor: 0,
             swept_epoch: 0,
+            _flow: std::marker::PhantomData,
         }
     }
 
@@ -95,22 +135,14 @@ impl GwLog {
         }
     }
 
-    fn mapping(&mut self, f: &Flow, created: bool) {
+    fn mapping(&mut self, f: &F, created: bool) {
         if self.mappings {
-            self.push(Record::Mapping {
-                gw: self.gw,
-                created,
-                proto: f.proto,
-                inside: Endpoint::new(f.inside_ip, f.inside_port),
-                public: Endpoint::new(f.public_ip, f.public_port),
-                remote: Endpoint::new(f.remote_ip, f.remote_port),
-                t_ms: self.now_ms,
-            });
+            self.push(f.mapping_record(self.gw, created, self.now_ms));
         }
     }
 
     /// Emits and clears slot `idx`'s counters (nothing if it saw no packet).
-    fn emit(&mut self, idx: u32, f: &Flow) {
+    fn emit(&mut self, idx: u32, f: &F) {
         let Some(s) = self.stats.get_mut(idx as usize) else {
             return;
         };
@@ -124,23 +156,11 @@ impl GwLog {
         if s.is_empty() {
             return;
         }
-        self.push(Record::Flow {
-            gw: self.gw,
-            proto: f.proto,
-            inside: Endpoint::new(f.inside_ip, f.inside_port),
-            remote: Endpoint::new(f.remote_ip, f.remote_port),
-            public: Endpoint::new(f.public_ip, f.public_port),
-            out_packets: s.out_packets,
-            in_packets: s.in_packets,
-            out_bytes: s.out_bytes,
-            in_bytes: s.in_bytes,
-            first_s: s.first_s,
-            last_s: s.last_s,
-        });
+        self.push(f.flow_record(self.gw, &s));
     }
 
     /// A flow was stored in slot `idx`.
-    pub fn created(&mut self, idx: u32, f: &Flow) {
+    pub fn created(&mut self, idx: u32, f: &F) {
         if let Some(s) = self.stats.get_mut(idx as usize) {
             *s = FlowStats {
                 epoch: self.epoch,
@@ -151,7 +171,7 @@ impl GwLog {
     }
 
     /// Flow `idx` is being deleted: its last counters, then the mapping event.
-    pub fn retired(&mut self, idx: u32, f: &Flow) {
+    pub fn retired(&mut self, idx: u32, f: &F) {
         self.emit(idx, f);
         self.mapping(f, false);
     }
@@ -159,14 +179,21 @@ impl GwLog {
     /// A packet of flow `idx` was translated (`outbound`: inside to remote), `bytes` its IP
     /// length.
     #[inline]
-    pub fn count(&mut self, idx: u32, f: &Flow, outbound: bool, bytes: usize) {
+    pub fn count(&mut self, idx: u32, f: &F, outbound: bool, bytes: usize) {
+        self.count_with(idx, outbound, bytes, || *f)
+    }
+
+    /// `count`, the flow made only when a record is due (the load balancer builds its view
+    /// from two tables).
+    #[inline]
+    pub fn count_with(&mut self, idx: u32, outbound: bool, bytes: usize, flow: impl FnOnce() -> F) {
         let (epoch, now_s) = (self.epoch, self.now_s);
         let Some(s) = self.stats.get(idx as usize) else {
             return;
         };
         if s.epoch != epoch {
             // First packet of a new interval before the sweep reached this slot.
-            self.emit(idx, f);
+            self.emit(idx, &flow());
         }
         let Some(s) = self.stats.get_mut(idx as usize) else {
             return;
@@ -185,9 +212,8 @@ impl GwLog {
         }
     }
 
-    /// Poll: after an interval boundary, emits the previous interval's counters of up to
-    /// `SWEEP_BUDGET` slots, resuming where the last call stopped.
-    pub fn sweep(&mut self, flows: &FlowTable) {
+    /// `sweep` over any table: `flow(idx)` is the live flow of slot `idx`, if any.
+    pub fn sweep_by(&mut self, flow: impl Fn(u32) -> Option<F>) {
         if self.stats.is_empty() || self.swept_epoch == self.epoch {
             return;
         }
@@ -198,7 +224,7 @@ impl GwLog {
                 .get(idx)
                 .is_some_and(|s| !s.is_empty() && s.epoch != self.epoch);
             if stale {
-                if let Some(f) = flows.get(idx as u32).copied() {
+                if let Some(f) = flow(idx as u32) {
                     self.emit(idx as u32, &f);
                 }
             }
@@ -214,17 +240,13 @@ impl GwLog {
         }
     }
 
-    /// Shutdown: emits slot `idx`'s counters and, if it holds a live flow, its deletion
-    /// (the mapping ends with the process).
-    pub fn flush_slot(&mut self, idx: u32, flows: &FlowTable) {
-        let Some(f) = flows.get(idx).copied() else {
-            return;
-        };
-        if f.proto == 0 || f.is_dead() {
-            return;
+    /// Shutdown: emits slot `idx`'s counters and, if it holds a live flow (`live`), its
+    /// deletion (the mapping ends with the process).
+    pub fn flush_live(&mut self, idx: u32, live: Option<F>) {
+        if let Some(f) = live {
+            self.emit(idx, &f);
+            self.mapping(&f, false);
         }
-        self.emit(idx, &f);
-        self.mapping(&f, false);
     }
 
     /// Moves the queued records into the ring; those it cannot take are lost.
@@ -238,6 +260,24 @@ impl GwLog {
 
     pub fn pending_full(&self) -> bool {
         self.pending.len() == self.pending.capacity()
+    }
+}
+
+impl GwLog<Flow> {
+    /// Poll: after an interval boundary, emits the previous interval's counters of up to
+    /// `SWEEP_BUDGET` slots, resuming where the last call stopped.
+    pub fn sweep(&mut self, flows: &FlowTable) {
+        self.sweep_by(|i| flows.get(i).copied())
+    }
+
+    /// Shutdown: emits slot `idx`'s counters and, if it holds a live flow, its deletion
+    /// (the mapping ends with the process).
+    pub fn flush_slot(&mut self, idx: u32, flows: &FlowTable) {
+        let live = flows
+            .get(idx)
+            .copied()
+            .filter(|f| f.proto != 0 && !f.is_dead());
+        self.flush_live(idx, live);
     }
 }
 

@@ -1,5 +1,7 @@
 //! `flowgate ctl who PUBLIC_IP:PORT [--at TIME]`: which inside endpoint held a public
 //! endpoint at a time, from the translation log (and its rotated files, oldest first).
+//! A full-NAT load balancer's address and port (`lb_address` of its `"kind":"lb"`
+//! events) is answered the same way: with the client it carried.
 
 use super::rotate::rotated;
 use super::time::rfc3339_ms;
@@ -20,6 +22,30 @@ struct Line {
     public: String,
     #[serde(default)]
     destination: String,
+    /// Load-balancer events (`"kind":"lb"`).
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    client: String,
+    #[serde(default)]
+    vip: String,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    lb_address: String,
+}
+
+impl Line {
+    /// A load-balancer event read as a mapping: the client inside, the LB address public,
+    /// the target as destination (the VIP kept aside).
+    fn normalized(mut self) -> Line {
+        if self.kind == "lb" {
+            self.inside = std::mem::take(&mut self.client);
+            self.public = std::mem::take(&mut self.lb_address);
+            self.destination = std::mem::take(&mut self.target);
+        }
+        self
+    }
 }
 
 /// One mapping of the public endpoint: from `created` until `deleted` (None: still held
@@ -32,10 +58,24 @@ pub struct Holder {
     pub destination: String,
     pub created: u64,
     pub deleted: Option<u64>,
+    /// A load-balancer flow: the VIP:port the client spoke to (`destination` is then the
+    /// target, `inside` the client).
+    pub lb_vip: Option<String>,
 }
 
 impl Holder {
     pub fn describe(&self, public: &str) -> String {
+        if let Some(vip) = &self.lb_vip {
+            return format!(
+                "{public} held by {} (load-balancer flow, full NAT: {} to VIP {vip}, target {}, load balancer {}) from {} until {}",
+                self.inside,
+                self.proto,
+                self.destination,
+                self.tenant,
+                rfc3339_ms(self.created),
+                self.deleted.map_or("now".into(), rfc3339_ms)
+            );
+        }
         format!(
             "{public} held by {} ({} to {}, tenant {}) from {} until {}",
             self.inside,
@@ -52,7 +92,7 @@ impl Holder {
 pub fn holders(text: &str, public: &str) -> Vec<Holder> {
     let mut out: Vec<Holder> = Vec::new();
     for l in text.lines() {
-        let Ok(l) = serde_json::from_str::<Line>(l) else {
+        let Ok(l) = serde_json::from_str::<Line>(l).map(Line::normalized) else {
             continue;
         };
         if l.public != public {
@@ -66,6 +106,7 @@ pub fn holders(text: &str, public: &str) -> Vec<Holder> {
                 destination: l.destination,
                 created: l.ts_ms,
                 deleted: None,
+                lb_vip: (l.kind == "lb").then_some(l.vip),
             }),
             "deleted" => {
                 if let Some(h) = out.iter_mut().rev().find(|h| {
@@ -74,6 +115,7 @@ pub fn holders(text: &str, public: &str) -> Vec<Holder> {
                         && h.destination == l.destination
                         && h.proto == l.proto
                         && h.tenant == l.tenant
+                        && h.lb_vip.is_some() == (l.kind == "lb")
                 }) {
                     h.deleted = Some(l.ts_ms);
                 }
@@ -141,5 +183,24 @@ not json
         assert_eq!(who(&h, None)[0].inside, "10.0.1.3:6000");
         let d = who(&h, Some(1500))[0].describe("198.51.100.1:1024");
         assert!(d.contains("until 1970-01-01T00:00:02.000Z"), "{d}");
+    }
+
+    #[test]
+    fn answers_for_a_full_nat_lb_address() {
+        let log = r#"{"ts_ms":1000,"event":"created","kind":"lb","tenant":"web","proto":"udp","client":"203.0.113.2:40000","vip":"198.51.100.10:53","target":"10.1.0.15:5353","lb_address":"10.1.0.100:1024"}
+{"ts_ms":1500,"event":"created","kind":"lb","tenant":"web","proto":"tcp","client":"203.0.113.2:40001","vip":"198.51.100.10:80","target":"10.1.0.11:8080"}
+{"ts_ms":2000,"event":"deleted","kind":"lb","tenant":"web","proto":"udp","client":"203.0.113.2:40000","vip":"198.51.100.10:53","target":"10.1.0.15:5353","lb_address":"10.1.0.100:1024"}
+"#;
+        let h = holders(log, "10.1.0.100:1024");
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!((h[0].created, h[0].deleted), (1000, Some(2000)));
+        let d = who(&h, Some(1500))[0].describe("10.1.0.100:1024");
+        assert!(
+            d.starts_with("10.1.0.100:1024 held by 203.0.113.2:40000 (load-balancer flow")
+                && d.contains("VIP 198.51.100.10:53, target 10.1.0.15:5353, load balancer web"),
+            "{d}"
+        );
+        // DNAT flows have no LB address: nothing to find for the client's own endpoint.
+        assert!(holders(log, "203.0.113.2:40001").is_empty());
     }
 }

@@ -4,10 +4,10 @@
 //! lines, NODATA for a gateway without records, SKIPDATA when records were lost), and
 //! writes mapping events to the translation log. Nothing here runs on a worker.
 
-use super::format::{lost_line, mapping_line, v2_status, v2_traffic, V2_HEADER};
+use super::format::{lb_mapping_line, lost_line, mapping_line, v2_status, v2_traffic, V2_HEADER};
 use super::rotate::RotatingFile;
 use super::tap::{Tap, TapShared};
-use super::{Clock, Endpoint, Record};
+use super::{Clock, Endpoint, Record, LB_TENANT};
 use crate::config::{Config, RING_RECORDS};
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -27,6 +27,8 @@ struct Writer {
     rings: Vec<rtrb::Consumer<Record>>,
     shared: Arc<TapShared>,
     names: Vec<String>,
+    /// Load balancers' ids by slot (their records' `interface-id`).
+    lb_names: Vec<String>,
     account: String,
     interval_s: u32,
     flows_on: bool,
@@ -43,7 +45,118 @@ struct Writer {
 
 impl Writer {
     fn name(&self, gw: u16) -> &str {
-        self.names.get(gw as usize).map_or("-", String::as_str)
+        let (names, i) = if gw & LB_TENANT != 0 {
+            (&self.lb_names, gw & !LB_TENANT)
+        } else {
+            (&self.names, gw)
+        };
+        names.get(i as usize).map_or("-", String::as_str)
+    }
+
+    /// Every tenant an interval's NODATA / SKIPDATA lines are written for.
+    fn tenants(&self) -> impl Iterator<Item = u16> {
+        let lbs = (0..self.lb_names.len() as u16).map(|i| i | LB_TENANT);
+        (0..self.names.len() as u16).chain(lbs)
+    }
+
+    /// The two ACCEPT lines (one per direction that carried packets) of `a` <-> `b`.
+    #[allow(clippy::too_many_arguments)]
+    fn accept_pair(
+        &mut self,
+        tenant: u16,
+        proto: u8,
+        a: Endpoint,
+        b: Endpoint,
+        (out_p, out_b): (u32, u64),
+        (in_p, in_b): (u32, u64),
+        first_s: u32,
+        last_s: u32,
+    ) {
+        let (acct, name) = (self.account.clone(), self.name(tenant).to_string());
+        for (src, dst, p, by) in [(a, b, out_p, out_b), (b, a, in_p, in_b)] {
+            if p > 0 {
+                let l = v2_traffic(
+                    &acct,
+                    &name,
+                    proto,
+                    src,
+                    dst,
+                    p.into(),
+                    by,
+                    first_s,
+                    last_s,
+                    true,
+                );
+                self.flow_line(&l);
+            }
+        }
+    }
+
+    fn translation_line(&mut self, l: &str) {
+        self.shared
+            .translation_lines
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(f) = self.tlog.as_mut() {
+            if let Err(e) = f.write_line(l) {
+                crate::error!("translation log: {e}");
+            }
+        }
+    }
+
+    /// A load balancer's records: each flow interval as the client's side (client <->
+    /// VIP) and the target's side (client or, full NAT, LB address <-> target), as AWS
+    /// logs an NLB's interface.
+    fn handle_lb(&mut self, r: Record) {
+        match r {
+            Record::LbFlow {
+                lb,
+                proto,
+                client_ip,
+                client_port,
+                vip_ip,
+                vip_port,
+                target_ip,
+                target_port,
+                snat_ip,
+                snat_port,
+                out_packets,
+                in_packets,
+                out_bytes,
+                in_bytes,
+                first_s,
+                last_s,
+            } => {
+                let t = lb | LB_TENANT;
+                self.seen.insert((first_s / self.interval_s, t));
+                let client = Endpoint::new(client_ip, client_port);
+                let vip = Endpoint::new(vip_ip, vip_port);
+                let target = Endpoint::new(target_ip, target_port);
+                let seen_by_target = if snat_ip != 0 {
+                    Endpoint::new(snat_ip, snat_port)
+                } else {
+                    client
+                };
+                let (o, i) = ((out_packets, out_bytes), (in_packets, in_bytes));
+                self.accept_pair(t, proto, client, vip, o, i, first_s, last_s);
+                self.accept_pair(t, proto, seen_by_target, target, o, i, first_s, last_s);
+            }
+            Record::LbMapping {
+                lb,
+                created,
+                proto,
+                client,
+                vip,
+                target,
+                snat,
+                t_ms,
+            } => {
+                let snat = (snat.ip != 0).then_some(snat);
+                let name = self.name(lb | LB_TENANT);
+                let l = lb_mapping_line(t_ms, created, name, proto, client, vip, target, snat);
+                self.translation_line(&l);
+            }
+            _ => {}
+        }
     }
 
     fn flow_line(&mut self, line: &str) {
@@ -135,15 +248,9 @@ impl Writer {
                 t_ms,
             } => {
                 let l = mapping_line(t_ms, created, self.name(gw), proto, inside, public, remote);
-                self.shared
-                    .translation_lines
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Some(f) = self.tlog.as_mut() {
-                    if let Err(e) = f.write_line(&l) {
-                        crate::error!("translation log: {e}");
-                    }
-                }
+                self.translation_line(&l);
             }
+            r @ (Record::LbFlow { .. } | Record::LbMapping { .. }) => self.handle_lb(r),
         }
     }
 
@@ -168,7 +275,7 @@ impl Writer {
         let skipped = lost_now > self.lost_flow;
         self.lost_flow = lost_now;
         let (start, end) = (e * iv, (e + 1) * iv);
-        for gw in 0..self.names.len() as u16 {
+        for gw in self.tenants().collect::<Vec<u16>>() {
             let status = if skipped {
                 "SKIPDATA"
             } else if self.seen.contains(&(e, gw)) {
@@ -251,6 +358,9 @@ pub fn families(r: &prometheus::Registry, s: &TapShared) {
 pub struct LogSink {
     pub shared: Arc<TapShared>,
     taps: Vec<Option<Tap>>,
+    /// The load balancers' ends, one per worker (their own rings).
+    lb_taps: Vec<Option<Tap>>,
+    settings: (bool, bool, u32),
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -263,14 +373,16 @@ fn now_ms() -> u64 {
 }
 
 impl LogSink {
-    /// `None` when neither log is configured or there is no NAT gateway to log.
+    /// `None` when neither log is configured or there is no NAT gateway or load balancer
+    /// to log.
     pub fn start(
         cfg: &Config,
         workers: usize,
         tsc_now: u64,
         hz: u64,
     ) -> Result<Option<LogSink>, String> {
-        if cfg.nat_gateways.is_empty() || (cfg.flow_logs.is_none() && cfg.translation_log.is_none())
+        if (cfg.nat_gateways.is_empty() && cfg.load_balancers.is_empty())
+            || (cfg.flow_logs.is_none() && cfg.translation_log.is_none())
         {
             return Ok(None);
         }
@@ -289,12 +401,13 @@ impl LogSink {
             ),
             None => None,
         };
-        let shared = Arc::new(TapShared::new(workers));
+        // Loss counters and flush flags: the NAT's taps 0..workers, the LB's after them.
+        let shared = Arc::new(TapShared::new(2 * workers));
         let clock = Clock::sample(tsc_now, hz);
         let interval_s = fl.map_or(60, |f| f.interval_s);
         let mut taps = Vec::new();
         let mut rings = Vec::new();
-        for w in 0..workers {
+        for w in 0..2 * workers {
             let (p, c) = rtrb::RingBuffer::new(RING_RECORDS);
             rings.push(c);
             taps.push(Some(Tap {
@@ -309,10 +422,12 @@ impl LogSink {
                 flushed: false,
             }));
         }
+        let lb_taps = taps.split_off(workers);
         let mut writer = Writer {
             rings,
             shared: shared.clone(),
             names: cfg.nat_gateways.iter().map(|g| g.id.clone()).collect(),
+            lb_names: cfg.load_balancers.iter().map(|l| l.id.clone()).collect(),
             account: fl.map_or("-".into(), |f| f.account_id.clone()),
             interval_s,
             flows_on: fl.is_some(),
@@ -340,6 +455,8 @@ impl LogSink {
         Ok(Some(LogSink {
             shared,
             taps,
+            lb_taps,
+            settings: (fl.is_some(), cfg.translation_log.is_some(), interval_s),
             stop,
             thread: Some(thread),
         }))
@@ -350,9 +467,27 @@ impl LogSink {
         self.taps.get_mut(w)?.take()
     }
 
+    /// Worker `w`'s end of the logs for its load balancers (once).
+    pub fn take_lb_tap(&mut self, w: usize) -> Option<Tap> {
+        self.lb_taps.get_mut(w)?.take()
+    }
+
+    /// (flow logs on, translation log on, interval): what tables a reload adds need.
+    pub fn settings(&self) -> (bool, bool, u32) {
+        self.settings
+    }
+
     /// Stop: asks every worker to emit its counters and end its mappings, and waits (at most
     /// `timeout`) until all did. Workers keep forwarding meanwhile.
     pub fn flush_workers(&self, timeout: Duration) -> bool {
+        // A tap no worker took has nothing to flush.
+        for (i, t) in self.taps.iter().chain(self.lb_taps.iter()).enumerate() {
+            if t.is_some() {
+                if let Some(f) = self.shared.flushed.get(i) {
+                    f.store(true, Ordering::Release);
+                }
+            }
+        }
         self.shared.flush_req.store(true, Ordering::Release);
         let t0 = Instant::now();
         while t0.elapsed() < timeout {
@@ -390,6 +525,7 @@ mod tests {
             rings: vec![c],
             shared: Arc::new(TapShared::new(1)),
             names: vec!["nat-a".into(), "nat-b".into()],
+            lb_names: Vec::new(),
             account: "123456789012".into(),
             interval_s: 10,
             flows_on: true,
@@ -441,6 +577,85 @@ mod tests {
             "2 123456789012 nat-b - - - - - - - 1000 1010 - NODATA"
         );
         assert_eq!(lines.len(), 3, "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lb_flows_give_both_sides_and_their_events() {
+        let dir = std::env::temp_dir().join(format!("fg-writer-lb-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (mut w, mut p) = writer(&dir);
+        w.names.clear();
+        w.lb_names = vec!["web".into()];
+        w.pass(1_000_000, false);
+        let ip = |a: [u8; 4]| u32::from_be_bytes(a);
+        p.push(Record::LbFlow {
+            lb: 0,
+            proto: 17,
+            client_ip: ip([203, 0, 113, 2]),
+            client_port: 40000,
+            vip_ip: ip([198, 51, 100, 10]),
+            vip_port: 53,
+            target_ip: ip([10, 1, 0, 15]),
+            target_port: 5353,
+            snat_ip: ip([10, 1, 0, 100]),
+            snat_port: 1024,
+            out_packets: 3,
+            in_packets: 2,
+            out_bytes: 300,
+            in_bytes: 200,
+            first_s: 1_001,
+            last_s: 1_002,
+        })
+        .unwrap();
+        p.push(Record::LbMapping {
+            lb: 0,
+            created: true,
+            proto: 17,
+            client: Endpoint::new(ip([203, 0, 113, 2]), 40000),
+            vip: Endpoint::new(ip([198, 51, 100, 10]), 53),
+            target: Endpoint::new(ip([10, 1, 0, 15]), 5353),
+            snat: Endpoint::new(ip([10, 1, 0, 100]), 1024),
+            t_ms: 1_001_000,
+        })
+        .unwrap();
+        p.push(Record::Reject {
+            gw: LB_TENANT,
+            proto: 6,
+            src: Endpoint::new(ip([203, 0, 113, 2]), 5555),
+            dst: Endpoint::new(ip([198, 51, 100, 10]), 81),
+            bytes: 60,
+            t_s: 1_003,
+        })
+        .unwrap();
+        w.pass(1_011_500, false);
+        let text = std::fs::read_to_string(dir.join("f.log")).unwrap();
+        let a = "2 123456789012 web";
+        assert_eq!(
+            text.lines().skip(1).collect::<Vec<_>>(),
+            [
+                format!("{a} 203.0.113.2 198.51.100.10 40000 53 17 3 300 1001 1002 ACCEPT OK"),
+                format!("{a} 198.51.100.10 203.0.113.2 53 40000 17 2 200 1001 1002 ACCEPT OK"),
+                format!("{a} 10.1.0.100 10.1.0.15 1024 5353 17 3 300 1001 1002 ACCEPT OK"),
+                format!("{a} 10.1.0.15 10.1.0.100 5353 1024 17 2 200 1001 1002 ACCEPT OK"),
+                format!("{a} 203.0.113.2 198.51.100.10 5555 81 6 1 60 1003 1003 REJECT OK"),
+            ],
+            "{text}"
+        );
+        let t = std::fs::read_to_string(dir.join("t.log")).unwrap();
+        assert!(
+            t.contains(r#""kind":"lb""#) && t.contains(r#""lb_address":"10.1.0.100:1024""#),
+            "{t}"
+        );
+        assert!(t.contains(r#""tenant":"web""#), "{t}");
+        // A later interval without records: NODATA for the load balancer.
+        w.pass(1_021_500, false);
+        let text = std::fs::read_to_string(dir.join("f.log")).unwrap();
+        assert!(
+            text.ends_with("2 123456789012 web - - - - - - - 1010 1020 - NODATA\n"),
+            "{text}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

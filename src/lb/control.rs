@@ -92,6 +92,8 @@ pub struct LbControl {
     checked: Vec<bool>,
     /// Seconds the last build of each load balancer's Maglev tables took.
     pub maglev_build_s: Vec<f64>,
+    /// Flow / translation logs on (`log_hooks`): fresh tables get log state.
+    pub(super) log: Option<(bool, bool, u32)>,
 }
 
 impl LbControl {
@@ -121,6 +123,7 @@ impl LbControl {
             cell: Arc::new(SnapshotCell::new(LbSnapshot::default())),
             checked: checked.to_vec(),
             maglev_build_s: vec![0.0; cfg.len()],
+            log: None,
         };
         c.apply(cfg, now);
         c
@@ -375,6 +378,9 @@ impl LbControl {
             self.tsc_hz,
             rng,
         );
+        if let Some(s) = self.log {
+            u.set_log(s);
+        }
         for &i in &self.relimit {
             if let Some(c) = self.cfg.get(i) {
                 u.set_limiter(

@@ -20,6 +20,7 @@ pub mod control;
 pub mod counters;
 pub mod health;
 pub mod health_wiring;
+pub mod log_hooks;
 pub mod maglev;
 pub mod metrics;
 pub mod reconcile;
@@ -101,6 +102,8 @@ struct LbState {
     seed: u64,
     /// This worker's share of the load balancer's tenant limits (`crate::limits`).
     limiter: crate::limits::TenantLimiter,
+    /// Flow-log counters and translation events (`log_hooks`); `None`: logs off.
+    log: Option<log_hooks::LbLog>,
 }
 
 fn fnat_key(f: &Flow, m: &Meta) -> Key {
@@ -139,6 +142,7 @@ impl LbState {
             fnat: HashTable::with_capacity(2 * cap + 1),
             seed: rng.next_u64(),
             limiter: crate::limits::TenantLimiter::new(&c.limits, worker, n_workers, tsc_hz),
+            log: None,
         }
     }
 
@@ -330,6 +334,8 @@ pub struct LbWorker {
     rng: Rng,
     /// Flow-state replication of the pins (`replica`), if configured.
     repl: Option<Box<replica::LbRepl>>,
+    /// The worker's end of the logs (`log_hooks`); `None`: logs off.
+    flow_log: Option<log_hooks::LbTap>,
 }
 
 impl LbWorker {
@@ -363,6 +369,7 @@ impl LbWorker {
             counters: vec![LbCounters::default(); cfg.len()],
             rng,
             repl: None,
+            flow_log: None,
         };
         w.sync_counters();
         w
@@ -618,6 +625,7 @@ impl LbWorker {
             return false;
         }
         f.deadline = t.wrapping_add(m.idle);
+        st.log_count(idx, true, ip.len);
         if let Some(c) = self.counters.get_mut(li) {
             c.packets_from_client += 1;
             c.bytes_from_client += ip.len as u64;
@@ -711,6 +719,7 @@ impl LbWorker {
                 st.dests.dec(fnat_dest(f, &m));
             }
         }
+        st.log_retired(idx);
         st.flows.unindex(idx);
     }
 
@@ -763,6 +772,7 @@ impl LbWorker {
         ip: &Ip,
         reason: DropReason,
     ) -> Result<StageVerdict, DropReason> {
+        self.log_note_rst(pkt, ip);
         if crate::pipeline::rst::make_rst(pkt, ip.hl, ip.len, ip.src, ip.dst) {
             Ok(StageVerdict::Respond(reason))
         } else {
@@ -865,6 +875,7 @@ impl LbWorker {
             st.dests.inc(fnat_dest(&f, &meta));
         }
         st.wheel.arm(&mut st.flows.next, idx, f.deadline);
+        st.log_created(idx);
         c.new_flows += 1;
         c.active_flows += 1;
         if let Some(tc) = targets.get_mut(target.id as usize) {
@@ -928,6 +939,7 @@ impl LbWorker {
         if let Some(mm) = st.meta.get_mut(idx as usize) {
             mm.flags = flags;
         }
+        st.log_count(idx, dir == Dir::Client, ip.len);
         self.repl_touched(li, idx, rst && m.flags & mf::CLOSED == 0, t);
         if let Some(c) = self.counters.get_mut(li) {
             let bytes = ip.len as u64;
@@ -1152,6 +1164,7 @@ impl LbWorker {
 
     /// Amortized expiry between bursts (bounded work per load balancer).
     pub fn expire(&mut self, now: u64) {
+        self.log_poll(now);
         let t = self.tick(now);
         for li in 0..self.lbs.len() {
             let mut slots = EXPIRE_SLOT_BUDGET;

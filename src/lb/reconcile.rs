@@ -26,7 +26,7 @@ pub const MAX_SLOTS: usize = 1024;
 /// One worker's part of a reload.
 pub struct LbUpdate {
     /// (slot, new tables), by slot.
-    fresh: Vec<(usize, LbState)>,
+    pub(super) fresh: Vec<(usize, LbState)>,
     /// (slot, new token buckets) of kept load balancers whose limits changed.
     limiters: Vec<(usize, crate::limits::TenantLimiter)>,
     slots: usize,

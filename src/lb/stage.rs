@@ -99,7 +99,12 @@ impl LbStage {
 
     #[inline]
     pub fn process<B: PacketBuf>(&mut self, pkt: &mut B, now: u64) -> StageVerdict {
-        self.lb.process(pkt, now)
+        let v = self.lb.process(pkt, now);
+        if let StageVerdict::Drop(_) | StageVerdict::Respond(_) = v {
+            // Flow logs' REJECT records (a no-op with the logs off).
+            self.lb.log_reject(pkt, v, now);
+        }
+        v
     }
 
     pub fn poll(&mut self, now: u64) {
