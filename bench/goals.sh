@@ -19,7 +19,8 @@ bytes_per_flow_1m|pipeline_nat_1m_table_bytes_per_flow|B|<=|64|pipeline_nat_1m_t
 link_nat_1q|nat_vs_testpmd_macswap|x|>=|0.95|nat_mpps_median macswap_mpps_median|link, 1 queue pair, NAT vs testpmd macswap (Mpps: NAT, macswap)
 link_nat_2q_ovs|nat_2q_vs_ovs_dpdk_nat|x|>=|3|nat_2q_mpps_median ovs_mpps_median|link, 2 queue pairs, NAT vs OVS-DPDK conntrack NAT (Mpps: NAT, OVS)
 link_route_2q|route_2q_vs_testpmd_macswap_2q|x|>=|0.95|route_2q_mpps_median macswap_2q_mpps_median|link, 2 queue pairs, route vs testpmd macswap (Mpps: route, macswap)
-workers2_nat_10k|pipeline_w2_nat_10k_scaling|x|>=|1.8|pipeline_w2_nat_10k_mpps pipeline_w2_nat_10k_1w_mpps|2 workers on 2 cores, NAT 10k: total / 1 worker (Mpps: 2 workers, 1 worker)'
+workers2_nat_10k|pipeline_w2_nat_10k_scaling|x|>=|1.8|pipeline_w2_nat_10k_mpps pipeline_w2_nat_10k_1w_mpps|2 workers on 2 cores, NAT 10k: total / 1 worker (Mpps: 2 workers, 1 worker)
+workers2_nat_10k_cpu|pipeline_w2_nat_10k_cpu_scaling|x|>=|1.8|pipeline_w2_nat_10k_cpu_ns_per_pkt pipeline_w2_nat_10k_1w_cpu_ns_per_pkt|2 workers, NAT 10k, by thread cpu time (cpu ns/pkt: 2 workers, 1 worker)'
 
 awk -v rows="$ROWS" '
     BEGIN { keys = 0 }

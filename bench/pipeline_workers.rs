@@ -9,6 +9,13 @@
 //! equals the single thread's and the total rate doubles (`scaling` 2.0); shared written
 //! cache lines or a lock would show as a higher per-packet cost on both.
 //!
+//! On a shared machine the second thread competes with other processes for its cpu, and
+//! TSC time then counts the time a thread spent preempted. So each thread's own cpu time
+//! (`/proc/thread-self/schedstat`) per packet is reported too: it excludes preemption, and
+//! a shared written line or a lock would raise it (a stalled load costs cycles while the
+//! thread runs). `cpu_scaling` = 2 × (1-worker cpu ns/packet) / (mean 2-worker cpu
+//! ns/packet): what two workers deliver with a whole core each.
+//!
 //! NAT workers here are each "worker 0 of 1" (the whole port range): with `n_workers` 2 a
 //! NAT worker hands UDP 5-tuples it does not own to its peer (`Handoff`), which needs the
 //! handoff mesh of the real data plane; `--mode handoff` measures that ring on its own.
@@ -28,6 +35,8 @@ struct WorkerResult {
     /// The cpu the thread ran on when it started measuring.
     cpu: String,
     ns: f64,
+    /// This thread's cpu time per packet (refill included), ns.
+    cpu_ns: f64,
     packets: u64,
     dropped: u64,
 }
@@ -65,6 +74,28 @@ pub(super) fn bench_workers(o: &Opts, pool: Option<Mempool>, hz: u64, keys: &mut
             m2 / m1,
             two.iter().map(|w| w.dropped).sum::<u64>() + one[0].dropped,
         );
+        let cpu1 = one[0].cpu_ns;
+        let cpu2 = two.iter().map(|w| w.cpu_ns).sum::<f64>() / two.len() as f64;
+        println!(
+            "    cpu time per packet (refill included, preemption excluded): 1 worker {cpu1:.1} ns; 2 workers {} ns: cpu scaling {:.2}",
+            two.iter()
+                .map(|w| format!("{:.1}", w.cpu_ns))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            2.0 * cpu1 / cpu2
+        );
+        keys.push((
+            format!("w2_{name}_{k}_1w_cpu_ns_per_pkt"),
+            format!("{cpu1:.1}"),
+        ));
+        keys.push((
+            format!("w2_{name}_{k}_cpu_ns_per_pkt"),
+            format!("{cpu2:.1}"),
+        ));
+        keys.push((
+            format!("w2_{name}_{k}_cpu_scaling"),
+            format!("{:.2}", 2.0 * cpu1 / cpu2),
+        ));
         let pkts: u64 = two.iter().map(|w| w.packets).sum();
         keys.push((format!("w2_{name}_{k}_1w_mpps"), format!("{m1:.2}")));
         keys.push((format!("w2_{name}_{k}_mpps"), format!("{m2:.2}")));
@@ -143,6 +174,14 @@ fn on_cpu() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// Cpu time this thread has run, ns (first field of /proc/thread-self/schedstat).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// One worker: builds its own pipeline (and NAT state, establishing the flows) on this
 /// thread, waits for the others, then runs for `seconds`.
 fn worker<S: Bufs>(
@@ -183,6 +222,7 @@ fn worker<S: Bufs>(
     let mut rng = Rng(0x1234_5678_9abc_def1 ^ flows as u64);
     start.wait();
     let cpu = on_cpu();
+    let cpu0 = thread_cpu_ns();
     let r = drive(s, &mut p, seconds, u64::MAX, |_, f| {
         let flow = rng.below(flows);
         f.clear();
@@ -191,8 +231,10 @@ fn worker<S: Bufs>(
             Case::Nat => f.extend_from_slice(&udp_frame(flow, flow_dest(flow), 64)),
         }
     });
+    let cpu_ns = thread_cpu_ns().saturating_sub(cpu0) as f64 / r.packets.max(1) as f64;
     WorkerResult {
         cpu,
+        cpu_ns,
         ns: r.cycles as f64 * 1e9 / hz as f64 / r.packets.max(1) as f64,
         packets: r.packets,
         dropped: r.discarded,
