@@ -219,17 +219,22 @@ fn worker<S: Bufs>(
             p
         }
     };
+    // Frames built before the run: building one per packet would allocate, and the bench's
+    // counting allocator updates one global atomic per allocation, a line both threads
+    // would write per packet (the harness, not the pipeline).
+    let frames: Vec<Vec<u8>> = (0..flows)
+        .map(|flow| match case {
+            Case::Route => tcp_frame(flow, flow_dest(flow), 64),
+            Case::Nat => udp_frame(flow, flow_dest(flow), 64),
+        })
+        .collect();
     let mut rng = Rng(0x1234_5678_9abc_def1 ^ flows as u64);
     start.wait();
     let cpu = on_cpu();
     let cpu0 = thread_cpu_ns();
     let r = drive(s, &mut p, seconds, u64::MAX, |_, f| {
-        let flow = rng.below(flows);
         f.clear();
-        match case {
-            Case::Route => f.extend_from_slice(&tcp_frame(flow, flow_dest(flow), 64)),
-            Case::Nat => f.extend_from_slice(&udp_frame(flow, flow_dest(flow), 64)),
-        }
+        f.extend_from_slice(&frames[rng.below(flows) as usize]);
     });
     let cpu_ns = thread_cpu_ns().saturating_sub(cpu0) as f64 / r.packets.max(1) as f64;
     WorkerResult {
