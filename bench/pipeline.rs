@@ -4,6 +4,7 @@
 //!   cargo bench --bench pipeline -- [--mode route|nat|nat-new|lb|lb-new|handoff]
 //!                                   [--flows 10000,1000000]
 //!                                   [--seconds S] [--buf mbuf|vec] [--smoke] [--instr N]
+//!                                   [--workers 2]
 //!
 //! Packets are real DPDK mbufs from a real mempool (EAL started with `--no-huge`, no
 //! ports) unless `--buf vec`. Each burst of 32 is refilled with frames (not timed: that is
@@ -57,6 +58,8 @@ use std::time::{Duration, Instant};
 #[path = "common.rs"]
 mod common;
 use common::*;
+#[path = "pipeline_workers.rs"]
+mod workers;
 
 // ---------------------------------------------------------------------------------------
 // Counting allocator: bytes currently held by the Rust heap.
@@ -143,6 +146,8 @@ struct Opts {
     vecbuf: bool,
     /// `--instr N`: N measured packets per case on the fake clock.
     instr: Option<u64>,
+    /// `--workers 2`: also route and NAT on two threads at once (`pipeline_workers.rs`).
+    workers: usize,
 }
 
 fn parse_opts() -> Opts {
@@ -152,6 +157,7 @@ fn parse_opts() -> Opts {
         seconds: 2.0,
         vecbuf: false,
         instr: None,
+        workers: 1,
     };
     let mut smoke = false;
     let mut args = std::env::args().skip(1);
@@ -193,6 +199,11 @@ fn parse_opts() -> Opts {
                 o.instr = Some(n.div_ceil(BURST as u64) * BURST as u64);
             }
             "--smoke" => smoke = true,
+            "--workers" => {
+                o.workers = val("--workers")
+                    .parse()
+                    .unwrap_or_else(|_| die("bad --workers"))
+            }
             // Compare: the flow lookahead of `run_burst` off.
             "--no-lookahead" => NO_LOOKAHEAD.store(true, Relaxed),
             "--tcp-slots" => {
@@ -206,7 +217,7 @@ fn parse_opts() -> Opts {
             // cargo bench passes --bench; ignore it and any filter.
             "--bench" => {}
             "-h" | "--help" => {
-                println!("usage: cargo bench --bench pipeline -- [--mode route|nat|nat-new[,..]] [--flows N[,N..]] [--seconds S] [--buf mbuf|vec] [--smoke] [--instr N] [--no-lookahead] [--tcp-slots PCT]");
+                println!("usage: cargo bench --bench pipeline -- [--mode route|nat|nat-new[,..]] [--flows N[,N..]] [--seconds S] [--buf mbuf|vec] [--smoke] [--instr N] [--no-lookahead] [--tcp-slots PCT] [--workers 2]");
                 std::process::exit(0);
             }
             _ => {}
@@ -657,6 +668,9 @@ fn main() {
             alloc: VecAlloc::default(),
         };
         run(&mut keys, &mut |m, keys| run_mode(m, &mut s, &o, hz, keys));
+        if o.workers > 1 {
+            workers::bench_workers(&o, None, hz, &mut keys);
+        }
     } else {
         let pool = Mempool::create("fgb_pool", 8191, 256, 2176)
             .unwrap_or_else(|e| die(&format!("mempool: {e}")));
@@ -664,6 +678,9 @@ fn main() {
             alloc: MbufAlloc { pool },
         };
         run(&mut keys, &mut |m, keys| run_mode(m, &mut s, &o, hz, keys));
+        if o.workers > 1 {
+            workers::bench_workers(&o, Some(pool), hz, &mut keys);
+        }
     }
     println!();
     for (k, v) in &keys {
@@ -762,6 +779,16 @@ fn bench_nat<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, Stri
         keys.push((format!("nat_{k}_ns_per_pkt"), format!("{ns:.1}")));
         keys.push((format!("nat_{k}_mpps"), format!("{:.2}", 1e3 / ns)));
         keys.push((format!("nat_{k}_bytes_per_flow"), format!("{per_flow:.1}")));
+        // The flow table alone (entries, TCP state, wheel links, both indexes): its
+        // mappings per established flow and per preallocated slot (issue 11's ≤ 64 B).
+        keys.push((
+            format!("nat_{k}_table_bytes_per_flow"),
+            format!("{:.1}", mapped as f64 / flows as f64),
+        ));
+        keys.push((
+            format!("nat_{k}_table_bytes_per_slot"),
+            format!("{:.1}", mapped as f64 / cap as f64),
+        ));
         keys.push((format!("nat_{k}_dropped"), r.discarded.to_string()));
     }
 }

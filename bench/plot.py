@@ -3,7 +3,9 @@
 
 Left: the in-process pipeline benchmark, Mpps on one core (pipeline time only) against
 the number of flows, routing and NAT (established flows). Right: the net_memif link
-benchmark, median Mpps with min..max bars for testpmd macswap, flowgate route and NAT.
+benchmark, median Mpps with min..max bars: 1 queue pair (testpmd macswap, flowgate route,
+NAT, LB) and 2 queue pairs (testpmd macswap, flowgate route, NAT, OVS-DPDK conntrack NAT),
+all from the same run; the issue-11 ratios in the title.
 
 usage: bench/plot.py [RESULTS] [PNG]   (Debian: apt-get install python3-matplotlib)
 """
@@ -49,7 +51,7 @@ def main():
     out = sys.argv[2] if len(sys.argv) > 2 else "docs/bench-mpps.png"
     k = load(src)
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1, 1.4]})
     for mode, style in (("route", "o-"), ("nat", "s-")):
         pts = []
         for key, v in k.items():
@@ -70,28 +72,45 @@ def main():
     a.grid(True, which="both", alpha=0.3)
     a.legend()
 
-    names, med, lo, hi = [], [], [], []
-    for mode, label in (("macswap", "testpmd\nmacswap"), ("route", "flowgate\nroute"),
-                        ("nat", "flowgate\nNAT")):
+    names, med, lo, hi, colors = [], [], [], [], []
+    for mode, label, color in (
+            ("macswap", "testpmd\nmacswap\n1q", "#999999"),
+            ("route", "flowgate\nroute\n1q", "#4477aa"),
+            ("nat", "flowgate\nNAT\n1q", "#cc6677"),
+            ("lb", "flowgate\nLB\n1q", "#228833"),
+            ("macswap_2q", "testpmd\nmacswap\n2q", "#bbbbbb"),
+            ("route_2q", "flowgate\nroute\n2q", "#6699cc"),
+            ("nat_2q", "flowgate\nNAT\n2q", "#ee99aa"),
+            ("ovs", "OVS-DPDK\nct NAT\n2q", "#ddaa33")):
         m = num(k.get(f"{mode}_mpps_median"))
         if m is None:
             continue
         names.append(label)
         med.append(m)
+        colors.append(color)
         lo.append(m - (num(k.get(f"{mode}_mpps_min")) or m))
         hi.append((num(k.get(f"{mode}_mpps_max")) or m) - m)
     if names:
-        bars = b.bar(names, med, yerr=[lo, hi], capsize=6,
-                     color=["#999999", "#4477aa", "#cc6677"][: len(names)])
+        bars = b.bar(names, med, yerr=[lo, hi], capsize=6, color=colors)
         for r, v in zip(bars, med):
             b.annotate(f"{v:.3f}", (r.get_x() + r.get_width() / 2, v), textcoords="offset points",
                        xytext=(0, 8), ha="center", fontsize=9)
     flows = k.get("link_flows", "?")
     b.set_ylabel("Mpps received back by the generator")
-    b.set_title(f"net_memif link, testpmd flowgen, {flows} flows\n(median, min..max bars)", fontsize=10)
+    ratios = []
+    for key, short in (("nat_vs_testpmd_macswap", "NAT/macswap 1q"),
+                       ("route_2q_vs_testpmd_macswap_2q", "route/macswap 2q"),
+                       ("nat_2q_vs_ovs_dpdk_nat", "NAT/OVS 2q")):
+        v = num(k.get(key))
+        if v is not None:
+            ratios.append(f"{short} {v:.2f}")
+    b.set_title(f"net_memif link, testpmd flowgen, {flows} flows (median, min..max)\n"
+                + ", ".join(ratios), fontsize=10)
+    b.tick_params(axis="x", labelsize=8)
     b.set_ylim(bottom=0)
     b.grid(True, axis="y", alpha=0.3)
-    for key in ("route_vs_testpmd_macswap", "nat_vs_testpmd_macswap"):
+    for key in ("route_vs_testpmd_macswap", "nat_vs_testpmd_macswap",
+                "route_2q_vs_testpmd_macswap_2q", "nat_2q_vs_ovs_dpdk_nat"):
         if key in k:
             print(f"{key}: {k[key]}")
     fig.tight_layout()

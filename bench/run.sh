@@ -48,9 +48,9 @@ $CARGO bench --no-run --bench pipeline --bench micro --bench latency 2>&1 | tail
 # --- 1. in-process pipeline ------------------------------------------------------------
 section "pipeline (in-process, one core)"
 if [ $SMOKE = 1 ]; then
-    PIPE_ARGS=(--smoke)
+    PIPE_ARGS=(--smoke --workers 2)
 else
-    PIPE_ARGS=(--flows "${FLOWS:-10k,1M,10M}" --seconds 3)
+    PIPE_ARGS=(--flows "${FLOWS:-10k,1M,10M}" --seconds 3 --workers 2)
 fi
 $CARGO bench --bench pipeline -- "${PIPE_ARGS[@]}" 2>&1 | grep -v '^ *Running\|^ *Finished' | tee "$TMP/pipeline.txt"
 
@@ -106,6 +106,9 @@ else
     echo "route_vs_testpmd_macswap: n/a ($why)" >> "$TMP/link.txt"
     echo "nat_vs_testpmd_macswap: n/a ($why)" >> "$TMP/link.txt"
     echo "lb_vs_testpmd_macswap: n/a ($why)" >> "$TMP/link.txt"
+    for k in route_2q_vs_testpmd_macswap_2q nat_2q_vs_testpmd_macswap_2q nat_2q_vs_ovs_dpdk_nat; do
+        echo "$k: n/a ($why)" >> "$TMP/link.txt"
+    done
 fi
 
 # --- 4. latency (our own TSC-stamping generator on memif) -----------------------------------
@@ -146,7 +149,14 @@ fi
 } > "$RESULTS"
 section results
 echo "written: $RESULTS"
-grep -E 'vs_testpmd|pipeline_(route|nat|lb)_.*_(ns_per_pkt|bytes_per_flow)|nat_new_conn|lb_new_flows|latency_(max_mpps|[0-9]+pct_p99)|^instr_.*_per_pkt' "$RESULTS" || true
+grep -E 'vs_testpmd|vs_ovs|pipeline_(route|nat|lb)_.*_(ns_per_pkt|bytes_per_flow)|nat_new_conn|lb_new_flows|pipeline_w2_|latency_(max_mpps|[0-9]+pct_p99)|^instr_.*_per_pkt' "$RESULTS" || true
+
+# Issue 11's table: every row with its goal and the partners of its ratio, all from this
+# run; its `goal_*` lines join the keys.
+section "issue 11 goals (this run; load average now $(cut -d' ' -f1-3 /proc/loadavg))"
+bash "$HERE/goals.sh" "$RESULTS" > "$TMP/goals.txt"
+sed '/^goal_/d' "$TMP/goals.txt"
+grep '^goal_' "$TMP/goals.txt" >> "$RESULTS"
 
 if [ $SMOKE = 0 ] || [ "${PLOT:-0}" = 1 ]; then
     if /usr/bin/python3 -c 'import matplotlib' 2>/dev/null; then

@@ -13,7 +13,12 @@ use crate::pipeline::{StageVerdict, Stages};
 /// One registered stage.
 // One chain per worker, built once and never moved per packet: boxing the larger variant
 // would only add a pointer chase to every packet.
+// The control thread builds every worker's chain, one after another: aligned to 128 bytes
+// (a cache-line pair, as `CachePadded`), each stage's inline state (NAT/LB scalars written
+// per packet) owns its lines, never sharing one with another worker's (cache-line audit,
+// docs/benchmarks.md; test `stage_state_owns_whole_cache_lines`).
 #[allow(clippy::large_enum_variant)]
+#[repr(align(128))]
 pub enum Stage {
     Lb(LbStage),
     Nat(NatStage),
@@ -145,6 +150,30 @@ mod tests {
     use crate::wire::{EthernetFrame, Ipv4Packet, MacAddr, TcpPacket};
     use std::net::Ipv4Addr;
     use std::sync::Arc;
+
+    #[test]
+    fn stage_state_owns_whole_cache_lines() {
+        use crate::nat::counters::GatewayCounters;
+        use std::mem::{align_of, size_of};
+        for (name, size, align) in [
+            ("Stage", size_of::<Stage>(), align_of::<Stage>()),
+            (
+                "GatewayCounters",
+                size_of::<GatewayCounters>(),
+                align_of::<GatewayCounters>(),
+            ),
+            (
+                "LbCounters",
+                size_of::<crate::lb::counters::LbCounters>(),
+                align_of::<crate::lb::counters::LbCounters>(),
+            ),
+        ] {
+            assert!(
+                align >= 128 && size % 128 == 0,
+                "{name}: {size} B, align {align}"
+            );
+        }
+    }
 
     const YAML: &str = "
 lcores:

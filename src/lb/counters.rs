@@ -6,7 +6,10 @@ use crate::pipeline::counters::DropReason;
 macro_rules! lb_counters {
     ($($field:ident => $help:literal;)*) => {
         /// One load balancer's counters on one worker.
+        // Written per packet, allocated by the control thread next to the other workers':
+        // whole cache-line pairs of its own (docs/benchmarks.md, cache-line audit).
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(align(128))]
         pub struct LbCounters {
             $(pub $field: u64,)*
             pub drops: [u64; DropReason::COUNT],
@@ -68,6 +71,7 @@ impl LbCounters {
 
 /// Per target (stable id) on one worker.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(align(128))] // as `LbCounters`: per packet, no line shared with another worker
 pub struct TargetCounters {
     pub active_flows: u64,
     pub new_flows: u64,

@@ -3,7 +3,11 @@
 
 use crate::pipeline::counters::DropReason;
 
+// Written per packet by its worker, but allocated by the control thread (in `NatWorker::new`)
+// right after the previous worker's: whole cache-line pairs of its own, so no line is
+// written by two workers (docs/benchmarks.md, cache-line audit).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[repr(align(128))]
 pub struct GatewayCounters {
     /// Gauge: live flows of this gateway on this worker.
     pub active_connections: u64,

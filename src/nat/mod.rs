@@ -341,8 +341,9 @@ pub struct NatWorker {
     /// Flow-state replication (`replica`), if configured; a replica's grace in ticks.
     repl: Option<Box<crate::repl::WorkerRepl>>,
     repl_grace: u32,
-    /// Burst lookahead ring (`prefetch`; boxed to keep the stage enum small).
-    look: Box<[prefetch::Look; prefetch::LOOK]>,
+    /// Burst lookahead ring (`prefetch`; boxed to keep the stage enum small). Written per
+    /// packet and allocated by the control thread: padded to whole cache-line pairs.
+    look: Box<crossbeam_utils::CachePadded<[prefetch::Look; prefetch::LOOK]>>,
     look_pos: usize,
     /// Enough live flows for the lookahead to pay (`prefetch::worth_it`, set by `expire`).
     lookahead: bool,
