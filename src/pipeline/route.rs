@@ -6,7 +6,10 @@
 use crate::config::{Config, Ipv4Net, PortRole};
 use crate::wire::MacAddr;
 use hashbrown::HashMap;
+use std::hash::Hash;
 use std::net::Ipv4Addr;
+
+pub mod dir24;
 
 /// A port as the pipeline sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,7 +23,7 @@ pub struct PortInfo {
 }
 
 /// Where a matched route sends a packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NextHop {
     pub port: u16,
     /// Gateway; `None` means the destination is on-link.
@@ -49,16 +52,24 @@ pub struct Lpm<V> {
     levels: Vec<(u8, u32, HashMap<u32, V>)>,
     /// (mask, masked prefix, value) longest first, while there are at most SMALL routes.
     small: Vec<(u32, u32, V)>,
+    /// The same routes as a DIR-24-8 table, once there are at least `dir_min` of them.
+    dir: Option<Box<dir24::Dir24<V>>>,
+    dir_min: usize,
 }
 
 /// Up to this many routes, lookups scan `small`.
 const SMALL: usize = 16;
+/// From this many routes on, lookups use DIR-24-8 (`dir24`; measured in
+/// docs/benchmarks.md).
+const DIR_MIN: usize = 4096;
 
 impl<V> Default for Lpm<V> {
     fn default() -> Self {
         Lpm {
             levels: Vec::new(),
             small: Vec::new(),
+            dir: None,
+            dir_min: DIR_MIN,
         }
     }
 }
@@ -72,15 +83,51 @@ fn mask(len: u8) -> u32 {
     }
 }
 
-impl<V: Clone> Lpm<V> {
+impl<V: Clone + Eq + Hash> Lpm<V> {
     pub fn new() -> Self {
         Lpm::default()
+    }
+
+    /// An empty table that switches to DIR-24-8 lookups at `dir_min` routes
+    /// (`usize::MAX`: never; 0: always). Benchmarks and tests compare the two schemes.
+    pub fn with_dir_min(dir_min: usize) -> Self {
+        Lpm {
+            dir_min,
+            ..Lpm::default()
+        }
+    }
+
+    /// Whether lookups go through the DIR-24-8 table.
+    pub fn is_dir24(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    /// Builds the DIR-24-8 table from every route once the table is large enough, then
+    /// keeps it current with each insert (shorter prefixes first: a longer one is never
+    /// overwritten anyway, but this writes each entry fewer times).
+    fn update_dir(&mut self, key: u32, len: u8, v: &V) {
+        if let Some(d) = self.dir.as_mut() {
+            d.insert(key, len, v.clone());
+            return;
+        }
+        if self.len() + 1 < self.dir_min {
+            return;
+        }
+        let mut d = Box::new(dir24::Dir24::new());
+        for (l, _, t) in self.levels.iter().rev() {
+            for (k, v) in t {
+                d.insert(*k, *l, v.clone());
+            }
+        }
+        d.insert(key, len, v.clone());
+        self.dir = Some(d);
     }
 
     /// Insert or replace the value for `prefix/len`.
     pub fn insert(&mut self, prefix: Ipv4Addr, len: u8, v: V) {
         let m = mask(len);
         let key = u32::from(prefix) & m;
+        self.update_dir(key, len, &v);
         match self.levels.iter_mut().find(|(l, _, _)| *l == len) {
             Some((_, _, t)) => {
                 t.insert(key, v);
@@ -105,6 +152,9 @@ impl<V: Clone> Lpm<V> {
     #[inline]
     pub fn lookup(&self, addr: Ipv4Addr) -> Option<&V> {
         let a = u32::from(addr);
+        if let Some(d) = &self.dir {
+            return d.lookup(a);
+        }
         if !self.small.is_empty() {
             return self
                 .small
@@ -354,5 +404,35 @@ mod tests {
         l.insert(a("1.2.3.4"), 32, 9);
         assert_eq!(l.lookup(a("1.2.3.4")), Some(&9));
         assert_eq!(l.lookup(a("1.2.3.5")), None);
+    }
+
+    #[test]
+    fn lpm_dir24_and_hashed_levels_agree_and_switch_at_the_threshold() {
+        let mut hashed = Lpm::with_dir_min(usize::MAX);
+        let mut dir = Lpm::with_dir_min(0);
+        let mut switching = Lpm::with_dir_min(200);
+        let mut x: u32 = 0x2545_f491;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for i in 0..400u32 {
+            // Lengths 0..=32, clustered in 10.0.0.0/14 so that they overlap.
+            let len = (next() % 33) as u8;
+            let p = Ipv4Addr::from(0x0a00_0000 | (next() & 0x0003_ffff));
+            for l in [&mut hashed, &mut dir, &mut switching] {
+                l.insert(p, len, i);
+            }
+            assert_eq!(switching.is_dir24(), switching.len() >= 200, "{i}");
+        }
+        assert!(dir.is_dir24() && !hashed.is_dir24() && switching.is_dir24());
+        for _ in 0..50_000 {
+            let probe = Ipv4Addr::from(0x0a00_0000 | (next() & 0x0007_ffff));
+            let want = hashed.lookup(probe);
+            assert_eq!(dir.lookup(probe), want, "{probe}");
+            assert_eq!(switching.lookup(probe), want, "{probe}");
+        }
     }
 }
