@@ -97,6 +97,26 @@ impl<V: Clone + Eq + Hash> Lpm<V> {
         }
     }
 
+    /// The same routes in a table with another DIR-24-8 threshold (benchmarks).
+    pub fn rebuilt(&self, dir_min: usize) -> Lpm<V> {
+        let mut l = Lpm::with_dir_min(dir_min);
+        for (len, _, t) in self.levels.iter().rev() {
+            for (k, v) in t {
+                l.insert(Ipv4Addr::from(*k), *len, v.clone());
+            }
+        }
+        l
+    }
+
+    /// Starts loading the line a lookup of `addr` will read first (DIR-24-8 only: the
+    /// other schemes' lines are few and stay cached).
+    #[inline]
+    pub fn prefetch(&self, addr: Ipv4Addr) {
+        if let Some(d) = &self.dir {
+            d.prefetch(u32::from(addr));
+        }
+    }
+
     /// Whether lookups go through the DIR-24-8 table.
     pub fn is_dir24(&self) -> bool {
         self.dir.is_some()
@@ -274,6 +294,27 @@ impl Fib {
             }
         }
         fib
+    }
+
+    /// Adds (or replaces) a static route (benchmarks: tables beyond what a config holds).
+    pub fn add_route(&mut self, prefix: Ipv4Addr, len: u8, hop: NextHop) {
+        self.routes.insert(prefix, len, hop);
+    }
+
+    /// Rebuilds the route table switching to DIR-24-8 at `dir_min` routes (benchmarks
+    /// compare the schemes: `usize::MAX` never, 0 always).
+    pub fn set_route_dir_min(&mut self, dir_min: usize) {
+        self.routes = self.routes.rebuilt(dir_min);
+    }
+
+    /// Whether route lookups use the DIR-24-8 table (many routes).
+    pub fn routes_dir24(&self) -> bool {
+        self.routes.is_dir24()
+    }
+
+    /// Number of routes (connected and static).
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
     }
 
     /// Answer ARP for `addr` on every data port (NAT public addresses).
