@@ -214,7 +214,9 @@ pub fn public_addr(x: u32) -> u32 {
 /// Destination of flow `flow` spread over the whole unicast space (route benchmark with
 /// a large table: each destination its own tbl24 line).
 pub fn spread_dest(flow: u32) -> Ipv4Addr {
-    Ipv4Addr::from(public_addr(flow.wrapping_mul(2654435761).rotate_left(13) ^ 0x5bd1_e995))
+    Ipv4Addr::from(public_addr(
+        flow.wrapping_mul(2654435761).rotate_left(13) ^ 0x5bd1_e995,
+    ))
 }
 
 /// A small xorshift generator (deterministic inputs).
