@@ -50,6 +50,11 @@ impl<V: Clone + Eq + Hash> Dir24<V> {
         self.tbl24.bytes() + self.tbl8.len() * 4
     }
 
+    /// Whether `tbl24` got explicit huge pages (one TLB entry per 2 MiB of it).
+    pub fn on_hugetlb(&self) -> bool {
+        self.tbl24.is_hugetlb()
+    }
+
     pub fn tbl8_groups(&self) -> usize {
         self.tbl8.len() / 256
     }
@@ -294,5 +299,6 @@ mod tests {
         assert_eq!(out.to_vec(), single);
         assert_eq!(out, [Some(&1), Some(&2), Some(&3), Some(&1)]);
         assert!(c.memory_bytes() >= 64 << 20);
+        println!("tbl24 on MAP_HUGETLB pages: {}", c.on_hugetlb());
     }
 }
