@@ -400,9 +400,21 @@ fn run_burst<S: Bufs>(
             p.prefetch_flow(b.data(), false);
         }
     }
+    // Route table lookahead (`worker::run`): with a DIR-24-8 table only.
+    let look_route = p.wants_route_prefetch() && !NO_LOOKAHEAD.load(Relaxed);
+    if look_route {
+        for b in burst.iter().rev().take(BA) {
+            p.prefetch_route(b.data());
+        }
+    }
     while let Some(b) = burst.pop() {
         if let Some(next) = burst.last() {
             S::prefetch(next);
+        }
+        if look_route {
+            if let Some(a) = burst.len().checked_sub(BA).and_then(|k| burst.get(k)) {
+                p.prefetch_route(a.data());
+            }
         }
         if look {
             let n = burst.len();

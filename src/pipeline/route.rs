@@ -160,7 +160,7 @@ impl<V: Clone + Eq + Hash> Lpm<V> {
             }
         }
         self.small.clear();
-        if self.len() <= SMALL {
+        if self.dir.is_none() && self.len() <= SMALL {
             for (_, m, t) in &self.levels {
                 for (k, v) in t {
                     self.small.push((*m, *k, v.clone()));
@@ -172,15 +172,17 @@ impl<V: Clone + Eq + Hash> Lpm<V> {
     #[inline]
     pub fn lookup(&self, addr: Ipv4Addr) -> Option<&V> {
         let a = u32::from(addr);
-        if let Some(d) = &self.dir {
-            return d.lookup(a);
-        }
+        // `small` and `dir` are never both in use: small tables take the same path as
+        // before DIR-24-8 existed.
         if !self.small.is_empty() {
             return self
                 .small
                 .iter()
                 .find(|(m, k, _)| a & *m == *k)
                 .map(|(_, _, v)| v);
+        }
+        if let Some(d) = &self.dir {
+            return d.lookup(a);
         }
         for (_, m, t) in &self.levels {
             if let Some(v) = t.get(&(a & *m)) {
@@ -310,6 +312,12 @@ impl Fib {
     /// Whether route lookups use the DIR-24-8 table (many routes).
     pub fn routes_dir24(&self) -> bool {
         self.routes.is_dir24()
+    }
+
+    /// Starts loading the route table line a lookup of `dst` will read (DIR-24-8 only).
+    #[inline]
+    pub fn prefetch_route(&self, dst: Ipv4Addr) {
+        self.routes.prefetch(dst);
     }
 
     /// Number of routes (connected and static).
