@@ -640,7 +640,7 @@ fn route_fib(n: u32, dir_min: Option<usize>) -> Arc<Fib> {
         via: Some(GATEWAY_IP),
         mtu: 1500,
     };
-    for (p, len) in internet_routes(n as usize, 0x5eed_0f_4f1b) {
+    for (p, len) in internet_routes(n as usize, 0x5eed_0f4f) {
         fib.add_route(p, len, hop);
     }
     if let Some(m) = dir_min {
