@@ -176,6 +176,49 @@ pub fn flow_dest(flow: u32) -> Ipv4Addr {
     Ipv4Addr::new(93, 184, (x >> 8) as u8, x as u8)
 }
 
+/// `n` distinct prefixes shaped like an internet routing table (BGP full tables are
+/// ~60 % /24, most of the rest /16../23, a few shorter, a few longer than /24), avoiding
+/// the benchmark's own subnets (10/8, 198.51.100/24) and 0/8, 127/8, 224/3.
+pub fn internet_routes(n: usize, seed: u64) -> Vec<(Ipv4Addr, u8)> {
+    let mut r = Rng(seed | 1);
+    let mut seen = std::collections::HashSet::with_capacity(n);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let len = match r.below(100) {
+            0..=59 => 24,
+            60..=89 => 16 + r.below(8) as u8,
+            90..=97 => 8 + r.below(8) as u8,
+            _ => 25 + r.below(8) as u8,
+        };
+        let a = public_addr(r.next_u64() as u32) & (u32::MAX << (32 - len as u32));
+        let first = a >> 24;
+        if first == 10 || first == 198 || seen.contains(&(a, len)) {
+            continue;
+        }
+        seen.insert((a, len));
+        out.push((Ipv4Addr::from(a), len));
+    }
+    out
+}
+
+/// `x` with its first octet moved into 1..=223 other than 10, 127 and 198 (a unicast
+/// address the pipeline forwards, outside the benchmark's own subnets).
+pub fn public_addr(x: u32) -> u32 {
+    let mut o = (((x >> 24) * 222) >> 8) + 1;
+    if o == 127 || o == 10 || o == 198 {
+        o += 1;
+    }
+    (o << 24) | (x & 0x00ff_ffff)
+}
+
+/// Destination of flow `flow` spread over the whole unicast space (route benchmark with
+/// a large table: each destination its own tbl24 line).
+pub fn spread_dest(flow: u32) -> Ipv4Addr {
+    Ipv4Addr::from(public_addr(
+        flow.wrapping_mul(2654435761).rotate_left(13) ^ 0x5bd1_e995,
+    ))
+}
+
 /// A small xorshift generator (deterministic inputs).
 pub struct Rng(pub u64);
 

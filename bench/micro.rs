@@ -4,6 +4,9 @@
 //! - parse: Ethernet + IPv4 + TCP views with every check the pipeline does on ingress.
 //! - checksum: full (IPv4 header, 1460-byte payload) and incremental (RFC 1624) updates.
 //! - lpm: longest-prefix match with 4 prefix lengths in use (/32, /24, /16, /0).
+//! - lpm_scheme: hash-per-length vs DIR-24-8 (`route::dir24`) at 4, 21k and 1M routes
+//!   (internet-like lengths), random destinations; DIR-24-8 also per burst of 32 with the
+//!   tbl24 lines prefetched first.
 //! - pipeline: `Pipeline::handle` on a `VecBuf` for a routed TCP packet whose next hop is
 //!   resolved (ns per packet), and the frame refill it includes, to subtract.
 //! - nat: flow-table lookup hit/miss (10k, 1M flows), port allocation, Toeplitz hash.
@@ -16,6 +19,7 @@
 
 use criterion::{black_box, criterion_group, BatchSize, Criterion, Throughput};
 use flowgate::packet::{PacketBuf, VecAlloc, VecBuf};
+use flowgate::pipeline::route::dir24::Dir24;
 use flowgate::pipeline::route::Lpm;
 use flowgate::pipeline::{Output, Pipeline, PipelineParams};
 use flowgate::wire::{checksum, EthernetFrame, Ipv4Packet, TcpPacket};
@@ -125,6 +129,72 @@ fn lpm(c: &mut Criterion) {
     g.bench_function("lookup_default_route_4_probes", |b| {
         b.iter(|| black_box(l.lookup(black_box(miss))))
     });
+    g.finish();
+}
+
+fn lpm_scheme(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lpm_scheme");
+    g.throughput(Throughput::Elements(1));
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    // 1M random destinations: beyond every cache for DIR-24-8's 64 MiB tbl24.
+    let addrs: Vec<u32> = (0..1 << 20)
+        .map(|_| public_addr(rng.next_u64() as u32))
+        .collect();
+    let mask = addrs.len() - 1;
+    for n in [4usize, 21_000, 1_000_000] {
+        let mut routes = vec![(Ipv4Addr::UNSPECIFIED, 0u8)];
+        routes.extend(internet_routes(n - 1, 0x5eed));
+        let hash = {
+            let mut l = Lpm::with_dir_min(usize::MAX);
+            for (i, &(p, len)) in routes.iter().enumerate() {
+                l.insert(p, len, i as u32 % 8);
+            }
+            l
+        };
+        let dir = hash.rebuilt(0);
+        let label = if n >= 1_000_000 {
+            format!("{}M", n / 1_000_000)
+        } else if n >= 1000 {
+            format!("{}k", n / 1000)
+        } else {
+            n.to_string()
+        };
+        for (name, l) in [("hash", &hash), ("dir24", &dir)] {
+            g.bench_function(format!("{name}_{label}_routes"), |b| {
+                let mut i = 0usize;
+                b.iter(|| {
+                    i = (i + 1) & mask;
+                    black_box(l.lookup(Ipv4Addr::from(black_box(addrs[i]))))
+                })
+            });
+        }
+        let mut d: Dir24<u32> = Dir24::new();
+        for (i, &(p, len)) in routes.iter().enumerate() {
+            d.insert(u32::from(p), len, i as u32 % 8);
+        }
+        g.throughput(Throughput::Elements(32));
+        g.bench_function(format!("dir24_burst32_{label}_routes"), |b| {
+            let mut i = 0usize;
+            let mut out = [None; 32];
+            b.iter(|| {
+                i = (i + 32) & mask;
+                d.lookup_burst(black_box(&addrs[i..i + 32]), &mut out);
+                black_box(&out);
+            })
+        });
+        g.bench_function(format!("dir24_single32_{label}_routes"), |b| {
+            let mut i = 0usize;
+            let mut out = [None; 32];
+            b.iter(|| {
+                i = (i + 32) & mask;
+                for (o, &a) in out.iter_mut().zip(black_box(&addrs[i..i + 32])) {
+                    *o = d.lookup(a);
+                }
+                black_box(&out);
+            })
+        });
+        g.throughput(Throughput::Elements(1));
+    }
     g.finish();
 }
 
@@ -552,6 +622,7 @@ criterion_group!(
     parse,
     checksums,
     lpm,
+    lpm_scheme,
     pipeline,
     nat,
     stage_dispatch

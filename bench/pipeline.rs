@@ -15,7 +15,9 @@
 //!
 //! Modes:
 //! - `route`: TCP from the inside subnet to `--flows` internet destinations, routed to a
-//!   resolved next hop (no stateful stage).
+//!   resolved next hop (no stateful stage). `--routes N` adds N internet-like routes
+//!   (`common::internet_routes`) and spreads the destinations over the address space;
+//!   `--lpm hash|dir` forces the LPM scheme (default: the pipeline's size threshold).
 //! - `nat`: the same through a NAT gateway, after the flows are established (one packet of
 //!   each flow first); each timed packet belongs to a random established flow.
 //! - `nat-new`: every packet opens a new connection (TCP SYN of a never-seen 5-tuple).
@@ -45,7 +47,7 @@ use flowgate::nat::NatWorker;
 use flowgate::packet::{BufAlloc, PacketBuf, VecAlloc, VecBuf};
 use flowgate::pipeline::counters::DropReason;
 use flowgate::pipeline::handoff::{HandoffEndpoints, HandoffMesh, HANDOFF_RING_SIZE};
-use flowgate::pipeline::route::Fib;
+use flowgate::pipeline::route::{Fib, NextHop};
 use flowgate::pipeline::{Output, Pipeline, PipelineParams};
 use flowgate::pmd::thp::ThpAlloc;
 use flowgate::pmd::{self, Eal, Mbuf, MbufAlloc, Mempool};
@@ -148,6 +150,12 @@ struct Opts {
     instr: Option<u64>,
     /// `--workers 2`: also route and NAT on two threads at once (`pipeline_workers.rs`).
     workers: usize,
+    /// `--routes N[,N..]` (route mode): extra internet-like routes in the FIB, and
+    /// destinations spread over the whole address space. 0 = the 4-route table.
+    routes: Vec<u32>,
+    /// `--lpm hash|dir|auto`: which LPM scheme the route table uses (`auto`: the
+    /// pipeline's own size threshold).
+    lpm_dir_min: Option<usize>,
 }
 
 fn parse_opts() -> Opts {
@@ -158,6 +166,8 @@ fn parse_opts() -> Opts {
         vecbuf: false,
         instr: None,
         workers: 1,
+        routes: vec![],
+        lpm_dir_min: None,
     };
     let mut smoke = false;
     let mut args = std::env::args().skip(1);
@@ -193,6 +203,19 @@ fn parse_opts() -> Opts {
                     .unwrap_or_else(|_| die("bad --seconds"))
             }
             "--buf" => o.vecbuf = val("--buf") == "vec",
+            "--routes" => {
+                for r in val("--routes").split(',') {
+                    o.routes.push(parse_count(r));
+                }
+            }
+            "--lpm" => {
+                o.lpm_dir_min = match val("--lpm").as_str() {
+                    "hash" => Some(usize::MAX),
+                    "dir" => Some(0),
+                    "auto" => None,
+                    l => die(&format!("unknown --lpm {l} (hash, dir, auto)")),
+                }
+            }
             "--instr" => {
                 let n = parse_count(&val("--instr")) as u64;
                 // Whole bursts, so every case measures exactly n packets.
@@ -217,7 +240,7 @@ fn parse_opts() -> Opts {
             // cargo bench passes --bench; ignore it and any filter.
             "--bench" => {}
             "-h" | "--help" => {
-                println!("usage: cargo bench --bench pipeline -- [--mode route|nat|nat-new[,..]] [--flows N[,N..]] [--seconds S] [--buf mbuf|vec] [--smoke] [--instr N] [--no-lookahead] [--tcp-slots PCT] [--workers 2]");
+                println!("usage: cargo bench --bench pipeline -- [--mode route|nat|nat-new[,..]] [--flows N[,N..]] [--routes N[,N..]] [--lpm hash|dir|auto] [--seconds S] [--buf mbuf|vec] [--smoke] [--instr N] [--no-lookahead] [--tcp-slots PCT] [--workers 2]");
                 std::process::exit(0);
             }
             _ => {}
@@ -399,9 +422,21 @@ fn run_burst<S: Bufs>(
             p.prefetch_flow(b.data(), false);
         }
     }
+    // Route table lookahead (`worker::run`): with a DIR-24-8 table only.
+    let look_route = p.wants_route_prefetch() && !NO_LOOKAHEAD.load(Relaxed);
+    if look_route {
+        for b in burst.iter().rev().take(BA) {
+            p.prefetch_route(b.data());
+        }
+    }
     while let Some(b) = burst.pop() {
         if let Some(next) = burst.last() {
             S::prefetch(next);
+        }
+        if look_route {
+            if let Some(a) = burst.len().checked_sub(BA).and_then(|k| burst.get(k)) {
+                p.prefetch_route(a.data());
+            }
         }
         if look {
             let n = burst.len();
@@ -570,36 +605,70 @@ fn bench_route<S: Bufs>(s: &mut S, o: &Opts, hz: u64, keys: &mut Vec<(String, St
         tsc_hz: hz,
         ..PipelineParams::for_tests()
     };
-    for &flows in &o.flows {
-        let mut p: Pipeline<S::B> = Pipeline::new(bench_fib(), params);
-        let mut c = Collect {
-            bufs: Vec::new(),
-            tx: 0,
-            discarded: 0,
-        };
-        p.neighbor_resolved(1, GATEWAY_IP, GATEWAY_MAC, clock(), s.alloc(), &mut c);
-        let mut rng = Rng(0x1234_5678_9abc_def1);
-        let r = drive(s, &mut p, o.seconds, packets_to_measure(o), |_, f| {
-            let flow = rng.below(flows);
-            let t = tcp_frame(flow, flow_dest(flow), 64);
-            f.clear();
-            f.extend_from_slice(&t);
-        });
-        assert!(
-            r.tx > 0 && r.discarded == 0,
-            "route: packets were not forwarded ({} dropped)",
-            r.discarded
-        );
-        let ns = report(&format!("route {flows} flows"), &r, hz, "");
-        keys.push((
-            format!("route_{}_ns_per_pkt", count_key(flows)),
-            format!("{ns:.1}"),
-        ));
-        keys.push((
-            format!("route_{}_mpps", count_key(flows)),
-            format!("{:.2}", 1e3 / ns),
-        ));
+    let routes = if o.routes.is_empty() {
+        vec![0]
+    } else {
+        o.routes.clone()
+    };
+    for &n_routes in &routes {
+        let fib = route_fib(n_routes, o.lpm_dir_min);
+        let scheme = if fib.routes_dir24() { "dir24" } else { "hash" };
+        for &flows in &o.flows {
+            let mut p: Pipeline<S::B> = Pipeline::new(fib.clone(), params);
+            let mut c = Collect {
+                bufs: Vec::new(),
+                tx: 0,
+                discarded: 0,
+            };
+            p.neighbor_resolved(1, GATEWAY_IP, GATEWAY_MAC, clock(), s.alloc(), &mut c);
+            let mut rng = Rng(0x1234_5678_9abc_def1);
+            let r = drive(s, &mut p, o.seconds, packets_to_measure(o), |_, f| {
+                let flow = rng.below(flows);
+                let dst = if n_routes == 0 {
+                    flow_dest(flow)
+                } else {
+                    spread_dest(flow)
+                };
+                let t = tcp_frame(flow, dst, 64);
+                f.clear();
+                f.extend_from_slice(&t);
+            });
+            assert!(
+                r.tx > 0 && r.discarded == 0,
+                "route: packets were not forwarded ({} dropped)",
+                r.discarded
+            );
+            let (name, key) = if n_routes == 0 {
+                (format!("route {flows} flows"), count_key(flows))
+            } else {
+                (
+                    format!("route {flows} fl {} rt {scheme}", count_key(n_routes)),
+                    format!("{}_routes_{}", count_key(flows), count_key(n_routes)),
+                )
+            };
+            let ns = report(&name, &r, hz, "");
+            keys.push((format!("route_{key}_ns_per_pkt"), format!("{ns:.1}")));
+            keys.push((format!("route_{key}_mpps"), format!("{:.2}", 1e3 / ns)));
+        }
     }
+}
+
+/// The benchmark FIB plus `n` internet-like routes via the outside gateway, its LPM
+/// scheme forced when `dir_min` is given.
+fn route_fib(n: u32, dir_min: Option<usize>) -> Arc<Fib> {
+    let mut fib = (*bench_fib()).clone();
+    let hop = NextHop {
+        port: 1,
+        via: Some(GATEWAY_IP),
+        mtu: 1500,
+    };
+    for (p, len) in internet_routes(n as usize, 0x5eed_0f4f) {
+        fib.add_route(p, len, hop);
+    }
+    if let Some(m) = dir_min {
+        fib.set_route_dir_min(m);
+    }
+    Arc::new(fib)
 }
 
 fn main() {

@@ -94,9 +94,10 @@ impl StageChain {
     /// Whether any stage wants `prefetch` calls (asked once per burst).
     #[inline]
     pub fn wants_lookahead(&self) -> bool {
-        self.stages
-            .iter()
-            .any(|s| matches!(s, Stage::Nat(n) if n.wants_lookahead()))
+        self.stages.iter().any(|s| match s {
+            Stage::Nat(n) => n.wants_lookahead(),
+            Stage::Lb(l) => l.wants_lookahead(),
+        })
     }
 
     /// Burst lookahead: start loading the flow-table lines `frame`'s lookup will need
@@ -104,8 +105,9 @@ impl StageChain {
     #[inline]
     pub fn prefetch(&mut self, frame: &[u8], deep: bool) {
         for s in self.stages.iter_mut() {
-            if let Stage::Nat(n) = s {
-                n.prefetch(frame, deep);
+            match s {
+                Stage::Nat(n) => n.prefetch(frame, deep),
+                Stage::Lb(l) => l.prefetch(frame, deep),
             }
         }
     }

@@ -23,6 +23,7 @@ pub mod health_wiring;
 pub mod log_hooks;
 pub mod maglev;
 pub mod metrics;
+pub mod prefetch;
 pub mod reconcile;
 pub mod replica;
 pub mod snapshot;
@@ -38,6 +39,7 @@ use crate::config::LoadBalancerConfig;
 use crate::nat::dest_count::{Dest, DestCounts};
 use crate::nat::expiry::{self, TimerWheel};
 use crate::nat::flow::{hash_key, Flow, FlowTable, Key};
+use crate::nat::flow_index::FlowIndex;
 use crate::nat::icmp_error::{self, Side};
 use crate::nat::ports::{PortAllocator, Probe, Rng};
 use crate::packet::PacketBuf;
@@ -47,7 +49,6 @@ use crate::wire::{
     IcmpPacket, Ipv4Packet, TcpPacket, UdpPacket, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
 };
 use counters::{LbCounters, TargetCounters};
-use hashbrown::HashTable;
 use snapshot::{LbSnapshot, SnapshotCell, TargetState};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -96,7 +97,8 @@ struct LbState {
     wheel: TimerWheel,
     ports: PortAllocator,
     meta: Vec<Meta>,
-    fnat: HashTable<u32>,
+    /// Full-NAT reply key -> slot: the NAT's bucketised cuckoo index (issue 11 item 2).
+    fnat: FlowIndex,
     /// Live full-NAT flows per (LB address, target endpoint): the exact 55,000 limit.
     dests: DestCounts,
     seed: u64,
@@ -139,7 +141,7 @@ impl LbState {
             ports: PortAllocator::new(FNAT_FIRST_PORT, 65535, FNAT_PER_TARGET, worker, n_workers),
             dests: DestCounts::new(cap, rng.next_u64()),
             meta: vec![Meta::default(); cap],
-            fnat: HashTable::with_capacity(2 * cap + 1),
+            fnat: FlowIndex::new(cap),
             seed: rng.next_u64(),
             limiter: crate::limits::TenantLimiter::new(&c.limits, worker, n_workers, tsc_hz),
             log: None,
@@ -148,27 +150,28 @@ impl LbState {
 
     fn fnat_lookup(&self, k: &Key) -> Option<u32> {
         let (flows, meta) = (&self.flows, &self.meta);
-        self.fnat
-            .find(hash_key(self.seed, k), |&i| {
-                match (flows.get(i), meta.get(i as usize)) {
-                    (Some(f), Some(m)) => !f.is_dead() && fnat_key(f, m) == *k,
-                    _ => false,
-                }
-            })
-            .copied()
+        self.fnat.find(hash_key(self.seed, k), |i| {
+            match (flows.get(i), meta.get(i as usize)) {
+                (Some(f), Some(m)) => !f.is_dead() && fnat_key(f, m) == *k,
+                _ => false,
+            }
+        })
     }
 
-    fn fnat_insert(&mut self, idx: u32) {
+    /// Indexes slot `idx` by its full-NAT reply key; `false` when the index found no room
+    /// (a cuckoo path too long: rare below capacity), nothing changed then.
+    #[must_use]
+    fn fnat_insert(&mut self, idx: u32) -> bool {
         let (flows, meta, seed) = (&self.flows, &self.meta, self.seed);
         let (Some(f), Some(m)) = (flows.get(idx), meta.get(idx as usize)) else {
-            return;
+            return false;
         };
         let h = hash_key(seed, &fnat_key(f, m));
         self.fnat
-            .insert_unique(h, idx, |&i| match (flows.get(i), meta.get(i as usize)) {
+            .insert(h, idx, |i| match (flows.get(i), meta.get(i as usize)) {
                 (Some(f), Some(m)) => hash_key(seed, &fnat_key(f, m)),
                 _ => 0,
-            });
+            })
     }
 
     fn fnat_remove(&mut self, idx: u32) {
@@ -176,9 +179,7 @@ impl LbState {
             return;
         };
         let h = hash_key(self.seed, &fnat_key(f, m));
-        if let Ok(e) = self.fnat.find_entry(h, |&i| i == idx) {
-            e.remove();
-        }
+        self.fnat.remove(h, idx);
     }
 }
 
@@ -336,6 +337,8 @@ pub struct LbWorker {
     repl: Option<Box<replica::LbRepl>>,
     /// The worker's end of the logs (`log_hooks`); `None`: logs off.
     flow_log: Option<log_hooks::LbTap>,
+    /// Burst lookahead (`prefetch`).
+    look: prefetch::LbLook,
 }
 
 impl LbWorker {
@@ -370,6 +373,7 @@ impl LbWorker {
             rng,
             repl: None,
             flow_log: None,
+            look: prefetch::LbLook::default(),
         };
         w.sync_counters();
         w
@@ -871,7 +875,15 @@ impl LbWorker {
             *m = meta;
         }
         if meta.flags & mf::FULLNAT != 0 {
-            st.fnat_insert(idx);
+            if !st.fnat_insert(idx) {
+                // Not reachable by its replies: give the slot back (not armed yet).
+                st.flows.unindex(idx);
+                st.flows.free(idx);
+                if let Some(m) = st.meta.get_mut(idx as usize) {
+                    *m = Meta::default();
+                }
+                return Err(DropReason::LbTableFull);
+            }
             st.dests.inc(fnat_dest(&f, &meta));
         }
         st.wheel.arm(&mut st.flows.next, idx, f.deadline);

@@ -345,7 +345,16 @@ impl LbWorker {
             *m = meta;
         }
         if full {
-            st.fnat_insert(idx);
+            if !st.fnat_insert(idx) {
+                // The full-NAT index refused it (bounded cuckoo displacement): give the slot
+                // back, as `create` does; the peer counts the reject.
+                st.flows.unindex(idx);
+                st.flows.free(idx);
+                if let Some(m) = st.meta.get_mut(idx as usize) {
+                    *m = Meta::default();
+                }
+                return Err(Reject::TableFull);
+            }
             st.dests.inc(fnat_dest(&f, &meta));
         }
         st.wheel.arm(&mut st.flows.next, idx, f.deadline);

@@ -111,6 +111,7 @@ impl LbStage {
         let swapped = self.lb.refresh();
         self.lb.replication_poll(now);
         self.lb.expire(now);
+        self.lb.update_lookahead();
         self.polls = self.polls.wrapping_add(1);
         if swapped || self.polls.is_multiple_of(16) {
             self.published.publish(&self.lb);
@@ -119,5 +120,18 @@ impl LbStage {
 
     pub fn publish(&mut self) {
         self.published.publish(&self.lb);
+    }
+}
+
+impl LbStage {
+    #[inline]
+    pub fn wants_lookahead(&self) -> bool {
+        self.lb.wants_lookahead()
+    }
+
+    /// Burst lookahead (see `lb::prefetch`).
+    #[inline]
+    pub fn prefetch(&mut self, frame: &[u8], deep: bool) {
+        self.lb.prefetch(frame, deep);
     }
 }

@@ -34,7 +34,7 @@ mod limits;
 mod log_hooks;
 mod out2in;
 pub mod ports;
-mod prefetch;
+pub(crate) mod prefetch;
 pub mod reconcile;
 mod replica;
 pub mod rfc4787;

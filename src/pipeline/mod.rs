@@ -241,6 +241,25 @@ impl<B: PacketBuf> Pipeline<B> {
         }
     }
 
+    /// Whether `prefetch_route` calls do anything this burst (a DIR-24-8 route table:
+    /// its 64 MiB tbl24 is read at random; small tables stay cached).
+    #[inline]
+    pub fn wants_route_prefetch(&self) -> bool {
+        self.fib.routes_dir24()
+    }
+
+    /// Burst lookahead for routing (issue 11 item 5): starts loading the route table line
+    /// of the IPv4 destination of `frame` (a packet `PREFETCH_BUCKET_AHEAD` ahead). A hint.
+    #[inline]
+    pub fn prefetch_route(&self, frame: &[u8]) {
+        if let Some(h) = frame.get(12..34) {
+            if h[0] == 0x08 && h[1] == 0 {
+                self.fib
+                    .prefetch_route(Ipv4Addr::new(h[18], h[19], h[20], h[21]));
+            }
+        }
+    }
+
     pub fn set_fib(&mut self, fib: Arc<Fib>) {
         self.fib = fib;
         self.counters.events.config_updates += 1;

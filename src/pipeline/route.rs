@@ -6,7 +6,10 @@
 use crate::config::{Config, Ipv4Net, PortRole};
 use crate::wire::MacAddr;
 use hashbrown::HashMap;
+use std::hash::Hash;
 use std::net::Ipv4Addr;
+
+pub mod dir24;
 
 /// A port as the pipeline sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,7 +23,7 @@ pub struct PortInfo {
 }
 
 /// Where a matched route sends a packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NextHop {
     pub port: u16,
     /// Gateway; `None` means the destination is on-link.
@@ -49,16 +52,24 @@ pub struct Lpm<V> {
     levels: Vec<(u8, u32, HashMap<u32, V>)>,
     /// (mask, masked prefix, value) longest first, while there are at most SMALL routes.
     small: Vec<(u32, u32, V)>,
+    /// The same routes as a DIR-24-8 table, once there are at least `dir_min` of them.
+    dir: Option<Box<dir24::Dir24<V>>>,
+    dir_min: usize,
 }
 
 /// Up to this many routes, lookups scan `small`.
 const SMALL: usize = 16;
+/// From this many routes on, lookups use DIR-24-8 (`dir24`; measured in
+/// docs/benchmarks.md).
+const DIR_MIN: usize = 4096;
 
 impl<V> Default for Lpm<V> {
     fn default() -> Self {
         Lpm {
             levels: Vec::new(),
             small: Vec::new(),
+            dir: None,
+            dir_min: DIR_MIN,
         }
     }
 }
@@ -72,15 +83,71 @@ fn mask(len: u8) -> u32 {
     }
 }
 
-impl<V: Clone> Lpm<V> {
+impl<V: Clone + Eq + Hash> Lpm<V> {
     pub fn new() -> Self {
         Lpm::default()
+    }
+
+    /// An empty table that switches to DIR-24-8 lookups at `dir_min` routes
+    /// (`usize::MAX`: never; 0: always). Benchmarks and tests compare the two schemes.
+    pub fn with_dir_min(dir_min: usize) -> Self {
+        Lpm {
+            dir_min,
+            ..Lpm::default()
+        }
+    }
+
+    /// The same routes in a table with another DIR-24-8 threshold (benchmarks).
+    pub fn rebuilt(&self, dir_min: usize) -> Lpm<V> {
+        let mut l = Lpm::with_dir_min(dir_min);
+        for (len, _, t) in self.levels.iter().rev() {
+            for (k, v) in t {
+                l.insert(Ipv4Addr::from(*k), *len, v.clone());
+            }
+        }
+        l
+    }
+
+    /// Starts loading the line a lookup of `addr` will read first (DIR-24-8 only: the
+    /// other schemes' lines are few and stay cached).
+    #[inline]
+    pub fn prefetch(&self, addr: Ipv4Addr) {
+        if let Some(d) = &self.dir {
+            d.prefetch(u32::from(addr));
+        }
+    }
+
+    /// Whether lookups go through the DIR-24-8 table.
+    pub fn is_dir24(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    /// Builds the DIR-24-8 table from every route once the table is large enough, then
+    /// keeps it current with each insert (shorter prefixes first: a longer one is never
+    /// overwritten anyway, but this writes each entry fewer times).
+    fn update_dir(&mut self, key: u32, len: u8, v: &V) {
+        if let Some(d) = self.dir.as_mut() {
+            d.insert(key, len, v.clone());
+            return;
+        }
+        if self.len() + 1 < self.dir_min {
+            return;
+        }
+        let mut d = Box::new(dir24::Dir24::new());
+        for (l, _, t) in self.levels.iter().rev() {
+            for (k, v) in t {
+                d.insert(*k, *l, v.clone());
+            }
+        }
+        d.insert(key, len, v.clone());
+        self.dir = Some(d);
     }
 
     /// Insert or replace the value for `prefix/len`.
     pub fn insert(&mut self, prefix: Ipv4Addr, len: u8, v: V) {
         let m = mask(len);
         let key = u32::from(prefix) & m;
+        self.update_dir(key, len, &v);
         match self.levels.iter_mut().find(|(l, _, _)| *l == len) {
             Some((_, _, t)) => {
                 t.insert(key, v);
@@ -93,7 +160,7 @@ impl<V: Clone> Lpm<V> {
             }
         }
         self.small.clear();
-        if self.len() <= SMALL {
+        if self.dir.is_none() && self.len() <= SMALL {
             for (_, m, t) in &self.levels {
                 for (k, v) in t {
                     self.small.push((*m, *k, v.clone()));
@@ -105,12 +172,17 @@ impl<V: Clone> Lpm<V> {
     #[inline]
     pub fn lookup(&self, addr: Ipv4Addr) -> Option<&V> {
         let a = u32::from(addr);
+        // `small` and `dir` are never both in use: small tables take the same path as
+        // before DIR-24-8 existed.
         if !self.small.is_empty() {
             return self
                 .small
                 .iter()
                 .find(|(m, k, _)| a & *m == *k)
                 .map(|(_, _, v)| v);
+        }
+        if let Some(d) = &self.dir {
+            return d.lookup(a);
         }
         for (_, m, t) in &self.levels {
             if let Some(v) = t.get(&(a & *m)) {
@@ -224,6 +296,33 @@ impl Fib {
             }
         }
         fib
+    }
+
+    /// Adds (or replaces) a static route (benchmarks: tables beyond what a config holds).
+    pub fn add_route(&mut self, prefix: Ipv4Addr, len: u8, hop: NextHop) {
+        self.routes.insert(prefix, len, hop);
+    }
+
+    /// Rebuilds the route table switching to DIR-24-8 at `dir_min` routes (benchmarks
+    /// compare the schemes: `usize::MAX` never, 0 always).
+    pub fn set_route_dir_min(&mut self, dir_min: usize) {
+        self.routes = self.routes.rebuilt(dir_min);
+    }
+
+    /// Whether route lookups use the DIR-24-8 table (many routes).
+    pub fn routes_dir24(&self) -> bool {
+        self.routes.is_dir24()
+    }
+
+    /// Starts loading the route table line a lookup of `dst` will read (DIR-24-8 only).
+    #[inline]
+    pub fn prefetch_route(&self, dst: Ipv4Addr) {
+        self.routes.prefetch(dst);
+    }
+
+    /// Number of routes (connected and static).
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
     }
 
     /// Answer ARP for `addr` on every data port (NAT public addresses).
@@ -354,5 +453,35 @@ mod tests {
         l.insert(a("1.2.3.4"), 32, 9);
         assert_eq!(l.lookup(a("1.2.3.4")), Some(&9));
         assert_eq!(l.lookup(a("1.2.3.5")), None);
+    }
+
+    #[test]
+    fn lpm_dir24_and_hashed_levels_agree_and_switch_at_the_threshold() {
+        let mut hashed = Lpm::with_dir_min(usize::MAX);
+        let mut dir = Lpm::with_dir_min(0);
+        let mut switching = Lpm::with_dir_min(200);
+        let mut x: u32 = 0x2545_f491;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for i in 0..400u32 {
+            // Lengths 0..=32, clustered in 10.0.0.0/14 so that they overlap.
+            let len = (next() % 33) as u8;
+            let p = Ipv4Addr::from(0x0a00_0000 | (next() & 0x0003_ffff));
+            for l in [&mut hashed, &mut dir, &mut switching] {
+                l.insert(p, len, i);
+            }
+            assert_eq!(switching.is_dir24(), switching.len() >= 200, "{i}");
+        }
+        assert!(dir.is_dir24() && !hashed.is_dir24() && switching.is_dir24());
+        for _ in 0..50_000 {
+            let probe = Ipv4Addr::from(0x0a00_0000 | (next() & 0x0007_ffff));
+            let want = hashed.lookup(probe);
+            assert_eq!(dir.lookup(probe), want, "{probe}");
+            assert_eq!(switching.lookup(probe), want, "{probe}");
+        }
     }
 }

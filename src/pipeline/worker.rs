@@ -162,8 +162,27 @@ pub fn run(setup: WorkerSetup) -> i32 {
                     }
                 }
             }
+            let look_route = pipeline.wants_route_prefetch();
+            if look_route {
+                // Route table lines of the first packets (their headers: as above).
+                for i in 2..=crate::pipeline::PREFETCH_BUCKET_AHEAD + 1 {
+                    burst.prefetch_ahead(i);
+                }
+                for i in 0..crate::pipeline::PREFETCH_BUCKET_AHEAD {
+                    if let Some(d) = burst.data_ahead(i) {
+                        pipeline.prefetch_route(d);
+                    }
+                }
+            }
             while let Some(m) = burst.take() {
                 burst.prefetch_ahead(1);
+                if look_route {
+                    use crate::pipeline::PREFETCH_BUCKET_AHEAD as B;
+                    burst.prefetch_ahead(B + 1);
+                    if let Some(d) = burst.data_ahead(B - 1) {
+                        pipeline.prefetch_route(d);
+                    }
+                }
                 if look {
                     use crate::pipeline::{PREFETCH_BUCKET_AHEAD as B, PREFETCH_ENTRY_AHEAD as E};
                     burst.prefetch_ahead(B + 1);
