@@ -432,14 +432,11 @@ impl NatTenants {
 
     /// Slot `i` holds a gateway whose tables `g` reshapes (`mode`, `flows_per_core`).
     fn shapes_changed(&self, i: usize, g: &NatGatewayConfig) -> bool {
-        self.slots[i]
-            .cfg
-            .as_ref()
-            .is_some_and(|c| {
-                c.mode != g.mode
-                    || c.flows_per_core != g.flows_per_core
-                    || c.tcp_flows_per_core != g.tcp_flows_per_core
-            })
+        self.slots[i].cfg.as_ref().is_some_and(|c| {
+            c.mode != g.mode
+                || c.flows_per_core != g.flows_per_core
+                || c.tcp_flows_per_core != g.tcp_flows_per_core
+        })
     }
 
     /// Replaces the gateway of slot `i` by `g` (same id) built in a fresh slot; the old one
