@@ -17,13 +17,22 @@
 //! the peer heartbeat tells the fabric) and the download still completes. Last, a churn of
 //! concurrent short TCP and UDP flows over both nodes: the server never sees one (public IP,
 //! port) used by two flows at once.
+//!
+//! A full-NAT load balancer tenant `web` (kind lb, VIP 192.0.2.100, LB address 192.0.2.101)
+//! shares t0's shard (the controller runs with m=2 and the test pins the placement): a
+//! keep-alive HTTP session from a second client namespace (frc1, 10.110.0.2) to the VIP, a
+//! request every 200 ms on one TCP connection, runs across both kills; every response names
+//! the same target (python servers 198.51.100.11/.12 in the server namespace) and the same LB
+//! address:port. The fabric routes the VIP and the LB address to the shard by ECMP (an LB
+//! has no port slices): a target's replies may reach the node that did not pick the target,
+//! which forwards them with its replica of the pin.
 mod common;
 #[path = "common/fleet.rs"]
 mod fleet_common;
 
 use common::{BgProc, Netns, TempDir, Veth};
 use fleet_common::{
-    nat_tenant_spec, node_addr, public_ip, route_vias, start_controller_and_fabric, Etcd,
+    nat_tenant_spec, node_addr, public_ip, route_vias, start_controller_and_fabric_m, Etcd,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -36,6 +45,74 @@ const SERVER: &str = "198.51.100.2";
 const PORTS: (u16, u16) = (20000, 29999);
 const CLIENT: &str = "10.100.0.2";
 const MB: usize = 12;
+const LB_VIP: &str = "192.0.2.100";
+const LB_ADDR: &str = "192.0.2.101";
+const LB_TARGETS: [&str; 2] = ["198.51.100.11", "198.51.100.12"];
+const LB_CLIENT: &str = "10.110.0.2";
+
+/// The LB tenant's spec in etcd: full NAT, two targets, Maglev picks one per flow.
+fn lb_tenant_spec() -> String {
+    format!(
+        r#"kind: lb
+public: [{LB_VIP}/32, {LB_ADDR}/32]
+config:
+  vips: [{LB_VIP}]
+  lb_addresses: [{LB_ADDR}]
+  maglev_table_size: 251
+  listeners:
+    - {{protocol: tcp, port: 80, target_group: web}}
+  target_groups:
+    - name: web
+      preserve_client_ip: false
+      targets:
+        - {{ip: {t0}, port: 8080}}
+        - {{ip: {t1}, port: 8080}}
+"#,
+        t0 = LB_TARGETS[0],
+        t1 = LB_TARGETS[1],
+    )
+}
+
+/// A target: HTTP/1.1 keep-alive, answers "<name> <peer ip>:<peer port>".
+const NAMED_HTTP: &str = r#"
+import sys, http.server
+name, ip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = ("%s %s:%d" % (name, self.client_address[0], self.client_address[1])).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer((ip, port), H)
+print("listening", flush=True)
+s.serve_forever()
+"#;
+
+/// One keep-alive connection, a request every 200 ms for argv[2] seconds; per response
+/// "r <epoch ms> <local port> <body>". Never reconnects: an error ends it ("error ...").
+const KEEPALIVE_CLIENT: &str = r#"
+import http.client, sys, time
+vip, secs = sys.argv[1], float(sys.argv[2])
+c = http.client.HTTPConnection(vip, 80, timeout=15)
+c.auto_open = 0
+c.connect()
+port = c.sock.getsockname()[1]
+end = time.time() + secs
+print("connected %d" % port, flush=True)
+try:
+    while time.time() < end:
+        c.request("GET", "/")
+        body = c.getresponse().read().decode()
+        print("r %d %d %s" % (int(time.time() * 1000), c.sock.getsockname()[1], body), flush=True)
+        time.sleep(0.2)
+    print("done", flush=True)
+except Exception as e:
+    print("error %r" % e, flush=True)
+"#;
 
 fn base_config(i: usize, metrics: u16) -> String {
     format!(
@@ -186,6 +263,7 @@ struct Fr {
     _veths: Vec<Veth>,
     router: Netns,
     client: Netns,
+    lb_client: Netns,
     server: Netns,
     etcd: Etcd,
     metrics: BTreeMap<usize, u16>,
@@ -433,6 +511,14 @@ fn build() -> Fr {
         &format!("{CLIENT}/24"),
         "10.100.0.1",
     );
+    let lb_client = Netns::new("frc1");
+    link(
+        &lb_client,
+        "frrc1",
+        "10.110.0.1/24",
+        &format!("{LB_CLIENT}/24"),
+        "10.110.0.1",
+    );
     let server = Netns::new("frs");
     link(
         &server,
@@ -441,6 +527,9 @@ fn build() -> Fr {
         &format!("{SERVER}/24"),
         "198.51.100.1",
     );
+    for t in LB_TARGETS {
+        server.must(&["ip", "addr", "add", &format!("{t}/24"), "dev", "eth0"], 5);
+    }
     // Small socket buffers: the rate-limited download is really on the wire, not in buffers.
     client.must(&["sysctl", "-qw", "net.ipv4.tcp_rmem=4096 65536 131072"], 5);
     server.must(&["sysctl", "-qw", "net.ipv4.tcp_wmem=4096 65536 131072"], 5);
@@ -450,6 +539,7 @@ fn build() -> Fr {
         _veths: veths,
         router,
         client,
+        lb_client,
         server,
         etcd,
         metrics,
@@ -475,7 +565,8 @@ fn fleet_replication_failover_resync_second_failover_and_port_churn() {
         let a = f.agent(i);
         f.agents.insert(i, a);
     }
-    f.daemons.extend(start_controller_and_fabric(
+    // m=2: the LB tenant may share t0's whole shard.
+    f.daemons.extend(start_controller_and_fabric_m(
         &f.etcd,
         FLEET,
         NODES,
@@ -483,6 +574,7 @@ fn fleet_replication_failover_resync_second_failover_and_port_churn() {
         "frr",
         &[],
         &f.dir.path,
+        2,
     ));
 
     // 1. t0 placed on two nodes, both replicate to each other, both routed.
@@ -506,6 +598,39 @@ fn fleet_replication_failover_resync_second_failover_and_port_churn() {
     }
     println!(
         "fleet up after {:?}: t0 on {slots:?}, replication peers from etcd, both up",
+        t_start.elapsed()
+    );
+
+    // 1b. The LB tenant `web`, moved onto t0's shard (same slot order), its two targets.
+    let lb_key = format!("/flowgate/{FLEET}/placements/web");
+    f.etcd
+        .put(&format!("/flowgate/{FLEET}/tenants/web"), &lb_tenant_spec());
+    wait(20, || f.etcd.list(&lb_key).get("").cloned())
+        .unwrap_or_else(|| panic!("web not placed\n{}", f.dump()));
+    f.etcd.put(&lb_key, &slots.join(","));
+    let lb_hops = |f: &Fr| route_vias(&f.router, &[&format!("{LB_VIP}/32")]);
+    wait(30, || {
+        let on = f.etcd.list(&lb_key).get("").cloned() == Some(slots.join(","));
+        (on && lb_hops(&f) == want && route_vias(&f.router, &[&format!("{LB_ADDR}/32")]) == want)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("web not routed to t0's shard {want:?}\n{}", f.dump()));
+    let _targets: Vec<BgProc> = LB_TARGETS
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let p = py(
+                &f.server,
+                NAMED_HTTP,
+                &[&format!("target{i}"), t, "8080"],
+                &f.dir.join(&format!("target{i}.log")),
+            );
+            assert!(wait_log(&p, "listening", 10), "target {t}");
+            p
+        })
+        .collect();
+    println!(
+        "LB tenant web on {slots:?} after {:?}: VIP and LB address routed to the shard",
         t_start.elapsed()
     );
 
@@ -566,6 +691,12 @@ fn fleet_replication_failover_resync_second_failover_and_port_churn() {
         &[SERVER, "9999", "8", "13", "5"],
         &f.dir.join("udpsend.log"),
     );
+    let mut lb = py(
+        &f.lb_client,
+        KEEPALIVE_CLIENT,
+        &[LB_VIP, "12"],
+        &f.dir.join("keepalive.log"),
+    );
     let before = wait(10, || server_peer(&f.server))
         .unwrap_or_else(|| panic!("download not running\n{}", f.dump()));
     assert!(before.starts_with(&public_ip(0)), "{before}");
@@ -577,6 +708,25 @@ fn fleet_replication_failover_resync_second_failover_and_port_churn() {
         (f.flows(b) >= 1.0 && f.flows(a) >= 1.0).then_some(())
     })
     .unwrap_or_else(|| panic!("flows not replicated\n{}", f.dump()));
+    // The LB session answers, and its pin is on both nodes (a node installs a replica).
+    assert!(
+        wait_log(&lb, "r ", 10),
+        "first LB response\n{}\n{}",
+        lb.log_text(),
+        f.dump()
+    );
+    let lb_installs = |f: &Fr, i: usize| {
+        f.metrics(i).map_or(0.0, |m| {
+            m.value(
+                "flowgate_replication_installs_total",
+                &[("family", "lb"), ("outcome", "installed")],
+            )
+        })
+    };
+    wait(5, || {
+        (lb_installs(&f, a) + lb_installs(&f, b) >= 1.0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("LB pin not replicated\n{}", f.dump()));
     std::thread::sleep(Duration::from_millis(2500));
     println!(
         "download from {before} carried by n{a} (its slice); flows n{a}={} n{b}={}",
@@ -691,6 +841,66 @@ fn fleet_replication_failover_resync_second_failover_and_port_churn() {
         streams += 1;
     }
     assert_eq!(streams, 8, "{report}");
+
+    // 6b. The LB session ran to its end on one connection, always the same target and LB
+    //     address:port, across both kills.
+    let st = lb.wait_timeout(Duration::from_secs(30));
+    let out = lb.log_text();
+    assert!(st.is_some(), "LB client finished\n{out}");
+    assert!(
+        out.contains("\ndone"),
+        "the LB session ran to its end without error\n{out}\n{}",
+        f.dump()
+    );
+    let resp: Vec<(f64, String, String)> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("r "))
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ' ');
+            Some((
+                it.next()?.parse::<f64>().ok()? / 1000.0,
+                it.next()?.to_string(),
+                it.next()?.to_string(),
+            ))
+        })
+        .collect();
+    let n_in = |from: f64, to: f64| resp.iter().filter(|r| r.0 >= from && r.0 < to).count();
+    let (before_a, between, after_b) = (
+        n_in(0.0, t_kill),
+        n_in(t_kill, t_kill_b),
+        n_in(t_kill_b, f64::MAX),
+    );
+    let gap = |from: f64| {
+        resp.windows(2)
+            .filter(|w| w[1].0 >= from)
+            .map(|w| ((w[1].0 - w[0].0) * 1000.0).round() as i64)
+            .max()
+            .unwrap_or(-1)
+    };
+    let first = resp.first().expect("LB responses").clone();
+    println!(
+        "LB session: {} responses ({before_a} before n{a}'s kill, {between} between the kills, \
+         {after_b} after n{b}'s), all from {:?} on client port {}; longest gap between \
+         responses {} ms overall, {} ms after the second kill (requests every 200 ms)",
+        resp.len(),
+        first.2,
+        first.1,
+        gap(0.0),
+        gap(t_kill_b)
+    );
+    assert!(
+        before_a >= 3 && between >= 1 && after_b >= 5,
+        "{before_a} / {between} / {after_b}\n{out}"
+    );
+    for r in &resp {
+        assert_eq!(r.1, first.1, "same client connection throughout\n{out}");
+        assert_eq!(
+            r.2, first.2,
+            "same target and same LB address:port throughout\n{out}"
+        );
+    }
+    assert!(first.2.contains(LB_ADDR), "full NAT: {}", first.2);
+    assert!((0..3000).contains(&gap(0.0)), "LB gap {} ms", gap(0.0));
 
     // 7. Churn: 3 rounds of 100 UDP + 100 TCP flows open at once, spread by ECMP over n{a}
     //    and (after re-placement) its new partner: no public port is used by two flows.

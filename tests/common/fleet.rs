@@ -184,10 +184,27 @@ pub fn start_controller_and_fabric(
     extra: &[&str],
     dir: &std::path::Path,
 ) -> Vec<BgProc> {
+    start_controller_and_fabric_m(etcd, fleet, nodes, ttl, router, extra, dir, 1)
+}
+
+/// [`start_controller_and_fabric`] with overlap bound `m` (m=2 with k=2: tenants may share
+/// a whole shard).
+#[allow(clippy::too_many_arguments)]
+pub fn start_controller_and_fabric_m(
+    etcd: &Etcd,
+    fleet: &str,
+    nodes: usize,
+    ttl: u64,
+    router: &str,
+    extra: &[&str],
+    dir: &std::path::Path,
+    m: usize,
+) -> Vec<BgProc> {
     let bin = common::flowgate_bin();
     let mut c = Command::new(&bin);
     c.args(["controller", "--etcd", &etcd.endpoint, "--fleet", fleet])
-        .args(["--k", "2", "--m", "1", "--min-nodes", &nodes.to_string()])
+        .args(["--k", "2", "--m", &m.to_string()])
+        .args(["--min-nodes", &nodes.to_string()])
         .args(["--ttl", &ttl.to_string()]);
     let controller = BgProc::spawn(c, "controller", &dir.join("controller.log"));
     let mut c = Command::new(&bin);
