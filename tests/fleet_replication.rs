@@ -49,6 +49,8 @@ const LB_VIP: &str = "192.0.2.100";
 const LB_ADDR: &str = "192.0.2.101";
 const LB_TARGETS: [&str; 2] = ["198.51.100.11", "198.51.100.12"];
 const LB_CLIENT: &str = "10.110.0.2";
+/// Not 8080: the download's server port, which `server_peer` looks at.
+const LB_TARGET_PORT: &str = "8081";
 
 /// The LB tenant's spec in etcd: full NAT, two targets, Maglev picks one per flow.
 fn lb_tenant_spec() -> String {
@@ -65,8 +67,8 @@ config:
     - name: web
       preserve_client_ip: false
       targets:
-        - {{ip: {t0}, port: 8080}}
-        - {{ip: {t1}, port: 8080}}
+        - {{ip: {t0}, port: {LB_TARGET_PORT}}}
+        - {{ip: {t1}, port: {LB_TARGET_PORT}}}
 "#,
         t0 = LB_TARGETS[0],
         t1 = LB_TARGETS[1],
@@ -622,7 +624,7 @@ fn fleet_replication_failover_resync_second_failover_and_port_churn() {
             let p = py(
                 &f.server,
                 NAMED_HTTP,
-                &[&format!("target{i}"), t, "8080"],
+                &[&format!("target{i}"), t, LB_TARGET_PORT],
                 &f.dir.join(&format!("target{i}.log")),
             );
             assert!(wait_log(&p, "listening", 10), "target {t}");
@@ -661,7 +663,7 @@ fn fleet_replication_failover_resync_second_failover_and_port_churn() {
         ],
         &f.dir.join("http.log"),
     );
-    f.server.wait_listen("tcp", 8080, Duration::from_secs(10));
+    f.server.wait_listen("tcp", 8080, Duration::from_secs(30));
     let recv = py(
         &f.server,
         UDP_RECEIVER,
