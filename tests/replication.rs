@@ -19,8 +19,11 @@
 //! do when a node's lease expires.
 
 mod common;
+#[path = "common/failover.rs"]
+mod failover;
 
 use common::*;
+use failover::{py, resets, server_peer, sha256, wait_log, KEEPALIVE_CLIENT, NAMED_HTTP};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -507,48 +510,6 @@ fn kv_num(out: &str, key: &str) -> i64 {
         .unwrap_or(-1)
 }
 
-fn py(ns: &Netns, script: &str, args: &[&str], log: &std::path::Path) -> BgProc {
-    let mut a = vec![PYTHON, "-u", "-c", script];
-    a.extend_from_slice(args);
-    ns.spawn(&a, log)
-}
-
-fn wait_log(p: &BgProc, needle: &str, secs: u64) -> bool {
-    wait_for(Duration::from_secs(secs), || {
-        p.log_text().contains(needle).then_some(())
-    })
-    .is_some()
-}
-
-/// The peer (public ip:port) of the server's established connection on :8080.
-fn server_peer(server: &Netns) -> Option<String> {
-    let o = server.exec(&["ss", "-Htn", "( sport = :8080 )"], 5);
-    o.stdout
-        .lines()
-        .find(|l| l.starts_with("ESTAB"))
-        .and_then(|l| l.split_whitespace().nth(4))
-        .map(str::to_string)
-}
-
-/// TCP resets this namespace's kernel sent or saw on established connections.
-fn resets(ns: &Netns) -> (i64, i64) {
-    let o = ns.exec(&["nstat", "-az", "TcpOutRsts", "TcpEstabResets"], 5);
-    let get = |name: &str| {
-        o.stdout
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(-1)
-    };
-    (get("TcpOutRsts"), get("TcpEstabResets"))
-}
-
-fn sha256(path: &std::path::Path) -> String {
-    let o = must(&["sha256sum", path.to_str().expect("path")], 30);
-    o.stdout.split_whitespace().next().unwrap_or("").to_string()
-}
-
 #[test]
 fn failover_keeps_tcp_download_and_udp_stream_then_restarted_node_resyncs() {
     let Some(_g) = setup("failover_keeps_tcp_download_and_udp_stream_then_restarted_node_resyncs")
@@ -828,45 +789,6 @@ fn lb_yaml() -> String {
         t1 = LB_TARGETS[1],
     )
 }
-
-/// A target: HTTP/1.1 keep-alive, answers "<name> <peer ip>:<peer port>".
-const NAMED_HTTP: &str = r#"
-import sys, http.server
-name, ip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        body = ("%s %s:%d" % (name, self.client_address[0], self.client_address[1])).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer((ip, port), H).serve_forever()
-"#;
-
-/// One keep-alive connection, a request every 200 ms for argv[2] seconds; per response
-/// "r <epoch ms> <local port> <body>". Never reconnects: an error ends it ("error ...").
-const KEEPALIVE_CLIENT: &str = r#"
-import http.client, sys, time
-vip, secs = sys.argv[1], float(sys.argv[2])
-c = http.client.HTTPConnection(vip, 80, timeout=15)
-c.auto_open = 0
-c.connect()
-port = c.sock.getsockname()[1]
-end = time.time() + secs
-print("connected %d" % port, flush=True)
-try:
-    while time.time() < end:
-        c.request("GET", "/")
-        body = c.getresponse().read().decode()
-        print("r %d %d %s" % (int(time.time() * 1000), c.sock.getsockname()[1], body), flush=True)
-        time.sleep(0.2)
-    print("done", flush=True)
-except Exception as e:
-    print("error %r" % e, flush=True)
-"#;
 
 fn epoch_ms() -> i64 {
     std::time::SystemTime::now()
