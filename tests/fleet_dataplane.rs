@@ -105,72 +105,29 @@ struct Dp {
 
 impl Drop for Dp {
     fn drop(&mut self) {
-        // The agents stop their flowgate on SIGTERM; anything left (a SIGKILLed agent's
-        // flowgate) is killed by its pid file.
-        for (_, mut a) in std::mem::take(&mut self.agents) {
-            a.stop_with(libc::SIGTERM, Duration::from_secs(8));
-        }
-        for i in 1..=NODES {
-            if let Some(pid) = self.flowgate_pid(i) {
-                let cmd =
-                    std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                if cmd.contains("flowgate") {
-                    let _ = Command::new("kill")
-                        .args(["-KILL", &pid.to_string()])
-                        .status();
-                }
-            }
-        }
+        fleet_common::stop_node_agents(&mut self.agents, &self.dir.path, NODES);
     }
 }
 
 impl Dp {
     fn agent(&self, i: usize) -> BgProc {
-        let bin = common::flowgate_bin();
-        let base = self.dir.join(&format!("n{i}.base.yaml"));
-        std::fs::write(&base, base_config(i, self.metrics[&i])).unwrap();
-        let cfg = self.dir.join(&format!("n{i}.yaml"));
-        let mut c = Command::new(&bin);
-        c.args([
-            "node-agent",
-            "--etcd",
+        fleet_common::node_agent(
+            &self.dir.path,
             &self.etcd.endpoint,
-            "--fleet",
             FLEET,
-        ])
-        .args(["--node", &format!("n{i}"), "--addr", &node_addr(i)])
-        .args(["--ttl", &TTL.to_string()])
-        .arg("--state")
-        .arg(self.dir.join(&format!("n{i}.state")))
-        .arg("--status")
-        .arg(self.dir.join(&format!("n{i}.prom")))
-        .arg("--base-config")
-        .arg(&base)
-        .arg("--config-out")
-        .arg(&cfg)
-        .arg("--flowgate-pid-file")
-        .arg(self.dir.join(&format!("n{i}.pid")))
-        .arg("--flowgate-log")
-        .arg(self.dir.join(&format!("n{i}.flowgate.log")))
-        .arg("--")
-        .arg(&bin)
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .args(["--", "--no-pci", "--no-huge", "-m", "256", "--file-prefix"])
-        .arg(format!("fgfd{}n{i}", std::process::id()));
-        BgProc::spawn(
-            c,
-            &format!("node-agent n{i}"),
-            &self.dir.join(&format!("n{i}.log")),
+            i,
+            TTL,
+            &base_config(i, self.metrics[&i]),
+            "fgfd",
+            &[
+                "--status".to_string(),
+                self.dir.join(&format!("n{i}.prom")).display().to_string(),
+            ],
         )
     }
 
     fn flowgate_pid(&self, i: usize) -> Option<i32> {
-        std::fs::read_to_string(self.dir.join(&format!("n{i}.pid")))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        fleet_common::flowgate_pid(&self.dir.path, i)
     }
 
     fn status(&self, i: usize, name: &str) -> Option<f64> {

@@ -38,7 +38,6 @@ use fleet_common::{
     nat_tenant_spec, node_addr, public_ip, route_vias, start_controller_and_fabric_m, Etcd,
 };
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const NODES: usize = 3;
@@ -242,69 +241,29 @@ struct Fr {
 
 impl Drop for Fr {
     fn drop(&mut self) {
-        for (_, mut a) in std::mem::take(&mut self.agents) {
-            a.stop_with(libc::SIGTERM, Duration::from_secs(8));
-        }
-        for i in 1..=NODES {
-            if let Some(pid) = self.flowgate_pid(i) {
-                let cmd =
-                    std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                if cmd.contains("flowgate") {
-                    let _ = Command::new("kill")
-                        .args(["-KILL", &pid.to_string()])
-                        .status();
-                }
-            }
-        }
+        fleet_common::stop_node_agents(&mut self.agents, &self.dir.path, NODES);
     }
 }
 
 impl Fr {
     fn agent(&self, i: usize) -> BgProc {
-        let bin = common::flowgate_bin();
-        let base = self.dir.join(&format!("n{i}.base.yaml"));
-        std::fs::write(&base, base_config(i, self.metrics[&i])).unwrap();
-        let cfg = self.dir.join(&format!("n{i}.yaml"));
-        let mut c = Command::new(&bin);
-        c.args([
-            "node-agent",
-            "--etcd",
+        fleet_common::node_agent(
+            &self.dir.path,
             &self.etcd.endpoint,
-            "--fleet",
             FLEET,
-        ])
-        .args(["--node", &format!("n{i}"), "--addr", &node_addr(i)])
-        .args(["--ttl", &TTL.to_string()])
-        .args(["--repl-listen", &format!("127.0.0.1:{}", self.repl[&i])])
-        .arg("--state")
-        .arg(self.dir.join(&format!("n{i}.state")))
-        .arg("--base-config")
-        .arg(&base)
-        .arg("--config-out")
-        .arg(&cfg)
-        .arg("--flowgate-pid-file")
-        .arg(self.dir.join(&format!("n{i}.pid")))
-        .arg("--flowgate-log")
-        .arg(self.dir.join(&format!("n{i}.flowgate.log")))
-        .arg("--")
-        .arg(&bin)
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .args(["--", "--no-pci", "--no-huge", "-m", "256", "--file-prefix"])
-        .arg(format!("fgfr{}n{i}", std::process::id()));
-        BgProc::spawn(
-            c,
-            &format!("node-agent n{i}"),
-            &self.dir.join(&format!("n{i}.log")),
+            i,
+            TTL,
+            &base_config(i, self.metrics[&i]),
+            "fgfr",
+            &[
+                "--repl-listen".to_string(),
+                format!("127.0.0.1:{}", self.repl[&i]),
+            ],
         )
     }
 
     fn flowgate_pid(&self, i: usize) -> Option<i32> {
-        std::fs::read_to_string(self.dir.join(&format!("n{i}.pid")))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        fleet_common::flowgate_pid(&self.dir.path, i)
     }
 
     fn metrics(&self, i: usize) -> Option<common::Metrics> {

@@ -216,3 +216,77 @@ pub fn start_controller_and_fabric_m(
         BgProc::spawn(c, "fabric", &dir.join("fabric.log")),
     ]
 }
+
+/// A node agent `n{i}` supervising a real flowgate (`--no-pci --no-huge -m 256`, EAL file
+/// prefix `{prefix}{pid}n{i}`). Its files live in `dir` as `n{i}.*`: base config (written
+/// here from `base_yaml`), rendered config, state, flowgate pid file and logs. `extra`:
+/// further agent options (`--status FILE`, `--repl-listen ADDR`, ...).
+#[allow(clippy::too_many_arguments)] // the agent's own options, named at the call site
+pub fn node_agent(
+    dir: &std::path::Path,
+    etcd: &str,
+    fleet: &str,
+    i: usize,
+    ttl: u64,
+    base_yaml: &str,
+    prefix: &str,
+    extra: &[String],
+) -> BgProc {
+    let bin = common::flowgate_bin();
+    let base = dir.join(format!("n{i}.base.yaml"));
+    std::fs::write(&base, base_yaml).unwrap();
+    let cfg = dir.join(format!("n{i}.yaml"));
+    let mut c = Command::new(&bin);
+    c.args(["node-agent", "--etcd", etcd, "--fleet", fleet])
+        .args(["--node", &format!("n{i}"), "--addr", &node_addr(i)])
+        .args(["--ttl", &ttl.to_string()])
+        .args(extra)
+        .arg("--state")
+        .arg(dir.join(format!("n{i}.state")))
+        .arg("--base-config")
+        .arg(&base)
+        .arg("--config-out")
+        .arg(&cfg)
+        .arg("--flowgate-pid-file")
+        .arg(dir.join(format!("n{i}.pid")))
+        .arg("--flowgate-log")
+        .arg(dir.join(format!("n{i}.flowgate.log")))
+        .arg("--")
+        .arg(&bin)
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .args(["--", "--no-pci", "--no-huge", "-m", "256", "--file-prefix"])
+        .arg(format!("{prefix}{}n{i}", std::process::id()));
+    BgProc::spawn(
+        c,
+        &format!("node-agent n{i}"),
+        &dir.join(format!("n{i}.log")),
+    )
+}
+
+/// The pid of node `i`'s flowgate, from the pid file its agent writes (`node_agent`).
+pub fn flowgate_pid(dir: &std::path::Path, i: usize) -> Option<i32> {
+    std::fs::read_to_string(dir.join(format!("n{i}.pid")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Teardown of `node_agent`s: SIGTERM stops an agent and its flowgate; a flowgate left
+/// behind (its agent was SIGKILLed) is killed by its pid file.
+pub fn stop_node_agents(agents: &mut BTreeMap<usize, BgProc>, dir: &std::path::Path, nodes: usize) {
+    for (_, mut a) in std::mem::take(agents) {
+        a.stop_with(libc::SIGTERM, Duration::from_secs(8));
+    }
+    for i in 1..=nodes {
+        if let Some(pid) = flowgate_pid(dir, i) {
+            let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmd.contains("flowgate") {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
