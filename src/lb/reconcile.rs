@@ -13,7 +13,7 @@
 //! full-NAT port an old flow holds toward the same target (`with_pred`).
 
 use super::counters::LbCounters;
-use super::snapshot::LbSnapshot;
+use super::snapshot::{LbSnapshot, LbView};
 use super::{parse_l4, Ip, LbState, LbWorker};
 use crate::config::LoadBalancerConfig;
 use crate::nat::flow::Key;
@@ -140,24 +140,14 @@ impl LbWorker {
         frame: &[u8],
         ip: &Ip,
     ) -> usize {
-        let Some((old, new)) = snap.lbs.get(li).and_then(|v| v.replaced_pair) else {
-            return li;
-        };
-        let Some(l4) = parse_l4(frame, ip) else {
-            return li;
-        };
-        let key = Key::new(ip.proto, ip.dst, l4.dport, ip.src, l4.sport);
-        if self
-            .lbs
-            .get(old)
-            .is_some_and(|s| s.flows.lookup_in(&key).is_some())
-        {
-            old
-        } else if snap.lbs.get(new).is_some_and(|v| v.vips.contains(&ip.dst)) {
-            new
-        } else {
-            li
-        }
+        self.replaced_pick(
+            snap,
+            li,
+            frame,
+            ip,
+            |s, k| s.flows.lookup_in(k).is_some(),
+            |v| v.vips.contains(&ip.dst),
+        )
     }
 
     /// As `replaced_or_vip`, for a full-NAT reply to an LB address.
@@ -169,6 +159,28 @@ impl LbWorker {
         frame: &[u8],
         ip: &Ip,
     ) -> usize {
+        self.replaced_pick(
+            snap,
+            li,
+            frame,
+            ip,
+            |s, k| s.fnat_lookup(k).is_some(),
+            |v| v.lb_addresses.contains(&ip.dst),
+        )
+    }
+
+    /// `li`, or while a replacement of it drains: the old one when `old_has` the packet's
+    /// flow, else the new one when `new_has` its destination.
+    #[inline]
+    fn replaced_pick(
+        &self,
+        snap: &LbSnapshot,
+        li: usize,
+        frame: &[u8],
+        ip: &Ip,
+        old_has: impl Fn(&LbState, &Key) -> bool,
+        new_has: impl Fn(&LbView) -> bool,
+    ) -> usize {
         let Some((old, new)) = snap.lbs.get(li).and_then(|v| v.replaced_pair) else {
             return li;
         };
@@ -176,17 +188,9 @@ impl LbWorker {
             return li;
         };
         let key = Key::new(ip.proto, ip.dst, l4.dport, ip.src, l4.sport);
-        if self
-            .lbs
-            .get(old)
-            .is_some_and(|s| s.fnat_lookup(&key).is_some())
-        {
+        if self.lbs.get(old).is_some_and(|s| old_has(s, &key)) {
             old
-        } else if snap
-            .lbs
-            .get(new)
-            .is_some_and(|v| v.lb_addresses.contains(&ip.dst))
-        {
+        } else if snap.lbs.get(new).is_some_and(new_has) {
             new
         } else {
             li
