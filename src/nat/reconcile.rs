@@ -261,6 +261,23 @@ struct Slot {
     replaced: bool,
 }
 
+impl Slot {
+    /// A new gateway's slot: every public IP active, tables to build.
+    fn new_gateway(g: &NatGatewayConfig) -> Slot {
+        Slot {
+            cfg: Some(g.clone()),
+            drain_until: None,
+            ips: g
+                .public_ips
+                .iter()
+                .map(|&ip| (ip, ip_st::ACTIVE, None))
+                .collect(),
+            fresh: true,
+            replaced: false,
+        }
+    }
+}
+
 /// The control thread's view of the gateway slots.
 #[derive(Debug, Clone, Default)]
 pub struct NatTenants {
@@ -299,16 +316,10 @@ impl NatTenants {
             log: None,
             slots: gws
                 .iter()
+                // Built at start with the workers' tables: nothing fresh to build.
                 .map(|g| Slot {
-                    cfg: Some(g.clone()),
-                    drain_until: None,
-                    ips: g
-                        .public_ips
-                        .iter()
-                        .map(|&ip| (ip, ip_st::ACTIVE, None))
-                        .collect(),
                     fresh: false,
-                    replaced: false,
+                    ..Slot::new_gateway(g)
                 })
                 .collect(),
         }
@@ -386,17 +397,7 @@ impl NatTenants {
                     s.cfg = Some(g.clone());
                 }
                 None => {
-                    let slot = Slot {
-                        cfg: Some(g.clone()),
-                        drain_until: None,
-                        ips: g
-                            .public_ips
-                            .iter()
-                            .map(|&ip| (ip, ip_st::ACTIVE, None))
-                            .collect(),
-                        fresh: true,
-                        replaced: false,
-                    };
+                    let slot = Slot::new_gateway(g);
                     next.place(slot, 0, &g.id)?;
                     log.push(format!("nat gateway {}: added", g.id));
                 }
@@ -462,21 +463,7 @@ impl NatTenants {
         let s = &mut self.slots[i];
         s.replaced = true;
         s.drain_until = Some(s.drain_until.map_or(until, |d| d.min(until)));
-        let j = self.place(
-            Slot {
-                cfg: Some(g.clone()),
-                drain_until: None,
-                ips: g
-                    .public_ips
-                    .iter()
-                    .map(|&ip| (ip, ip_st::ACTIVE, None))
-                    .collect(),
-                fresh: true,
-                replaced: false,
-            },
-            i + 1,
-            &g.id,
-        )?;
+        let j = self.place(Slot::new_gateway(g), i + 1, &g.id)?;
         Ok(format!(
             "nat gateway {}: mode {:?} -> {:?}, flows_per_core {} -> {}: replaced (new flows \
              in slot {j}; slot {i} keeps its flows, draining for up to {} s)",
