@@ -416,8 +416,13 @@ fn maglev(c: &mut Criterion) {
 struct DynLb(flowgate::lb::stage::LbStage);
 
 impl<B: PacketBuf> flowgate::pipeline::Stages<B> for DynLb {
-    fn process(&mut self, pkt: &mut B, now: u64) -> flowgate::pipeline::StageVerdict {
-        self.0.process(pkt, now)
+    fn process(
+        &mut self,
+        pkt: &mut B,
+        p: &flowgate::pipeline::Parsed,
+        now: u64,
+    ) -> flowgate::pipeline::StageVerdict {
+        self.0.process(pkt, p, now)
     }
     fn poll(&mut self, now: u64) {
         self.0.poll(now)
@@ -511,7 +516,7 @@ fn chains(frames: &[(&str, Vec<u8>)]) -> Chains {
     for (_, f) in frames {
         let b = || VecBuf::from_frame(f);
         let _ = via_enum(&mut c.enum_chain, &mut b());
-        let _ = c.boxed_chain.process(&mut b(), DISPATCH_NOW);
+        let _ = via_boxed(&mut c.boxed_chain, &mut b());
         let _ = via_dyn_per_stage(&mut c.per_stage, &mut b());
     }
     c
@@ -522,14 +527,28 @@ fn via_enum(
     chain: &mut flowgate::stages::StageChain,
     pkt: &mut VecBuf,
 ) -> flowgate::pipeline::StageVerdict {
-    flowgate::pipeline::Stages::<VecBuf>::process(chain, pkt, DISPATCH_NOW)
+    let p = parsed(pkt);
+    flowgate::pipeline::Stages::<VecBuf>::process(chain, pkt, &p, DISPATCH_NOW)
+}
+
+/// The descriptor the pipeline's ingress would hand the stages (parse once, issue 11).
+#[inline(always)]
+fn parsed(pkt: &VecBuf) -> flowgate::pipeline::Parsed {
+    flowgate::pipeline::Parsed::read(pkt.data()).expect("IPv4 frame")
+}
+
+#[inline(always)]
+fn via_boxed(chain: &mut DynStage, pkt: &mut VecBuf) -> flowgate::pipeline::StageVerdict {
+    let p = parsed(pkt);
+    chain.process(pkt, &p, DISPATCH_NOW)
 }
 
 /// The chain loop of `StageChain`, over trait objects.
 #[inline(always)]
 fn via_dyn_per_stage(v: &mut [DynStage], pkt: &mut VecBuf) -> flowgate::pipeline::StageVerdict {
+    let p = parsed(pkt);
     for s in v.iter_mut() {
-        match s.process(pkt, DISPATCH_NOW) {
+        match s.process(pkt, &p, DISPATCH_NOW) {
             flowgate::pipeline::StageVerdict::Pass => continue,
             v => return v,
         }
@@ -558,7 +577,7 @@ fn stage_dispatch(c: &mut Criterion) {
         g.bench_function(format!("{name}_dyn_chain"), |b| {
             b.iter_batched_ref(
                 fresh,
-                |p| black_box(ch.boxed_chain.process(p, DISPATCH_NOW)),
+                |p| black_box(via_boxed(&mut ch.boxed_chain, p)),
                 BatchSize::SmallInput,
             )
         });
@@ -583,7 +602,7 @@ fn measured_dispatch_enum(ch: &mut Chains, bufs: &mut [VecBuf]) {
 #[inline(never)]
 fn measured_dispatch_dyn_chain(ch: &mut Chains, bufs: &mut [VecBuf]) {
     for b in bufs.iter_mut() {
-        black_box(ch.boxed_chain.process(b, DISPATCH_NOW));
+        black_box(via_boxed(&mut ch.boxed_chain, b));
     }
 }
 

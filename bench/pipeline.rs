@@ -314,8 +314,6 @@ trait Bufs {
     type A: BufAlloc<Buf = Self::B>;
     fn alloc(&mut self) -> &mut Self::A;
     fn new_buf(&mut self) -> Self::B;
-    #[inline]
-    fn prefetch(_b: &Self::B) {}
 }
 
 struct MbufBufs {
@@ -332,10 +330,6 @@ impl Bufs for MbufBufs {
         self.alloc
             .alloc()
             .unwrap_or_else(|| die("mempool exhausted"))
-    }
-    #[inline]
-    fn prefetch(b: &Mbuf) {
-        b.prefetch_data();
     }
 }
 
@@ -412,42 +406,11 @@ fn run_burst<S: Bufs>(
     out: &mut Collect<S::B>,
     timers: bool,
 ) {
-    // Flow lookahead as the worker does it (see `worker::run`): buckets of the first
-    // packets now, then bucket PREFETCH_BUCKET_AHEAD and entry PREFETCH_ENTRY_AHEAD
-    // packets ahead of each packet handled.
-    use flowgate::pipeline::{PREFETCH_BUCKET_AHEAD as BA, PREFETCH_ENTRY_AHEAD as EA};
-    let look = p.wants_lookahead() && !NO_LOOKAHEAD.load(Relaxed);
-    if look {
-        for b in burst.iter().rev().take(BA) {
-            p.prefetch_flow(b.data(), false);
-        }
-    }
-    // Route table lookahead (`worker::run`): with a DIR-24-8 table only.
-    let look_route = p.wants_route_prefetch() && !NO_LOOKAHEAD.load(Relaxed);
-    if look_route {
-        for b in burst.iter().rev().take(BA) {
-            p.prefetch_route(b.data());
-        }
-    }
-    while let Some(b) = burst.pop() {
-        if let Some(next) = burst.last() {
-            S::prefetch(next);
-        }
-        if look_route {
-            if let Some(a) = burst.len().checked_sub(BA).and_then(|k| burst.get(k)) {
-                p.prefetch_route(a.data());
-            }
-        }
-        if look {
-            let n = burst.len();
-            if let Some(a) = n.checked_sub(BA).and_then(|k| burst.get(k)) {
-                p.prefetch_flow(a.data(), false);
-            }
-            if let Some(a) = n.checked_sub(EA).and_then(|k| burst.get(k)) {
-                p.prefetch_flow(a.data(), true);
-            }
-        }
-        p.handle(b, 0, now, alloc, out);
+    // As the worker does it (see `worker::run`): parse the burst once, then stages and
+    // routing with the flow and route lookahead (`Pipeline::handle_burst`).
+    p.no_lookahead = NO_LOOKAHEAD.load(Relaxed);
+    while !burst.is_empty() {
+        p.handle_burst(burst, 0, now, alloc, out);
     }
     if timers {
         p.poll_timers(now, out);

@@ -45,6 +45,9 @@ pub trait PacketBuf {
     fn rx_port(&self) -> u16 {
         0
     }
+    /// A hint: start loading the frame's first cache line (burst lookahead).
+    #[inline]
+    fn prefetch(&self) {}
 }
 
 /// Where the slow path gets new buffers (ARP requests, IP fragments).

@@ -8,7 +8,7 @@
 use crate::lb::stage::LbStage;
 use crate::nat::stage::NatStage;
 use crate::packet::PacketBuf;
-use crate::pipeline::{StageVerdict, Stages};
+use crate::pipeline::{Parsed, StageVerdict, Stages};
 
 /// One registered stage.
 // One chain per worker, built once and never moved per packet: boxing the larger variant
@@ -26,10 +26,10 @@ pub enum Stage {
 
 impl Stage {
     #[inline]
-    fn process<B: PacketBuf>(&mut self, pkt: &mut B, now: u64) -> StageVerdict {
+    fn process<B: PacketBuf>(&mut self, pkt: &mut B, p: &Parsed, now: u64) -> StageVerdict {
         match self {
-            Stage::Lb(s) => s.process(pkt, now),
-            Stage::Nat(s) => Stages::<B>::process(s, pkt, now),
+            Stage::Lb(s) => s.process(pkt, p, now),
+            Stage::Nat(s) => Stages::<B>::process(s, pkt, p, now),
         }
     }
     fn poll<B: PacketBuf>(&mut self, now: u64) {
@@ -100,14 +100,19 @@ impl StageChain {
         })
     }
 
-    /// Burst lookahead: start loading the flow-table lines `frame`'s lookup will need
-    /// (`deep`: its bucket was prefetched earlier, now its entry). A hint only.
+    /// Burst lookahead: start loading the flow-table lines the lookup of packet `id`
+    /// (descriptor `p`) will need (`deep`: its bucket was prefetched earlier, now its
+    /// entry). A hint only.
     #[inline]
-    pub fn prefetch(&mut self, frame: &[u8], deep: bool) {
+    pub fn prefetch(&mut self, id: usize, p: &Parsed, deep: bool) {
+        let tuple = if deep { None } else { p.tuple() };
+        if !deep && tuple.is_none() {
+            return;
+        }
         for s in self.stages.iter_mut() {
             match s {
-                Stage::Nat(n) => n.prefetch(frame, deep),
-                Stage::Lb(l) => l.prefetch(frame, deep),
+                Stage::Nat(n) => n.prefetch(id, tuple, deep),
+                Stage::Lb(l) => l.prefetch(id, tuple, deep),
             }
         }
     }
@@ -115,9 +120,9 @@ impl StageChain {
 
 impl<B: PacketBuf> Stages<B> for StageChain {
     #[inline]
-    fn process(&mut self, pkt: &mut B, now: u64) -> StageVerdict {
+    fn process(&mut self, pkt: &mut B, p: &Parsed, now: u64) -> StageVerdict {
         for s in self.stages.iter_mut() {
-            match s.process(pkt, now) {
+            match s.process(pkt, p, now) {
                 StageVerdict::Pass => continue,
                 v => return v,
             }

@@ -426,18 +426,6 @@ impl LbWorker {
     /// length). `Pass` when it is not load balancer traffic.
     #[inline]
     pub fn process<B: PacketBuf>(&mut self, pkt: &mut B, now: u64) -> StageVerdict {
-        let Some(snap) = self.snap.take() else {
-            return StageVerdict::Pass;
-        };
-        let v = self.classify(&snap, pkt, now);
-        self.snap = Some(snap);
-        v
-    }
-
-    fn classify<B: PacketBuf>(&mut self, snap: &LbSnapshot, pkt: &mut B, now: u64) -> StageVerdict {
-        if snap.lbs.is_empty() {
-            return StageVerdict::Pass;
-        }
         let ip = {
             let Some(p) = pkt
                 .data()
@@ -455,6 +443,50 @@ impl LbWorker {
                 fragment: p.is_fragment(),
             }
         };
+        self.process_ip(pkt, &ip, now)
+    }
+
+    /// `process` for a packet the pipeline's ingress has parsed already (issue 11 item
+    /// 1: the IPv4 header is not read a second time).
+    #[inline]
+    pub fn process_parsed<B: PacketBuf>(
+        &mut self,
+        pkt: &mut B,
+        p: &crate::pipeline::Parsed,
+        now: u64,
+    ) -> StageVerdict {
+        let ip = Ip {
+            hl: usize::from(p.hl),
+            len: usize::from(p.total),
+            src: p.src,
+            dst: p.dst,
+            proto: p.proto,
+            fragment: p.is_fragment(),
+        };
+        self.process_ip(pkt, &ip, now)
+    }
+
+    #[inline]
+    fn process_ip<B: PacketBuf>(&mut self, pkt: &mut B, ip: &Ip, now: u64) -> StageVerdict {
+        let Some(snap) = self.snap.take() else {
+            return StageVerdict::Pass;
+        };
+        let v = self.classify(&snap, pkt, ip, now);
+        self.snap = Some(snap);
+        v
+    }
+
+    fn classify<B: PacketBuf>(
+        &mut self,
+        snap: &LbSnapshot,
+        pkt: &mut B,
+        ip: &Ip,
+        now: u64,
+    ) -> StageVerdict {
+        if snap.lbs.is_empty() {
+            return StageVerdict::Pass;
+        }
+        let ip = *ip;
         if let Some(li) = snap.lb_of_vip(ip.dst) {
             let li = self.replaced_or_vip(snap, li, pkt.data(), &ip);
             let r = self.client_packet(snap, li, pkt, &ip, now);

@@ -7,7 +7,7 @@
 //! worker has few flows (`nat::prefetch::worth_it`: the tables are in cache then).
 use super::LbWorker;
 use crate::nat::flow::{hash_key, Key};
-use crate::nat::prefetch::{tuple, worth_it};
+use crate::nat::prefetch::{worth_it, Tuple};
 use crate::pmd::hugemem::prefetch;
 use std::net::Ipv4Addr;
 
@@ -25,7 +25,7 @@ enum Index {
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Look {
-    /// The frame's address (identity only, never dereferenced); 0 = empty.
+    /// The packet's id (`Pipeline::handle_burst`); 0 = empty.
     frame: usize,
     lb: u32,
     index: Index,
@@ -56,11 +56,10 @@ impl LbWorker {
     /// Entry stage (`deep` true, same frame later): prefetch the flow entries (and their
     /// LB metadata) whose signature matches.
     #[inline]
-    pub fn prefetch(&mut self, frame: &[u8], deep: bool) {
+    pub fn prefetch(&mut self, id: usize, tuple: Option<Tuple>, deep: bool) {
         if !self.look.on {
             return;
         }
-        let id = frame.as_ptr() as usize;
         if deep {
             for k in 1..=LOOK {
                 let l = self.look.ring[(self.look.pos + LOOK - k) % LOOK];
@@ -71,7 +70,7 @@ impl LbWorker {
             }
             return;
         }
-        let Some(l) = self.classify_ahead(frame) else {
+        let Some(l) = tuple.and_then(|t| self.classify_ahead(id, t)) else {
             return;
         };
         let Some(st) = self.lbs.get(l.lb as usize) else {
@@ -86,12 +85,12 @@ impl LbWorker {
         self.look.pos = (self.look.pos + 1) % LOOK;
     }
 
-    /// The index and hash `frame`'s lookup will use, as `classify` will decide it.
+    /// The index and hash the lookup of packet `frame` (5-tuple `t`) will use, as
+    /// `classify` will decide it.
     #[inline]
-    fn classify_ahead(&self, frame: &[u8]) -> Option<Look> {
-        let (proto, src, sport, dst, dport) = tuple(frame)?;
+    fn classify_ahead(&self, frame: usize, t: Tuple) -> Option<Look> {
+        let (proto, src, sport, dst, dport) = t;
         let snap = self.snap.as_ref()?;
-        let frame = frame.as_ptr() as usize;
         if let Some(li) = snap.lb_of_vip(Ipv4Addr::from(dst)) {
             let st = self.lbs.get(li)?;
             let k = Key::new(proto, dst.into(), dport, src.into(), sport);
@@ -152,7 +151,11 @@ mod tests {
     use crate::config::parse_str;
     use crate::lb::control::LbControl;
     use crate::packet::{PacketBuf, VecBuf};
-    use crate::pipeline::StageVerdict;
+    use crate::pipeline::{Parsed, StageVerdict};
+
+    fn tuple(b: &VecBuf) -> Tuple {
+        Parsed::read(b.data()).and_then(|p| p.tuple()).unwrap()
+    }
     use crate::wire::{Ipv4Packet, UdpPacket};
 
     const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
@@ -214,31 +217,31 @@ mod tests {
         w.look.on = true;
         let mut b = udp(CLIENT, 5000, VIP, 53);
         let ahead = w
-            .classify_ahead(b.data())
+            .classify_ahead(1, tuple(&b))
             .expect("client packet classified");
         let k = Key::new(17, VIP, 53, CLIENT, 5000);
         assert_eq!(ahead.index, Index::In);
         assert_eq!(ahead.hash, hash_key(w.lbs[0].flows.seed(), &k));
-        w.prefetch(b.data(), false);
-        w.prefetch(b.data(), true);
+        w.prefetch(1, Some(tuple(&b)), false);
+        w.prefetch(1, None, true);
         assert_eq!(w.process(&mut b, 1), StageVerdict::Translated);
         let ip = Ipv4Packet::new_checked(&b.data()[14..]).unwrap();
         let lport = UdpPacket::new_checked(ip.payload()).unwrap().src_port();
         // The full-NAT reply: classified to the fnat index, whose lookup finds the flow.
         let mut r = udp(TARGET, 5353, LBA, lport);
-        let ahead = w.classify_ahead(r.data()).expect("reply classified");
+        let ahead = w.classify_ahead(2, tuple(&r)).expect("reply classified");
         assert_eq!(ahead.index, Index::Fnat);
         let st = &w.lbs[0];
         let mut found = 0;
         st.fnat.candidates(ahead.hash, |_| found += 1);
         assert_eq!(found, 1, "the reply's bucket holds the flow");
-        w.prefetch(r.data(), false);
-        w.prefetch(r.data(), true);
+        w.prefetch(2, Some(tuple(&r)), false);
+        w.prefetch(2, None, true);
         assert_eq!(w.process(&mut r, 2), StageVerdict::Translated);
         let ip = Ipv4Packet::new_checked(&r.data()[14..]).unwrap();
         assert_eq!((ip.src_addr(), ip.dst_addr()), (VIP, CLIENT));
         // Other traffic is not classified.
         let other = udp(CLIENT, 1, Ipv4Addr::new(192, 0, 2, 1), 2);
-        assert!(w.classify_ahead(other.data()).is_none());
+        assert!(w.classify_ahead(3, tuple(&other)).is_none());
     }
 }

@@ -98,8 +98,13 @@ impl LbStage {
     }
 
     #[inline]
-    pub fn process<B: PacketBuf>(&mut self, pkt: &mut B, now: u64) -> StageVerdict {
-        let v = self.lb.process(pkt, now);
+    pub fn process<B: PacketBuf>(
+        &mut self,
+        pkt: &mut B,
+        p: &crate::pipeline::Parsed,
+        now: u64,
+    ) -> StageVerdict {
+        let v = self.lb.process_parsed(pkt, p, now);
         if let StageVerdict::Drop(_) | StageVerdict::Respond(_) = v {
             // Flow logs' REJECT records (a no-op with the logs off).
             self.lb.log_reject(pkt, v, now);
@@ -131,7 +136,7 @@ impl LbStage {
 
     /// Burst lookahead (see `lb::prefetch`).
     #[inline]
-    pub fn prefetch(&mut self, frame: &[u8], deep: bool) {
-        self.lb.prefetch(frame, deep);
+    pub fn prefetch(&mut self, id: usize, tuple: Option<crate::nat::prefetch::Tuple>, deep: bool) {
+        self.lb.prefetch(id, tuple, deep);
     }
 }

@@ -34,7 +34,7 @@ mod limits;
 mod log_hooks;
 mod out2in;
 pub mod ports;
-pub(crate) mod prefetch;
+pub mod prefetch;
 pub mod reconcile;
 mod replica;
 pub mod rfc4787;
@@ -517,6 +517,36 @@ impl NatWorker {
         let Some(ip) = Ip::parse(pkt.data()) else {
             return NatVerdict::Pass;
         };
+        self.process_ip(pkt, ip, now)
+    }
+
+    /// `process` for a packet the pipeline's ingress has parsed already (issue 11 item
+    /// 1: the IPv4 header is not read a second time).
+    #[inline]
+    pub fn process_parsed<B: PacketBuf>(
+        &mut self,
+        pkt: &mut B,
+        p: &crate::pipeline::Parsed,
+        now: u64,
+    ) -> NatVerdict {
+        if self.gws.is_empty() {
+            return NatVerdict::Pass;
+        }
+        let ip = Ip {
+            hl: usize::from(p.hl),
+            len: usize::from(p.total),
+            src: p.src,
+            dst: p.dst,
+            proto: p.proto,
+            ident: p.ident,
+            frag_off: p.frag_off,
+            more: p.more,
+        };
+        self.process_ip(pkt, ip, now)
+    }
+
+    #[inline]
+    fn process_ip<B: PacketBuf>(&mut self, pkt: &mut B, ip: Ip, now: u64) -> NatVerdict {
         let t = self.tick(now);
         self.now = now;
         if let Some(&gi) = self.public.get(&u32::from(ip.dst)) {

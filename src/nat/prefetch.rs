@@ -7,7 +7,6 @@
 //! tables are in cache and there is nothing to hide.
 use super::flow::{hash_key, Key};
 use super::NatWorker;
-use crate::wire::{IPPROTO_TCP, IPPROTO_UDP};
 
 /// Below this many live flows (per worker) the tables' hot lines stay in the L2/L3 cache
 /// and the lookahead's own work (~170 instructions a packet) would cost more than the
@@ -25,37 +24,16 @@ pub(super) const LOOK: usize = 8;
 /// and hash it again.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Look {
-    /// The frame's address (identity only, never dereferenced); 0 = empty.
+    /// The packet's id (`Pipeline::handle_burst`); 0 = empty.
     frame: usize,
     gateway: u32,
     outside: bool,
     hash: u64,
 }
 
-/// (proto, src, sport, dst, dport) of an unfragmented TCP/UDP IPv4 packet without
-/// options, read with bounds checks only (the pipeline validates it later, for real).
-#[inline(always)]
-pub(crate) fn tuple(frame: &[u8]) -> Option<(u8, u32, u16, u32, u16)> {
-    let h = frame.get(12..38)?;
-    let be32 = |i: usize| u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
-    // Ethertype IPv4, version 4 / IHL 5, no MF, offset 0, TCP or UDP.
-    let proto = h[11];
-    let ok = h[0] == 0x08
-        && h[1] == 0
-        && h[2] == 0x45
-        && (h[8] & 0x3f) == 0
-        && h[9] == 0
-        && (proto == IPPROTO_TCP || proto == IPPROTO_UDP);
-    ok.then(|| {
-        (
-            proto,
-            be32(14),
-            u16::from_be_bytes([h[22], h[23]]),
-            be32(18),
-            u16::from_be_bytes([h[24], h[25]]),
-        )
-    })
-}
+/// (proto, src, sport, dst, dport) of an unfragmented TCP/UDP packet, from the
+/// pipeline's parsed descriptor (`Parsed::tuple`).
+pub type Tuple = (u8, u32, u16, u32, u16);
 
 impl NatWorker {
     /// Whether the lookahead is on (asked once per burst, so that an idle lookahead costs
@@ -69,11 +47,10 @@ impl NatWorker {
     /// Entry stage (`deep` true, same frame later): prefetch the flow entries whose
     /// signature matches (the bucket should be in cache by now).
     #[inline]
-    pub fn prefetch(&mut self, frame: &[u8], deep: bool) {
+    pub fn prefetch(&mut self, id: usize, tuple: Option<Tuple>, deep: bool) {
         if !self.lookahead {
             return;
         }
-        let id = frame.as_ptr() as usize;
         if deep {
             // Newest first: a stale entry of an earlier burst may share the address.
             for k in 1..=LOOK {
@@ -87,7 +64,7 @@ impl NatWorker {
             }
             return;
         }
-        let Some((proto, src, sport, dst, dport)) = tuple(frame) else {
+        let Some((proto, src, sport, dst, dport)) = tuple else {
             return;
         };
         let (gateway, outside, k) = if let Some(&gi) = self.public.get(&dst) {
@@ -133,33 +110,5 @@ impl NatWorker {
             hash,
         };
         self.look_pos = (self.look_pos + 1) % LOOK;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tuple_reads_plain_tcp_udp_only() {
-        let mut f = vec![0u8; 64];
-        f[12] = 0x08;
-        f[14] = 0x45;
-        f[23] = IPPROTO_UDP;
-        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
-        f[30..34].copy_from_slice(&[192, 0, 2, 1]);
-        f[34..36].copy_from_slice(&1234u16.to_be_bytes());
-        f[36..38].copy_from_slice(&53u16.to_be_bytes());
-        assert_eq!(tuple(&f), Some((17, 0x0a00_0001, 1234, 0xc000_0201, 53)));
-        let mut frag = f.clone();
-        frag[20] = 0x20; // MF
-        assert_eq!(tuple(&frag), None);
-        let mut icmp = f.clone();
-        icmp[23] = 1;
-        assert_eq!(tuple(&icmp), None);
-        let mut opts = f.clone();
-        opts[14] = 0x46;
-        assert_eq!(tuple(&opts), None);
-        assert_eq!(tuple(&f[..30]), None);
     }
 }

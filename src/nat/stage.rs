@@ -5,7 +5,7 @@
 use super::{GatewayCounters, NatVerdict, NatWorker};
 use crate::packet::PacketBuf;
 use crate::pipeline::counters::DropReason;
-use crate::pipeline::{StageVerdict, Stages};
+use crate::pipeline::{Parsed, StageVerdict, Stages};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -137,8 +137,8 @@ impl NatStage {
 
 impl<B: PacketBuf> Stages<B> for NatStage {
     #[inline]
-    fn process(&mut self, pkt: &mut B, now: u64) -> StageVerdict {
-        match self.nat.process(pkt, now) {
+    fn process(&mut self, pkt: &mut B, p: &Parsed, now: u64) -> StageVerdict {
+        match self.nat.process_parsed(pkt, p, now) {
             NatVerdict::Pass => StageVerdict::Pass,
             NatVerdict::Translated => StageVerdict::Translated,
             // The inside packet is not forwarded: it became the RST.
@@ -173,7 +173,7 @@ impl NatStage {
 
     /// Burst lookahead (see `nat::prefetch`).
     #[inline]
-    pub fn prefetch(&mut self, frame: &[u8], deep: bool) {
-        self.nat.prefetch(frame, deep);
+    pub fn prefetch(&mut self, id: usize, tuple: Option<crate::nat::prefetch::Tuple>, deep: bool) {
+        self.nat.prefetch(id, tuple, deep);
     }
 }

@@ -18,6 +18,7 @@ pub mod handoff;
 pub mod icmp_out;
 pub mod neighbor;
 pub mod offload;
+pub mod parsed;
 pub mod pmtu;
 pub mod route;
 pub mod rst;
@@ -31,6 +32,7 @@ use crate::wire::{
 };
 use counters::{Counters, DropReason};
 use neighbor::{Held, NeighborTable, PendingQueue, Resolution};
+pub use parsed::Parsed;
 use route::Fib;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -154,7 +156,8 @@ pub const PREFETCH_ENTRY_AHEAD: usize = 2;
 
 /// The stateful stages a worker runs between ingress and routing.
 pub trait Stages<B> {
-    fn process(&mut self, pkt: &mut B, now: u64) -> StageVerdict;
+    /// `p` is ingress's descriptor of `pkt` as received (parse once, issue 11 item 1).
+    fn process(&mut self, pkt: &mut B, p: &Parsed, now: u64) -> StageVerdict;
     /// Amortized timer work between bursts.
     fn poll(&mut self, now: u64);
     /// Publish counters for the control thread now (idle time, shutdown).
@@ -170,10 +173,35 @@ enum Step {
     /// For the appliance, not data plane: to the kernel.
     Exception,
     /// Transit traffic: route it.
-    Forward,
+    Forward(Parsed),
     /// Sent by the kernel on the exception port: route it without a TTL decrement.
-    Originated,
+    Originated(Parsed),
 }
+
+/// A received burst the pipeline takes apart in order (the worker's `RxBurst`, a
+/// benchmark's or test's `Vec`, taken from its end).
+pub trait Burst<B> {
+    /// Starts loading the headers of the packet `k` positions ahead of the next one.
+    fn prefetch_ahead(&self, k: usize);
+    /// The next packet; `None` at the end of the burst.
+    fn next_packet(&mut self) -> Option<B>;
+}
+
+impl<B: PacketBuf> Burst<B> for Vec<B> {
+    #[inline]
+    fn prefetch_ahead(&self, k: usize) {
+        if let Some(b) = self.len().checked_sub(k + 1).and_then(|i| self.get(i)) {
+            b.prefetch();
+        }
+    }
+    #[inline]
+    fn next_packet(&mut self) -> Option<B> {
+        self.pop()
+    }
+}
+
+/// Most packets one `handle_burst` takes (the rest wait for the next call).
+pub const BURST_MAX: usize = 32;
 
 /// One worker's forwarding state. Owned by that worker; nothing in it is shared.
 pub struct Pipeline<B> {
@@ -192,6 +220,14 @@ pub struct Pipeline<B> {
     last_neighbor_sweep: u64,
     /// Reused list of packets released from `pending` (no allocation per resolution).
     released: Vec<Held<B>>,
+    /// `handle_burst`'s transit packets and their descriptors (capacity `BURST_MAX`,
+    /// reused: no allocation per burst).
+    transit: Vec<B>,
+    transit_meta: Vec<(Parsed, bool)>,
+    /// Bursts handled: makes the lookahead's packet ids unique across bursts.
+    burst_seq: usize,
+    /// Turns the burst lookahead off (benchmarks compare with and without it).
+    pub no_lookahead: bool,
     params: PipelineParams,
 }
 
@@ -216,6 +252,10 @@ impl<B: PacketBuf> Pipeline<B> {
             pending_timeout: 3 * hz,
             last_neighbor_sweep: 0,
             released: Vec::with_capacity(params.pending_max),
+            transit: Vec::with_capacity(BURST_MAX),
+            transit_meta: Vec::with_capacity(BURST_MAX),
+            burst_seq: 0,
+            no_lookahead: false,
             params,
         }
     }
@@ -231,13 +271,15 @@ impl<B: PacketBuf> Pipeline<B> {
         self.stages.as_ref().is_some_and(|s| s.wants_lookahead())
     }
 
-    /// Burst lookahead for the stateful stages (issue 11): call with the frame of the
-    /// packet `PREFETCH_BUCKET_AHEAD` ahead (`deep` false) and of the one
-    /// `PREFETCH_ENTRY_AHEAD` ahead (`deep` true) before handling each packet.
+    /// Burst lookahead for the stateful stages (issue 11): call with the descriptor of
+    /// the packet `PREFETCH_BUCKET_AHEAD` ahead (`deep` false) and of the one
+    /// `PREFETCH_ENTRY_AHEAD` ahead (`deep` true) before handling each packet. `id`
+    /// names the packet (unique within the last few bursts) so that the entry stage
+    /// finds what the bucket stage computed.
     #[inline]
-    pub fn prefetch_flow(&mut self, frame: &[u8], deep: bool) {
+    pub fn prefetch_flow(&mut self, id: usize, p: &Parsed, deep: bool) {
         if let Some(s) = self.stages.as_mut() {
-            s.prefetch(frame, deep);
+            s.prefetch(id, p, deep);
         }
     }
 
@@ -249,15 +291,10 @@ impl<B: PacketBuf> Pipeline<B> {
     }
 
     /// Burst lookahead for routing (issue 11 item 5): starts loading the route table line
-    /// of the IPv4 destination of `frame` (a packet `PREFETCH_BUCKET_AHEAD` ahead). A hint.
+    /// of `dst` (of a packet `PREFETCH_BUCKET_AHEAD` ahead). A hint.
     #[inline]
-    pub fn prefetch_route(&self, frame: &[u8]) {
-        if let Some(h) = frame.get(12..34) {
-            if h[0] == 0x08 && h[1] == 0 {
-                self.fib
-                    .prefetch_route(Ipv4Addr::new(h[18], h[19], h[20], h[21]));
-            }
-        }
+    pub fn prefetch_route(&self, dst: Ipv4Addr) {
+        self.fib.prefetch_route(dst);
     }
 
     pub fn set_fib(&mut self, fib: Arc<Fib>) {
@@ -274,16 +311,104 @@ impl<B: PacketBuf> Pipeline<B> {
     {
         self.counters.events.rx_packets += 1;
         match self.ingress(&mut pkt, rx_port, now) {
+            Step::Forward(p) => self.forward(pkt, rx_port, false, &p, now, alloc, out),
+            Step::Originated(p) => self.forward(pkt, rx_port, true, &p, now, alloc, out),
+            step => self.finish_local(step, pkt, rx_port, out),
+        }
+    }
+
+    /// Every packet that ingress did not pass on for routing.
+    #[inline]
+    fn finish_local<O: Output<B>>(&mut self, step: Step, pkt: B, rx_port: u16, out: &mut O) {
+        match step {
             Step::Tx(port) => out.tx(port, pkt),
             Step::Drop(r) => {
                 self.counters.drop(r);
                 out.discard(pkt);
             }
-            Step::Consumed => out.discard(pkt),
             Step::Exception => self.send_to_kernel(pkt, rx_port, out),
-            Step::Forward => self.forward(pkt, rx_port, false, now, alloc, out),
-            Step::Originated => self.forward(pkt, rx_port, true, now, alloc, out),
+            Step::Consumed | Step::Forward(_) | Step::Originated(_) => out.discard(pkt),
         }
+    }
+
+    /// Process a received burst to its end, vector style (issue 11 item 1, as VPP):
+    /// first every packet is parsed and validated once (ingress; headers prefetched two
+    /// ahead), local traffic (ARP, echo, exceptions) and drops finished at once; then the
+    /// transit packets go through the stages and routing in order, with the flow-table
+    /// buckets and entries and the route-table lines of the packets a few ahead already
+    /// being loaded from their descriptors. Takes at most `BURST_MAX` packets.
+    pub fn handle_burst<S, A, O>(
+        &mut self,
+        burst: &mut S,
+        rx_port: u16,
+        now: u64,
+        alloc: &mut A,
+        out: &mut O,
+    ) where
+        S: Burst<B>,
+        A: BufAlloc<Buf = B>,
+        O: Output<B>,
+    {
+        let mut pkts = std::mem::take(&mut self.transit);
+        let mut metas = std::mem::take(&mut self.transit_meta);
+        // Pass 1: parse once.
+        burst.prefetch_ahead(0);
+        burst.prefetch_ahead(1);
+        for _ in 0..BURST_MAX {
+            burst.prefetch_ahead(2);
+            let Some(mut pkt) = burst.next_packet() else {
+                break;
+            };
+            self.counters.events.rx_packets += 1;
+            match self.ingress(&mut pkt, rx_port, now) {
+                Step::Forward(p) => {
+                    pkts.push(pkt);
+                    metas.push((p, false));
+                }
+                Step::Originated(p) => {
+                    pkts.push(pkt);
+                    metas.push((p, true));
+                }
+                step => self.finish_local(step, pkt, rx_port, out),
+            }
+        }
+        // Pass 2: stages and routing, looking ahead by descriptor.
+        let look = self.wants_lookahead() && !self.no_lookahead;
+        let look_route = self.wants_route_prefetch() && !self.no_lookahead;
+        let base = self.burst_seq.wrapping_mul(BURST_MAX) + 1;
+        self.burst_seq = self.burst_seq.wrapping_add(1);
+        if look || look_route {
+            for (j, (p, _)) in metas.iter().enumerate().take(PREFETCH_BUCKET_AHEAD) {
+                if look {
+                    self.prefetch_flow(base + j, p, false);
+                }
+                if look_route {
+                    self.prefetch_route(p.dst);
+                }
+            }
+        }
+        for (j, pkt) in pkts.drain(..).enumerate() {
+            if look || look_route {
+                if let Some((a, _)) = metas.get(j + PREFETCH_BUCKET_AHEAD) {
+                    if look {
+                        self.prefetch_flow(base + j + PREFETCH_BUCKET_AHEAD, a, false);
+                    }
+                    if look_route {
+                        self.prefetch_route(a.dst);
+                    }
+                }
+                if look {
+                    if let Some((e, _)) = metas.get(j + PREFETCH_ENTRY_AHEAD) {
+                        self.prefetch_flow(base + j + PREFETCH_ENTRY_AHEAD, e, true);
+                    }
+                }
+            }
+            let (p, originated) = metas[j];
+            self.forward(pkt, rx_port, originated, &p, now, alloc, out);
+        }
+        metas.clear();
+        self.transit = pkts;
+        self.transit_meta = metas;
     }
 
     fn ingress(&mut self, pkt: &mut B, rx_port: u16, now: u64) -> Step {
@@ -374,7 +499,7 @@ impl<B: PacketBuf> Pipeline<B> {
         port_mac: MacAddr,
         from_kernel: bool,
     ) -> Step {
-        let (total, dst, src, proto, is_frag, first_frag) = {
+        let mut parsed = {
             let ip = match Ipv4Packet::new_checked(&pkt.data()[ETH..]) {
                 Ok(ip) => ip,
                 Err(m) => return Step::Drop(m.into()),
@@ -385,15 +510,29 @@ impl<B: PacketBuf> Pipeline<B> {
             if ip.has_options() {
                 return Step::Drop(DropReason::Ipv4Options);
             }
-            (
-                ip.total_len() as usize,
-                ip.dst_addr(),
-                ip.src_addr(),
-                ip.protocol(),
-                ip.is_fragment(),
-                ip.frag_offset() == 0,
-            )
+            Parsed {
+                src: ip.src_addr(),
+                dst: ip.dst_addr(),
+                total: ip.total_len(),
+                ident: ip.ident(),
+                frag_off: ip.frag_offset(),
+                sport: 0,
+                dport: 0,
+                proto: ip.protocol(),
+                ttl: ip.ttl(),
+                hl: 20,
+                tcp_flags: 0,
+                more: ip.more_frags(),
+                df: ip.dont_frag(),
+            }
         };
+        let (total, dst, src, proto) = (
+            parsed.total as usize,
+            parsed.dst,
+            parsed.src,
+            parsed.proto,
+        );
+        let (is_frag, first_frag) = (parsed.is_fragment(), parsed.frag_off == 0);
         if bad_source(src) {
             return Step::Drop(DropReason::Ipv4BadSource);
         }
@@ -412,10 +551,11 @@ impl<B: PacketBuf> Pipeline<B> {
             if let Err(r) = check_l4(pkt.data(), proto, is_frag) {
                 return Step::Drop(r);
             }
+            parsed.read_l4(pkt.data());
         }
         if from_kernel {
             self.counters.events.exception_from_kernel += 1;
-            return Step::Originated;
+            return Step::Originated(parsed);
         }
         if self.fib.local_port(dst).is_some() {
             if proto == IPPROTO_ICMP && !is_frag {
@@ -449,7 +589,7 @@ impl<B: PacketBuf> Pipeline<B> {
         }
         // Stateful stages (NAT gateway, load balancer) attach here: they rewrite the
         // packet before the route lookup, so a translated destination is what is routed.
-        Step::Forward
+        Step::Forward(parsed)
     }
 
     fn send_to_kernel<O: Output<B>>(&mut self, mut pkt: B, rx_port: u16, out: &mut O) {
@@ -476,11 +616,13 @@ impl<B: PacketBuf> Pipeline<B> {
     ///
     /// The TTL and DF/MTU checks run on the packet as received, before any translation,
     /// so the ICMP errors they cause quote what the sender sent and go back to it.
+    #[allow(clippy::too_many_arguments)]
     fn forward<A, O>(
         &mut self,
         mut pkt: B,
         rx_port: u16,
         originated: bool,
+        p: &Parsed,
         now: u64,
         alloc: &mut A,
         out: &mut O,
@@ -488,15 +630,7 @@ impl<B: PacketBuf> Pipeline<B> {
         A: BufAlloc<Buf = B>,
         O: Output<B>,
     {
-        let (dst, ttl, total, df) = {
-            let ip = Ipv4Packet::new_unchecked(&pkt.data()[ETH..]);
-            (
-                ip.dst_addr(),
-                ip.ttl(),
-                ip.total_len() as u32,
-                ip.dont_frag(),
-            )
-        };
+        let (dst, ttl, total, df) = (p.dst, p.ttl, p.total as u32, p.df);
         if !originated && ttl <= 1 {
             self.counters.drop(DropReason::TtlExceeded);
             if self.icmp_error(&mut pkt, rx_port, 11, 0, 0, now) {
@@ -528,7 +662,7 @@ impl<B: PacketBuf> Pipeline<B> {
         let mut dst = dst;
         let mut dst_changed = false;
         if let Some(stages) = self.stages.as_mut() {
-            match Stages::<B>::process(stages, &mut pkt, now) {
+            match Stages::<B>::process(stages, &mut pkt, p, now) {
                 StageVerdict::Pass => {}
                 StageVerdict::Translated => {
                     let new = Ipv4Packet::new_unchecked(&pkt.data()[ETH..]).dst_addr();
@@ -591,7 +725,10 @@ impl<B: PacketBuf> Pipeline<B> {
             let mut ip = Ipv4Packet::new_unchecked(&mut pkt.data_mut()[ETH..]);
             ip.decrement_ttl();
         }
-        clamp_mss(&mut pkt, nh.mtu);
+        if p.tcp_flags & TcpPacket::<&[u8]>::SYN != 0 {
+            // Only a SYN carries an MSS (a stage's RST reply is re-checked there).
+            clamp_mss(&mut pkt, nh.mtu);
+        }
         let nh_ip = nh.neighbor(dst);
         match self.neighbors.lookup(nh.port, nh_ip, now) {
             Resolution::Known(mac) => self.emit(pkt, nh.port, mac, nh.mtu, alloc, out),
@@ -629,7 +766,13 @@ impl<B: PacketBuf> Pipeline<B> {
     {
         self.counters.events.handoff_received += 1;
         let rx_port = pkt.rx_port();
-        self.forward(pkt, rx_port, false, now, alloc, out);
+        // Validated by the worker that received it: only the descriptor is rebuilt.
+        let Some(p) = Parsed::read(pkt.data()) else {
+            self.counters.drop(DropReason::Ipv4Truncated);
+            out.discard(pkt);
+            return;
+        };
+        self.forward(pkt, rx_port, false, &p, now, alloc, out);
     }
 
     /// Transmit a routed packet to a resolved next hop, fragmenting if needed.

@@ -111,6 +111,38 @@ impl TxSide {
     }
 }
 
+/// A received burst as the pipeline takes it: chained mbufs (scatter rx) are made
+/// contiguous here (slow path) or dropped, and counted for the worker to add.
+struct Received<'a> {
+    burst: &'a mut RxBurst,
+    linear_pool: Option<Mempool>,
+    linearized: u64,
+    multi_segment: u64,
+}
+
+impl super::Burst<Mbuf> for Received<'_> {
+    #[inline]
+    fn prefetch_ahead(&self, k: usize) {
+        self.burst.prefetch_ahead(k);
+    }
+    #[inline]
+    fn next_packet(&mut self) -> Option<Mbuf> {
+        loop {
+            let m = self.burst.take()?;
+            if m.nb_segs() == 1 {
+                return Some(m);
+            }
+            match self.linear_pool.and_then(|p| m.linearize(p)) {
+                Some(m) => {
+                    self.linearized += 1;
+                    return Some(m);
+                }
+                None => self.multi_segment += 1,
+            }
+        }
+    }
+}
+
 /// The worker's main loop. Returns 0 when `stop` is set.
 pub fn run(setup: WorkerSetup) -> i32 {
     let hz = pmd::tsc_hz();
@@ -146,70 +178,18 @@ pub fn run(setup: WorkerSetup) -> i32 {
             }
             got += n;
             let now = pmd::rdtsc();
-            burst.prefetch_ahead(0);
-            // And the second: the loop prefetches two ahead of each packet it takes.
-            burst.prefetch_ahead(1);
-            let look = pipeline.wants_lookahead();
-            if look {
-                // Flow lookahead (issue 11): the first packets' headers now, their index
-                // buckets right after; the loop keeps both going further ahead.
-                for i in 2..=crate::pipeline::PREFETCH_BUCKET_AHEAD + 1 {
-                    burst.prefetch_ahead(i);
-                }
-                for i in 0..crate::pipeline::PREFETCH_BUCKET_AHEAD {
-                    if let Some(d) = burst.data_ahead(i) {
-                        pipeline.prefetch_flow(d, false);
-                    }
-                }
-            }
-            let look_route = pipeline.wants_route_prefetch();
-            if look_route {
-                // Route table lines of the first packets (their headers: as above).
-                for i in 2..=crate::pipeline::PREFETCH_BUCKET_AHEAD + 1 {
-                    burst.prefetch_ahead(i);
-                }
-                for i in 0..crate::pipeline::PREFETCH_BUCKET_AHEAD {
-                    if let Some(d) = burst.data_ahead(i) {
-                        pipeline.prefetch_route(d);
-                    }
-                }
-            }
-            while let Some(m) = burst.take() {
-                burst.prefetch_ahead(1);
-                if look_route {
-                    use crate::pipeline::PREFETCH_BUCKET_AHEAD as B;
-                    burst.prefetch_ahead(B + 1);
-                    if let Some(d) = burst.data_ahead(B - 1) {
-                        pipeline.prefetch_route(d);
-                    }
-                }
-                if look {
-                    use crate::pipeline::{PREFETCH_BUCKET_AHEAD as B, PREFETCH_ENTRY_AHEAD as E};
-                    burst.prefetch_ahead(B + 1);
-                    if let Some(d) = burst.data_ahead(B - 1) {
-                        pipeline.prefetch_flow(d, false);
-                    }
-                    if let Some(d) = burst.data_ahead(E - 1) {
-                        pipeline.prefetch_flow(d, true);
-                    }
-                }
-                let m = if m.nb_segs() == 1 {
-                    m
-                } else {
-                    // Scatter rx: one contiguous copy (slow path), or drop the chain.
-                    match setup.linear_pool.and_then(|p| m.linearize(p)) {
-                        Some(m) => {
-                            pipeline.counters.events.linearized += 1;
-                            m
-                        }
-                        None => {
-                            pipeline.counters.events.rx_packets += 1;
-                            pipeline.counters.drop(DropReason::MultiSegment);
-                            continue;
-                        }
-                    }
-                };
-                pipeline.handle(m, port, now, &mut alloc, &mut tx);
+            let mut rx = Received {
+                burst: &mut burst,
+                linear_pool: setup.linear_pool,
+                linearized: 0,
+                multi_segment: 0,
+            };
+            pipeline.handle_burst(&mut rx, port, now, &mut alloc, &mut tx);
+            let (linearized, multi_segment) = (rx.linearized, rx.multi_segment);
+            if linearized + multi_segment > 0 {
+                pipeline.counters.events.linearized += linearized;
+                pipeline.counters.events.rx_packets += multi_segment;
+                pipeline.counters.drops[DropReason::MultiSegment as usize] += multi_segment;
             }
             // This burst's handoffs: one bulk enqueue per destination ring.
             tx.handoff.flush();

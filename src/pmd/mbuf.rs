@@ -135,6 +135,10 @@ impl Drop for Mbuf {
 
 impl PacketBuf for Mbuf {
     #[inline]
+    fn prefetch(&self) {
+        self.prefetch_data();
+    }
+    #[inline]
     fn data(&self) -> &[u8] {
         let m = self.m();
         // SAFETY: buf_addr + data_off .. + data_len lies inside the mbuf's data buffer.
