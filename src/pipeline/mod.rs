@@ -403,8 +403,8 @@ impl<B: PacketBuf> Pipeline<B> {
                     }
                 }
             }
-            let (p, originated) = metas[j];
-            self.forward(pkt, rx_port, originated, &p, now, alloc, out);
+            let (p, originated) = &metas[j];
+            self.forward(pkt, rx_port, *originated, p, now, alloc, out);
         }
         metas.clear();
         self.transit = pkts;
@@ -548,10 +548,9 @@ impl<B: PacketBuf> Pipeline<B> {
         // Drop Ethernet padding: from here on the frame is exactly the IP packet.
         pkt.set_len(ETH + total);
         if first_frag {
-            if let Err(r) = check_l4(pkt.data(), proto, is_frag) {
+            if let Err(r) = check_l4(pkt.data(), &mut parsed) {
                 return Step::Drop(r);
             }
-            parsed.read_l4(pkt.data());
         }
         if from_kernel {
             self.counters.events.exception_from_kernel += 1;
@@ -952,7 +951,9 @@ fn bad_source(src: Ipv4Addr) -> bool {
 
 /// Transport header checks on the first (or only) fragment.
 #[inline]
-fn check_l4(frame: &[u8], proto: u8, is_frag: bool) -> Result<(), DropReason> {
+/// Records the ports (and TCP flags) in `p` for the later steps (parse once).
+fn check_l4(frame: &[u8], p: &mut Parsed) -> Result<(), DropReason> {
+    let (proto, is_frag) = (p.proto, p.is_fragment());
     let ip = Ipv4Packet::new_unchecked(&frame[ETH..]);
     let l4 = ip.payload();
     match proto {
@@ -961,9 +962,11 @@ fn check_l4(frame: &[u8], proto: u8, is_frag: bool) -> Result<(), DropReason> {
             if !tcp.flags_legal() {
                 return Err(DropReason::TcpIllegalFlags);
             }
-            if tcp.src_port() == 0 || tcp.dst_port() == 0 {
+            let (sport, dport) = (tcp.src_port(), tcp.dst_port());
+            if sport == 0 || dport == 0 {
                 return Err(DropReason::L4PortZero);
             }
+            (p.sport, p.dport, p.tcp_flags) = (sport, dport, tcp.flags());
         }
         IPPROTO_UDP => {
             if is_frag {
@@ -975,9 +978,14 @@ fn check_l4(frame: &[u8], proto: u8, is_frag: bool) -> Result<(), DropReason> {
                 UdpPacket::new_checked(l4).map_err(DropReason::from)?;
             }
             // Source and destination ports are the first 4 bytes (length checked above).
-            if l4[0..2] == [0, 0] || l4[2..4] == [0, 0] {
+            let (sport, dport) = (
+                u16::from_be_bytes([l4[0], l4[1]]),
+                u16::from_be_bytes([l4[2], l4[3]]),
+            );
+            if sport == 0 || dport == 0 {
                 return Err(DropReason::L4PortZero);
             }
+            (p.sport, p.dport) = (sport, dport);
         }
         IPPROTO_ICMP => {
             IcmpPacket::new_checked(l4).map_err(DropReason::from)?;
