@@ -526,12 +526,8 @@ impl<B: PacketBuf> Pipeline<B> {
                 df: ip.dont_frag(),
             }
         };
-        let (total, dst, src, proto) = (
-            parsed.total as usize,
-            parsed.dst,
-            parsed.src,
-            parsed.proto,
-        );
+        let (total, dst, src, proto) =
+            (parsed.total as usize, parsed.dst, parsed.src, parsed.proto);
         let (is_frag, first_frag) = (parsed.is_fragment(), parsed.frag_off == 0);
         if bad_source(src) {
             return Step::Drop(DropReason::Ipv4BadSource);

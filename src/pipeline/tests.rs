@@ -2102,3 +2102,103 @@ fn echo_reply_to_all_zero_request_has_valid_checksum() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Burst processing (parse once, issue 11 item 1)
+// ---------------------------------------------------------------------------
+
+/// A UDP datagram 10.0.1.2:`sport` -> dst:53 as a frame arriving on port 0.
+fn client_udp_from(dst: Ipv4Addr, sport: u16) -> Vec<u8> {
+    let src = ip("10.0.1.2");
+    from_client(&ipv4(
+        src,
+        dst,
+        IPPROTO_UDP,
+        64,
+        false,
+        &udp(src, dst, sport, 53, b"q"),
+    ))
+}
+
+/// A burst of transit packets, local traffic and a malformed packet: `handle_burst`
+/// ends every packet exactly once, sends the transit packets in their order, and
+/// transmits the same bytes as `handle` one packet at a time.
+#[test]
+fn handle_burst_matches_handle_and_keeps_transit_order() {
+    let server = ip("198.51.100.2");
+    let transit = |sport: u16| client_udp_from(server, sport);
+    let echo = from_client(&ipv4(
+        ip("10.0.1.2"),
+        ip("10.0.1.1"),
+        IPPROTO_ICMP,
+        64,
+        false,
+        &icmp_echo(1, 1, b"x"),
+    ));
+    let mut bad = transit(9);
+    bad[ETH + 10] ^= 0xff; // IPv4 header checksum
+    let arp = arp_request(CLIENT_MAC, ip("10.0.1.2"), ip("10.0.1.1"));
+    let frames = [
+        transit(1),
+        echo,
+        transit(2),
+        bad,
+        transit(3),
+        arp,
+        transit(4),
+    ];
+
+    let mut one = Harness::new();
+    one.resolve(1, server, SERVER_MAC);
+    for f in &frames {
+        one.rx(0, f);
+    }
+    let mut burst = Harness::new();
+    burst.resolve(1, server, SERVER_MAC);
+    // `Burst for Vec` takes from the end: the first packet goes last.
+    let mut v: Vec<VecBuf> = frames.iter().rev().map(|f| VecBuf::from_frame(f)).collect();
+    burst
+        .p
+        .handle_burst(&mut v, 0, burst.now, &mut burst.alloc, &mut burst.out);
+    assert!(v.is_empty());
+
+    let (a, b) = (one.take_tx(), burst.take_tx());
+    assert_eq!(a.len(), 6, "4 transit, the echo reply, the ARP reply");
+    let mut sorted_a = a.clone();
+    let mut sorted_b = b.clone();
+    sorted_a.sort();
+    sorted_b.sort();
+    assert_eq!(sorted_a, sorted_b, "the same frames leave");
+    let sports = |tx: &[(u16, Vec<u8>)]| -> Vec<u16> {
+        tx.iter()
+            .filter(|(port, _)| *port == 1)
+            .map(|(_, f)| u16::from_be_bytes([f[ETH + 20], f[ETH + 21]]))
+            .collect()
+    };
+    assert_eq!(
+        sports(&b),
+        vec![1, 2, 3, 4],
+        "transit packets keep their order"
+    );
+    assert_eq!(burst.drops(DropReason::Ipv4BadChecksum), 1);
+    assert_eq!(burst.out.discards, 1);
+    assert_eq!(burst.p.counters.events.rx_packets, frames.len() as u64 + 1);
+    assert_eq!(burst.p.counters.events.forwarded_packets, 4);
+}
+
+/// More than `BURST_MAX` packets: one call takes `BURST_MAX`, the rest stay for the next.
+#[test]
+fn handle_burst_takes_at_most_burst_max() {
+    let server = ip("198.51.100.2");
+    let mut h = Harness::new();
+    h.resolve(1, server, SERVER_MAC);
+    let mut v: Vec<VecBuf> = (0..40u16)
+        .map(|i| VecBuf::from_frame(&client_udp_from(server, 100 + i)))
+        .collect();
+    h.p.handle_burst(&mut v, 0, h.now, &mut h.alloc, &mut h.out);
+    assert_eq!(v.len(), 40 - super::BURST_MAX);
+    assert_eq!(h.take_tx().len(), super::BURST_MAX);
+    h.p.handle_burst(&mut v, 0, h.now, &mut h.alloc, &mut h.out);
+    assert!(v.is_empty());
+    assert_eq!(h.take_tx().len(), 40 - super::BURST_MAX);
+}

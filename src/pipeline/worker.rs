@@ -68,6 +68,13 @@ pub struct WorkerSetup {
 /// TX side of a worker: one TxBuffer per port, dropped packets freed in bulk.
 struct TxSide {
     bufs: Vec<Option<TxBuffer>>,
+    /// One TxBuffer per other (port, queue) this worker polls: a packet sent back out
+    /// of the port it came in on leaves on the tx queue paired with its rx queue, so a
+    /// peer polling several queues gets its traffic back spread over them as it sent it
+    /// (one queue would fill while the others idle: the 2-queue-pair `tx_full` drops).
+    paired: Vec<TxBuffer>,
+    /// Index into `paired` for the burst being handled (its rx port and queue).
+    lane: Option<usize>,
     free: FreeBatch,
     tx_refused: u64,
     /// Staged per destination worker, enqueued in bulk by `flush`.
@@ -77,6 +84,12 @@ struct TxSide {
 impl Output<Mbuf> for TxSide {
     #[inline]
     fn tx(&mut self, port: u16, pkt: Mbuf) {
+        if let Some(b) = self.lane.map(|i| &mut self.paired[i]) {
+            if b.port == port {
+                self.tx_refused += b.push(pkt).dropped as u64;
+                return;
+            }
+        }
         match self.bufs.get_mut(port as usize).and_then(|b| b.as_mut()) {
             Some(b) => self.tx_refused += b.push(pkt).dropped as u64,
             None => {
@@ -104,7 +117,7 @@ impl Output<Mbuf> for TxSide {
 impl TxSide {
     fn flush(&mut self) {
         self.handoff.flush();
-        for b in self.bufs.iter_mut().flatten() {
+        for b in self.bufs.iter_mut().flatten().chain(self.paired.iter_mut()) {
             self.tx_refused += b.flush().dropped as u64;
         }
         self.free.flush();
@@ -161,6 +174,13 @@ pub fn run(setup: WorkerSetup) -> i32 {
                     .then(|| TxBuffer::new(p as u16, setup.tx_queue))
             })
             .collect(),
+        paired: setup
+            .rx
+            .iter()
+            .filter(|&&(_, q)| q != setup.tx_queue)
+            .map(|&(p, q)| TxBuffer::new(p, q))
+            .collect(),
+        lane: None,
         free: FreeBatch::default(),
         tx_refused: 0,
         handoff: setup.handoff.out,
@@ -168,6 +188,8 @@ pub fn run(setup: WorkerSetup) -> i32 {
     let burst_size = setup.burst.clamp(1, BURST);
     let mut burst = RxBurst::default();
     let mut last_drain = pmd::rdtsc();
+    // No packet since the stages' counters were last published on an empty poll.
+    let mut quiet = false;
 
     while !setup.stop.load(Ordering::Relaxed) {
         let mut got = 0;
@@ -178,6 +200,10 @@ pub fn run(setup: WorkerSetup) -> i32 {
             }
             got += n;
             let now = pmd::rdtsc();
+            tx.lane = tx
+                .paired
+                .iter()
+                .position(|b| b.port == port && b.queue == queue);
             let mut rx = Received {
                 burst: &mut burst,
                 linear_pool: setup.linear_pool,
@@ -185,6 +211,7 @@ pub fn run(setup: WorkerSetup) -> i32 {
                 multi_segment: 0,
             };
             pipeline.handle_burst(&mut rx, port, now, &mut alloc, &mut tx);
+            tx.lane = None;
             let (linearized, multi_segment) = (rx.linearized, rx.multi_segment);
             if linearized + multi_segment > 0 {
                 pipeline.counters.events.linearized += linearized;
@@ -213,7 +240,25 @@ pub fn run(setup: WorkerSetup) -> i32 {
             });
         }
         let now = pmd::rdtsc();
-        if now.wrapping_sub(last_drain) >= drain_cycles || got == 0 {
+        if got == 0 {
+            // Nothing more right now: send what waits (latency), then maybe sleep.
+            tx.flush();
+            if !quiet {
+                // The first empty poll after traffic: the stages' counters now.
+                quiet = true;
+                if let Some(s) = pipeline.stages.as_mut() {
+                    super::Stages::<Mbuf>::publish(s);
+                }
+            }
+            if setup.idle_sleep_us > 0 {
+                std::thread::sleep(std::time::Duration::from_micros(setup.idle_sleep_us as u64));
+            }
+        } else {
+            quiet = false;
+        }
+        // Timers, control messages and counters once per drain period, busy or idle (an
+        // empty poll costs a ring check, not a publish: issue 11, link profile).
+        if now.wrapping_sub(last_drain) >= drain_cycles {
             tx.flush();
             last_drain = now;
             pipeline.poll_timers(now, &mut tx);
@@ -236,14 +281,6 @@ pub fn run(setup: WorkerSetup) -> i32 {
             tx.flush();
             pipeline.counters.drops[DropReason::TxFull as usize] = tx.tx_refused;
             setup.counters.publish(&pipeline.counters);
-            if got == 0 {
-                if let Some(s) = pipeline.stages.as_mut() {
-                    super::Stages::<Mbuf>::publish(s);
-                }
-            }
-            if got == 0 && setup.idle_sleep_us > 0 {
-                std::thread::sleep(std::time::Duration::from_micros(setup.idle_sleep_us as u64));
-            }
         }
     }
     pipeline.shutdown(&mut tx);
