@@ -200,12 +200,7 @@ fn open(w: &mut TcpWin, s: &Seg) {
 }
 
 /// `track` without the fast path of a new connection's SYN.
-fn track_any(
-    w: &mut TcpWin,
-    state: u8,
-    from_inside: bool,
-    s: &Seg,
-) -> Result<(u8, bool), Refused> {
+fn track_any(w: &mut TcpWin, state: u8, from_inside: bool, s: &Seg) -> Result<(u8, bool), Refused> {
     let syn = s.flags & SYN != 0;
     let ack_flag = s.flags & ACK != 0;
     // Handshake segments only where the handshake expects them.

@@ -255,8 +255,16 @@ fn fresh_syn_fast_path_equals_the_general_path() {
             seq: r.u32(),
             ack: r.u32(),
             win: r.edgy_u16(),
-            len: if r.below(8u32) == 0 { r.u32() } else { r.below(1500u32) },
-            wscale: if r.bool() { Some(r.below(16u32) as u8) } else { None },
+            len: if r.below(8u32) == 0 {
+                r.u32()
+            } else {
+                r.below(1500u32)
+            },
+            wscale: if r.bool() {
+                Some(r.below(16u32) as u8)
+            } else {
+                None
+            },
         };
         let from_inside = r.below(4u32) != 0;
         let start = if r.below(4u32) == 0 {
