@@ -93,6 +93,24 @@ impl DestCounts {
         true
     }
 
+    /// `inc_hashed` for a caller that has just read `was = get_hashed(h, &d)` and changed
+    /// nothing since (a new flow: the limit check reads the count first): a destination
+    /// without mappings is inserted without searching for it a second time.
+    pub fn inc_after_get(&mut self, h: u64, d: Dest, was: u32) -> bool {
+        if was != 0 {
+            return self.inc_hashed(h, d);
+        }
+        debug_assert_eq!(self.get_hashed(h, &d), 0, "stale count passed in");
+        if self.t.len() >= self.cap {
+            return false;
+        }
+        let seed = self.seed;
+        self.t.insert_unique(h, Entry { dest: d, count: 1 }, |e| {
+            mix2(seed, u64::from(e.dest.remote_ip), u64::from(e.dest.meta))
+        });
+        true
+    }
+
     /// One mapping toward `d` fewer; the entry goes with its last mapping.
     pub fn dec(&mut self, d: Dest) {
         let h = self.hash(&d);
@@ -145,5 +163,30 @@ mod tests {
         }
         assert_eq!(c.memory_bytes(), bytes);
         assert_eq!(std::mem::size_of::<Entry>(), 12);
+    }
+
+    #[test]
+    fn inc_after_get_counts_as_inc() {
+        let mut c = DestCounts::new(1000, 3);
+        let mut oracle = std::collections::HashMap::new();
+        let mut r = crate::rng::Rng::new(9);
+        for _ in 0..20_000 {
+            // Few destinations, so both the new and the existing case occur often.
+            let d = Dest::new(r.below(2usize), r.below(20u32), 80, 6);
+            let n: &mut u32 = oracle.entry((d.remote_ip, d.meta)).or_default();
+            if *n > 0 && r.below(2u32) == 0 {
+                c.dec(d);
+                *n -= 1;
+            } else if *n < 40 {
+                let h = c.hash(&d);
+                let was = c.get_hashed(h, &d);
+                assert_eq!(was, *n);
+                assert!(c.inc_after_get(h, d, was));
+                *n += 1;
+            }
+            assert_eq!(c.get(&d), *n);
+        }
+        let live = oracle.values().filter(|&&n| n > 0).count();
+        assert_eq!(c.len(), live, "one entry per destination with mappings");
     }
 }

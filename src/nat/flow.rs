@@ -342,6 +342,12 @@ impl FlowTable {
         let Some(f) = self.flows.get(idx as usize).copied() else {
             return;
         };
+        self.unindex_flow(idx, &f);
+    }
+
+    /// `unindex` for a caller that has just read slot `idx` as `f` (no second copy).
+    #[inline]
+    pub fn unindex_flow(&mut self, idx: u32, f: &Flow) {
         if f.is_dead() {
             return;
         }

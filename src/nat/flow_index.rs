@@ -220,17 +220,19 @@ impl FlowIndex {
             return false;
         }
         let p = self.probe(h);
-        let p2 = self.b2(&p);
         let v = p.tag | (idx + 1);
-        for (b, second) in [(p.b1, false), (p2, true)] {
-            if let Some(s) = self.b.get(b as usize).and_then(first_free) {
-                self.set_word(b, s, v);
-                if second {
-                    self.add_over(p.b1, 1);
-                }
-                self.len += 1;
-                return true;
-            }
+        // The primary bucket first; the second one is located only when that is full.
+        if let Some(s) = self.b.get(p.b1 as usize).and_then(first_free) {
+            self.set_word(p.b1, s, v);
+            self.len += 1;
+            return true;
+        }
+        let p2 = self.b2(&p);
+        if let Some(s) = self.b.get(p2 as usize).and_then(first_free) {
+            self.set_word(p2, s, v);
+            self.add_over(p.b1, 1);
+            self.len += 1;
+            return true;
         }
         // Both full: find a path of displacements ending at a free slot, then apply it
         // from its end (nothing moves unless the whole path works).
@@ -293,20 +295,37 @@ impl FlowIndex {
     pub fn remove(&mut self, h: u64, idx: u32) -> bool {
         let p = self.probe(h);
         let v = p.tag | idx.wrapping_add(1);
-        for (b, second) in [(p.b1, false), (self.b2(&p), true)] {
-            let Some(bucket) = self.bucket_mut(b) else {
-                continue;
-            };
-            if let Some(w) = bucket.w[..SLOTS].iter_mut().find(|w| **w == v) {
-                *w = 0;
-                if second {
-                    self.add_over(p.b1, -1);
-                }
-                self.len -= 1;
-                return true;
-            }
+        // The stored word is exactly `v`: one vector compare per bucket finds it (no scan
+        // of the 15 slots), and the second bucket is located only when the first lacks it.
+        if self.clear_word(p.b1, v) {
+            self.len -= 1;
+            return true;
+        }
+        if self.b.get(p.b1 as usize).is_some_and(|b| b.w[OVER] == 0) {
+            return false;
+        }
+        if self.clear_word(self.b2(&p), v) {
+            self.add_over(p.b1, -1);
+            self.len -= 1;
+            return true;
         }
         false
+    }
+
+    /// Clears the slot of bucket `b` holding exactly `v` (≠ 0); `false` when none does.
+    #[inline(always)]
+    fn clear_word(&mut self, b: u32, v: u32) -> bool {
+        let Some(bucket) = self.bucket_mut(b) else {
+            return false;
+        };
+        let m = match_words(&bucket.w, v, u32::MAX) & ((1 << SLOTS) - 1);
+        if m == 0 {
+            return false;
+        }
+        if let Some(w) = bucket.w.get_mut(m.trailing_zeros() as usize) {
+            *w = 0;
+        }
+        true
     }
 
     /// Total of the overflow counts (tests: equals the entries outside their primary).

@@ -192,6 +192,12 @@ impl Gateway {
         let Some(f) = self.flows.get(idx).copied() else {
             return;
         };
+        self.retire_flow(idx, &f, t);
+    }
+
+    /// `retire` of slot `idx` just read as `f` (expiry has read it already).
+    fn retire_flow(&mut self, idx: u32, f: &Flow, t: u32) {
+        let f = *f;
         if f.is_dead() {
             return;
         }
@@ -212,7 +218,7 @@ impl Gateway {
                 }
             }
         }
-        self.flows.unindex(idx);
+        self.flows.unindex_flow(idx, &f);
     }
 
     /// Whether an outbound packet belongs to a flow of this gateway (fragments and ICMP
@@ -628,7 +634,7 @@ impl NatWorker {
                     g.flows.free(idx);
                 } else if expiry::is_due(f.deadline, t) {
                     replica::on_expiry(repl, gi, g, idx, crate::repl::EV_DEL, t);
-                    g.retire(idx, t);
+                    g.retire_flow(idx, &f, t);
                     g.flows.free(idx);
                     c.idle_timeouts += 1;
                     c.active_connections = c.active_connections.saturating_sub(1);
@@ -898,11 +904,13 @@ impl NatWorker {
             );
         }
         let n_ips = g.public_ips.len() as u32;
-        let start = rng.below(n_ips);
+        // One public IP (the common case): no random start to draw.
+        let start = if n_ips > 1 { rng.below(n_ips) } else { 0 };
         let steered = steering.is_some() && proto != IPPROTO_ICMP;
         let mut chosen = None;
         for i in 0..n_ips {
-            let pi = ((start + i) % n_ips) as usize;
+            let k = start + i;
+            let pi = (if k >= n_ips { k - n_ips } else { k }) as usize;
             let Some(&pip) = g.public_ips.get(pi) else {
                 continue;
             };
@@ -942,11 +950,11 @@ impl NatWorker {
             });
             if let Some((p, reused)) = port {
                 let h_out = (last.0 == p).then_some(last.1);
-                chosen = Some((pi, pip, p, dest, reused, h_dest, h_out));
+                chosen = Some((pi, pip, p, dest, reused, h_dest, h_out, in_use));
                 break;
             }
         }
-        let Some((pi, pip, pport, dest, reused, h_dest, h_out)) = chosen else {
+        let Some((pi, pip, pport, dest, reused, h_dest, h_out, in_use)) = chosen else {
             c.port_allocation_errors += 1;
             return Err(DropReason::NatPortExhausted);
         };
@@ -969,7 +977,8 @@ impl NatWorker {
         let idx = g
             .store_hashed(c, f, t, h_out)
             .ok_or(DropReason::NatTableFull)?;
-        g.dests.inc_hashed(h_dest, dest);
+        // Nothing touched the counts since `in_use` was read.
+        g.dests.inc_after_get(h_dest, dest, in_use);
         Ok(idx)
     }
 

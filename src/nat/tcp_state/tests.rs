@@ -237,3 +237,49 @@ fn handshake_opened_from_outside() {
         Ok((ESTABLISHED, true))
     );
 }
+
+#[test]
+fn fresh_syn_fast_path_equals_the_general_path() {
+    let mut r = crate::rng::Rng::new(11);
+    let mut fast = 0;
+    for i in 0..200_000u32 {
+        let state = [NONE, SYN_SENT, ESTABLISHED, SYN_SENT_IN][r.below(4usize)];
+        // Mostly plain SYNs (the fast path), with every other flag bit mixed in sometimes.
+        let flags = if i % 2 == 0 {
+            SYN | (r.u8() & !(SYN | ACK | RST | FIN))
+        } else {
+            r.u8()
+        };
+        let s = Seg {
+            flags,
+            seq: r.u32(),
+            ack: r.u32(),
+            win: r.edgy_u16(),
+            len: if r.below(8u32) == 0 {
+                r.u32()
+            } else {
+                r.below(1500u32)
+            },
+            wscale: if r.bool() {
+                Some(r.below(16u32) as u8)
+            } else {
+                None
+            },
+        };
+        let from_inside = r.below(4u32) != 0;
+        let start = if r.below(4u32) == 0 {
+            // Not fresh: some state already learnt.
+            let mut w = TcpWin::default();
+            let _ = track_any(&mut w, SYN_SENT, true, &seg(SYN, r.u32(), 0, 0, 1000));
+            w
+        } else {
+            TcpWin::default()
+        };
+        let (mut a, mut b) = (start, start);
+        let ra = track(&mut a, state, from_inside, &s);
+        let rb = track_any(&mut b, state, from_inside, &s);
+        assert_eq!((ra, a), (rb, b), "state {state} inside {from_inside} {s:?}");
+        fast += u32::from(opens_fresh(&start, state, from_inside, &s));
+    }
+    assert!(fast > 20_000, "fast path taken {fast} times");
+}
