@@ -379,6 +379,20 @@ CPU_NOTE=""     # set by cpu_report: "gen 99%, dut 98%; busiest other: ..."
 CPU_MIN=100     # set by cpu_report: the smallest share of the run
 CONTENDED=0; CONTENDED_RUNS=""
 
+# Cache-line round trip cpu 0 <-> cpu 1 (bench/c2c.c, built here when a C compiler is
+# there), measured just before each run while neither end polls. memif moves every packet
+# as cache lines between the two cpus, so with the same cpu shares the rate still follows
+# this latency (2026-11-28: the same invocation gave 13.4 Mpps macswap then 4.4 Mpps
+# macswap-2q, both ends at 87-96 % of their cpus). "?" if unavailable.
+C2C_BIN=""
+if command -v cc >/dev/null && cc -O2 -pthread -o "$WORK/c2c" "$HERE/c2c.c" 2>/dev/null; then
+    C2C_BIN=$WORK/c2c
+fi
+C2C_NS="?"
+c2c_once() { if [ -n "$C2C_BIN" ]; then timeout 10 "$C2C_BIN" 0 1 2>/dev/null || echo "?"; else echo "?"; fi; }
+c2c_measure() { C2C_NS=$(c2c_once); }
+C2C_ALL=""
+
 # cpu_mark FILE: "T wall_ns", "F name tid run_ns wait_ns" per forwarding thread (DPDK
 # lcore threads rte-worker-*, OVS pmd*), "P pid ticks comm" per process.
 cpu_mark() {
@@ -402,9 +416,13 @@ cpu_mark() {
 
 # cpu_report: compare cpu0.txt and cpu1.txt; sets CPU_NOTE and CPU_MIN.
 cpu_report() {
+    # And the round trip again once both ends are gone (not for OVS, still polling):
+    # "before/after".
+    case "$1" in ovs*) ;; *) C2C_NS="$C2C_NS/$(c2c_once)" ;; esac
+    C2C_ALL="$C2C_ALL $C2C_NS"
     local own=" $$ "
     local e; for e in $CPU_PIDS; do own="$own${e#*:} "; done
-    read -r CPU_MIN CPU_NOTE < <(awk -v own="$own" -v hz="$(getconf CLK_TCK)" '
+    read -r CPU_MIN CPU_NOTE < <(awk -v own="$own" -v hz="$(getconf CLK_TCK)" -v c2c="$C2C_NS" '
         FNR == 1 { f++ }
         $1 == "T" { t[f] = $2 }
         $1 == "F" { k = $2 " " $3; run[f, k] = $4; wait[f, k] = $5; if (f == 1) keys[k] = $2 }
@@ -425,7 +443,7 @@ cpu_report() {
             }
             sec = hz * wall / 1e9
             o = bt > 0 ? sprintf("%s %.0f%% (all others %.0f%%)", best, 100 * bt / sec, 100 * all / sec) : "none"
-            printf "%.0f cpu: %s; busiest other process: %s\n", mn, (s == "" ? "n/a" : s), o
+            printf "%.0f cpu: %s; busiest other process: %s; c2c round trip %s ns\n", mn, (s == "" ? "n/a" : s), o, c2c
         }' "$WORK/cpu0.txt" "$WORK/cpu1.txt")
     if [ "${CPU_MIN%.*}" -lt "$CONTENDED_PCT" ]; then
         CONTENDED=$((CONTENDED + 1))
@@ -471,6 +489,7 @@ record() { SAMPLES[$1]="${SAMPLES[$1]:-} $2"; }
 
 run_macswap() {
     local mode=$1 r=$2 log=$WORK/dut-$1-$2.log glog=$WORK/gen-$1-$2.log
+    c2c_measure
     gen_start "$glog" || return 1
     local dut
     dut=$(SPAWN_LOG=$log spawn "$TESTPMD" --lcores 0@0,1@1 $(eal_common) --file-prefix fgb-dut \
@@ -515,6 +534,7 @@ fg_stop_early() {
 run_flowgate() {
     local mode=$1 r=$2 cfg log=$WORK/dut-$1-$2.log glog=$WORK/gen-$1-$2.log
     cfg=$(write_config "$mode")
+    c2c_measure
     local gen_flows=$FLOWS base=${1%-2q}
     [ "$base" = lb ] && gen_flows=$LB_VIPS
     GEN_FLOWS=$gen_flows gen_start "$glog" || return 1
@@ -625,6 +645,7 @@ run_flowgate() {
 # OVS-DPDK with conntrack SNAT (bench/ovs.sh), 2 queue pairs; one fresh OVS per run.
 run_ovs() {
     local r=$1 glog=$WORK/gen-ovs-$1.log
+    c2c_measure
     # DPDK 22.11's memif socket is abstract by default, and abstract unix sockets are per
     # network namespace: OVS runs in its own, so both ends use a socket file here.
     GEN_MEMIF_OPT=",socket-abstract=no" gen_start "$glog" || return 1
@@ -719,6 +740,7 @@ echo "frame_bytes: $PKT"
 echo "rounds: $ROUNDS"
 echo "run_seconds: $DURATION"
 echo "flowgate_clean_exits: $FG_CLEAN/$FG_RUNS"
+echo "c2c_round_trip_ns:${C2C_ALL:- ?} (cpu 0 <-> 1 before/after each run, in run order)"
 echo "contended_runs: $CONTENDED (a forwarding thread got < $CONTENDED_PCT % of its cpu)${CONTENDED_RUNS:+:$CONTENDED_RUNS}"
 base=$(echo "${SAMPLES[macswap]:-}" | median)
 for m in "${ALL_MODES[@]}"; do
