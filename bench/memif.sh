@@ -391,6 +391,15 @@ fi
 C2C_NS="?"
 c2c_once() { if [ -n "$C2C_BIN" ]; then timeout 10 "$C2C_BIN" 0 1 2>/dev/null || echo "?"; else echo "?"; fi; }
 c2c_measure() { C2C_NS=$(c2c_once); }
+# Placement of the run from its round trips: near (all < C2C_NEAR_NS; measured: ~50 ns),
+# far (all >= it; measured: 330-420 ns), mixed (it moved during the run), or unknown.
+C2C_NEAR_NS=${C2C_NEAR_NS:-150}
+PLACEMENT=unknown; declare -A PLACED
+placement_of() { # "before/after" round trips
+    echo "$1" | tr '/' '\n' | awk -v t="$C2C_NEAR_NS" '
+        $1 ~ /^[0-9]+$/ { n++; if ($1 + 0 < t) near++ }
+        END { if (!n) print "unknown"; else if (near == n) print "near"; else if (!near) print "far"; else print "mixed" }'
+}
 C2C_ALL=""
 
 # cpu_mark FILE: "T wall_ns", "F name tid run_ns wait_ns" per forwarding thread (DPDK
@@ -420,9 +429,11 @@ cpu_report() {
     # "before/after".
     case "$1" in ovs*) ;; *) C2C_NS="$C2C_NS/$(c2c_once)" ;; esac
     C2C_ALL="$C2C_ALL $C2C_NS"
+    PLACEMENT=$(placement_of "$C2C_NS")
+    PLACED[$PLACEMENT]=$(( ${PLACED[$PLACEMENT]:-0} + 1 ))
     local own=" $$ "
     local e; for e in $CPU_PIDS; do own="$own${e#*:} "; done
-    read -r CPU_MIN CPU_NOTE < <(awk -v own="$own" -v hz="$(getconf CLK_TCK)" -v c2c="$C2C_NS" '
+    read -r CPU_MIN CPU_NOTE < <(awk -v own="$own" -v hz="$(getconf CLK_TCK)" -v c2c="$C2C_NS" -v pl="$PLACEMENT" '
         FNR == 1 { f++ }
         $1 == "T" { t[f] = $2 }
         $1 == "F" { k = $2 " " $3; run[f, k] = $4; wait[f, k] = $5; if (f == 1) keys[k] = $2 }
@@ -443,7 +454,7 @@ cpu_report() {
             }
             sec = hz * wall / 1e9
             o = bt > 0 ? sprintf("%s %.0f%% (all others %.0f%%)", best, 100 * bt / sec, 100 * all / sec) : "none"
-            printf "%.0f cpu: %s; busiest other process: %s; c2c round trip %s ns\n", mn, (s == "" ? "n/a" : s), o, c2c
+            printf "%.0f cpu: %s; busiest other process: %s; c2c round trip %s ns (%s)\n", mn, (s == "" ? "n/a" : s), o, c2c, pl
         }' "$WORK/cpu0.txt" "$WORK/cpu1.txt")
     if [ "${CPU_MIN%.*}" -lt "$CONTENDED_PCT" ]; then
         CONTENDED=$((CONTENDED + 1))
@@ -485,7 +496,11 @@ gen_run() { # log
 declare -A SAMPLES NOTE
 # flowgate runs, and those that ended with its clean exit summary (all, as the memif client).
 FG_RUNS=0; FG_CLEAN=0
-record() { SAMPLES[$1]="${SAMPLES[$1]:-} $2"; }
+declare -A SAMPLES_P   # "mode/placement" -> samples
+record() {
+    SAMPLES[$1]="${SAMPLES[$1]:-} $2"
+    SAMPLES_P[$1/$PLACEMENT]="${SAMPLES_P[$1/$PLACEMENT]:-} $2"
+}
 
 run_macswap() {
     local mode=$1 r=$2 log=$WORK/dut-$1-$2.log glog=$WORK/gen-$1-$2.log
@@ -740,6 +755,7 @@ echo "frame_bytes: $PKT"
 echo "rounds: $ROUNDS"
 echo "run_seconds: $DURATION"
 echo "flowgate_clean_exits: $FG_CLEAN/$FG_RUNS"
+echo "placement_runs: near ${PLACED[near]:-0}, far ${PLACED[far]:-0}, mixed ${PLACED[mixed]:-0}, unknown ${PLACED[unknown]:-0} (c2c < / >= $C2C_NEAR_NS ns)"
 echo "c2c_round_trip_ns:${C2C_ALL:- ?} (cpu 0 <-> 1 before/after each run, in run order)"
 echo "contended_runs: $CONTENDED (a forwarding thread got < $CONTENDED_PCT % of its cpu)${CONTENDED_RUNS:+:$CONTENDED_RUNS}"
 base=$(echo "${SAMPLES[macswap]:-}" | median)
@@ -753,6 +769,10 @@ for m in "${ALL_MODES[@]}"; do
         echo "${k}_mpps_min: $(mpps "$mn")"
         echo "${k}_mpps_max: $(mpps "$mx")"
         echo "${k}_mpps_samples:$(for x in $s; do printf ' %s' "$(mpps "$x")"; done)"
+        for pl in near far; do
+            pm=$(echo "${SAMPLES_P[$m/$pl]:-}" | median)
+            [ -n "$pm" ] && echo "${k}_mpps_${pl}_median: $(mpps "$pm") ($(echo "${SAMPLES_P[$m/$pl]}" | wc -w) runs)"
+        done
     else
         echo "${k}_mpps_median: n/a (${NOTE[$m]:-no traffic came back})"
     fi
@@ -775,3 +795,14 @@ ratio route_2q_vs_testpmd_macswap_2q route-2q macswap-2q
 ratio nat_2q_vs_testpmd_macswap_2q nat-2q macswap-2q
 ratio nat_2q_vs_ovs_dpdk_nat nat-2q ovs
 ratio ovs_dpdk_nat_vs_testpmd_macswap_2q ovs macswap-2q
+# The same ratios from runs of one vCPU placement only (see c2c): mixing placements is
+# what made the medians bimodal. Printed when both modes have runs in that placement.
+for pl in near far; do
+    for pair in route:macswap nat:macswap lb:macswap route-2q:macswap-2q nat-2q:macswap-2q; do
+        a=${pair%%:*}; b=${pair#*:}
+        ma=$(echo "${SAMPLES_P[$a/$pl]:-}" | median); mb=$(echo "${SAMPLES_P[$b/$pl]:-}" | median)
+        if [ -n "$ma" ] && [ -n "$mb" ] && [ "$mb" != 0 ]; then
+            echo "${a//-/_}_vs_testpmd_${b//-/_}_${pl}: $(echo "$ma $mb" | awk '{ printf "%.3f", $1 / $2 }')"
+        fi
+    done
+done
