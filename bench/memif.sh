@@ -393,11 +393,13 @@ c2c_once() { if [ -n "$C2C_BIN" ]; then timeout 10 "$C2C_BIN" 0 1 2>/dev/null ||
 c2c_measure() { C2C_NS=$(c2c_once); }
 # Placement of the run from its round trips: near (all < C2C_NEAR_NS; measured: ~50 ns),
 # far (all >= it; measured: 330-420 ns), mixed (it moved during the run), or unknown.
+# Round trips of 1 us or more are not placement but a descheduled peer (a busy machine
+# without --autogroup-nice): ignored.
 C2C_NEAR_NS=${C2C_NEAR_NS:-150}
 PLACEMENT=unknown; declare -A PLACED
 placement_of() { # "before/after" round trips
     echo "$1" | tr '/' '\n' | awk -v t="$C2C_NEAR_NS" '
-        $1 ~ /^[0-9]+$/ { n++; if ($1 + 0 < t) near++ }
+        $1 ~ /^[0-9]+$/ && $1 + 0 < 1000 { n++; if ($1 + 0 < t) near++ }
         END { if (!n) print "unknown"; else if (near == n) print "near"; else if (!near) print "far"; else print "mixed" }'
 }
 C2C_ALL=""
