@@ -10,9 +10,14 @@
 #                                           net_memif client; fwd lcore / worker on cpu 1
 #
 # The DUT is the memif *client*: DPDK 22.11's memif server segfaults at times when its
-# client disconnects, and the client side survives its server leaving. So the generator
-# (server) starts first, the DUT connects, and at the end the generator leaves first;
-# flowgate then stops on SIGTERM and prints its summary, which every run requires.
+# client disconnects while forwarding. So the generator (server) starts first and the DUT
+# connects; at the end the generator stops forwarding, flowgate is scraped and stopped
+# (SIGTERM: it prints its summary, which every run requires), then the generator quits
+# (the client, too, can crash when its server leaves under it; see run_flowgate).
+#
+# Every run also prints the share of its cpu each forwarding thread got during the
+# measurement window, and the busiest other process: a run where a forwarding thread got
+# less than CONTENDED_PCT (90) % is counted in `contended_runs` (see cpu_report).
 #
 # Both processes get one forwarding core each; their main (control) lcores share the other
 # cpu with the peer's forwarding core (`--lcores 0@1,1@0` for the generator), as a 2-core
@@ -71,7 +76,14 @@
 #
 # Usage: bench/memif.sh [--rounds N] [--duration S] [--flows N] [--pkt-size B]
 #                       [--mode macswap|route|nat|lb|macswap-2q|route-2q|nat-2q|ovs]...
-#                       [--flowgate PATH] [--smoke]
+#                       [--flowgate PATH] [--smoke] [--autogroup-nice N]
+#
+# --autogroup-nice N (e.g. -15): on a shared machine, run in a session of our own whose
+# scheduler autogroup has nice N, so that other sessions' jobs (compilers, tests) take
+# less of the two cpus the link needs. With sched_autogroup (Debian's default) a plain
+# `nice` only ranks processes inside one session. Measured 2026-11-28 at load 5-7: the
+# forwarding threads got 20-37 % of their cpus without it, 85-96 % with -15. It slows
+# the other jobs for the benchmark's duration.
 # Needs: root, hugepages (>= 1 GiB free), dpdk-testpmd (Debian dpdk), flowgate built
 # (cargo build --release). Every process it starts is stopped on exit.
 set -euo pipefail
@@ -86,6 +98,8 @@ TESTPMD=${TESTPMD:-dpdk-testpmd}
 # Per invocation, so two benchmark runs on one machine never scrape each other's flowgate.
 METRICS_ADDR=${METRICS_ADDR:-127.0.0.1:$((20000 + $$ % 20000))}
 SMOKE=0
+AG_NICE=""
+ARGS=("$@")
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -97,12 +111,20 @@ while [ $# -gt 0 ]; do
         --modes) IFS=', ' read -r -a MODES <<<"$2"; shift 2 ;;
         --flowgate) FLOWGATE=$2; shift 2 ;;
         --smoke) SMOKE=1; shift ;;
-        -h|--help) sed -n '2,77p' "$0"; exit 0 ;;
+        --autogroup-nice) AG_NICE=$2; shift 2 ;;
+        -h|--help) sed -n '2,88p' "$0"; exit 0 ;;
         *) echo "memif.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
 if [ "$SMOKE" = 1 ]; then
     ROUNDS=1; DURATION=2
+fi
+if [ -n "${AG_NICE:-}" ]; then
+    if [ -z "${MEMIF_OWN_SESSION:-}" ]; then
+        # A new session gets a new autogroup; the caller's session keeps its priority.
+        exec env MEMIF_OWN_SESSION=1 setsid -w bash "$0" "${ARGS[@]}"
+    fi
+    echo "$AG_NICE" > /proc/self/autogroup || echo "memif.sh: cannot set autogroup nice" >&2
 fi
 # Smoke (CI): the 1-queue-pair modes only (OVS-DPDK takes seconds to start and is not
 # installed in CI).
@@ -343,6 +365,106 @@ gen_arp() {
     sleep 0.3
 }
 
+# --- contention: how much of its cpu each busy-polling thread got ----------------------
+# Generator and DUT busy-poll one cpu each on a 2-cpu machine, so anything else runnable
+# on either cpu (another job, a leftover poller, a second DUT thread) halves that side's
+# rate: the bimodal 4 vs 10 Mpps runs of issue 11. Over the measurement window every run
+# reads each forwarding thread's schedstat (time on cpu, time runnable but waiting) and
+# the busiest other process, prints them, and counts the runs where a forwarding thread
+# got less than CONTENDED_PCT % of its cpu as contended (their rates measure the
+# neighbour, not the link).
+CONTENDED_PCT=${CONTENDED_PCT:-90}
+CPU_PIDS=""     # "name:pid ..." whose forwarding threads cpu_mark reads
+CPU_NOTE=""     # set by cpu_report: "gen 99%, dut 98%; busiest other: ..."
+CPU_MIN=100     # set by cpu_report: the smallest share of the run
+CONTENDED=0; CONTENDED_RUNS=""
+
+# Cache-line round trip cpu 0 <-> cpu 1 (bench/c2c.c, built here when a C compiler is
+# there), measured just before each run while neither end polls. memif moves every packet
+# as cache lines between the two cpus, so with the same cpu shares the rate still follows
+# this latency (2026-11-28: the same invocation gave 13.4 Mpps macswap then 4.4 Mpps
+# macswap-2q, both ends at 87-96 % of their cpus). "?" if unavailable.
+C2C_BIN=""
+if command -v cc >/dev/null && cc -O2 -pthread -o "$WORK/c2c" "$HERE/c2c.c" 2>/dev/null; then
+    C2C_BIN=$WORK/c2c
+fi
+C2C_NS="?"
+c2c_once() { if [ -n "$C2C_BIN" ]; then timeout 10 "$C2C_BIN" 0 1 2>/dev/null || echo "?"; else echo "?"; fi; }
+c2c_measure() { C2C_NS=$(c2c_once); }
+# Placement of the run from its round trips: near (all < C2C_NEAR_NS; measured: ~50 ns),
+# far (all >= it; measured: 330-420 ns), mixed (it moved during the run), or unknown.
+# Round trips of 1 us or more are not placement but a descheduled peer (a busy machine
+# without --autogroup-nice): ignored.
+C2C_NEAR_NS=${C2C_NEAR_NS:-150}
+PLACEMENT=unknown; declare -A PLACED
+placement_of() { # "before/after" round trips
+    echo "$1" | tr '/' '\n' | awk -v t="$C2C_NEAR_NS" '
+        $1 ~ /^[0-9]+$/ && $1 + 0 < 1000 { n++; if ($1 + 0 < t) near++ }
+        END { if (!n) print "unknown"; else if (near == n) print "near"; else if (!near) print "far"; else print "mixed" }'
+}
+C2C_ALL=""
+
+# cpu_mark FILE: "T wall_ns", "F name tid run_ns wait_ns" per forwarding thread (DPDK
+# lcore threads rte-worker-*, OVS pmd*), "P pid ticks comm" per process.
+cpu_mark() {
+    {
+        echo "T $(date +%s%N)"
+        local e name pid t
+        for e in $CPU_PIDS; do
+            name=${e%%:*}; pid=${e#*:}
+            for t in /proc/"$pid"/task/*; do
+                case "$(cat "$t/comm" 2>/dev/null)" in
+                    rte-worker-*|pmd*) echo "F $name ${t##*/} $(awk '{print $1, $2}' "$t/schedstat" 2>/dev/null)" ;;
+                esac
+            done
+        done
+        # utime + stime (fields 14, 15; counted after the parenthesised comm).
+        awk '{ i = index($0, ") "); n = split(substr($0, i + 2), f, " ");
+               c = substr($0, index($0, "(") + 1, i - index($0, "(") - 1); gsub(/ /, "_", c);
+               if (n >= 13) print "P", $1, f[12] + f[13], c }' /proc/[0-9]*/stat 2>/dev/null
+    } > "$1"
+}
+
+# cpu_report: compare cpu0.txt and cpu1.txt; sets CPU_NOTE and CPU_MIN.
+cpu_report() {
+    # And the round trip again once both ends are gone (not for OVS, still polling):
+    # "before/after".
+    case "$1" in ovs*) ;; *) C2C_NS="$C2C_NS/$(c2c_once)" ;; esac
+    C2C_ALL="$C2C_ALL $C2C_NS"
+    PLACEMENT=$(placement_of "$C2C_NS")
+    PLACED[$PLACEMENT]=$(( ${PLACED[$PLACEMENT]:-0} + 1 ))
+    local own=" $$ "
+    local e; for e in $CPU_PIDS; do own="$own${e#*:} "; done
+    read -r CPU_MIN CPU_NOTE < <(awk -v own="$own" -v hz="$(getconf CLK_TCK)" -v c2c="$C2C_NS" -v pl="$PLACEMENT" '
+        FNR == 1 { f++ }
+        $1 == "T" { t[f] = $2 }
+        $1 == "F" { k = $2 " " $3; run[f, k] = $4; wait[f, k] = $5; if (f == 1) keys[k] = $2 }
+        $1 == "P" { tick[f, $2] = $3; comm[$2] = $4 }
+        END {
+            wall = t[2] - t[1]; if (wall <= 0) { print 100, "cpu: n/a"; exit }
+            mn = 100; s = ""
+            for (k in keys) {
+                if (!((2, k) in run)) continue
+                r = 100 * (run[2, k] - run[1, k]) / wall; w = 100 * (wait[2, k] - wait[1, k]) / wall
+                s = s sprintf("%s%s fwd %.0f%% (waited %.0f%%)", s == "" ? "" : ", ", keys[k], r, w)
+                if (r < mn) mn = r
+            }
+            best = ""; bt = 0; all = 0
+            for (x in comm) {
+                if (index(own, " " x " ") || !((1, x) in tick) || !((2, x) in tick)) continue
+                d = tick[2, x] - tick[1, x]; all += d; if (d > bt) { bt = d; best = comm[x] }
+            }
+            sec = hz * wall / 1e9
+            o = bt > 0 ? sprintf("%s %.0f%% (all others %.0f%%)", best, 100 * bt / sec, 100 * all / sec) : "none"
+            printf "%.0f cpu: %s; busiest other process: %s; c2c round trip %s ns (%s)\n", mn, (s == "" ? "n/a" : s), o, c2c, pl
+        }' "$WORK/cpu0.txt" "$WORK/cpu1.txt")
+    if [ "${CPU_MIN%.*}" -lt "$CONTENDED_PCT" ]; then
+        CONTENDED=$((CONTENDED + 1))
+        CONTENDED_RUNS="$CONTENDED_RUNS $1"
+        CPU_NOTE="$CPU_NOTE  CONTENDED (< $CONTENDED_PCT %)"
+    fi
+}
+
 GEN_RX=0; GEN_TX=0
 # Generate for $DURATION s (flowgen on the memif port only); sets GEN_RX / GEN_TX (pps,
 # median of the per-second samples after two warm-up seconds), then the generator quits:
@@ -354,10 +476,14 @@ gen_run() { # log
     local i
     for i in $(seq 1 $((DURATION + 2))); do
         sleep 1
+        # The samples kept are those of seconds 3 .. DURATION + 2: the cpu each side got
+        # is measured over the same window.
+        [ "$i" = 2 ] && cpu_mark "$WORK/cpu0.txt"
         gen_cmd "show port stats 0"
     done
+    cpu_mark "$WORK/cpu1.txt"
     gen_cmd stop
-    # 2 queue pairs: the DUT (memif client) is stopped first, see run_flowgate.
+    # The DUT, when flowgate (memif client), is stopped first, see run_flowgate.
     if [ -n "${GEN_BEFORE_QUIT:-}" ]; then sleep 0.5; $GEN_BEFORE_QUIT; fi
     gen_cmd quit
     exec 8>&-
@@ -372,10 +498,15 @@ gen_run() { # log
 declare -A SAMPLES NOTE
 # flowgate runs, and those that ended with its clean exit summary (all, as the memif client).
 FG_RUNS=0; FG_CLEAN=0
-record() { SAMPLES[$1]="${SAMPLES[$1]:-} $2"; }
+declare -A SAMPLES_P   # "mode/placement" -> samples
+record() {
+    SAMPLES[$1]="${SAMPLES[$1]:-} $2"
+    SAMPLES_P[$1/$PLACEMENT]="${SAMPLES_P[$1/$PLACEMENT]:-} $2"
+}
 
 run_macswap() {
     local mode=$1 r=$2 log=$WORK/dut-$1-$2.log glog=$WORK/gen-$1-$2.log
+    c2c_measure
     gen_start "$glog" || return 1
     local dut
     dut=$(SPAWN_LOG=$log spawn "$TESTPMD" --lcores 0@0,1@1 $(eal_common) --file-prefix fgb-dut \
@@ -384,11 +515,31 @@ run_macswap() {
         --rxq="$Q" --txq="$Q" --stats-period=1)
     PIDS+=("$dut")
     sleep 1.5
+    CPU_PIDS="gen:$GEN_PID dut:$dut"
     gen_run "$glog"
     stop_pid "$dut" INT
+    cpu_report "$mode/$r"
     printf '  run %d/%d  %-10s flows %-7s %4sB  gen Rx-pps: %9s  Tx-pps: %9s  -> %6.3f Mpps\n' \
         "$r" "$ROUNDS" "$mode" "$FLOWS" "$PKT" "$GEN_RX" "$GEN_TX" "$(echo "$GEN_RX / 1000000" | bc -l)"
+    echo "    $CPU_NOTE$(gen_queue_rx "$glog")"
     record "$mode" "$GEN_RX"
+}
+
+# Non-zero flowgate_packets_dropped_total{reason=...} of scrape file $1: "tx_full 593728, ...".
+drop_reasons() {
+    local r
+    r=$(awk -F'"' '/^flowgate_packets_dropped_total\{/ { split($3, v, " "); if (v[2] + 0 > 0) printf "%s%s %s", (n++ ? ", " : ""), $2, v[2] }' "$1" 2>/dev/null)
+    echo "${r:-none}"
+}
+
+# 2 queue pairs: packets the generator received per rx queue (testpmd's per-stream
+# "Forward Stats" at its stop, last block), e.g. "; generator rx per queue: 1483264 0".
+gen_queue_rx() {
+    [ "$Q" = 2 ] || return 0
+    local q0 q1
+    q0=$(grep -a -A1 'Forward Stats for RX Port= 0/Queue= 0 -> TX Port= 0' "$1" | awk '/RX-packets/ {v=$2} END {print v}')
+    q1=$(grep -a -A1 'Forward Stats for RX Port= 0/Queue= 1 -> TX Port= 0' "$1" | awk '/RX-packets/ {v=$2} END {print v}')
+    echo "; generator rx per queue: ${q0:-?} ${q1:-?}"
 }
 
 # Scrape flowgate and stop it (SIGTERM: it prints its summary) before the generator quits.
@@ -400,6 +551,7 @@ fg_stop_early() {
 run_flowgate() {
     local mode=$1 r=$2 cfg log=$WORK/dut-$1-$2.log glog=$WORK/gen-$1-$2.log
     cfg=$(write_config "$mode")
+    c2c_measure
     local gen_flows=$FLOWS base=${1%-2q}
     [ "$base" = lb ] && gen_flows=$LB_VIPS
     GEN_FLOWS=$gen_flows gen_start "$glog" || return 1
@@ -438,17 +590,16 @@ run_flowgate() {
     local neigh; neigh=$(metric flowgate_neighbor_entries "$WORK/m0.txt")
     local f0; f0=$(metric flowgate_forwarded_packets_total "$WORK/m0.txt")
     local t0; t0=$(date +%s.%N)
-    # With 2 queue pairs DPDK 22.11's memif *client* crashed once in six runs when its
-    # server left (segfault in librte_net_memif, flowgate gone without its summary, seen
-    # 2026-11-28): there flowgate is scraped and stopped (SIGTERM, summary) while the
-    # idle generator is still connected, and the generator quits after it.
+    # DPDK 22.11's memif *client* can crash when its server leaves (segfault in
+    # librte_net_memif's rx or tx while the ring is unmapped, flowgate gone without its
+    # summary): seen with 2 queue pairs (once in six runs) and, on 2026-11-28, with 1
+    # (the LB run of round 3; a route run at 05:20 UTC, dmesg: segfault in
+    # eth_memif_tx). So flowgate is always scraped and stopped (SIGTERM, summary) while
+    # the stopped generator is still connected, and the generator quits after it.
     FG_PID=$dut
-    if [ "$(queues_of "$mode")" = 2 ]; then
-        GEN_BEFORE_QUIT=fg_stop_early gen_run "$glog"
-    else
-        gen_run "$glog"
-        scrape "$WORK/m1.txt"
-    fi
+    CPU_PIDS="gen:$GEN_PID dut:$dut"
+    GEN_BEFORE_QUIT=fg_stop_early gen_run "$glog"
+    cpu_report "$mode/$r"
     local t1; t1=$(date +%s.%N)
     local f1; f1=$(metric flowgate_forwarded_packets_total "$WORK/m1.txt")
     local drops; drops=$(metric flowgate_packets_dropped_total "$WORK/m1.txt")
@@ -470,6 +621,7 @@ run_flowgate() {
     printf '  run %d/%d  %-10s flows %-7s %4sB  gen Rx-pps: %9s  Tx-pps: %9s  -> %6.3f Mpps  (flowgate: forwarded %s pps during the run, %s in all; neighbors %s, drops %s%s)\n' \
         "$r" "$ROUNDS" "$mode" "$gen_flows" "$PKT" "$GEN_RX" "$GEN_TX" \
         "$(echo "$GEN_RX / 1000000" | bc -l)" "$fwd_pps" "${total:-?}" "$neigh" "$drops" "$natc"
+    echo "    $CPU_NOTE; drop reasons: $(drop_reasons "$WORK/m1.txt")$(gen_queue_rx "$glog")"
     local bad=""
     # No summary: flowgate died when the generator disconnected (see above); then the
     # scrape right after the run stands in for it.
@@ -510,6 +662,7 @@ run_flowgate() {
 # OVS-DPDK with conntrack SNAT (bench/ovs.sh), 2 queue pairs; one fresh OVS per run.
 run_ovs() {
     local r=$1 glog=$WORK/gen-ovs-$1.log
+    c2c_measure
     # DPDK 22.11's memif socket is abstract by default, and abstract unix sockets are per
     # network namespace: OVS runs in its own, so both ends use a socket file here.
     GEN_MEMIF_OPT=",socket-abstract=no" gen_start "$glog" || return 1
@@ -524,7 +677,9 @@ run_ovs() {
         echo "  run $r/$ROUNDS  ovs: $err (logs: $keep)"
         return 1
     fi
+    CPU_PIDS="gen:$GEN_PID dut:${OVS_PID:-}"
     gen_run "$glog"
+    cpu_report "ovs/$r"
     local tx ct nat
     read -r tx ct nat <<<"$(ovs_counters)"
     local alive_after=1
@@ -533,6 +688,7 @@ run_ovs() {
     printf '  run %d/%d  %-10s flows %-7s %4sB  gen Rx-pps: %9s  Tx-pps: %9s  -> %6.3f Mpps  (ovs: transmitted %s, conntrack entries %s, SNATed to %s: %s)\n' \
         "$r" "$ROUNDS" ovs "$FLOWS" "$PKT" "$GEN_RX" "$GEN_TX" \
         "$(echo "$GEN_RX / 1000000" | bc -l)" "$tx" "$ct" "$OVS_PUBLIC" "$nat"
+    echo "    $CPU_NOTE$(gen_queue_rx "$glog")"
     local bad=""
     if [ "$alive_after" = 0 ]; then bad="ovs-vswitchd died during the run"
     elif [ "$tx" = "?" ] || [ "$tx" = 0 ]; then bad="ovs transmitted nothing"
@@ -601,6 +757,9 @@ echo "frame_bytes: $PKT"
 echo "rounds: $ROUNDS"
 echo "run_seconds: $DURATION"
 echo "flowgate_clean_exits: $FG_CLEAN/$FG_RUNS"
+echo "placement_runs: near ${PLACED[near]:-0}, far ${PLACED[far]:-0}, mixed ${PLACED[mixed]:-0}, unknown ${PLACED[unknown]:-0} (c2c < / >= $C2C_NEAR_NS ns)"
+echo "c2c_round_trip_ns:${C2C_ALL:- ?} (cpu 0 <-> 1 before/after each run, in run order)"
+echo "contended_runs: $CONTENDED (a forwarding thread got < $CONTENDED_PCT % of its cpu)${CONTENDED_RUNS:+:$CONTENDED_RUNS}"
 base=$(echo "${SAMPLES[macswap]:-}" | median)
 for m in "${ALL_MODES[@]}"; do
     k=${m//-/_}
@@ -612,6 +771,10 @@ for m in "${ALL_MODES[@]}"; do
         echo "${k}_mpps_min: $(mpps "$mn")"
         echo "${k}_mpps_max: $(mpps "$mx")"
         echo "${k}_mpps_samples:$(for x in $s; do printf ' %s' "$(mpps "$x")"; done)"
+        for pl in near far; do
+            pm=$(echo "${SAMPLES_P[$m/$pl]:-}" | median)
+            [ -n "$pm" ] && echo "${k}_mpps_${pl}_median: $(mpps "$pm") ($(echo "${SAMPLES_P[$m/$pl]}" | wc -w) runs)"
+        done
     else
         echo "${k}_mpps_median: n/a (${NOTE[$m]:-no traffic came back})"
     fi
@@ -634,3 +797,14 @@ ratio route_2q_vs_testpmd_macswap_2q route-2q macswap-2q
 ratio nat_2q_vs_testpmd_macswap_2q nat-2q macswap-2q
 ratio nat_2q_vs_ovs_dpdk_nat nat-2q ovs
 ratio ovs_dpdk_nat_vs_testpmd_macswap_2q ovs macswap-2q
+# The same ratios from runs of one vCPU placement only (see c2c): mixing placements is
+# what made the medians bimodal. Printed when both modes have runs in that placement.
+for pl in near far; do
+    for pair in route:macswap nat:macswap lb:macswap route-2q:macswap-2q nat-2q:macswap-2q; do
+        a=${pair%%:*}; b=${pair#*:}
+        ma=$(echo "${SAMPLES_P[$a/$pl]:-}" | median); mb=$(echo "${SAMPLES_P[$b/$pl]:-}" | median)
+        if [ -n "$ma" ] && [ -n "$mb" ] && [ "$mb" != 0 ]; then
+            echo "${a//-/_}_vs_testpmd_${b//-/_}_${pl}: $(echo "$ma $mb" | awk '{ printf "%.3f", $1 / $2 }')"
+        fi
+    done
+done
