@@ -64,11 +64,10 @@ const SMALL: usize = 16;
 
 /// A small route table as two fixed arrays, longest prefix first: masks and masked
 /// prefixes (one cache line each), values apart. A lookup compares the address against
-/// all `SMALL` slots at once without a branch per route (the compiler turns the loop
-/// into a few vector compares and one bit mask); the lowest set bit is the longest
-/// match. Unused slots hold mask 0 and key 1, which no address matches.
+/// all `SMALL` slots at once (four per SSE2 compare: `pmd::simd::match_prefixes`), without a branch per
+/// route; the first match is the longest. Unused slots hold
+/// mask 0 and key 1, which no address matches.
 #[derive(Debug, Clone)]
-#[repr(C, align(64))]
 struct SmallTable<V> {
     masks: [u32; SMALL],
     keys: [u32; SMALL],
@@ -86,16 +85,29 @@ impl<V> Default for SmallTable<V> {
 }
 
 impl<V> SmallTable<V> {
+    fn from_routes(routes: impl Iterator<Item = (u32, u32, V)>) -> Self {
+        let (mut masks, mut keys) = ([0u32; SMALL], [1u32; SMALL]);
+        let mut values = Vec::new();
+        for (i, (m, k, v)) in routes.take(SMALL).enumerate() {
+            masks[i] = m;
+            keys[i] = k;
+            values.push(v);
+        }
+        SmallTable {
+            masks,
+            keys,
+            values,
+        }
+    }
+
     #[inline]
     fn lookup(&self, a: u32) -> Option<&V> {
-        let mut hits = 0u32;
-        for i in 0..SMALL {
-            hits |= u32::from(a & self.masks[i] == self.keys[i]) << i;
-        }
+        let hits = crate::pmd::simd::match_prefixes(&self.masks, &self.keys, a);
         // No hit: trailing_zeros is 32, past the end of `values`.
         self.values.get(hits.trailing_zeros() as usize)
     }
 }
+
 /// From this many routes on, lookups use DIR-24-8 (`dir24`; measured in
 /// docs/benchmarks.md).
 const DIR_MIN: usize = 4096;
@@ -197,18 +209,16 @@ impl<V: Clone + Eq + Hash> Lpm<V> {
                 self.levels.sort_by_key(|l| std::cmp::Reverse(l.0));
             }
         }
-        self.small = SmallTable::default();
         self.small_on = self.dir.is_none() && self.len() <= SMALL;
-        if self.small_on {
-            for (_, m, t) in &self.levels {
-                for (k, v) in t {
-                    let i = self.small.values.len();
-                    self.small.masks[i] = *m;
-                    self.small.keys[i] = *k;
-                    self.small.values.push(v.clone());
-                }
-            }
-        }
+        self.small = if self.small_on {
+            SmallTable::from_routes(
+                self.levels
+                    .iter()
+                    .flat_map(|(_, m, t)| t.iter().map(|(k, v)| (*m, *k, v.clone()))),
+            )
+        } else {
+            SmallTable::default()
+        };
     }
 
     #[inline]
@@ -265,7 +275,7 @@ impl AddrSet {
         self.bits |= Self::bit(a);
     }
 
-    #[inline]
+    #[inline(always)]
     fn contains(&self, a: u32) -> bool {
         if self.bits & Self::bit(a) == 0 {
             return false;
