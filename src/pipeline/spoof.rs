@@ -105,6 +105,15 @@ fn net_match(net: &Ipv4Net) -> (u32, u32) {
     (net.mask(), u32::from(net.addr) & net.mask())
 }
 
+/// A source no host may use (multicast, limited broadcast, loopback, unspecified), as
+/// u32 compares without branches: the same answer as the `Ipv4Addr` predicates
+/// `Pipeline::ipv4_input`'s `bad_source` chains today (issue 11: it can call this).
+#[inline]
+pub fn bad_source(src: Ipv4Addr) -> bool {
+    let a = u32::from(src);
+    (a >> 28 == 0xE) | (a == u32::MAX) | (a >> 24 == 127) | (a == 0)
+}
+
 /// The anti-spoofing verdict for a packet from data port `rx_port` (not the exception
 /// port): `Some(reason)` to drop it.
 #[inline]
@@ -494,6 +503,28 @@ nat_gateways:
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn bad_source_agrees_with_the_ipv4addr_predicates() {
+        let mut x: u32 = 0xdead_beef;
+        let mut probes = vec![0u32, 1, u32::MAX, u32::MAX - 1, 0x7f00_0001, 0xe000_0001];
+        for top in 0..=255u32 {
+            probes.push(top << 24);
+            probes.push((top << 24) | 0x00ff_ffff);
+        }
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            probes.push(x);
+        }
+        for a in probes {
+            let s = Ipv4Addr::from(a);
+            let want =
+                s.is_multicast() || s.is_broadcast() || s.is_loopback() || s.is_unspecified();
+            assert_eq!(super::bad_source(s), want, "{s}");
         }
     }
 }
