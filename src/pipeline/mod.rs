@@ -529,7 +529,7 @@ impl<B: PacketBuf> Pipeline<B> {
         let (total, dst, src, proto) =
             (parsed.total as usize, parsed.dst, parsed.src, parsed.proto);
         let (is_frag, first_frag) = (parsed.is_fragment(), parsed.frag_off == 0);
-        if bad_source(src) {
+        if spoof::bad_source(src) {
             return Step::Drop(DropReason::Ipv4BadSource);
         }
         if !from_kernel {
@@ -940,10 +940,6 @@ fn arp_reply<B: PacketBuf>(pkt: &mut B, mac: MacAddr, ip: Ipv4Addr) {
     icmp_out::arp_reply_in_place(pkt.data_mut(), mac, ip);
 }
 
-#[inline]
-fn bad_source(src: Ipv4Addr) -> bool {
-    src.is_multicast() || src.is_broadcast() || src.is_loopback() || src.is_unspecified()
-}
 
 /// Transport header checks on the first (or only) fragment.
 #[inline]

@@ -100,14 +100,21 @@ impl NeighborTable {
         self.entries.get(&(port, u32::from(ip))).and_then(|e| e.mac)
     }
 
-    #[inline]
+    /// The last fresh hit is answered here, inlined into the caller (most packets);
+    /// anything else goes through the table (`lookup_table`, out of line).
+    #[inline(always)]
     pub fn lookup(&mut self, port: u16, ip: Ipv4Addr, now: u64) -> Resolution {
-        let key = (port, u32::from(ip));
-        if let Some((k, mac, updated)) = self.last {
-            if k == key && now.wrapping_sub(updated) < self.timeout {
+        if let Some(((p, a), mac, updated)) = self.last {
+            if p == port && a == u32::from(ip) && now.wrapping_sub(updated) < self.timeout {
                 return Resolution::Known(mac);
             }
         }
+        self.lookup_table(port, ip, now)
+    }
+
+    #[inline(never)]
+    fn lookup_table(&mut self, port: u16, ip: Ipv4Addr, now: u64) -> Resolution {
+        let key = (port, u32::from(ip));
         match self.entries.get_mut(&key) {
             Some(e) => match e.mac {
                 Some(mac) if now.wrapping_sub(e.updated) < self.timeout => {

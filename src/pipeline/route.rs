@@ -50,8 +50,10 @@ impl NextHop {
 pub struct Lpm<V> {
     /// (prefix length, mask, table keyed by the masked address), longest first.
     levels: Vec<(u8, u32, HashMap<u32, V>)>,
-    /// (mask, masked prefix, value) longest first, while there are at most SMALL routes.
-    small: Vec<(u32, u32, V)>,
+    /// The routes longest prefix first, while there are at most SMALL of them
+    /// (`small_on`): see `SmallTable`.
+    small: SmallTable<V>,
+    small_on: bool,
     /// The same routes as a DIR-24-8 table, once there are at least `dir_min` of them.
     dir: Option<Box<dir24::Dir24<V>>>,
     dir_min: usize,
@@ -59,6 +61,53 @@ pub struct Lpm<V> {
 
 /// Up to this many routes, lookups scan `small`.
 const SMALL: usize = 16;
+
+/// A small route table as two fixed arrays, longest prefix first: masks and masked
+/// prefixes (one cache line each), values apart. A lookup compares the address against
+/// all `SMALL` slots at once (four per SSE2 compare: `pmd::simd::match_prefixes`), without a branch per
+/// route; the first match is the longest. Unused slots hold
+/// mask 0 and key 1, which no address matches.
+#[derive(Debug, Clone)]
+struct SmallTable<V> {
+    masks: [u32; SMALL],
+    keys: [u32; SMALL],
+    values: Vec<V>,
+}
+
+impl<V> Default for SmallTable<V> {
+    fn default() -> Self {
+        SmallTable {
+            masks: [0; SMALL],
+            keys: [1; SMALL],
+            values: Vec::new(),
+        }
+    }
+}
+
+impl<V> SmallTable<V> {
+    fn from_routes(routes: impl Iterator<Item = (u32, u32, V)>) -> Self {
+        let (mut masks, mut keys) = ([0u32; SMALL], [1u32; SMALL]);
+        let mut values = Vec::new();
+        for (i, (m, k, v)) in routes.take(SMALL).enumerate() {
+            masks[i] = m;
+            keys[i] = k;
+            values.push(v);
+        }
+        SmallTable {
+            masks,
+            keys,
+            values,
+        }
+    }
+
+    #[inline]
+    fn lookup(&self, a: u32) -> Option<&V> {
+        let hits = crate::pmd::simd::match_prefixes(&self.masks, &self.keys, a);
+        // No hit: trailing_zeros is 32, past the end of `values`.
+        self.values.get(hits.trailing_zeros() as usize)
+    }
+}
+
 /// From this many routes on, lookups use DIR-24-8 (`dir24`; measured in
 /// docs/benchmarks.md).
 const DIR_MIN: usize = 4096;
@@ -67,7 +116,8 @@ impl<V> Default for Lpm<V> {
     fn default() -> Self {
         Lpm {
             levels: Vec::new(),
-            small: Vec::new(),
+            small: SmallTable::default(),
+            small_on: true,
             dir: None,
             dir_min: DIR_MIN,
         }
@@ -159,14 +209,16 @@ impl<V: Clone + Eq + Hash> Lpm<V> {
                 self.levels.sort_by_key(|l| std::cmp::Reverse(l.0));
             }
         }
-        self.small.clear();
-        if self.dir.is_none() && self.len() <= SMALL {
-            for (_, m, t) in &self.levels {
-                for (k, v) in t {
-                    self.small.push((*m, *k, v.clone()));
-                }
-            }
-        }
+        self.small_on = self.dir.is_none() && self.len() <= SMALL;
+        self.small = if self.small_on {
+            SmallTable::from_routes(
+                self.levels
+                    .iter()
+                    .flat_map(|(_, m, t)| t.iter().map(|(k, v)| (*m, *k, v.clone()))),
+            )
+        } else {
+            SmallTable::default()
+        };
     }
 
     #[inline]
@@ -174,12 +226,8 @@ impl<V: Clone + Eq + Hash> Lpm<V> {
         let a = u32::from(addr);
         // `small` and `dir` are never both in use: small tables take the same path as
         // before DIR-24-8 existed.
-        if !self.small.is_empty() {
-            return self
-                .small
-                .iter()
-                .find(|(m, k, _)| a & *m == *k)
-                .map(|(_, _, v)| v);
+        if self.small_on {
+            return self.small.lookup(a);
         }
         if let Some(d) = &self.dir {
             return d.lookup(a);
@@ -201,6 +249,47 @@ impl<V: Clone + Eq + Hash> Lpm<V> {
     }
 }
 
+/// A set of addresses tested per packet (own addresses, broadcasts, proxy ARP): a
+/// 64-bit filter on the address's low 6 bits first (the usual answer, "no", costs one
+/// bit test), then a scan of the few members, or a binary search of many.
+#[derive(Debug, Clone, Default)]
+struct AddrSet {
+    bits: u64,
+    /// Sorted, distinct.
+    addrs: Vec<u32>,
+}
+
+impl AddrSet {
+    /// Up to this many members, `contains` scans instead of bisecting.
+    const SCAN: usize = 8;
+
+    #[inline]
+    fn bit(a: u32) -> u64 {
+        1u64 << (a & 63)
+    }
+
+    fn insert(&mut self, a: u32) {
+        if let Err(i) = self.addrs.binary_search(&a) {
+            self.addrs.insert(i, a);
+        }
+        self.bits |= Self::bit(a);
+    }
+
+    #[inline(always)]
+    fn contains(&self, a: u32) -> bool {
+        if self.bits & Self::bit(a) == 0 {
+            return false;
+        }
+        if self.addrs.len() <= Self::SCAN {
+            // Not `contains`: that calls an out-of-line `SliceContains` (measured).
+            #[allow(clippy::manual_contains)]
+            self.addrs.iter().any(|&x| x == a)
+        } else {
+            self.addrs.binary_search(&a).is_ok()
+        }
+    }
+}
+
 /// One immutable forwarding snapshot.
 #[derive(Debug, Clone, Default)]
 pub struct Fib {
@@ -211,12 +300,18 @@ pub struct Fib {
     /// A few entries at most (an appliance has a handful of addresses): a linear scan of
     /// a contiguous array beats hashing here, and it runs twice per packet.
     local: Vec<(u32, u16)>,
+    /// `AddrSet::bits` of `local`: most addresses asked about are not local, and one
+    /// bit test says so without the scan.
+    local_bits: u64,
     pub exception_port: Option<u16>,
     /// Directed-broadcast addresses of every connected subnet (never forwarded: RFC 2644).
-    broadcasts: Vec<u32>,
+    broadcasts: AddrSet,
     /// Addresses the appliance answers ARP for on every data port without owning them
     /// as interface addresses: the NAT gateways' public IPs.
-    proxy_arp: HashMap<u32, ()>,
+    proxy_arp: AddrSet,
+    /// `local` and `proxy_arp` together: the sources nobody else may use (`super::spoof`,
+    /// one test per packet instead of two).
+    own_sources: AddrSet,
     /// Monotonic id of the config this snapshot came from.
     pub generation: u64,
     /// Anti-spoofing settings per port (`super::spoof`).
@@ -247,9 +342,12 @@ impl Fib {
                 fib.exception_port = Some(id);
             } else {
                 for a in &p.addresses {
-                    fib.local.push((u32::from(a.addr), id));
+                    let addr = u32::from(a.addr);
+                    fib.local.push((addr, id));
+                    fib.local_bits |= AddrSet::bit(addr);
+                    fib.own_sources.insert(addr);
                     if a.len < 31 {
-                        fib.broadcasts.push(u32::from(a.broadcast()));
+                        fib.broadcasts.insert(u32::from(a.broadcast()));
                     }
                     // Connected route for the port's subnet.
                     fib.routes.insert(
@@ -327,18 +425,26 @@ impl Fib {
 
     /// Answer ARP for `addr` on every data port (NAT public addresses).
     pub fn add_proxy_arp(&mut self, addr: Ipv4Addr) {
-        self.proxy_arp.insert(u32::from(addr), ());
+        self.proxy_arp.insert(u32::from(addr));
+        self.own_sources.insert(u32::from(addr));
     }
 
     /// Is `addr` the broadcast address of one of the appliance's connected subnets?
     #[inline]
     pub fn is_directed_broadcast(&self, addr: Ipv4Addr) -> bool {
-        self.broadcasts.contains(&u32::from(addr))
+        self.broadcasts.contains(u32::from(addr))
     }
 
     #[inline]
     pub fn is_proxy_arp(&self, addr: Ipv4Addr) -> bool {
-        !self.proxy_arp.is_empty() && self.proxy_arp.contains_key(&u32::from(addr))
+        self.proxy_arp.contains(u32::from(addr))
+    }
+
+    /// Is `addr` one of the appliance's own addresses or a proxy-ARP address
+    /// (`local_port(addr).is_some() || is_proxy_arp(addr)`, in one test)?
+    #[inline]
+    pub fn is_own_source(&self, addr: Ipv4Addr) -> bool {
+        self.own_sources.contains(u32::from(addr))
     }
 
     #[inline]
@@ -354,6 +460,9 @@ impl Fib {
     #[inline]
     pub fn local_port(&self, addr: Ipv4Addr) -> Option<u16> {
         let a = u32::from(addr);
+        if self.local_bits & AddrSet::bit(a) == 0 {
+            return None;
+        }
         self.local.iter().find(|(l, _)| *l == a).map(|(_, p)| *p)
     }
 
@@ -434,7 +543,7 @@ mod tests {
         for i in 0..40u32 {
             big.insert(Ipv4Addr::from(0xC000_0200 + i), 32, 100 + i as usize);
         }
-        assert!(!small.small.is_empty() && big.small.is_empty());
+        assert!(small.small_on && !big.small_on);
         let mut x: u32 = 0x1234_5678;
         for _ in 0..10_000 {
             x ^= x << 13;
@@ -482,6 +591,111 @@ mod tests {
             let want = hashed.lookup(probe);
             assert_eq!(dir.lookup(probe), want, "{probe}");
             assert_eq!(switching.lookup(probe), want, "{probe}");
+        }
+    }
+
+    fn xorshift(x: &mut u32) -> u32 {
+        *x ^= *x << 13;
+        *x ^= *x >> 17;
+        *x ^= *x << 5;
+        *x
+    }
+
+    #[test]
+    fn lpm_small_table_matches_a_brute_force_oracle() {
+        let mut x: u32 = 0x9e37_79b9;
+        for round in 0..300 {
+            let mut l = Lpm::new();
+            // (prefix, len) -> value, last insert wins: what a lookup must see.
+            let mut routes: Vec<(u32, u8, u32)> = Vec::new();
+            let n = round % (SMALL + 1);
+            for v in 0..n as u32 {
+                let len = match xorshift(&mut x) % 6 {
+                    0 => 0,
+                    1 => 32,
+                    _ => (xorshift(&mut x) % 33) as u8,
+                };
+                // Clustered in 10.0.0.0/12 so that prefixes nest and collide.
+                let p = 0x0a00_0000 | (xorshift(&mut x) & 0x000f_ffff);
+                let key = p & mask(len);
+                routes.retain(|&(k, l2, _)| !(k == key && l2 == len));
+                routes.push((key, len, v));
+                l.insert(Ipv4Addr::from(p), len, v);
+            }
+            assert_eq!(l.small_on, l.len() <= SMALL, "{round}");
+            for _ in 0..200 {
+                let a = 0x0a00_0000 | (xorshift(&mut x) & 0x001f_ffff);
+                let want = routes
+                    .iter()
+                    .filter(|&&(k, len, _)| a & mask(len) == k)
+                    .max_by_key(|&&(_, len, _)| len)
+                    .map(|&(_, _, v)| v);
+                assert_eq!(l.lookup(Ipv4Addr::from(a)).copied(), want, "{round} {a:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn addr_set_agrees_with_a_hash_set() {
+        let mut x: u32 = 0x0bad_cafe;
+        for n in [0usize, 1, 2, 7, 8, 9, 40, 300] {
+            let mut s = AddrSet::default();
+            let mut oracle = std::collections::HashSet::new();
+            for _ in 0..n {
+                // A narrow range so that probes hit members and share their low bits.
+                let a = 0xcb00_7100 | (xorshift(&mut x) & 0x3ff);
+                s.insert(a);
+                oracle.insert(a);
+            }
+            for _ in 0..5000 {
+                let a = 0xcb00_7100 | (xorshift(&mut x) & 0x7ff);
+                assert_eq!(s.contains(a), oracle.contains(&a), "{n} {a:#x}");
+            }
+            assert!(!s.contains(0) || oracle.contains(&0));
+        }
+    }
+
+    #[test]
+    fn own_sources_are_local_addresses_and_proxy_arp_addresses() {
+        let cfg = crate::config::parse_str(
+            "lcores: {workers: [1]}
+ports:
+  - {name: a, device: net_null0, addresses: [10.0.1.1/24, 10.0.2.1/31]}
+  - {name: b, device: net_null1, addresses: [198.51.100.1/24]}
+nat_gateways:
+  - {id: g, inside_prefixes: [10.0.1.0/24], public_ips: [198.51.100.10, 203.0.113.65]}
+",
+            "t.yaml",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+        let fib = Fib::build(&cfg, &[0, 1], &[mac, mac], 1);
+        for probe in [
+            "10.0.1.1",
+            "10.0.2.1",
+            "198.51.100.1",
+            "198.51.100.10",
+            "203.0.113.65",
+            "203.0.113.1",
+            "10.0.1.65",
+            "10.0.1.255",
+            "10.0.2.1",
+            "198.51.100.255",
+            "0.0.0.0",
+            "255.255.255.255",
+        ] {
+            let p = a(probe);
+            let local = match probe {
+                "10.0.1.1" | "10.0.2.1" => Some(0),
+                "198.51.100.1" => Some(1),
+                _ => None,
+            };
+            let proxy = matches!(probe, "198.51.100.10" | "203.0.113.65");
+            assert_eq!(fib.local_port(p), local, "{probe}");
+            assert_eq!(fib.is_proxy_arp(p), proxy, "{probe}");
+            assert_eq!(fib.is_own_source(p), local.is_some() || proxy, "{probe}");
+            let bcast = matches!(probe, "10.0.1.255" | "198.51.100.255");
+            assert_eq!(fib.is_directed_broadcast(p), bcast, "{probe}");
         }
     }
 }

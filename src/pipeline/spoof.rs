@@ -22,29 +22,45 @@ use std::net::Ipv4Addr;
 /// The per-port filter settings a `Fib` carries.
 #[derive(Debug, Clone, Default)]
 pub struct SourceFilters {
-    /// Per port id.
-    rpf: Vec<RpfMode>,
-    /// Per port id: sources allowed there (the inside prefixes of the gateways that have
-    /// it as inside port with `drop_foreign_inside_sources`); empty = not checked.
-    inside_sources: Vec<Vec<Ipv4Net>>,
-    /// Per port id: received TCP/UDP checksums may be partial (`super::offload`).
-    untrusted_csum: Vec<bool>,
+    /// Per port id: everything a packet's check reads about its receiving port, in one
+    /// place (one bounds check, one line).
+    ports: Vec<PortFilter>,
+}
+
+/// The anti-spoofing settings of one port.
+#[derive(Debug, Clone)]
+struct PortFilter {
+    rpf: RpfMode,
+    /// Received TCP/UDP checksums may be partial (`super::offload`).
+    untrusted_csum: bool,
+    /// Sources allowed here as (mask, masked prefix): the inside prefixes of the
+    /// gateways that have this port as inside port with `drop_foreign_inside_sources`;
+    /// empty = not checked.
+    inside: Vec<(u32, u32)>,
+}
+
+impl Default for PortFilter {
+    fn default() -> Self {
+        PortFilter {
+            rpf: RpfMode::Off,
+            untrusted_csum: false,
+            inside: Vec::new(),
+        }
+    }
 }
 
 impl SourceFilters {
     pub fn build(cfg: &Config, port_ids: &[u16]) -> SourceFilters {
         let n = port_ids.iter().map(|&p| p as usize + 1).max().unwrap_or(0);
         let mut f = SourceFilters {
-            rpf: vec![RpfMode::Off; n],
-            inside_sources: vec![Vec::new(); n],
-            untrusted_csum: vec![false; n],
+            ports: vec![PortFilter::default(); n],
         };
         for (i, p) in cfg.ports.iter().enumerate() {
+            let pf = &mut f.ports[port_ids[i] as usize];
             if p.role == crate::config::PortRole::Data {
-                f.rpf[port_ids[i] as usize] = p.rpf;
+                pf.rpf = p.rpf;
             }
-            f.untrusted_csum[port_ids[i] as usize] =
-                super::offload::untrusted_l4_checksum(&p.device);
+            pf.untrusted_csum = super::offload::untrusted_l4_checksum(&p.device);
         }
         for g in cfg
             .nat_gateways
@@ -52,7 +68,8 @@ impl SourceFilters {
             .filter(|g| g.drop_foreign_inside_sources)
         {
             for i in g.inside_port_indices(cfg) {
-                f.inside_sources[port_ids[i] as usize].extend(g.inside_prefixes.iter().copied());
+                let inside = &mut f.ports[port_ids[i] as usize].inside;
+                inside.extend(g.inside_prefixes.iter().map(net_match));
             }
         }
         f
@@ -61,24 +78,40 @@ impl SourceFilters {
     /// Must TCP/UDP checksums of packets received on `port` be recomputed?
     #[inline]
     pub fn untrusted_csum(&self, port: u16) -> bool {
-        self.untrusted_csum
+        self.ports
             .get(port as usize)
-            .copied()
-            .unwrap_or(false)
+            .is_some_and(|p| p.untrusted_csum)
     }
 
     pub fn rpf(&self, port: u16) -> RpfMode {
-        self.rpf.get(port as usize).copied().unwrap_or(RpfMode::Off)
+        self.ports
+            .get(port as usize)
+            .map(|p| p.rpf)
+            .unwrap_or(RpfMode::Off)
     }
 
     /// Ports whose sources are limited to inside prefixes (start-up log, tests).
     pub fn inside_ports(&self) -> impl Iterator<Item = u16> + '_ {
-        self.inside_sources
+        self.ports
             .iter()
             .enumerate()
-            .filter(|(_, v)| !v.is_empty())
+            .filter(|(_, p)| !p.inside.is_empty())
             .map(|(i, _)| i as u16)
     }
+}
+
+/// `net` as (mask, masked prefix): `a & mask == prefix` is `net.contains(a)`.
+fn net_match(net: &Ipv4Net) -> (u32, u32) {
+    (net.mask(), u32::from(net.addr) & net.mask())
+}
+
+/// A source no host may use (multicast, limited broadcast, loopback, unspecified), as
+/// u32 compares without branches: the same answer as the `Ipv4Addr` predicates
+/// `Pipeline::ipv4_input`'s `bad_source` chains today (issue 11: it can call this).
+#[inline]
+pub fn bad_source(src: Ipv4Addr) -> bool {
+    let a = u32::from(src);
+    (a >> 28 == 0xE) | (a == u32::MAX) | (a >> 24 == 127) | (a == 0)
 }
 
 /// The anti-spoofing verdict for a packet from data port `rx_port` (not the exception
@@ -88,16 +121,47 @@ pub fn check(fib: &Fib, rx_port: u16, src: Ipv4Addr, dst: Ipv4Addr) -> Option<Dr
     if src == dst {
         return Some(DropReason::Land);
     }
+    if fib.is_own_source(src) {
+        return Some(DropReason::SpoofedOwnSource);
+    }
+    // A port without settings is not checked further (rpf off).
+    let p = fib.filters.ports.get(rx_port as usize)?;
+    let a = u32::from(src);
+    if !p.inside.is_empty() && !p.inside.iter().any(|&(m, k)| a & m == k) {
+        return Some(DropReason::ForeignInsideSource);
+    }
+    match p.rpf {
+        RpfMode::Off => None,
+        RpfMode::Loose => fib.route(src).is_none().then_some(DropReason::RpfFailed),
+        RpfMode::Strict => match fib.route(src) {
+            Some(nh) if nh.port == rx_port => None,
+            _ => Some(DropReason::RpfFailed),
+        },
+    }
+}
+
+/// The verdict as `check` gave it before its tables were flattened (issue 11): the
+/// oracle the tests compare `check` with.
+#[cfg(test)]
+fn check_reference(
+    fib: &Fib,
+    rx_port: u16,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    inside: &[Vec<Ipv4Net>],
+) -> Option<DropReason> {
+    if src == dst {
+        return Some(DropReason::Land);
+    }
     if fib.local_port(src).is_some() || fib.is_proxy_arp(src) {
         return Some(DropReason::SpoofedOwnSource);
     }
-    let f = &fib.filters;
-    if let Some(allowed) = f.inside_sources.get(rx_port as usize) {
+    if let Some(allowed) = inside.get(rx_port as usize) {
         if !allowed.is_empty() && !allowed.iter().any(|p| p.contains(src)) {
             return Some(DropReason::ForeignInsideSource);
         }
     }
-    match f.rpf(rx_port) {
+    match fib.filters.rpf(rx_port) {
         RpfMode::Off => None,
         RpfMode::Loose => fib.route(src).is_none().then_some(DropReason::RpfFailed),
         RpfMode::Strict => match fib.route(src) {
@@ -397,5 +461,70 @@ nat_gateways:
         assert!(e.message.contains("no port named"), "{e}");
         let e = config::parse_str(&yaml("    rpf: sometimes", ""), "t.yaml").unwrap_err();
         assert_eq!(e.field, "ports[0].rpf", "{e}");
+    }
+
+    /// `check` against `check_reference` (the unflattened tables) for random sources on
+    /// every port of several configs.
+    #[test]
+    fn check_agrees_with_the_reference() {
+        let texts = [
+            yaml("", ""),
+            yaml("    rpf: loose", "    drop_foreign_inside_sources: false"),
+            yaml("    rpf: off", "    inside_ports: [inside, outside]"),
+            yaml("", "").replace("[10.0.1.0/24]", "[10.0.1.0/25, 10.0.1.192/26]"),
+        ];
+        let mut x: u32 = 0x1357_9bdf;
+        for text in &texts {
+            let cfg = config::parse_str(text, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+            let f = fib(text);
+            // The per-port inside prefixes as `SourceFilters` kept them before.
+            let mut inside: Vec<Vec<config::Ipv4Net>> = vec![Vec::new(); cfg.ports.len()];
+            for g in cfg
+                .nat_gateways
+                .iter()
+                .filter(|g| g.drop_foreign_inside_sources)
+            {
+                for i in g.inside_port_indices(&cfg) {
+                    inside[i].extend(g.inside_prefixes.iter().copied());
+                }
+            }
+            let bases = [0x0a00_0100u32, 0xc633_6400, 0xcb00_7100, 0xac10_0900];
+            for _ in 0..4000 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let src = Ipv4Addr::from(bases[(x >> 28) as usize % 4] | (x & 0x1ff));
+                let dst = Ipv4Addr::from(bases[(x >> 24) as usize % 4] | ((x >> 8) & 0xff));
+                for port in 0..3u16 {
+                    assert_eq!(
+                        super::check(&f, port, src, dst),
+                        super::check_reference(&f, port, src, dst, &inside),
+                        "{text}: port {port} {src} -> {dst}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_source_agrees_with_the_ipv4addr_predicates() {
+        let mut x: u32 = 0xdead_beef;
+        let mut probes = vec![0u32, 1, u32::MAX, u32::MAX - 1, 0x7f00_0001, 0xe000_0001];
+        for top in 0..=255u32 {
+            probes.push(top << 24);
+            probes.push((top << 24) | 0x00ff_ffff);
+        }
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            probes.push(x);
+        }
+        for a in probes {
+            let s = Ipv4Addr::from(a);
+            let want =
+                s.is_multicast() || s.is_broadcast() || s.is_loopback() || s.is_unspecified();
+            assert_eq!(super::bad_source(s), want, "{s}");
+        }
     }
 }

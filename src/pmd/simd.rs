@@ -34,6 +34,41 @@ pub fn match_words(w: &[u32; 16], tag: u32, mask: u32) -> u32 {
     }
 }
 
+/// Bit i set when `(a & masks[i]) == keys[i]`, for all 16 lanes: a small route table's
+/// longest-prefix scan (`pipeline::route`), one mask per route.
+#[inline(always)]
+pub fn match_prefixes(masks: &[u32; 16], keys: &[u32; 16], a: u32) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of the x86_64 baseline; the unaligned 16-byte loads read
+        // exactly the 64 bytes of `masks` and of `keys`.
+        unsafe {
+            let v = _mm_set1_epi32(a as i32);
+            let (m, k) = (
+                masks.as_ptr().cast::<__m128i>(),
+                keys.as_ptr().cast::<__m128i>(),
+            );
+            let c = |i: usize| {
+                _mm_cmpeq_epi32(
+                    _mm_and_si128(_mm_loadu_si128(m.add(i)), v),
+                    _mm_loadu_si128(k.add(i)),
+                )
+            };
+            let b = _mm_packs_epi16(_mm_packs_epi32(c(0), c(1)), _mm_packs_epi32(c(2), c(3)));
+            _mm_movemask_epi8(b) as u32
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let mut r = 0u32;
+        for i in 0..16 {
+            r |= u32::from(a & masks[i] == keys[i]) << i;
+        }
+        r
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,6 +94,33 @@ mod tests {
                     want |= u32::from(v & mask == tag) << i;
                 }
                 assert_eq!(match_words(&w, tag, mask), want);
+            }
+        }
+    }
+
+    #[test]
+    fn prefix_matches_agree_with_the_scalar_definition() {
+        let mut x = 777u32;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for _ in 0..2000 {
+            let (mut masks, mut keys) = ([0u32; 16], [1u32; 16]);
+            for i in 0..16 {
+                let len = next() % 33;
+                masks[i] = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                keys[i] = (0x0a00_0000 | (next() & 0xffff)) & masks[i];
+            }
+            for _ in 0..16 {
+                let a = 0x0a00_0000 | (next() & 0x1ffff);
+                let mut want = 0u32;
+                for i in 0..16 {
+                    want |= u32::from(a & masks[i] == keys[i]) << i;
+                }
+                assert_eq!(match_prefixes(&masks, &keys, a), want);
             }
         }
     }

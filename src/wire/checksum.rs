@@ -49,6 +49,18 @@ pub fn checksum(data: &[u8]) -> u16 {
     !fold(sum(data))
 }
 
+/// Whether the 20-byte IPv4 header `h` (no options) carries a correct checksum:
+/// `checksum(h) == 0` in a few instructions. The five 32-bit words are summed in native
+/// byte order (RFC 1071: the ones-complement sum is byte-order independent up to a swap
+/// of its two bytes, and 0xFFFF is its own swap); the folded sum is 0xFFFF exactly when
+/// the sum is a non-zero multiple of 0xFFFF (2^16 == 1 modulo 0xFFFF).
+#[inline]
+pub fn ipv4_header20_ok(h: &[u8; 20]) -> bool {
+    let w = |i: usize| u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+    let s = w(0) + w(4) + w(8) + w(12) + w(16);
+    s != 0 && s % 0xFFFF == 0
+}
+
 /// Partial sum of the TCP/UDP IPv4 pseudo header (at most `6 * 0xFFFF`).
 #[inline]
 pub fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: u16) -> u32 {
@@ -305,5 +317,34 @@ mod tests {
             assert_eq!(checksum(&buf), 0, "verifies");
         }
         assert!(saw_zero_csum > 100, "edge case exercised: {saw_zero_csum}");
+    }
+
+    #[test]
+    fn ipv4_header20_ok_agrees_with_checksum() {
+        let mut rng = Rng::new(0x1f2e_3d4c);
+        let mut h = [0u8; 20];
+        for round in 0..200_000u32 {
+            for b in h.iter_mut() {
+                *b = rng.u8();
+            }
+            match round % 4 {
+                // A correct checksum (the usual case).
+                0 | 1 => {
+                    h[10] = 0;
+                    h[11] = 0;
+                    let c = checksum(&h);
+                    put16(&mut h, 10, c);
+                }
+                // Sums on the edges: all zero, all ones, few bits.
+                2 if round % 3 == 0 => h = [0; 20],
+                2 if round % 3 == 1 => h = [0xff; 20],
+                2 => {
+                    h = [0; 20];
+                    h[(round as usize / 4) % 20] = 1 << (round % 8);
+                }
+                _ => {}
+            }
+            assert_eq!(ipv4_header20_ok(&h), checksum(&h) == 0, "{h:?}");
+        }
     }
 }
