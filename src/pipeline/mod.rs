@@ -940,7 +940,6 @@ fn arp_reply<B: PacketBuf>(pkt: &mut B, mac: MacAddr, ip: Ipv4Addr) {
     icmp_out::arp_reply_in_place(pkt.data_mut(), mac, ip);
 }
 
-
 /// Transport header checks on the first (or only) fragment.
 #[inline]
 /// Records the ports (and TCP flags) in `p` for the later steps (parse once).
