@@ -940,9 +940,9 @@ fn arp_reply<B: PacketBuf>(pkt: &mut B, mac: MacAddr, ip: Ipv4Addr) {
     icmp_out::arp_reply_in_place(pkt.data_mut(), mac, ip);
 }
 
-/// Transport header checks on the first (or only) fragment.
+/// Transport header checks on the first (or only) fragment. Records the ports (and TCP
+/// flags) in `p` for the later steps (parse once).
 #[inline]
-/// Records the ports (and TCP flags) in `p` for the later steps (parse once).
 fn check_l4(frame: &[u8], p: &mut Parsed) -> Result<(), DropReason> {
     let (proto, is_frag) = (p.proto, p.is_fragment());
     let ip = Ipv4Packet::new_unchecked(&frame[ETH..]);
