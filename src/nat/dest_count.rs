@@ -83,14 +83,7 @@ impl DestCounts {
             e.count += 1;
             return true;
         }
-        if self.t.len() >= self.cap {
-            return false;
-        }
-        let seed = self.seed;
-        self.t.insert_unique(h, Entry { dest: d, count: 1 }, |e| {
-            mix2(seed, u64::from(e.dest.remote_ip), u64::from(e.dest.meta))
-        });
-        true
+        self.insert_first(h, d)
     }
 
     /// `inc_hashed` for a caller that has just read `was = get_hashed(h, &d)` and changed
@@ -101,6 +94,12 @@ impl DestCounts {
             return self.inc_hashed(h, d);
         }
         debug_assert_eq!(self.get_hashed(h, &d), 0, "stale count passed in");
+        self.insert_first(h, d)
+    }
+
+    /// The first mapping toward `d` (not in the table): false when the table is full.
+    #[inline]
+    fn insert_first(&mut self, h: u64, d: Dest) -> bool {
         if self.t.len() >= self.cap {
             return false;
         }

@@ -130,7 +130,14 @@ pub fn check(fib: &Fib, rx_port: u16, src: Ipv4Addr, dst: Ipv4Addr) -> Option<Dr
     if !p.inside.is_empty() && !p.inside.iter().any(|&(m, k)| a & m == k) {
         return Some(DropReason::ForeignInsideSource);
     }
-    match p.rpf {
+    rpf(fib, p.rpf, rx_port, src)
+}
+
+/// The reverse-path check of `src` arriving on `rx_port` (RFC 3704): loose wants a route
+/// back, strict a route back out of the same port.
+#[inline]
+fn rpf(fib: &Fib, mode: RpfMode, rx_port: u16, src: Ipv4Addr) -> Option<DropReason> {
+    match mode {
         RpfMode::Off => None,
         RpfMode::Loose => fib.route(src).is_none().then_some(DropReason::RpfFailed),
         RpfMode::Strict => match fib.route(src) {
@@ -161,14 +168,7 @@ fn check_reference(
             return Some(DropReason::ForeignInsideSource);
         }
     }
-    match fib.filters.rpf(rx_port) {
-        RpfMode::Off => None,
-        RpfMode::Loose => fib.route(src).is_none().then_some(DropReason::RpfFailed),
-        RpfMode::Strict => match fib.route(src) {
-            Some(nh) if nh.port == rx_port => None,
-            _ => Some(DropReason::RpfFailed),
-        },
-    }
+    rpf(fib, fib.filters.rpf(rx_port), rx_port, src)
 }
 
 #[cfg(test)]
