@@ -36,26 +36,6 @@ pub struct Parsed {
     pub df: bool,
 }
 
-impl Default for Parsed {
-    fn default() -> Self {
-        Parsed {
-            src: Ipv4Addr::UNSPECIFIED,
-            dst: Ipv4Addr::UNSPECIFIED,
-            total: 0,
-            ident: 0,
-            frag_off: 0,
-            sport: 0,
-            dport: 0,
-            proto: 0,
-            ttl: 0,
-            hl: 20,
-            tcp_flags: 0,
-            more: false,
-            df: false,
-        }
-    }
-}
-
 #[inline(always)]
 fn be16(d: &[u8], i: usize) -> u16 {
     u16::from_be_bytes([d[i], d[i + 1]])
@@ -94,7 +74,7 @@ impl Parsed {
 
     /// Fills the transport fields from `frame` (first fragment of TCP/UDP only).
     #[inline]
-    pub(crate) fn read_l4(&mut self, frame: &[u8]) {
+    fn read_l4(&mut self, frame: &[u8]) {
         if self.frag_off != 0 || (self.proto != IPPROTO_TCP && self.proto != IPPROTO_UDP) {
             return;
         }

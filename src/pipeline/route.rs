@@ -86,18 +86,13 @@ impl<V> Default for SmallTable<V> {
 
 impl<V> SmallTable<V> {
     fn from_routes(routes: impl Iterator<Item = (u32, u32, V)>) -> Self {
-        let (mut masks, mut keys) = ([0u32; SMALL], [1u32; SMALL]);
-        let mut values = Vec::new();
+        let mut t = Self::default();
         for (i, (m, k, v)) in routes.take(SMALL).enumerate() {
-            masks[i] = m;
-            keys[i] = k;
-            values.push(v);
+            t.masks[i] = m;
+            t.keys[i] = k;
+            t.values.push(v);
         }
-        SmallTable {
-            masks,
-            keys,
-            values,
-        }
+        t
     }
 
     #[inline]
